@@ -1,0 +1,50 @@
+# tunnel: make help lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/tunnelhq/tunnel/pkg/version.Version=$(VERSION)
+FUZZTIME ?= 5s
+TEST_TIMEOUT ?= 30m
+
+.PHONY: help deps build dev test check unit fuzz bench fmt vet clean
+
+help: ## show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+deps: ## install what the tests need (Debian packages, Go modules); idempotent
+	@bash scripts/install-deps.sh
+
+build: ## build tunnel and tunnel-gateway into bin/
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./gateway/cmd/tunnel-gateway ./client/cmd/tunnel
+
+dev: build ## run a gateway on 127.0.0.1:8443 with embedded defaults and print the admin's credentials
+	$(BIN)/tunnel-gateway dev
+
+test: deps check unit fuzz ## everything CI runs: format, vet, unit + integration tests with -race, short fuzzing
+
+check: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit: ## all Go tests (unit and integration) with the race detector, shuffled
+	CI=$${CI:-1} $(GO) test -race -shuffle=on -timeout $(TEST_TIMEOUT) ./...
+
+fuzz: ## run every fuzz target for FUZZTIME (default 5s)
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { echo "FAIL: $$f in $$pkg (see testdata/fuzz)"; exit 1; }; \
+	  done; \
+	done
+
+bench: ## benchmarks: login latency, certificate signing rate (see docs/BENCHMARKS.md)
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./certs/ ./gateway/internal/login/ | tee bench.out
+
+fmt: ## format the code
+	gofmt -w $$(git ls-files '*.go')
+
+clean: ## remove build outputs
+	rm -rf $(BIN) bench.out

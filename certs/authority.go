@@ -1,0 +1,409 @@
+package certs
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/seal"
+	"github.com/tunnelhq/tunnel/pkg/store"
+	"github.com/tunnelhq/tunnel/pkg/trust"
+)
+
+// Lifetimes.
+const (
+	// DefaultUserTTL is the lifetime of a user, agent or gateway certificate
+	// when the request gives none (shortened to the applicable maximum if
+	// that is lower).
+	DefaultUserTTL = time.Hour
+	// ClusterMaxTTL is the hard maximum lifetime of any user, agent or
+	// gateway certificate. Config.MaxTTL may lower it, never raise it.
+	ClusterMaxTTL = 12 * time.Hour
+	// ClockSkew is how far NotBefore and valid_after are backdated, so that a
+	// certificate is accepted at once by a peer whose clock is a little slow.
+	ClockSkew = time.Minute
+	// DefaultHostTTL is the lifetime of an SSH host certificate when the
+	// request gives none.
+	DefaultHostTTL = 30 * 24 * time.Hour
+	// MaxHostTTL is the maximum lifetime of an SSH host certificate. Host
+	// certificates are not bound by the user maximum.
+	MaxHostTTL = 90 * 24 * time.Hour
+	// CALifetime is the lifetime of a new X.509 CA certificate.
+	CALifetime = 10 * 365 * 24 * time.Hour
+)
+
+// Config configures an Authority. The zero value of each field except
+// Cluster means its default.
+type Config struct {
+	// Cluster is the cluster name; it must pass
+	// identity.ValidateName("cluster", …).
+	Cluster string
+	// Clock returns the current time; nil means time.Now.
+	Clock func() time.Time
+	// Rand is the source of key material, serial numbers and SSH nonces;
+	// nil means crypto/rand.Reader. It need not be safe for concurrent use.
+	Rand io.Reader
+	// MaxTTL is the cluster's maximum certificate lifetime; zero means
+	// ClusterMaxTTL, and values above ClusterMaxTTL are refused.
+	MaxTTL time.Duration
+}
+
+// resolve validates c and fills in its defaults.
+func (c Config) resolve() (Config, error) {
+	if err := identity.ValidateName("cluster", c.Cluster); err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+	switch {
+	case c.MaxTTL < 0:
+		return c, fmt.Errorf("config: maximum TTL %v is negative", c.MaxTTL)
+	case c.MaxTTL == 0:
+		c.MaxTTL = ClusterMaxTTL
+	case c.MaxTTL > ClusterMaxTTL:
+		return c, fmt.Errorf("config: %w: maximum TTL %v exceeds the hard cluster maximum of %v", ErrTTLTooLong, c.MaxTTL, ClusterMaxTTL)
+	}
+	return c, nil
+}
+
+// Authority is the cluster CA: it holds the active signing key of each kind
+// and the public keys of every trusted CA. It is safe for concurrent use.
+type Authority struct {
+	cluster string
+	clock   func() time.Time
+	maxTTL  time.Duration
+
+	randMu sync.Mutex // guards rand, which need not be safe for concurrent use
+	rand   io.Reader
+
+	// The CA keys never change after construction.
+	xca    x509CA
+	userCA sshCA
+	hostCA sshCA
+}
+
+// x509CA is the X.509 CA: the active certificate and key, and every trusted
+// CA certificate.
+type x509CA struct {
+	cert    *x509.Certificate
+	key     crypto.Signer
+	trusted []*x509.Certificate // the active one first
+	pool    *x509.CertPool
+}
+
+func newX509CA(active *x509.Certificate, key crypto.Signer, others []*x509.Certificate) x509CA {
+	ca := x509CA{cert: active, key: key, trusted: []*x509.Certificate{active}, pool: x509.NewCertPool()}
+	ca.pool.AddCert(active)
+	for _, c := range others {
+		if !slices.ContainsFunc(ca.trusted, c.Equal) {
+			ca.trusted = append(ca.trusted, c)
+			ca.pool.AddCert(c)
+		}
+	}
+	return ca
+}
+
+// sshCA is an SSH CA: the active key, and every trusted CA public key.
+type sshCA struct {
+	key     crypto.Signer
+	signer  ssh.Signer
+	trusted []ssh.PublicKey // the active one first
+}
+
+func newSSHCA(key crypto.Signer, others []ssh.PublicKey) (sshCA, error) {
+	signer, err := ssh.NewSignerFromSigner(key)
+	if err != nil {
+		return sshCA{}, err
+	}
+	ca := sshCA{key: key, signer: signer, trusted: []ssh.PublicKey{signer.PublicKey()}}
+	for _, k := range others {
+		if !slices.ContainsFunc(ca.trusted, func(t ssh.PublicKey) bool { return bytes.Equal(t.Marshal(), k.Marshal()) }) {
+			ca.trusted = append(ca.trusted, k)
+		}
+	}
+	return ca, nil
+}
+
+// Generate makes a new CA set for cfg.Cluster: a self-signed X.509 CA valid
+// for CALifetime, an SSH user CA and an SSH host CA, all Ed25519. Store it
+// with Export.
+func Generate(cfg Config) (*Authority, error) {
+	c, err := cfg.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("generate CA: %w", err)
+	}
+	a := &Authority{cluster: c.Cluster, clock: c.Clock, maxTTL: c.MaxTTL, rand: c.Rand}
+	var keys [3]ed25519.PrivateKey
+	for i := range keys {
+		if _, keys[i], err = ed25519.GenerateKey(a.reader()); err != nil {
+			return nil, fmt.Errorf("generate CA: generating key: %w", err)
+		}
+	}
+	cert, err := a.newX509CACert(keys[0])
+	if err != nil {
+		return nil, fmt.Errorf("generate CA: %w", err)
+	}
+	a.xca = newX509CA(cert, keys[0], nil)
+	if a.userCA, err = newSSHCA(keys[1], nil); err != nil {
+		return nil, fmt.Errorf("generate CA: SSH user CA: %w", err)
+	}
+	if a.hostCA, err = newSSHCA(keys[2], nil); err != nil {
+		return nil, fmt.Errorf("generate CA: SSH host CA: %w", err)
+	}
+	return a, nil
+}
+
+// newX509CACert self-signs a CA certificate for key.
+func (a *Authority) newX509CACert(key crypto.Signer) (*x509.Certificate, error) {
+	serial, err := a.x509Serial()
+	if err != nil {
+		return nil, err
+	}
+	now := a.now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: a.cluster + " tunnel CA"},
+		NotBefore:             now.Add(-ClockSkew),
+		NotAfter:              now.Add(CALifetime),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            0,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(a.reader(), tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("self-signing the X.509 CA certificate: %w", err)
+	}
+	return x509.ParseCertificate(der)
+}
+
+// caLabel is the seal label of a CA private key of the given kind.
+func caLabel(kind store.CertKind) string { return "ca/" + string(kind) }
+
+// Load rebuilds the Authority from the keys kept in the store, opening the
+// active private keys with s. Each kind ("x509", "ssh-user", "ssh-host") must
+// have exactly one active key, which signs; inactive keys are trusted but
+// never opened.
+func Load(cfg Config, keys []store.CAKey, s seal.Sealer) (*Authority, error) {
+	c, err := cfg.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("load CA: %w", err)
+	}
+	if s == nil {
+		return nil, errors.New("load CA: no sealer to open the CA keys with")
+	}
+	a := &Authority{cluster: c.Cluster, clock: c.Clock, maxTTL: c.MaxTTL, rand: c.Rand}
+
+	var (
+		x509Active  *x509.Certificate
+		x509Key     crypto.Signer
+		x509Others  []*x509.Certificate
+		sshActive   = map[store.CertKind]crypto.Signer{}
+		sshOthers   = map[store.CertKind][]ssh.PublicKey{}
+		activeCount = map[store.CertKind]int{}
+	)
+	for _, k := range keys {
+		kind := store.CertKind(k.Kind)
+		switch kind {
+		case store.CertX509:
+			cert, err := parseCACert(k.Public)
+			if err != nil {
+				return nil, fmt.Errorf("load CA: x509 CA key created %s: %w", k.CreatedAt.Format(time.RFC3339), err)
+			}
+			if !k.Active {
+				x509Others = append(x509Others, cert)
+				break
+			}
+			activeCount[kind]++
+			if x509Key, err = openCAKey(k, s, cert.PublicKey); err != nil {
+				return nil, fmt.Errorf("load CA: %w", err)
+			}
+			x509Active = cert
+		case store.CertSSHUser, store.CertSSHHost:
+			pub, err := parseSSHCAKey(k.Public)
+			if err != nil {
+				return nil, fmt.Errorf("load CA: %s CA key created %s: %w", kind, k.CreatedAt.Format(time.RFC3339), err)
+			}
+			if !k.Active {
+				sshOthers[kind] = append(sshOthers[kind], pub)
+				break
+			}
+			activeCount[kind]++
+			cpub := pub.(ssh.CryptoPublicKey).CryptoPublicKey()
+			if sshActive[kind], err = openCAKey(k, s, cpub); err != nil {
+				return nil, fmt.Errorf("load CA: %w", err)
+			}
+		default:
+			return nil, fmt.Errorf("load CA: unknown CA key kind %q in the store", k.Kind)
+		}
+	}
+	for _, kind := range []store.CertKind{store.CertX509, store.CertSSHUser, store.CertSSHHost} {
+		switch n := activeCount[kind]; {
+		case n == 0:
+			return nil, fmt.Errorf("load CA: the store holds no active %s CA key; was the cluster initialised?", kind)
+		case n > 1:
+			return nil, fmt.Errorf("load CA: the store holds %d active %s CA keys; exactly one must be active", n, kind)
+		}
+	}
+	a.xca = newX509CA(x509Active, x509Key, x509Others)
+	if a.userCA, err = newSSHCA(sshActive[store.CertSSHUser], sshOthers[store.CertSSHUser]); err != nil {
+		return nil, fmt.Errorf("load CA: SSH user CA: %w", err)
+	}
+	if a.hostCA, err = newSSHCA(sshActive[store.CertSSHHost], sshOthers[store.CertSSHHost]); err != nil {
+		return nil, fmt.Errorf("load CA: SSH host CA: %w", err)
+	}
+	return a, nil
+}
+
+// openCAKey opens the sealed private key of k and checks that it belongs to
+// pub.
+func openCAKey(k store.CAKey, s seal.Sealer, pub crypto.PublicKey) (crypto.Signer, error) {
+	der, err := s.Open(k.SealedPrivate, caLabel(store.CertKind(k.Kind)))
+	if err != nil {
+		return nil, fmt.Errorf("cannot open the sealed %s CA private key (is this the key-encryption key the cluster was created with?): %w", k.Kind, err)
+	}
+	defer clear(der)
+	key, err := parseCAPrivateKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("%s CA private key: %w", k.Kind, err)
+	}
+	if !samePublicKey(key.Public(), pub) {
+		return nil, fmt.Errorf("%s CA private key does not match its public key", k.Kind)
+	}
+	return key, nil
+}
+
+// Export seals the active CA keys with s for the store, one per kind, marked
+// active and created now. Inactive keys from a rotation are not included:
+// the store keeps them already.
+func (a *Authority) Export(s seal.Sealer) ([]store.CAKey, error) {
+	if s == nil {
+		return nil, errors.New("export CA: no sealer to seal the CA keys with")
+	}
+	now := a.now()
+	out := make([]store.CAKey, 0, 3)
+	for _, e := range []struct {
+		kind   store.CertKind
+		public []byte
+		key    crypto.Signer
+	}{
+		{store.CertX509, a.xca.cert.Raw, a.xca.key},
+		{store.CertSSHUser, a.userCA.signer.PublicKey().Marshal(), a.userCA.key},
+		{store.CertSSHHost, a.hostCA.signer.PublicKey().Marshal(), a.hostCA.key},
+	} {
+		der, err := x509.MarshalPKCS8PrivateKey(e.key)
+		if err != nil {
+			return nil, fmt.Errorf("export CA: %s private key: %w", e.kind, err)
+		}
+		sealed, err := s.Seal(der, caLabel(e.kind))
+		clear(der)
+		if err != nil {
+			return nil, fmt.Errorf("export CA: sealing the %s private key: %w", e.kind, err)
+		}
+		out = append(out, store.CAKey{
+			Kind:          string(e.kind),
+			Public:        bytes.Clone(e.public),
+			SealedPrivate: sealed,
+			CreatedAt:     now,
+			Active:        true,
+		})
+	}
+	return out, nil
+}
+
+// Cluster returns the cluster name.
+func (a *Authority) Cluster() string { return a.cluster }
+
+// MaxTTL returns the cluster's maximum certificate lifetime.
+func (a *Authority) MaxTTL() time.Duration { return a.maxTTL }
+
+// X509CA returns the active X.509 CA certificate, which signs.
+func (a *Authority) X509CA() *x509.Certificate { return a.xca.cert }
+
+// X509CAs returns every trusted X.509 CA certificate, the active one first.
+func (a *Authority) X509CAs() []*x509.Certificate { return slices.Clone(a.xca.trusted) }
+
+// X509Pool returns a new pool of every trusted X.509 CA certificate, for
+// verifying peers.
+func (a *Authority) X509Pool() *x509.CertPool { return a.xca.pool.Clone() }
+
+// Pin returns the pin of the active X.509 CA (see trust.Pin).
+func (a *Authority) Pin() string { return trust.Pin(a.xca.cert) }
+
+// SSHUserCA returns the active SSH user CA public key, which signs.
+func (a *Authority) SSHUserCA() ssh.PublicKey { return a.userCA.trusted[0] }
+
+// SSHUserCAs returns every trusted SSH user CA public key, the active one
+// first: the keys an SSH server lists in TrustedUserCAKeys.
+func (a *Authority) SSHUserCAs() []ssh.PublicKey { return slices.Clone(a.userCA.trusted) }
+
+// SSHHostCA returns the active SSH host CA public key, which signs.
+func (a *Authority) SSHHostCA() ssh.PublicKey { return a.hostCA.trusted[0] }
+
+// SSHHostCAs returns every trusted SSH host CA public key, the active one
+// first: the keys a client lists as @cert-authority in known_hosts.
+func (a *Authority) SSHHostCAs() []ssh.PublicKey { return slices.Clone(a.hostCA.trusted) }
+
+func (a *Authority) now() time.Time { return a.clock() }
+
+// reader returns a.rand made safe for concurrent use.
+func (a *Authority) reader() io.Reader { return lockedReader{a} }
+
+type lockedReader struct{ a *Authority }
+
+func (r lockedReader) Read(p []byte) (int, error) {
+	r.a.randMu.Lock()
+	defer r.a.randMu.Unlock()
+	return r.a.rand.Read(p)
+}
+
+// maxSerialTries bounds the retries for a zero serial: a source that gives
+// nothing but zeros is broken.
+const maxSerialTries = 8
+
+// x509Serial returns a random positive 128-bit serial number.
+func (a *Authority) x509Serial() (*big.Int, error) {
+	b := make([]byte, 16)
+	for range maxSerialTries {
+		if _, err := io.ReadFull(a.reader(), b); err != nil {
+			return nil, fmt.Errorf("reading serial number: %w", err)
+		}
+		if n := new(big.Int).SetBytes(b); n.Sign() > 0 {
+			return n, nil
+		}
+	}
+	return nil, errors.New("reading serial number: the random source returns only zeros")
+}
+
+// sshSerial returns a random non-zero 64-bit serial number.
+func (a *Authority) sshSerial() (uint64, error) {
+	var b [8]byte
+	for range maxSerialTries {
+		if _, err := io.ReadFull(a.reader(), b[:]); err != nil {
+			return 0, fmt.Errorf("reading serial number: %w", err)
+		}
+		if n := binary.BigEndian.Uint64(b[:]); n != 0 {
+			return n, nil
+		}
+	}
+	return 0, errors.New("reading serial number: the random source returns only zeros")
+}

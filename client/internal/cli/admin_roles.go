@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tunnelhq/tunnel/pkg/api"
+)
+
+func newAdminRolesCmd(env Env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "roles",
+		Short: "Add, list and remove roles",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(newRolesAddCmd(env), newRolesLsCmd(env), newRolesRmCmd(env))
+	return cmd
+}
+
+func newRolesAddCmd(env Env) *cobra.Command {
+	var logins []string
+	var maxTTL time.Duration
+	var admin, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "add NAME [--login L]... [--max-ttl D] [--admin]",
+		Short: "Add a role",
+		Long: `add creates a role. --login names an OS login (SSH principal) the role
+grants; --max-ttl caps the lifetime of its holders' certificates (default:
+the cluster maximum); --admin grants the admin API.`,
+		Example: "  tunnel admin roles add dev --login ubuntu --login deploy --max-ttl 8h",
+		Args:    exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			in := api.Role{Name: args[0], Logins: logins, MaxTTL: api.Duration(maxTTL), Admin: admin}
+			var out api.Role
+			if err := adminCall(cmd.Context(), env, http.MethodPost, api.PathRoles, nil, in, &out); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Added role %s.\n", out.Name)
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVar(&logins, "login", nil, "OS login the role grants (repeatable)")
+	cmd.Flags().DurationVar(&maxTTL, "max-ttl", 0, "longest certificate lifetime for holders (default: cluster maximum)")
+	cmd.Flags().BoolVar(&admin, "admin", false, "grant the admin API")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func newRolesLsCmd(env Env) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List roles",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var roles []api.Role
+			if err := adminCall(cmd.Context(), env, http.MethodGet, api.PathRoles, nil, nil, &roles); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), roles)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tLOGINS\tMAX TTL\tADMIN")
+			for _, r := range roles {
+				ttl := "cluster max"
+				if r.MaxTTL != 0 {
+					ttl = time.Duration(r.MaxTTL).String()
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", r.Name, orNone(r.Logins), ttl, r.Admin)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func newRolesRmCmd(env Env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Remove a role (refused while users hold it)",
+		Args:  exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := adminCall(cmd.Context(), env, http.MethodDelete, api.PathRoles+"/"+url.PathEscape(args[0]), nil, nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Removed role %s.\n", args[0])
+			return nil
+		},
+	}
+}

@@ -1,0 +1,297 @@
+// Package profile keeps the engineer's login state under TUNNEL_HOME
+// (default ~/.tunnel): which gateway and CA pin, the private key made on
+// this machine, and the certificates the gateway signed for it.
+//
+//	TUNNEL_HOME/            0700
+//	  profile.json          gateway, CA pin, user, roles, logins (no secrets)
+//	  key                   Ed25519 private key, OpenSSH format, 0600
+//	  key.pub               its public key
+//	  key-cert.pub          SSH user certificate
+//	  tls.crt               X.509 client certificate (PEM)
+//	  ca.pem                the cluster's X.509 CA (PEM)
+//	  known_hosts           @cert-authority line trusting the SSH host CA
+//
+// The names next to key follow OpenSSH's conventions, so `ssh -i
+// TUNNEL_HOME/key` picks up the certificate by itself. Every file is written
+// atomically (temporary file, then rename).
+package profile
+
+import (
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// File names inside the home directory.
+const (
+	ProfileFile   = "profile.json"
+	KeyFile       = "key"
+	PubKeyFile    = "key.pub"
+	SSHCertFile   = "key-cert.pub"
+	TLSCertFile   = "tls.crt"
+	CAFile        = "ca.pem"
+	KnownHostFile = "known_hosts"
+)
+
+// Home returns the directory named by TUNNEL_HOME, or ~/.tunnel.
+func Home() (string, error) {
+	if h := os.Getenv("TUNNEL_HOME"); h != "" {
+		return h, nil
+	}
+	u, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("find home directory (set TUNNEL_HOME): %w", err)
+	}
+	return filepath.Join(u, ".tunnel"), nil
+}
+
+// Profile is the non-secret part of the login state.
+type Profile struct {
+	Gateway  string    `json:"gateway"`
+	CAPin    string    `json:"ca_pin"`
+	Cluster  string    `json:"cluster,omitempty"`
+	User     string    `json:"user"`
+	Roles    []string  `json:"roles,omitempty"`
+	Logins   []string  `json:"logins,omitempty"`
+	NotAfter time.Time `json:"not_after,omitzero"`
+}
+
+// ErrNotLoggedIn is returned when there is no profile or no certificate.
+var ErrNotLoggedIn = errors.New("you are not logged in: run tunnel login --gateway HOST:PORT --user NAME --ca-pin sha256:HEX")
+
+// Dir is one TUNNEL_HOME directory.
+type Dir struct{ Path string }
+
+// Open returns the Dir at TUNNEL_HOME.
+func Open() (Dir, error) {
+	h, err := Home()
+	return Dir{Path: h}, err
+}
+
+func (d Dir) file(name string) string { return filepath.Join(d.Path, name) }
+
+// File returns the path of a file in the directory.
+func (d Dir) File(name string) string { return d.file(name) }
+
+// Load reads profile.json; ErrNotLoggedIn if there is none.
+func (d Dir) Load() (Profile, error) {
+	var p Profile
+	b, err := os.ReadFile(d.file(ProfileFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return p, ErrNotLoggedIn
+	}
+	if err != nil {
+		return p, fmt.Errorf("read profile: %w", err)
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("profile %s is damaged (%v): remove it and run tunnel login", d.file(ProfileFile), err)
+	}
+	return p, nil
+}
+
+// SaveProfile writes profile.json.
+func (d Dir) SaveProfile(p Profile) error {
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return err
+	}
+	return d.write(ProfileFile, append(b, '\n'))
+}
+
+// write stores data in name atomically with mode 0600, creating the
+// directory with 0700.
+func (d Dir) write(name string, data []byte) error {
+	if err := os.MkdirAll(d.Path, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", d.Path, err)
+	}
+	if err := os.Chmod(d.Path, 0o700); err != nil {
+		return fmt.Errorf("secure %s: %w", d.Path, err)
+	}
+	f, err := os.CreateTemp(d.Path, "."+name+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err := os.Rename(tmp, d.file(name)); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}
+
+// Key is a key pair made on this machine.
+type Key struct {
+	Private ed25519.PrivateKey
+	SSH     ssh.PublicKey
+}
+
+// NewKey makes a new Ed25519 key pair.
+func NewKey() (*Key, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	pub, err := ssh.NewPublicKey(priv.Public())
+	if err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	return &Key{Private: priv, SSH: pub}, nil
+}
+
+// CSR returns a PEM certificate request for the key, proving possession.
+func (k *Key) CSR(user string) (string, error) {
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k.Private)
+	if err != nil {
+		return "", fmt.Errorf("create certificate request: %w", err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), nil
+}
+
+// Credentials is what a login brings back.
+type Credentials struct {
+	Key        *Key
+	TLSCertPEM string
+	SSHCert    string // authorized_keys line, may be empty
+	CAPEM      string
+	SSHHostCAs []string
+	Cluster    string
+}
+
+// SaveCredentials replaces the key and certificates. Files of the previous
+// login that this one lacks (an SSH certificate) are removed.
+func (d Dir) SaveCredentials(c Credentials) error {
+	block, err := ssh.MarshalPrivateKey(crypto.PrivateKey(c.Key.Private), "tunnel")
+	if err != nil {
+		return fmt.Errorf("encode private key: %w", err)
+	}
+	if err := d.write(KeyFile, pem.EncodeToMemory(block)); err != nil {
+		return err
+	}
+	if err := d.write(PubKeyFile, ssh.MarshalAuthorizedKey(c.Key.SSH)); err != nil {
+		return err
+	}
+	if err := d.write(TLSCertFile, []byte(c.TLSCertPEM)); err != nil {
+		return err
+	}
+	if err := d.write(CAFile, []byte(c.CAPEM)); err != nil {
+		return err
+	}
+	if c.SSHCert != "" {
+		if err := d.write(SSHCertFile, []byte(c.SSHCert+"\n")); err != nil {
+			return err
+		}
+	} else if err := os.Remove(d.file(SSHCertFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	var kh strings.Builder
+	for _, ca := range c.SSHHostCAs {
+		fmt.Fprintf(&kh, "@cert-authority * %s\n", ca)
+	}
+	return d.write(KnownHostFile, []byte(kh.String()))
+}
+
+// RemoveCredentials deletes the key and certificates (logout). The profile
+// stays, so the next login needs no flags.
+func (d Dir) RemoveCredentials() error {
+	var errs []error
+	for _, n := range []string{KeyFile, PubKeyFile, SSHCertFile, TLSCertFile} {
+		if err := os.Remove(d.file(n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// TLSCertificate loads the X.509 client certificate and key for mTLS.
+func (d Dir) TLSCertificate() (tls.Certificate, error) {
+	certPEM, err := os.ReadFile(d.file(TLSCertFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return tls.Certificate{}, ErrNotLoggedIn
+	}
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("read certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(d.file(KeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return tls.Certificate{}, ErrNotLoggedIn
+	}
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("read key: %w", err)
+	}
+	raw, err := ssh.ParseRawPrivateKey(keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("read key %s: %w", d.file(KeyFile), err)
+	}
+	priv, ok := raw.(*ed25519.PrivateKey)
+	if !ok {
+		return tls.Certificate{}, fmt.Errorf("key %s is not an Ed25519 key: run tunnel login", d.file(KeyFile))
+	}
+	blk, _ := pem.Decode(certPEM)
+	if blk == nil {
+		return tls.Certificate{}, fmt.Errorf("certificate %s is damaged: run tunnel login", d.file(TLSCertFile))
+	}
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("certificate %s is damaged: run tunnel login", d.file(TLSCertFile))
+	}
+	return tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: *priv, Leaf: leaf}, nil
+}
+
+// CheckValid returns a one-line error a user can act on when the
+// certificate is not valid at now.
+func CheckValid(leaf *x509.Certificate, now time.Time) error {
+	switch {
+	case now.After(leaf.NotAfter):
+		return fmt.Errorf("certificate expired %s ago: run tunnel login", Human(now.Sub(leaf.NotAfter)))
+	case now.Before(leaf.NotBefore):
+		return fmt.Errorf("certificate is not valid for another %s: check this machine's clock", Human(leaf.NotBefore.Sub(now)))
+	}
+	return nil
+}
+
+// Human renders a duration the way people say it: "3 minutes", "1h5m".
+func Human(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		s := int(d.Round(time.Second).Seconds())
+		if s == 1 {
+			return "1 second"
+		}
+		return fmt.Sprintf("%d seconds", s)
+	case d < time.Hour:
+		m := int(d.Round(time.Minute).Minutes())
+		if m == 1 {
+			return "1 minute"
+		}
+		return fmt.Sprintf("%d minutes", m)
+	}
+	return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+}

@@ -1,0 +1,220 @@
+// Package gateway assembles the gateway server: it creates a cluster
+// ([Init]), and runs one ([New], [Gateway.Serve], [Gateway.Close]).
+//
+// The data directory (mode 0700) holds:
+//
+//	kek          the key-encryption key (hex, 0600) sealing every secret
+//	gateway.db   the SQLite store (0600): users, roles, sealed CA keys, audit
+//
+// The command-line front end is gateway/internal/cli; tests drive this
+// package directly or through the real binary.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/auth"
+	"github.com/tunnelhq/tunnel/gateway/internal/login"
+	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/audit"
+	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/seal"
+	"github.com/tunnelhq/tunnel/pkg/store"
+	"github.com/tunnelhq/tunnel/pkg/store/sqlitestore"
+)
+
+// Names of files in the data directory.
+const (
+	KEKFile = "kek"
+	DBFile  = "gateway.db"
+)
+
+// DefaultCluster is the cluster name when none is given.
+const DefaultCluster = "tunnel"
+
+// InitConfig says how to create a cluster.
+type InitConfig struct {
+	DataDir string
+	// Cluster name; empty means DefaultCluster.
+	Cluster string
+	// KEKFile is where the key-encryption key lives; empty means
+	// DataDir/kek. It is created if missing.
+	KEKFile string
+	// Admin, if set, is the first admin user, with AdminPassword.
+	Admin         string
+	AdminPassword string
+	// MaxTTL is the cluster's certificate maximum; zero means 12 h.
+	MaxTTL time.Duration
+	Clock  func() time.Time
+}
+
+// InitResult is what Init reports.
+type InitResult struct {
+	Cluster string          `json:"cluster"`
+	DataDir string          `json:"data_dir"`
+	Pin     string          `json:"ca_pin"`
+	Admin   *api.Enrollment `json:"admin,omitempty"`
+}
+
+// ErrInitialized is returned by Init for a data directory already in use.
+var ErrInitialized = errors.New("this data directory already holds a cluster")
+
+// Init creates the data directory, the key-encryption key, the store, the
+// CA set and, optionally, the first admin (a role "admin" with the admin
+// flag and a login of the admin's own name).
+func Init(ctx context.Context, cfg InitConfig) (*InitResult, error) {
+	now := time.Now
+	if cfg.Clock != nil {
+		now = cfg.Clock
+	}
+	if cfg.Cluster == "" {
+		cfg.Cluster = DefaultCluster
+	}
+	cfg.Cluster = identity.CanonicalName(cfg.Cluster)
+	if err := identity.ValidateName("cluster", cfg.Cluster); err != nil {
+		return nil, err
+	}
+	var adminUser store.User
+	var enr api.Enrollment
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, DBFile)); err == nil {
+		return nil, fmt.Errorf("%w (%s): use tunnel-gateway run, or choose an empty --data-dir", ErrInitialized, cfg.DataDir)
+	}
+	kekPath := cfg.KEKFile
+	if kekPath == "" {
+		kekPath = filepath.Join(cfg.DataDir, KEKFile)
+	}
+	if _, err := os.Stat(kekPath); errors.Is(err, fs.ErrNotExist) {
+		if err := seal.CreateKeyFile(kekPath, rand.Reader); err != nil {
+			return nil, err
+		}
+	}
+	sealer, err := seal.NewKeyFileSealer(kekPath)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := certs.Generate(certs.Config{Cluster: cfg.Cluster, MaxTTL: cfg.MaxTTL, Clock: cfg.Clock})
+	if err != nil {
+		return nil, fmt.Errorf("create certificate authority: %w", err)
+	}
+	keys, err := ca.Export(sealer)
+	if err != nil {
+		return nil, fmt.Errorf("seal certificate authority: %w", err)
+	}
+	if cfg.Admin != "" {
+		h, err := auth.NewHasher(auth.DefaultParams, 0)
+		if err != nil {
+			return nil, err
+		}
+		adminUser, enr, err = login.NewUser(ctx, h, sealer, "tunnel "+cfg.Cluster, cfg.Admin, cfg.AdminPassword, []string{"admin"}, now())
+		if err != nil {
+			return nil, fmt.Errorf("first admin: %w", err)
+		}
+	}
+	st, err := sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, DBFile))
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	meta := map[string]string{"cluster": cfg.Cluster, "created_at": now().UTC().Format(time.RFC3339)}
+	ev := audit.Event{Time: now(), Type: audit.ClusterInit, Actor: "system", Subject: cfg.Cluster,
+		Outcome: audit.Success, Details: map[string]string{"ca_pin": ca.Pin()}}
+	if err := st.Initialize(ctx, meta, keys, ev); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return nil, fmt.Errorf("%w (%s)", ErrInitialized, cfg.DataDir)
+		}
+		return nil, err
+	}
+	res := &InitResult{Cluster: cfg.Cluster, DataDir: cfg.DataDir, Pin: ca.Pin()}
+	if cfg.Admin != "" {
+		role := store.Role{Name: "admin", Logins: []string{adminUser.Name}, Admin: true, CreatedAt: now()}
+		rev := audit.Event{Time: now(), Type: audit.RoleCreated, Actor: "system", Subject: "admin", Outcome: audit.Success}
+		if err := st.CreateRole(ctx, role, rev); err != nil {
+			return nil, fmt.Errorf("first admin role: %w", err)
+		}
+		uev := audit.Event{Time: now(), Type: audit.UserCreated, Actor: "system", Subject: adminUser.Name,
+			Outcome: audit.Success, Details: map[string]string{"roles": "admin"}}
+		if err := st.CreateUser(ctx, adminUser, uev); err != nil {
+			return nil, fmt.Errorf("first admin: %w", err)
+		}
+		res.Admin = &enr
+	}
+	return res, nil
+}
+
+// Config says how to run a gateway. The zero value of every field but
+// DataDir means its default.
+type Config struct {
+	DataDir string
+	// KEKFile defaults to DataDir/kek.
+	KEKFile string
+	// APIAddr is the HTTPS listen address; default ":8443".
+	APIAddr string
+	// Names are the host names and IP addresses the gateway's own
+	// certificate is valid for, besides localhost, 127.0.0.1 and ::1.
+	Names []string
+	// TLSCertFile and TLSKeyFile, when both set, replace the certificate
+	// issued by the cluster CA; they are reloaded when they change.
+	TLSCertFile, TLSKeyFile string
+	// Lockout sets failed-login lockout; zero means 5 failures, 15 minutes.
+	Lockout auth.LockoutPolicy
+	// LoginRate and LoginBurst limit anonymous requests per source address;
+	// zero means 2 per second with a burst of 20.
+	LoginRate  float64
+	LoginBurst int
+	// Version is reported by /v1/ping.
+	Version string
+	Log     *slog.Logger
+	Clock   func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.KEKFile == "" {
+		c.KEKFile = filepath.Join(c.DataDir, KEKFile)
+	}
+	if c.APIAddr == "" {
+		c.APIAddr = ":8443"
+	}
+	if c.LoginRate == 0 {
+		c.LoginRate = 2
+	}
+	if c.LoginBurst == 0 {
+		c.LoginBurst = 20
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+}
+
+func (c *Config) validate() error {
+	if c.DataDir == "" {
+		return errors.New("--data-dir is required")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("give both --tls-cert and --tls-key, or neither")
+	}
+	if c.LoginRate < 0 || c.LoginBurst < 0 {
+		return errors.New("login rate and burst must not be negative")
+	}
+	return nil
+}

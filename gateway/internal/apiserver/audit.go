@@ -1,0 +1,64 @@
+package apiserver
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/audit"
+	"github.com/tunnelhq/tunnel/pkg/store"
+)
+
+func (s *Server) handleListAudit(w http.ResponseWriter, r *http.Request) {
+	var f store.AuditFilter
+	q := r.URL.Query()
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			s.fail(w, r, badRequest("after must be a non-negative event number"))
+			return
+		}
+		f.AfterSeq = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 100000 {
+			s.fail(w, r, badRequest("limit must be a number from 0 to 100000"))
+			return
+		}
+		f.Limit = n
+	}
+	evs, err := s.Store.ListAudit(r.Context(), f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if evs == nil {
+		evs = []audit.Event{}
+	}
+	writeJSON(w, 200, evs)
+}
+
+func (s *Server) handleVerifyAudit(w http.ResponseWriter, r *http.Request) {
+	head, err := s.Store.AuditHead(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	evs, err := s.Store.ListAudit(r.Context(), store.AuditFilter{})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := api.AuditVerify{OK: true, Events: int64(len(evs)), Head: head}
+	if err := audit.Verify(evs, head); err != nil {
+		var be *audit.BrokenLinkError
+		if !errors.As(err, &be) {
+			s.fail(w, r, err)
+			return
+		}
+		out.OK, out.BrokenAt, out.Problem = false, be.Seq, be.Reason
+	}
+	writeJSON(w, 200, out)
+}

@@ -1,0 +1,196 @@
+// Package apiserver serves the gateway's HTTPS API (paths and bodies in
+// pkg/api): the public CA bundle, login, whoami, and the admin API for
+// users, roles and the audit log.
+//
+// Build a [Server] and mount [Server.Handler] on a TLS listener configured
+// with trust.ServerConfig. Anonymous endpoints are rate-limited per source
+// address; every other endpoint verifies the caller's client certificate
+// itself (see caller.go) so that refusals carry a message a person can act
+// on.
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/auth"
+	"github.com/tunnelhq/tunnel/gateway/internal/login"
+	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/seal"
+	"github.com/tunnelhq/tunnel/pkg/store"
+)
+
+// Server holds what the handlers need. Fields are set once before Handler
+// is called.
+type Server struct {
+	Store   store.Store
+	CA      *certs.Authority
+	Sealer  seal.Sealer
+	Hasher  *auth.Hasher
+	Login   *login.Service
+	Limiter *auth.IPLimiter // for anonymous endpoints; nil means no limit
+	Version string
+	Clock   func() time.Time // nil means time.Now
+	Log     *slog.Logger     // nil means discard
+	// TOTPIssuer is the issuer shown by authenticator apps.
+	TOTPIssuer string
+}
+
+func (s *Server) now() time.Time {
+	if s.Clock == nil {
+		return time.Now()
+	}
+	return s.Clock()
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Log
+}
+
+// Handler returns the API's HTTP handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	anon := func(h http.HandlerFunc) http.Handler {
+		if s.Limiter == nil {
+			return h
+		}
+		return s.Limiter.Middleware(h, remoteAddr)
+	}
+	mux.Handle("GET "+api.PathPing, anon(s.handlePing))
+	mux.Handle("GET "+api.PathCA, anon(s.handleCA))
+	mux.Handle("POST "+api.PathLogin, anon(s.handleLogin))
+	mux.Handle("GET "+api.PathWhoami, s.user(s.handleWhoami))
+
+	mux.Handle("GET "+api.PathUsers, s.admin(s.handleListUsers))
+	mux.Handle("POST "+api.PathUsers, s.admin(s.handleCreateUser))
+	mux.Handle("DELETE "+api.PathUsers+"/{name}", s.admin(s.handleDeleteUser))
+	mux.Handle("POST "+api.PathUsers+"/{name}/lock", s.admin(s.handleLockUser(true)))
+	mux.Handle("POST "+api.PathUsers+"/{name}/unlock", s.admin(s.handleLockUser(false)))
+	mux.Handle("POST "+api.PathUsers+"/{name}/reset-mfa", s.admin(s.handleResetMFA))
+
+	mux.Handle("GET "+api.PathRoles, s.admin(s.handleListRoles))
+	mux.Handle("POST "+api.PathRoles, s.admin(s.handleCreateRole))
+	mux.Handle("DELETE "+api.PathRoles+"/{name}", s.admin(s.handleDeleteRole))
+
+	mux.Handle("GET "+api.PathAudit, s.admin(s.handleListAudit))
+	mux.Handle("GET "+api.PathAuditVerify, s.admin(s.handleVerifyAudit))
+
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &api.Error{Code: api.CodeNotFound, Message: "no such API endpoint: " + r.Method + " " + r.URL.Path + " (is your tunnel client newer than the gateway?)"}, http.StatusNotFound)
+	})
+	return s.logRequests(mux)
+}
+
+// logRequests logs method, path, status and duration; never bodies.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: 200}
+		next.ServeHTTP(sw, r)
+		s.log().Debug("api request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+			"remote", remoteAddr(r).String(), "duration", time.Since(start))
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func remoteAddr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, e *api.Error, status int) {
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	writeJSON(w, status, e)
+}
+
+// fail answers an error: a *login.Error or *httpError keeps its status and
+// message; anything else is logged and answered as an internal error.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var le *login.Error
+	var he *httpError
+	switch {
+	case errors.As(err, &le):
+		if le.Status >= 500 {
+			s.log().Error("login failed", "err", err)
+		}
+		writeError(w, &api.Error{Code: le.Code, Message: le.Message, RetryAfter: int(le.RetryAfter.Seconds())}, le.Status)
+	case errors.As(err, &he):
+		writeError(w, &api.Error{Code: he.code, Message: he.msg}, he.status)
+	case errors.Is(err, context.Canceled):
+		// The client went away; nothing to answer.
+	default:
+		s.log().Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, &api.Error{Code: api.CodeInternal, Message: "the gateway hit an internal error; nothing was changed (see the gateway log)"}, http.StatusInternalServerError)
+	}
+}
+
+// httpError is an error with a status and a message for the caller.
+type httpError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func badRequest(msg string) error { return &httpError{400, api.CodeBadRequest, msg} }
+func notFound(msg string) error   { return &httpError{404, api.CodeNotFound, msg} }
+func conflict(msg string) error   { return &httpError{409, api.CodeConflict, msg} }
+
+func (s *Server) handlePing(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, api.Ping{Cluster: s.CA.Cluster(), Version: s.Version})
+}
+
+func (s *Server) handleCA(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, login.CABundle(s.CA))
+}
+
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	var req api.LoginRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		s.fail(w, r, badRequest(err.Error()))
+		return
+	}
+	resp, err := s.Login.Login(r.Context(), req, remoteAddr(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, resp)
+}

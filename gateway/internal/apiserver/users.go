@@ -1,0 +1,173 @@
+package apiserver
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/tunnelhq/tunnel/gateway/internal/login"
+	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/audit"
+	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/store"
+)
+
+// adminEvent is the audit event of an admin change made by the caller.
+func (s *Server) adminEvent(r *http.Request, t audit.Type, subject string) audit.Event {
+	return audit.Event{Time: s.now(), Type: t, Actor: callerFrom(r.Context()).user.Name,
+		Subject: subject, Outcome: audit.Success, SourceIP: remoteAddr(r).String()}
+}
+
+// storeError turns store sentinels into answers for the caller.
+func storeError(err error, what string) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return notFound(fmt.Sprintf("%s: %s", what, unwrapMessage(err)))
+	case errors.Is(err, store.ErrExists):
+		return conflict(fmt.Sprintf("%s: %s", what, unwrapMessage(err)))
+	}
+	return err
+}
+
+// unwrapMessage keeps the store's explanation but drops its operation
+// prefix when there is one.
+func unwrapMessage(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 && i+2 < len(msg) {
+		return msg[i+2:]
+	}
+	return msg
+}
+
+func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
+	users, err := s.Store.ListUsers(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	now := s.now()
+	out := make([]api.User, 0, len(users))
+	for _, u := range users {
+		au := api.User{Name: u.Name, Roles: u.Roles, Locked: u.Locked, CreatedAt: u.CreatedAt}
+		if au.Roles == nil {
+			au.Roles = []string{}
+		}
+		if f, err := s.Store.LoginFailures(r.Context(), u.Name); err == nil && f.LockedUntil.After(now) {
+			t := f.LockedUntil
+			au.LockedOutUntil = &t
+		}
+		out = append(out, au)
+	}
+	writeJSON(w, 200, out)
+}
+
+func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
+	var req api.CreateUserRequest
+	if err := api.Decode(r.Body, &req); err != nil {
+		s.fail(w, r, badRequest(err.Error()))
+		return
+	}
+	roles := make([]string, 0, len(req.Roles))
+	for _, rn := range req.Roles {
+		rn = identity.CanonicalName(rn)
+		if err := identity.ValidateName("role", rn); err != nil {
+			s.fail(w, r, badRequest(err.Error()))
+			return
+		}
+		if _, err := s.Store.GetRole(r.Context(), rn); errors.Is(err, store.ErrNotFound) {
+			s.fail(w, r, badRequest(fmt.Sprintf("role %q does not exist: create it first with tunnel admin roles add %s", rn, rn)))
+			return
+		} else if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		roles = append(roles, rn)
+	}
+	u, enr, err := login.NewUser(r.Context(), s.Hasher, s.Sealer, s.TOTPIssuer, req.Name, req.Password, roles, s.now())
+	if err != nil {
+		if errors.Is(err, identity.ErrInvalidName) || strings.Contains(err.Error(), "password") {
+			s.fail(w, r, badRequest(err.Error()))
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	ev := s.adminEvent(r, audit.UserCreated, u.Name)
+	ev.Details = map[string]string{"roles": strings.Join(roles, ",")}
+	if err := s.Store.CreateUser(r.Context(), u, ev); err != nil {
+		s.fail(w, r, storeError(err, "create user "+u.Name))
+		return
+	}
+	writeJSON(w, http.StatusCreated, enr)
+}
+
+// target reads the {name} path value and refuses an action on oneself.
+func (s *Server) target(r *http.Request, verb string) (string, error) {
+	name := identity.CanonicalName(r.PathValue("name"))
+	if err := identity.ValidateName("user", name); err != nil {
+		return "", badRequest(err.Error())
+	}
+	if name == callerFrom(r.Context()).user.Name && verb != "" {
+		return "", badRequest(fmt.Sprintf("you cannot %s your own account; ask another admin", verb))
+	}
+	return name, nil
+}
+
+func (s *Server) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
+	name, err := s.target(r, "remove")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.Store.DeleteUser(r.Context(), name, s.adminEvent(r, audit.UserDeleted, name)); err != nil {
+		s.fail(w, r, storeError(err, "remove user "+name))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleLockUser(lock bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		verb, t := "unlock", audit.UserUnlocked
+		if lock {
+			verb, t = "lock", audit.UserLocked
+		}
+		name, err := s.target(r, verb)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if err := s.Store.SetUserLocked(r.Context(), name, lock, s.adminEvent(r, t, name)); err != nil {
+			s.fail(w, r, storeError(err, verb+" user "+name))
+			return
+		}
+		if !lock {
+			// Unlocking also lifts a lockout after failed logins.
+			if err := s.Store.ClearLoginFailures(r.Context(), name); err != nil {
+				s.fail(w, r, err)
+				return
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (s *Server) handleResetMFA(w http.ResponseWriter, r *http.Request) {
+	name, err := s.target(r, "")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	u := store.User{Name: name}
+	enr, err := login.NewTOTP(s.Sealer, s.TOTPIssuer, &u)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.Store.ResetMFA(r.Context(), name, u.TOTPSecret, s.adminEvent(r, audit.UserMFAReset, name)); err != nil {
+		s.fail(w, r, storeError(err, "reset MFA of "+name))
+		return
+	}
+	writeJSON(w, 200, enr)
+}

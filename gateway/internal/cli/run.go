@@ -1,0 +1,83 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tunnelhq/tunnel/gateway"
+	"github.com/tunnelhq/tunnel/pkg/version"
+)
+
+func newRunCmd() *cobra.Command {
+	var cfg gateway.Config
+	var logs logFlags
+	cmd := &cobra.Command{
+		Use:   "run --data-dir DIR [--api-addr H:P]",
+		Short: "Run the gateway",
+		Long: `run serves the gateway's HTTPS API (TLS 1.3 only) until SIGINT or SIGTERM,
+then shuts down gracefully.
+
+The API's certificate is issued by the cluster CA for localhost, the
+loopback addresses, this host's name and every --name; clients trust it
+through the CA pin. --tls-cert and --tls-key serve an operator's certificate
+instead, reloaded when the files change.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logs.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			cfg.Log = log
+			cfg.Version = version.Version
+			return serve(cmd.Context(), cfg, cmd.OutOrStdout(), nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "", "the directory tunnel-gateway init created")
+	f.StringVar(&cfg.APIAddr, "api-addr", ":8443", "HTTPS listen address (host:port)")
+	f.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key file (default DIR/kek)")
+	f.StringSliceVar(&cfg.Names, "name", nil, "extra host name or IP the gateway certificate is valid for (repeatable)")
+	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "operator's PEM certificate chain for the API (reloaded on change)")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "operator's PEM private key for the API")
+	f.IntVar(&cfg.Lockout.MaxFailures, "lockout-failures", 5, "consecutive failed logins that lock a user name out")
+	f.DurationVar(&cfg.Lockout.LockoutFor, "lockout-duration", 15*time.Minute, "how long a lockout lasts")
+	f.Float64Var(&cfg.LoginRate, "login-rate", 2, "anonymous requests per second allowed per source address")
+	f.IntVar(&cfg.LoginBurst, "login-burst", 20, "burst of anonymous requests allowed per source address")
+	logs.register(cmd)
+	return cmd
+}
+
+// serve runs a gateway until ctx ends. ready, if set, is called once the
+// gateway listens.
+func serve(ctx context.Context, cfg gateway.Config, out io.Writer, ready func(*gateway.Gateway)) error {
+	g, err := gateway.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	cfg.Log.Info("gateway listening", "api", g.Addr().String(), "cluster", g.Cluster(), "ca_pin", g.Pin(), "version", version.Version)
+	fmt.Fprintf(out, "Gateway for cluster %q listening on %s (CA pin %s)\n", g.Cluster(), g.Addr(), g.Pin())
+	if ready != nil {
+		ready(g)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve() }()
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		cfg.Log.Info("shutting down")
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cerr := g.Close(sctx)
+	if err == nil {
+		err = <-errc
+	}
+	if err != nil {
+		return err
+	}
+	return cerr
+}

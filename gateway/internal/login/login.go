@@ -1,0 +1,449 @@
+// Package login authenticates users with a password and a TOTP code and
+// issues their short-lived certificates.
+//
+// [Service.Login] is the whole flow: lockout check, argon2id password check
+// (a dummy hash for unknown users, so every failure costs the same), TOTP
+// check with an atomic replay guard, TTL capped by role and cluster, then an
+// X.509 client certificate and an SSH user certificate for the client's own
+// public key. Every attempt is an audit event; a certificate whose record
+// or event cannot be written is never handed out.
+//
+// Failures say only "invalid credentials" until the caller has proved both
+// the password and a valid code; only then may an error say more (replayed
+// code, locked account).
+package login
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/auth"
+	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/audit"
+	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/seal"
+	"github.com/tunnelhq/tunnel/pkg/store"
+)
+
+// Service logs users in. The zero value is not usable; fill every field
+// but Clock and Log, which default to time.Now and a discarding logger.
+type Service struct {
+	Store   store.Store
+	CA      *certs.Authority
+	Sealer  seal.Sealer
+	Hasher  *auth.Hasher
+	Lockout auth.LockoutPolicy
+	Clock   func() time.Time
+	Log     *slog.Logger
+}
+
+// Error is a login failure to show the caller.
+type Error struct {
+	Status     int // HTTP status
+	Code       string
+	Message    string
+	RetryAfter time.Duration
+	// cause is kept for logs and audit, never shown to the caller.
+	cause error
+}
+
+func (e *Error) Error() string {
+	if e.cause != nil {
+		return e.Message + ": " + e.cause.Error()
+	}
+	return e.Message
+}
+
+func (e *Error) Unwrap() error { return e.cause }
+
+// ErrInvalidCredentials is the one answer for unknown user, wrong password
+// and wrong code.
+var ErrInvalidCredentials = &Error{Status: 401, Code: api.CodeInvalidCredentials,
+	Message: "invalid credentials: check the user name, the password and the code"}
+
+func (s *Service) now() time.Time {
+	if s.Clock == nil {
+		return time.Now()
+	}
+	return s.Clock()
+}
+
+func (s *Service) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Log
+}
+
+// Login runs the whole login flow for a request from src.
+func (s *Service) Login(ctx context.Context, req api.LoginRequest, src netip.Addr) (*api.LoginResponse, error) {
+	now := s.now()
+	name := identity.CanonicalName(req.User)
+	policy := s.Lockout.WithDefaults()
+
+	// The keys are checked first: they carry no secret, and a malformed
+	// request should not count as a failed login.
+	csr, sshKey, err := parseKeys(req)
+	if err != nil {
+		return nil, &Error{Status: 400, Code: api.CodeBadRequest, Message: err.Error()}
+	}
+
+	ev := func(outcome audit.Outcome, reason string) audit.Event {
+		return audit.Event{Time: now, Type: audit.LoginFailure, Actor: name, Subject: name,
+			Outcome: outcome, Reason: reason, SourceIP: addrString(src)}
+	}
+
+	if identity.ValidateName("user", name) != nil {
+		// Not a name we could have: cost the same and say the same, but
+		// keep junk out of the failure table.
+		_ = s.Hasher.VerifyDummy(ctx, []byte(req.Password)) // for the time it takes
+		e := ev(audit.Failure, "malformed user name")
+		e.Actor, e.Subject = "anonymous", ""
+		if _, err := s.Store.AppendAudit(ctx, e); err != nil {
+			return nil, internal("record login failure", err)
+		}
+		return nil, ErrInvalidCredentials
+	}
+
+	f, err := s.Store.LoginFailures(ctx, name)
+	if err != nil {
+		return nil, internal("read login failures", err)
+	}
+	if f.LockedUntil.After(now) {
+		wait := f.LockedUntil.Sub(now).Round(time.Second)
+		if _, err := s.Store.AppendAudit(ctx, ev(audit.Failure, "locked out after repeated failures")); err != nil {
+			return nil, internal("record login failure", err)
+		}
+		return nil, &Error{Status: 429, Code: api.CodeLockedOut, RetryAfter: wait,
+			Message: fmt.Sprintf("too many failed logins for %s: try again in %s", name, wait)}
+	}
+
+	fail := func(reason string) error {
+		e := ev(audit.Failure, reason)
+		nf, err := s.Store.RecordLoginFailure(ctx, name, now, policy.MaxFailures, policy.LockoutFor, e)
+		if err != nil {
+			return internal("record login failure", err)
+		}
+		if !nf.LockedUntil.IsZero() && nf.LockedUntil.After(now) {
+			s.log().Warn("login locked out after repeated failures", "user", name, "until", nf.LockedUntil, "source", src)
+		}
+		return ErrInvalidCredentials
+	}
+
+	u, err := s.Store.GetUser(ctx, name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		_ = s.Hasher.VerifyDummy(ctx, []byte(req.Password)) // for the time it takes
+		return nil, fail("unknown user")
+	case err != nil:
+		return nil, internal("read user", err)
+	}
+	ok, rehash, err := s.Hasher.Verify(ctx, u.PasswordHash, []byte(req.Password))
+	if err != nil {
+		return nil, internal("verify password", err)
+	}
+	if !ok {
+		return nil, fail("wrong password")
+	}
+	code, err := auth.NormalizeCode(req.OTP)
+	if err != nil {
+		return nil, fail("malformed code")
+	}
+	secret, err := s.Sealer.Open(u.TOTPSecret, "totp/"+u.Name)
+	if err != nil {
+		return nil, internal("open TOTP secret", err)
+	}
+	step, ok, err := auth.MatchStep(string(secret), code, now)
+	if err != nil {
+		return nil, internal("check TOTP code", err)
+	}
+	if !ok {
+		return nil, fail("wrong code")
+	}
+
+	// From here on the caller has proved the password and a current code,
+	// so errors may say what is wrong.
+	if u.Locked {
+		if _, err := s.Store.AppendAudit(ctx, ev(audit.Failure, "user locked by an administrator")); err != nil {
+			return nil, internal("record login failure", err)
+		}
+		return nil, &Error{Status: 403, Code: api.CodeForbidden,
+			Message: "your account is locked: ask an administrator to run tunnel admin users unlock " + u.Name}
+	}
+	grant, err := s.grant(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	ttl, err := chooseTTL(time.Duration(req.TTL), grant.maxTTL)
+	if err != nil {
+		if _, aerr := s.Store.AppendAudit(ctx, ev(audit.Failure, err.Error())); aerr != nil {
+			return nil, internal("record login failure", aerr)
+		}
+		return nil, &Error{Status: 400, Code: api.CodeTTLTooLong, Message: err.Error()}
+	}
+	accepted, err := s.Store.AcceptTOTPStep(ctx, u.Name, step)
+	if err != nil {
+		return nil, internal("record TOTP step", err)
+	}
+	if !accepted {
+		if err := fail("replayed code"); !errors.Is(err, ErrInvalidCredentials) {
+			return nil, err
+		}
+		return nil, &Error{Status: 401, Code: api.CodeReplayedCode,
+			Message: "this code was already used: wait for the next code (at most 30 seconds) and log in again"}
+	}
+
+	resp, err := s.issue(ctx, u, grant, csr, sshKey, ttl, now, src)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Store.ClearLoginFailures(ctx, u.Name); err != nil {
+		s.log().Error("clear login failures", "user", u.Name, "err", err)
+	}
+	if rehash {
+		s.rehash(ctx, u.Name, req.Password, now)
+	}
+	return resp, nil
+}
+
+// grant is what a user's roles add up to.
+type grant struct {
+	roles  []string
+	logins []string
+	admin  bool
+	maxTTL time.Duration
+}
+
+func (s *Service) grant(ctx context.Context, u store.User) (grant, error) {
+	g := grant{roles: slices.Clone(u.Roles)}
+	for _, rn := range u.Roles {
+		r, err := s.Store.GetRole(ctx, rn)
+		if err != nil {
+			return grant{}, internal("read role "+rn, err)
+		}
+		g.logins = append(g.logins, r.Logins...)
+		g.admin = g.admin || r.Admin
+		max := r.MaxTTL
+		if max == 0 || max > s.CA.MaxTTL() {
+			max = s.CA.MaxTTL()
+		}
+		g.maxTTL = maxDuration(g.maxTTL, max)
+	}
+	if g.maxTTL == 0 {
+		// No role: the default TTL, capped by the cluster.
+		g.maxTTL = min(certs.DefaultUserTTL, s.CA.MaxTTL())
+	}
+	slices.Sort(g.logins)
+	g.logins = slices.Compact(g.logins)
+	return g, nil
+}
+
+// GrantOf returns the roles, logins and admin flag a user currently holds.
+func (s *Service) GrantOf(ctx context.Context, u store.User) (logins []string, admin bool, err error) {
+	g, err := s.grant(ctx, u)
+	return g.logins, g.admin, err
+}
+
+func maxDuration(a, b time.Duration) time.Duration {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// chooseTTL applies the default and refuses a TTL above the maximum rather
+// than silently shortening what the user asked for.
+func chooseTTL(asked, max time.Duration) (time.Duration, error) {
+	if asked == 0 {
+		return min(certs.DefaultUserTTL, max), nil
+	}
+	if asked > max {
+		return 0, fmt.Errorf("requested TTL %s exceeds your maximum of %s: ask for less with --ttl", asked, max)
+	}
+	return asked, nil
+}
+
+func (s *Service) issue(ctx context.Context, u store.User, g grant, csr *x509.CertificateRequest, sshKey ssh.PublicKey, ttl time.Duration, now time.Time, src netip.Addr) (*api.LoginResponse, error) {
+	id := identity.ID{Cluster: s.CA.Cluster(), Kind: identity.User, Name: u.Name}
+	xc, err := s.CA.IssueX509Client(certs.X509Request{ID: id, PublicKey: csr.PublicKey, TTL: ttl, MaxTTL: g.maxTTL})
+	if err != nil {
+		return nil, issueError(err)
+	}
+	records := []store.IssuedCert{{
+		Serial: certs.X509SerialHex(xc), Kind: store.CertX509, Subject: u.Name,
+		NotBefore: xc.NotBefore, NotAfter: xc.NotAfter, IssuedAt: now, Principals: []string{id.String()},
+	}}
+	events := []audit.Event{certEvent(now, u.Name, records[0], src)}
+	resp := &api.LoginResponse{
+		User: u.Name, Roles: g.roles, Logins: g.logins, NotAfter: xc.NotAfter,
+		X509Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: xc.Raw})),
+		CA:              CABundle(s.CA),
+	}
+	if len(g.logins) > 0 {
+		sc, err := s.CA.IssueSSHUser(certs.SSHUserRequest{
+			User: u.Name, Principals: g.logins, PublicKey: sshKey, TTL: ttl, MaxTTL: g.maxTTL,
+		})
+		if err != nil {
+			return nil, issueError(err)
+		}
+		rec := store.IssuedCert{
+			Serial: certs.SSHSerialHex(sc), Kind: store.CertSSHUser, Subject: u.Name,
+			NotBefore: time.Unix(int64(sc.ValidAfter), 0), NotAfter: time.Unix(int64(sc.ValidBefore), 0),
+			IssuedAt: now, Principals: slices.Clone(sc.ValidPrincipals),
+		}
+		records = append(records, rec)
+		events = append(events, certEvent(now, u.Name, rec, src))
+		resp.SSHCertificate = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sc)))
+	} else {
+		resp.Warning = "your roles grant no SSH login, so no SSH certificate was issued"
+	}
+	events = append(events, audit.Event{Time: now, Type: audit.LoginSuccess, Actor: u.Name, Subject: u.Name,
+		Outcome: audit.Success, SourceIP: addrString(src),
+		Details: map[string]string{"ttl": ttl.String(), "roles": strings.Join(g.roles, ",")}})
+	if err := s.Store.RecordCertificates(ctx, records, events); err != nil {
+		return nil, internal("record issued certificates", err)
+	}
+	return resp, nil
+}
+
+func certEvent(now time.Time, user string, c store.IssuedCert, src netip.Addr) audit.Event {
+	return audit.Event{Time: now, Type: audit.CertIssued, Actor: user, Subject: c.Serial,
+		Outcome: audit.Success, SourceIP: addrString(src),
+		Details: map[string]string{
+			"kind": string(c.Kind), "principals": strings.Join(c.Principals, ","),
+			"not_after": c.NotAfter.UTC().Format(time.RFC3339),
+		}}
+}
+
+func (s *Service) rehash(ctx context.Context, name, password string, now time.Time) {
+	h, err := s.Hasher.Hash(ctx, []byte(password))
+	if err != nil {
+		s.log().Error("rehash password", "user", name, "err", err)
+		return
+	}
+	ev := audit.Event{Time: now, Type: audit.PasswordRehashed, Actor: "system", Subject: name, Outcome: audit.Success}
+	if err := s.Store.SetPasswordHash(ctx, name, h, ev); err != nil {
+		s.log().Error("store rehashed password", "user", name, "err", err)
+	}
+}
+
+func issueError(err error) error {
+	switch {
+	case errors.Is(err, certs.ErrTTLTooLong):
+		return &Error{Status: 400, Code: api.CodeTTLTooLong, Message: err.Error()}
+	case errors.Is(err, certs.ErrUnsupportedKey), errors.Is(err, certs.ErrInvalidRequest), errors.Is(err, certs.ErrNoPrincipals):
+		return &Error{Status: 400, Code: api.CodeBadRequest, Message: err.Error()}
+	}
+	return internal("issue certificate", err)
+}
+
+func internal(op string, err error) error {
+	return &Error{Status: 500, Code: api.CodeInternal,
+		Message: "the gateway could not complete the login; no certificate was issued (see the gateway log)",
+		cause:   fmt.Errorf("%s: %w", op, err)}
+}
+
+// parseKeys parses the CSR and the SSH key and checks they are one key pair.
+func parseKeys(req api.LoginRequest) (*x509.CertificateRequest, ssh.PublicKey, error) {
+	csr, err := certs.ParseCSR([]byte(req.CSR))
+	if err != nil {
+		return nil, nil, fmt.Errorf("certificate request: %w", err)
+	}
+	sshKey, err := certs.ParseSSHPublicKey([]byte(req.SSHPublicKey))
+	if err != nil {
+		return nil, nil, fmt.Errorf("ssh public key: %w", err)
+	}
+	fromCSR, err := ssh.NewPublicKey(csr.PublicKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certificate request: %w", err)
+	}
+	if string(fromCSR.Marshal()) != string(sshKey.Marshal()) {
+		return nil, nil, errors.New("the certificate request and the SSH public key must be the same key pair")
+	}
+	return csr, sshKey, nil
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+// CABundle returns the public trust anchors of the cluster.
+func CABundle(ca *certs.Authority) api.CA {
+	b := api.CA{Cluster: ca.Cluster(), Pin: ca.Pin()}
+	for _, c := range ca.X509CAs() {
+		b.X509 += string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+	}
+	for _, k := range ca.SSHUserCAs() {
+		b.SSHUserCAs = append(b.SSHUserCAs, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k))))
+	}
+	for _, k := range ca.SSHHostCAs() {
+		b.SSHHostCAs = append(b.SSHHostCAs, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k))))
+	}
+	return b
+}
+
+// MinPasswordLen is the shortest password accepted for a user.
+const MinPasswordLen = 12
+
+// NewUser prepares a user record: the password hashed with argon2id and a
+// new TOTP secret, sealed. It returns the record to store and the TOTP
+// enrolment to show the user once.
+func NewUser(ctx context.Context, h *auth.Hasher, sealer seal.Sealer, issuer, name, password string, roles []string, now time.Time) (store.User, api.Enrollment, error) {
+	name = identity.CanonicalName(name)
+	if err := identity.ValidateName("user", name); err != nil {
+		return store.User{}, api.Enrollment{}, err
+	}
+	if err := CheckPassword(password); err != nil {
+		return store.User{}, api.Enrollment{}, err
+	}
+	hash, err := h.Hash(ctx, []byte(password))
+	if err != nil {
+		return store.User{}, api.Enrollment{}, fmt.Errorf("hash password: %w", err)
+	}
+	u := store.User{Name: name, PasswordHash: hash, Roles: roles, CreatedAt: now}
+	enr, err := NewTOTP(sealer, issuer, &u)
+	if err != nil {
+		return store.User{}, api.Enrollment{}, err
+	}
+	return u, enr, nil
+}
+
+// NewTOTP gives u a new sealed TOTP secret and returns its enrolment.
+func NewTOTP(sealer seal.Sealer, issuer string, u *store.User) (api.Enrollment, error) {
+	secret, uri, err := auth.NewSecret(issuer, u.Name, nil)
+	if err != nil {
+		return api.Enrollment{}, fmt.Errorf("make TOTP secret: %w", err)
+	}
+	sealed, err := sealer.Seal([]byte(secret), "totp/"+u.Name)
+	if err != nil {
+		return api.Enrollment{}, fmt.Errorf("seal TOTP secret: %w", err)
+	}
+	u.TOTPSecret = sealed
+	u.TOTPLastStep = 0
+	return api.Enrollment{User: u.Name, URI: uri, Secret: secret}, nil
+}
+
+// CheckPassword applies the password rules.
+func CheckPassword(p string) error {
+	switch {
+	case len([]rune(p)) < MinPasswordLen:
+		return fmt.Errorf("the password must be at least %d characters long", MinPasswordLen)
+	case len(p) > 1024:
+		return errors.New("the password must be at most 1024 bytes long")
+	}
+	return nil
+}

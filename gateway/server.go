@@ -1,0 +1,176 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/apiserver"
+	"github.com/tunnelhq/tunnel/gateway/internal/auth"
+	"github.com/tunnelhq/tunnel/gateway/internal/login"
+	"github.com/tunnelhq/tunnel/gateway/internal/servercert"
+	"github.com/tunnelhq/tunnel/pkg/seal"
+	"github.com/tunnelhq/tunnel/pkg/store"
+	"github.com/tunnelhq/tunnel/pkg/store/sqlitestore"
+	"github.com/tunnelhq/tunnel/pkg/trust"
+)
+
+// Gateway is a running gateway.
+//
+// Lifecycle: New opens the store and the CA and binds the listener; Serve
+// runs until Close (or a serve error); Close stops accepting, waits up to
+// its context's deadline for requests in flight, then closes the store.
+// Close is safe to call more than once and from any goroutine.
+type Gateway struct {
+	cfg   Config
+	store store.Store
+	ca    *certs.Authority
+	certs servercert.Source
+	ln    net.Listener
+	http  *http.Server
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New prepares a gateway from an initialised data directory and binds its
+// listener, so that Addr is known before Serve.
+func New(ctx context.Context, cfg Config) (*Gateway, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	dbPath := filepath.Join(cfg.DataDir, DBFile)
+	if _, err := os.Stat(dbPath); err != nil {
+		return nil, fmt.Errorf("no cluster in %s: run tunnel-gateway init --data-dir %s first", cfg.DataDir, cfg.DataDir)
+	}
+	sealer, err := seal.NewKeyFileSealer(cfg.KEKFile)
+	if err != nil {
+		return nil, err
+	}
+	st, err := sqlitestore.Open(ctx, dbPath)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, store: st}
+	if err := g.setup(ctx, sealer); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
+	cfg := g.cfg
+	cluster, err := g.store.GetMeta(ctx, "cluster")
+	if err != nil {
+		return fmt.Errorf("read cluster name: %w", err)
+	}
+	keys, err := g.store.CAKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("read CA keys: %w", err)
+	}
+	g.ca, err = certs.Load(certs.Config{Cluster: cluster, Clock: cfg.Clock}, keys, sealer)
+	if err != nil {
+		return err
+	}
+	if cfg.TLSCertFile != "" {
+		g.certs, err = servercert.FromFiles(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.Log)
+	} else {
+		names := append([]string{"localhost", "127.0.0.1", "::1"}, cfg.Names...)
+		if h, herr := os.Hostname(); herr == nil && h != "" {
+			names = append(names, h)
+		}
+		g.certs, err = servercert.FromCA(g.ca, "gateway", names, 0, cfg.Clock)
+	}
+	if err != nil {
+		return err
+	}
+	hasher, err := auth.NewHasher(auth.DefaultParams, 0)
+	if err != nil {
+		return err
+	}
+	loginSvc := &login.Service{Store: g.store, CA: g.ca, Sealer: sealer, Hasher: hasher,
+		Lockout: cfg.Lockout, Clock: cfg.Clock, Log: cfg.Log}
+	api := &apiserver.Server{
+		Store: g.store, CA: g.ca, Sealer: sealer, Hasher: hasher, Login: loginSvc,
+		Limiter: auth.NewIPLimiter(rate.Limit(cfg.LoginRate), cfg.LoginBurst, cfg.Clock),
+		Version: cfg.Version, Clock: cfg.Clock, Log: cfg.Log, TOTPIssuer: "tunnel " + cluster,
+	}
+	ln, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.APIAddr, err)
+	}
+	g.ln = ln
+	g.http = &http.Server{
+		Handler:           api.Handler(),
+		TLSConfig:         trust.ServerConfig(g.certs.GetCertificate),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          nil,
+	}
+	return nil
+}
+
+// Addr is the address the API listens on.
+func (g *Gateway) Addr() net.Addr { return g.ln.Addr() }
+
+// Cluster is the cluster's name.
+func (g *Gateway) Cluster() string { return g.ca.Cluster() }
+
+// Pin is the pin clients need: the cluster CA's, or, with an operator's
+// certificate, that of the certificate's issuer as served.
+func (g *Gateway) Pin() string {
+	if f, ok := g.certs.(*servercert.Files); ok {
+		c, err := f.GetCertificate(nil)
+		if err == nil && len(c.Certificate) > 1 {
+			if issuer, err := parseCert(c.Certificate[len(c.Certificate)-1]); err == nil {
+				return trust.Pin(issuer)
+			}
+		}
+	}
+	return g.ca.Pin()
+}
+
+func parseCert(der []byte) (*x509.Certificate, error) { return x509.ParseCertificate(der) }
+
+// Serve answers API requests until Close. It returns nil after Close.
+func (g *Gateway) Serve() error {
+	tlsLn := tls.NewListener(g.ln, g.http.TLSConfig)
+	err := g.http.Serve(tlsLn)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close shuts the gateway down gracefully, waiting for requests in flight
+// until ctx ends. Safe to call more than once.
+func (g *Gateway) Close(ctx context.Context) error {
+	g.closeOnce.Do(func() {
+		err := g.http.Shutdown(ctx)
+		if err != nil {
+			g.http.Close()
+		}
+		// Shutdown closes only listeners Serve was given.
+		if cerr := g.ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+			err = errors.Join(err, cerr)
+		}
+		g.closeErr = errors.Join(err, g.store.Close())
+	})
+	return g.closeErr
+}

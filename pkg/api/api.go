@@ -1,0 +1,160 @@
+// Package api defines the gateway's HTTPS API: paths, request and response
+// bodies, and the strict decoder the gateway uses on every request body.
+//
+// Both ends import it: the gateway (gateway/internal/apiserver) to serve,
+// the `tunnel` client (client/apiclient) to call. Bodies are JSON. A
+// request body is bounded in size, must be a single JSON object, and may not
+// carry unknown fields ([Decode]).
+//
+// Errors travel as [Error] with an HTTP status; Message is written for the
+// person at the terminal and never holds internal detail.
+package api
+
+import (
+	"time"
+)
+
+// Version is the API's version, the first element of every path.
+const Version = "v1"
+
+// Paths. Admin paths need a client certificate of a user holding an admin role.
+const (
+	PathPing        = "/v1/ping"
+	PathCA          = "/v1/ca"
+	PathLogin       = "/v1/login"
+	PathWhoami      = "/v1/whoami"
+	PathUsers       = "/v1/admin/users"
+	PathRoles       = "/v1/admin/roles"
+	PathAudit       = "/v1/admin/audit"
+	PathAuditVerify = "/v1/admin/audit/verify"
+)
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	// Message is one line a user can act on.
+	Message string `json:"error"`
+	// Code is a stable machine-readable identifier (see the Code constants).
+	Code string `json:"code"`
+	// RetryAfter, in seconds, when the caller should wait.
+	RetryAfter int `json:"retry_after,omitempty"`
+}
+
+// Error codes.
+const (
+	CodeInvalidCredentials = "invalid_credentials"
+	CodeReplayedCode       = "replayed_code"
+	CodeLockedOut          = "locked_out"
+	CodeRateLimited        = "rate_limited"
+	CodeBadRequest         = "bad_request"
+	CodeUnauthenticated    = "unauthenticated"
+	CodeForbidden          = "forbidden"
+	CodeNotFound           = "not_found"
+	CodeConflict           = "conflict"
+	CodeTTLTooLong         = "ttl_too_long"
+	CodeInternal           = "internal"
+)
+
+func (e *Error) Error() string { return e.Message }
+
+// Ping answers PathPing.
+type Ping struct {
+	Cluster string `json:"cluster"`
+	Version string `json:"version"`
+}
+
+// CA answers PathCA: the cluster's trust anchors, public by nature.
+type CA struct {
+	Cluster string `json:"cluster"`
+	// X509 holds PEM CA certificates, the active one first.
+	X509 string `json:"x509_pem"`
+	// SSHUserCAs and SSHHostCAs are authorized_keys lines, active first.
+	SSHUserCAs []string `json:"ssh_user_cas"`
+	SSHHostCAs []string `json:"ssh_host_cas"`
+	// Pin is the pin of the active X.509 CA.
+	Pin string `json:"pin"`
+}
+
+// LoginRequest is the body of PathLogin.
+type LoginRequest struct {
+	User     string `json:"user"`
+	Password string `json:"password"`
+	OTP      string `json:"otp"`
+	// CSR is a PEM PKCS#10 request signed with the client's key; it proves
+	// the client holds the private key.
+	CSR string `json:"csr"`
+	// SSHPublicKey is an authorized_keys line of the same key pair.
+	SSHPublicKey string `json:"ssh_public_key"`
+	// TTL asked for; zero means the default (1 h, capped by the role).
+	TTL Duration `json:"ttl,omitempty"`
+}
+
+// LoginResponse answers a successful login.
+type LoginResponse struct {
+	User  string   `json:"user"`
+	Roles []string `json:"roles"`
+	// Logins are the SSH principals of SSHCertificate.
+	Logins []string `json:"logins"`
+	// X509Certificate is PEM.
+	X509Certificate string `json:"x509_certificate"`
+	// SSHCertificate is an authorized_keys line; empty when the user's roles
+	// grant no login (an SSH certificate without principals would let its
+	// holder in as anyone).
+	SSHCertificate string    `json:"ssh_certificate,omitempty"`
+	NotAfter       time.Time `json:"not_after"`
+	CA             CA        `json:"ca"`
+	// Warning is shown to the user when set (for example a TTL cut down).
+	Warning string `json:"warning,omitempty"`
+}
+
+// Whoami answers PathWhoami for the caller's client certificate.
+type Whoami struct {
+	User     string    `json:"user"`
+	Roles    []string  `json:"roles"`
+	Logins   []string  `json:"logins"`
+	Admin    bool      `json:"admin"`
+	NotAfter time.Time `json:"not_after"`
+}
+
+// User is a user as the admin API shows it (no secrets).
+type User struct {
+	Name      string    `json:"name"`
+	Roles     []string  `json:"roles"`
+	Locked    bool      `json:"locked"`
+	CreatedAt time.Time `json:"created_at"`
+	// LockedOutUntil is set while failed logins keep the account locked out.
+	LockedOutUntil *time.Time `json:"locked_out_until,omitempty"`
+}
+
+// CreateUserRequest is the body of POST PathUsers.
+type CreateUserRequest struct {
+	Name     string   `json:"name"`
+	Roles    []string `json:"roles"`
+	Password string   `json:"password"`
+}
+
+// Enrollment is the TOTP enrolment of a new user or a reset: show it once.
+type Enrollment struct {
+	User string `json:"user"`
+	// URI is the otpauth:// URI authenticator apps read from a QR code.
+	URI    string `json:"otpauth_uri"`
+	Secret string `json:"secret"`
+}
+
+// Role is a role in the admin API.
+type Role struct {
+	Name      string    `json:"name"`
+	Logins    []string  `json:"logins"`
+	MaxTTL    Duration  `json:"max_ttl,omitempty"`
+	Admin     bool      `json:"admin"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+// AuditVerify answers PathAuditVerify.
+type AuditVerify struct {
+	OK     bool   `json:"ok"`
+	Events int64  `json:"events"`
+	Head   string `json:"head"`
+	// BrokenAt and Problem describe the first broken link when OK is false.
+	BrokenAt int64  `json:"broken_at,omitempty"`
+	Problem  string `json:"problem,omitempty"`
+}

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package sqlitestore
+
+func setUmask(m int) int { return 0 }

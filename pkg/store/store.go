@@ -1,0 +1,179 @@
+// Package store defines the gateway's persistent state as one interface,
+// [Store], and the records it holds.
+//
+// Two implementations satisfy it: the embedded SQLite store
+// (pkg/store/sqlitestore, the default) and, later, PostgreSQL for several
+// gateways sharing one state. Both pass the same conformance suite in
+// pkg/store/storetest, so callers never see which one they have.
+//
+// Every method that changes state takes the audit event that records the
+// change and appends it in the same transaction: the change and its record
+// land together or not at all, so an action whose event cannot be written
+// is refused.
+//
+// Secrets arrive already sealed (pkg/seal) or hashed; the store never sees
+// a plaintext secret.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tunnelhq/tunnel/pkg/audit"
+)
+
+// Sentinel errors callers branch on. Implementations wrap them.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+)
+
+// User is an engineer or admin who logs in with a password and TOTP.
+type User struct {
+	// Name is the canonical user name (see CanonicalName); unique.
+	Name string
+	// PasswordHash is an argon2id PHC string.
+	PasswordHash string
+	// TOTPSecret is the TOTP secret, sealed with the label "totp/<name>".
+	TOTPSecret []byte
+	// TOTPLastStep is the last accepted TOTP time step; a code whose step is
+	// not greater is a replay.
+	TOTPLastStep int64
+	Roles        []string
+	// Locked is an administrative lock (tunnel admin users lock).
+	Locked    bool
+	CreatedAt time.Time
+}
+
+// Role says what its holders may do.
+type Role struct {
+	Name string
+	// Logins are the OS logins (SSH principals) the role grants.
+	Logins []string
+	// MaxTTL caps the lifetime of certificates issued to holders; zero means
+	// the cluster maximum.
+	MaxTTL time.Duration
+	// Admin grants the admin API.
+	Admin     bool
+	CreatedAt time.Time
+}
+
+// LoginFailures is the consecutive-failure counter of one canonical user
+// name, kept whether or not such a user exists.
+type LoginFailures struct {
+	Name        string
+	Count       int
+	LockedUntil time.Time // zero when not locked out
+}
+
+// CertKind tells which kind of certificate a record describes.
+type CertKind string
+
+// Certificate kinds.
+const (
+	CertX509    CertKind = "x509"
+	CertSSHUser CertKind = "ssh-user"
+	CertSSHHost CertKind = "ssh-host"
+)
+
+// IssuedCert records a certificate the CA signed, so it can be listed and,
+// later, revoked by serial.
+type IssuedCert struct {
+	// Serial is the certificate's serial number in lowercase hex; unique
+	// within Kind.
+	Serial    string
+	Kind      CertKind
+	Subject   string // user or agent name
+	NotBefore time.Time
+	NotAfter  time.Time
+	IssuedAt  time.Time
+	// Principals are the SSH principals or the X.509 URI SANs.
+	Principals []string
+	// RevokedAt is zero unless the certificate was revoked.
+	RevokedAt time.Time
+}
+
+// CAKey is one key of the cluster's certificate authority.
+type CAKey struct {
+	// Kind is "x509", "ssh-user" or "ssh-host".
+	Kind string
+	// Public is the X.509 CA certificate (DER) or the SSH public key
+	// (wire format).
+	Public []byte
+	// SealedPrivate is the private key sealed with the label "ca/<kind>".
+	SealedPrivate []byte
+	CreatedAt     time.Time
+	// Active marks the key that signs; inactive keys are still trusted
+	// during a rotation's grace period.
+	Active bool
+}
+
+// AuditFilter selects audit events. Zero values select everything.
+type AuditFilter struct {
+	AfterSeq int64 // events with Seq > AfterSeq
+	Limit    int   // at most this many, oldest first; 0 means no limit
+}
+
+// Store is the gateway's persistent state. Implementations are safe for
+// concurrent use.
+type Store interface {
+	// Close releases the store; it is safe to call more than once.
+	Close() error
+
+	// Cluster metadata (name, creation time...). GetMeta returns
+	// ErrNotFound for a missing key.
+	GetMeta(ctx context.Context, key string) (string, error)
+	// Initialize records the cluster's metadata and CA keys and appends ev,
+	// once: it returns ErrExists if the store was already initialised.
+	Initialize(ctx context.Context, meta map[string]string, keys []CAKey, ev audit.Event) error
+	// CAKeys returns every CA key, active or not.
+	CAKeys(ctx context.Context) ([]CAKey, error)
+
+	CreateUser(ctx context.Context, u User, ev audit.Event) error
+	// GetUser returns ErrNotFound for an unknown name.
+	GetUser(ctx context.Context, name string) (User, error)
+	ListUsers(ctx context.Context) ([]User, error)
+	DeleteUser(ctx context.Context, name string, ev audit.Event) error
+	SetUserLocked(ctx context.Context, name string, locked bool, ev audit.Event) error
+	// ResetMFA installs a new sealed TOTP secret and resets the last step.
+	ResetMFA(ctx context.Context, name string, sealedSecret []byte, ev audit.Event) error
+	// SetPasswordHash replaces a user's password hash (after a rehash with
+	// stronger parameters, or a reset).
+	SetPasswordHash(ctx context.Context, name, hash string, ev audit.Event) error
+	// AcceptTOTPStep atomically records step as the user's last accepted TOTP
+	// step if and only if it is greater than the one stored. It reports
+	// whether the step was accepted; false means a replay.
+	AcceptTOTPStep(ctx context.Context, name string, step int64) (bool, error)
+
+	// LoginFailures returns the counter for a canonical name (a zero
+	// counter if there is none).
+	LoginFailures(ctx context.Context, name string) (LoginFailures, error)
+	// RecordLoginFailure increments the counter; when it reaches max it sets
+	// LockedUntil to now+lockout. It appends ev and returns the new counter.
+	RecordLoginFailure(ctx context.Context, name string, now time.Time, max int, lockout time.Duration, ev audit.Event) (LoginFailures, error)
+	// ClearLoginFailures resets the counter after a successful login.
+	ClearLoginFailures(ctx context.Context, name string) error
+
+	CreateRole(ctx context.Context, r Role, ev audit.Event) error
+	GetRole(ctx context.Context, name string) (Role, error)
+	ListRoles(ctx context.Context) ([]Role, error)
+	// DeleteRole removes a role; it returns ErrExists (wrapped) while users
+	// still hold it.
+	DeleteRole(ctx context.Context, name string, ev audit.Event) error
+
+	// RecordCertificates records certificates issued together (for one
+	// login) with their audit events, all in one transaction. A serial that
+	// is already recorded for the same kind gives ErrExists.
+	RecordCertificates(ctx context.Context, certs []IssuedCert, evs []audit.Event) error
+	// GetCertificate returns ErrNotFound for an unknown serial.
+	GetCertificate(ctx context.Context, kind CertKind, serial string) (IssuedCert, error)
+
+	// AppendAudit appends one event on its own.
+	AppendAudit(ctx context.Context, ev audit.Event) (audit.Event, error)
+	// ListAudit returns events in log order.
+	ListAudit(ctx context.Context, f AuditFilter) ([]audit.Event, error)
+	// AuditHead returns the hash of the last event appended ("" if none),
+	// recorded apart from the events so that truncation is detected.
+	AuditHead(ctx context.Context) (string, error)
+}

@@ -52,7 +52,7 @@ func bin(name string) string { return filepath.Join(binDir, name) }
 
 // cluster is a running gateway started from the real binary.
 type cluster struct {
-	t        *testing.T
+	t        testing.TB
 	dataDir  string
 	addr     string
 	pin      string
@@ -68,7 +68,7 @@ type cluster struct {
 
 // startCluster runs tunnel-gateway init and run, and waits until the API
 // listens. extra flags go to run.
-func startCluster(t *testing.T, extra ...string) *cluster {
+func startCluster(t testing.TB, extra ...string) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	c := &cluster{t: t, dataDir: filepath.Join(dir, "data"), name: "itest", admin: "alice",
@@ -243,7 +243,7 @@ func cleanEnv() []string {
 	return env
 }
 
-func writeSecret(t *testing.T, s string) string {
+func writeSecret(t testing.TB, s string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "secret")
 	if err := os.WriteFile(p, []byte(s+"\n"), 0o600); err != nil {
@@ -263,7 +263,7 @@ type otpSource struct {
 
 func newOTPSource(secret string) *otpSource { return &otpSource{secret: secret} }
 
-func (o *otpSource) next(t *testing.T) string {
+func (o *otpSource) next(t testing.TB) string {
 	t.Helper()
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -285,7 +285,7 @@ func (o *otpSource) next(t *testing.T) string {
 }
 
 // current returns the code of the current step without marking it used.
-func (o *otpSource) current(t *testing.T) string {
+func (o *otpSource) current(t testing.TB) string {
 	code, err := totp.GenerateCode(o.secret, time.Now())
 	if err != nil {
 		t.Fatal(err)

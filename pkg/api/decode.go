@@ -32,6 +32,11 @@ func DecodeBytes(data []byte, v any) error {
 	if len(data) > MaxBodySize {
 		return fmt.Errorf("%w: larger than %d bytes", ErrBadBody, MaxBodySize)
 	}
+	// A JSON null would decode into v as "nothing", leaving it as it was:
+	// refuse it, and anything else that is not an object, up front.
+	if trimmed := bytes.TrimLeft(data, " \t\r\n"); len(trimmed) > 0 && trimmed[0] != '{' {
+		return fmt.Errorf("%w: the body must be a JSON object", ErrBadBody)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

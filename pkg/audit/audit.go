@@ -178,6 +178,13 @@ func Verify(events []Event, headHash string) error {
 			last, lastSeq = prev.Hash, prev.Seq
 		}
 		if last != headHash {
+			// A head that is an earlier event's hash means events were
+			// added after it, not deleted.
+			for i := range events {
+				if events[i].Hash == headHash {
+					return &BrokenLinkError{Seq: events[i].Seq + 1, Reason: "the log goes on after the last recorded event (events were added without updating the recorded head)"}
+				}
+			}
 			return &BrokenLinkError{Seq: lastSeq + 1, Reason: "the log ends before the last recorded event (events were deleted from the end)"}
 		}
 	}

@@ -31,11 +31,18 @@ func storeError(err error, what string) error {
 }
 
 // unwrapMessage keeps the store's explanation but drops its operation
-// prefix when there is one.
+// prefix when there is one ("delete role dev: still held by user bob:
+// already exists" becomes "still held by user bob"). Only the bare
+// sentinel's words are kept when the store gives no explanation.
 func unwrapMessage(err error) string {
 	msg := err.Error()
-	if i := strings.LastIndex(msg, ": "); i >= 0 && i+2 < len(msg) {
-		return msg[i+2:]
+	if _, rest, ok := strings.Cut(msg, ": "); ok && rest != "" {
+		msg = rest
+	}
+	for _, sentinel := range []error{store.ErrNotFound, store.ErrExists} {
+		if m, ok := strings.CutSuffix(msg, ": "+sentinel.Error()); ok && m != "" {
+			return m
+		}
 	}
 	return msg
 }

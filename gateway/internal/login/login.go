@@ -92,16 +92,33 @@ func (s *Service) Login(ctx context.Context, req api.LoginRequest, src netip.Add
 	name := identity.CanonicalName(req.User)
 	policy := s.Lockout.WithDefaults()
 
+	ev := func(outcome audit.Outcome, reason string) audit.Event {
+		return audit.Event{Time: now, Type: audit.LoginFailure, Actor: name, Subject: name,
+			Outcome: outcome, Reason: reason, SourceIP: addrString(src)}
+	}
+	// badRequest refuses a malformed request: audited, but not counted as
+	// a failed login, since it proves nothing about the credentials.
+	badRequest := func(msg string) error {
+		e := ev(audit.Failure, "malformed request: "+truncate(msg, 200))
+		if identity.ValidateName("user", name) != nil {
+			e.Actor, e.Subject = "anonymous", ""
+		}
+		if _, err := s.Store.AppendAudit(ctx, e); err != nil {
+			return internal("record login failure", err)
+		}
+		return &Error{Status: 400, Code: api.CodeBadRequest, Message: msg}
+	}
+
 	// The keys are checked first: they carry no secret, and a malformed
 	// request should not count as a failed login.
 	csr, sshKey, err := parseKeys(req)
 	if err != nil {
-		return nil, &Error{Status: 400, Code: api.CodeBadRequest, Message: err.Error()}
+		return nil, badRequest(err.Error())
 	}
-
-	ev := func(outcome audit.Outcome, reason string) audit.Event {
-		return audit.Event{Time: now, Type: audit.LoginFailure, Actor: name, Subject: name,
-			Outcome: outcome, Reason: reason, SourceIP: addrString(src)}
+	if req.TTL < 0 {
+		// Refused here, like the keys, rather than by the CA after the code
+		// was consumed.
+		return nil, badRequest(fmt.Sprintf("requested TTL %s is negative", time.Duration(req.TTL)))
 	}
 
 	if identity.ValidateName("user", name) != nil {
@@ -121,7 +138,9 @@ func (s *Service) Login(ctx context.Context, req api.LoginRequest, src netip.Add
 		return nil, internal("read login failures", err)
 	}
 	if f.LockedUntil.After(now) {
-		wait := f.LockedUntil.Sub(now).Round(time.Second)
+		// Rounded up: a caller told "0s" would retry at once and be
+		// refused again, and Retry-After needs a whole second.
+		wait := (f.LockedUntil.Sub(now) + time.Second - 1).Truncate(time.Second)
 		if _, err := s.Store.AppendAudit(ctx, ev(audit.Failure, "locked out after repeated failures")); err != nil {
 			return nil, internal("record login failure", err)
 		}
@@ -135,8 +154,15 @@ func (s *Service) Login(ctx context.Context, req api.LoginRequest, src netip.Add
 		if err != nil {
 			return internal("record login failure", err)
 		}
-		if !nf.LockedUntil.IsZero() && nf.LockedUntil.After(now) {
+		if nf.Count == policy.MaxFailures && nf.LockedUntil.After(now) {
 			s.log().Warn("login locked out after repeated failures", "user", name, "until", nf.LockedUntil, "source", src)
+			lock := audit.Event{Time: now, Type: audit.LoginLockoutBegin, Actor: "system", Subject: name,
+				Outcome: audit.Success, SourceIP: addrString(src),
+				Reason:  fmt.Sprintf("%d consecutive failed logins", nf.Count),
+				Details: map[string]string{"until": nf.LockedUntil.UTC().Format(time.RFC3339)}}
+			if _, err := s.Store.AppendAudit(ctx, lock); err != nil {
+				return internal("record lockout", err)
+			}
 		}
 		return ErrInvalidCredentials
 	}
@@ -446,4 +472,11 @@ func CheckPassword(p string) error {
 		return errors.New("the password must be at most 1024 bytes long")
 	}
 	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }

@@ -148,6 +148,34 @@ func (a *Authority) lifetime(ttl, roleMax time.Duration) (time.Duration, error) 
 	return ttl, nil
 }
 
+// Lifetimes of machine (agent and gateway) certificates. Machines renew
+// their certificates automatically, at two thirds of their life, so the
+// lifetime only bounds how long a machine may stay offline and still come
+// back without a new join token.
+const (
+	DefaultMachineTTL = 24 * time.Hour
+	MaxMachineTTL     = 7 * 24 * time.Hour
+)
+
+// machineLifetime is lifetime for agents and gateways: not capped by the
+// user maximum, but by MaxMachineTTL (and max, if set).
+func machineLifetime(ttl, max time.Duration) (time.Duration, error) {
+	if ttl < 0 || max < 0 {
+		return 0, fmt.Errorf("%w: negative TTL", ErrInvalidRequest)
+	}
+	limit := MaxMachineTTL
+	if max != 0 && max < limit {
+		limit = max
+	}
+	if ttl == 0 {
+		return min(DefaultMachineTTL, limit), nil
+	}
+	if ttl > limit {
+		return 0, fmt.Errorf("%w: requested TTL %v exceeds the machine maximum of %v", ErrTTLTooLong, ttl, limit)
+	}
+	return ttl, nil
+}
+
 // cleanPrincipals validates SSH principals and removes duplicates, keeping
 // the first occurrence of each.
 func cleanPrincipals(principals []string, maxLen int) ([]string, error) {

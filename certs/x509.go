@@ -83,7 +83,11 @@ func (a *Authority) issueX509(req X509Request, usages []x509.ExtKeyUsage) (*x509
 	if err := checkPublicKey(req.PublicKey); err != nil {
 		return nil, err
 	}
-	ttl, err := a.lifetime(req.TTL, req.MaxTTL)
+	lifetime := a.lifetime
+	if req.ID.Kind != identity.User {
+		lifetime = machineLifetime
+	}
+	ttl, err := lifetime(req.TTL, req.MaxTTL)
 	if err != nil {
 		return nil, err
 	}

@@ -72,7 +72,7 @@ func TestIssueX509(t *testing.T) {
 			name:      "server by IP only",
 			server:    true,
 			req:       X509Request{ID: gateway, PublicKey: &ecKey.PublicKey, IPAddresses: []net.IP{net.ParseIP("10.0.0.1")}},
-			wantTTL:   DefaultUserTTL,
+			wantTTL:   DefaultMachineTTL, // machines are not capped by the user maximum
 			wantUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		},
 	}
@@ -202,7 +202,8 @@ func TestIssueX509Refused(t *testing.T) {
 		{name: "server with bad DNS name", server: true, req: X509Request{ID: gw, PublicKey: edPub, DNSNames: []string{"gw example.com"}}, want: ErrInvalidRequest},
 		{name: "server with empty DNS label", server: true, req: X509Request{ID: gw, PublicKey: edPub, DNSNames: []string{"gw..example.com"}}, want: ErrInvalidRequest},
 		{name: "server with malformed IP", server: true, req: X509Request{ID: gw, PublicKey: edPub, IPAddresses: []net.IP{{1, 2, 3}}}, want: ErrInvalidRequest},
-		{name: "server TTL above cluster maximum", server: true, req: X509Request{ID: gw, PublicKey: edPub, DNSNames: []string{"gw"}, TTL: 13 * time.Hour}, want: ErrTTLTooLong},
+		{name: "server TTL above machine maximum", server: true, req: X509Request{ID: gw, PublicKey: edPub, DNSNames: []string{"gw"}, TTL: MaxMachineTTL + time.Hour}, want: ErrTTLTooLong},
+		{name: "agent TTL above machine maximum", req: X509Request{ID: identity.ID{Cluster: "prod", Kind: identity.Agent, Name: "db-1"}, PublicKey: edPub, TTL: MaxMachineTTL + time.Second}, want: ErrTTLTooLong},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

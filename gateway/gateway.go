@@ -36,6 +36,10 @@ import (
 const (
 	KEKFile = "kek"
 	DBFile  = "gateway.db"
+	// ResetKeyFile holds the QUIC stateless reset key (0600): kept across
+	// restarts so agents learn at once that a restarted gateway lost their
+	// connection, instead of waiting for the idle timeout.
+	ResetKeyFile = "quic-reset.key"
 )
 
 // DefaultCluster is the cluster name when none is given.
@@ -164,6 +168,11 @@ type Config struct {
 	KEKFile string
 	// APIAddr is the HTTPS listen address; default ":8443".
 	APIAddr string
+	// QUICAddr is the UDP address for agents and clients; default: the
+	// host and port of APIAddr (TCP and UDP share the port).
+	QUICAddr string
+	// AgentTTL is the lifetime of agent certificates; zero means 24 h.
+	AgentTTL time.Duration
 	// Names are the host names and IP addresses the gateway's own
 	// certificate is valid for, besides localhost, 127.0.0.1 and ::1.
 	Names []string

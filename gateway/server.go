@@ -2,27 +2,35 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/quic-go/quic-go"
 
 	"golang.org/x/time/rate"
 
 	"github.com/tunnelhq/tunnel/certs"
 	"github.com/tunnelhq/tunnel/gateway/internal/apiserver"
+	"github.com/tunnelhq/tunnel/gateway/internal/auditlog"
 	"github.com/tunnelhq/tunnel/gateway/internal/auth"
 	"github.com/tunnelhq/tunnel/gateway/internal/login"
+	"github.com/tunnelhq/tunnel/gateway/internal/relay"
 	"github.com/tunnelhq/tunnel/gateway/internal/servercert"
 	"github.com/tunnelhq/tunnel/pkg/seal"
 	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/store/sqlitestore"
+	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/trust"
 )
 
@@ -39,6 +47,14 @@ type Gateway struct {
 	certs servercert.Source
 	ln    net.Listener
 	http  *http.Server
+	audit *auditlog.Writer
+	relay *relay.Server
+	udp   *net.UDPConn
+	qtr   *quic.Transport
+	qln   *quic.Listener
+
+	ctx    context.Context // ends the relay
+	cancel context.CancelFunc
 
 	closeOnce sync.Once
 	closeErr  error
@@ -103,16 +119,24 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	}
 	loginSvc := &login.Service{Store: g.store, CA: g.ca, Sealer: sealer, Hasher: hasher,
 		Lockout: cfg.Lockout, Clock: cfg.Clock, Log: cfg.Log}
-	api := &apiserver.Server{
-		Store: g.store, CA: g.ca, Sealer: sealer, Hasher: hasher, Login: loginSvc,
-		Limiter: auth.NewIPLimiter(rate.Limit(cfg.LoginRate), cfg.LoginBurst, cfg.Clock),
-		Version: cfg.Version, Clock: cfg.Clock, Log: cfg.Log, TOTPIssuer: "tunnel " + cluster,
-	}
 	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.APIAddr, err)
 	}
 	g.ln = ln
+	if err := g.listenQUIC(); err != nil {
+		ln.Close()
+		return err
+	}
+	g.audit = auditlog.New(g.store)
+	g.relay = &relay.Server{Store: g.store, CA: g.ca, Audit: g.audit, Clock: cfg.Clock, Log: cfg.Log}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	api := &apiserver.Server{
+		Store: g.store, CA: g.ca, Sealer: sealer, Hasher: hasher, Login: loginSvc,
+		Limiter: auth.NewIPLimiter(rate.Limit(cfg.LoginRate), cfg.LoginBurst, cfg.Clock),
+		Version: cfg.Version, Clock: cfg.Clock, Log: cfg.Log, TOTPIssuer: "tunnel " + cluster,
+		Presence: g.relay, PolicyChanged: g.relay.ReloadPolicy, AgentTTL: cfg.AgentTTL,
+	}
 	g.http = &http.Server{
 		Handler:           api.Handler(),
 		TLSConfig:         trust.ServerConfig(g.certs.GetCertificate),
@@ -125,6 +149,64 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	}
 	return nil
 }
+
+// listenQUIC binds the UDP side: by default the port the API got, so one
+// host:port serves both.
+func (g *Gateway) listenQUIC() error {
+	addr := g.cfg.QUICAddr
+	if addr == "" {
+		host, _, _ := net.SplitHostPort(g.cfg.APIAddr)
+		addr = net.JoinHostPort(host, strconv.Itoa(g.ln.Addr().(*net.TCPAddr).Port))
+	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return fmt.Errorf("QUIC address %s: %w", addr, err)
+	}
+	udp, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return fmt.Errorf("listen on UDP %s: %w", addr, err)
+	}
+	key, err := resetKey(filepath.Join(g.cfg.DataDir, ResetKeyFile))
+	if err != nil {
+		udp.Close()
+		return err
+	}
+	g.udp = udp
+	g.qtr = &quic.Transport{Conn: udp, StatelessResetKey: key}
+	g.qln, err = g.qtr.Listen(transport.ServerTLS(g.certs.GetCertificate), transport.QUICConfig())
+	if err != nil {
+		g.qtr.Close()
+		return fmt.Errorf("listen QUIC on %s: %w", addr, err)
+	}
+	transport.CheckUDPBuffers(g.cfg.Log)
+	return nil
+}
+
+// resetKey reads the stateless reset key, creating it on first use.
+func resetKey(path string) (*quic.StatelessResetKey, error) {
+	var k quic.StatelessResetKey
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, err := rand.Read(k[:]); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, k[:], 0o600); err != nil {
+			return nil, fmt.Errorf("write %s: %w", path, err)
+		}
+		return &k, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) != len(k) {
+		return nil, fmt.Errorf("%s is damaged (%d bytes, want %d): remove it", path, len(b), len(k))
+	}
+	copy(k[:], b)
+	return &k, nil
+}
+
+// QUICAddr is the UDP address agents and clients connect to.
+func (g *Gateway) QUICAddr() net.Addr { return g.udp.LocalAddr() }
 
 // Addr is the address the API listens on.
 func (g *Gateway) Addr() net.Addr { return g.ln.Addr() }
@@ -150,12 +232,15 @@ func parseCert(der []byte) (*x509.Certificate, error) { return x509.ParseCertifi
 
 // Serve answers API requests until Close. It returns nil after Close.
 func (g *Gateway) Serve() error {
+	errc := make(chan error, 1)
+	go func() { errc <- g.relay.Serve(g.ctx, g.qln) }()
 	tlsLn := tls.NewListener(g.ln, g.http.TLSConfig)
 	err := g.http.Serve(tlsLn)
 	if errors.Is(err, http.ErrServerClosed) {
-		return nil
+		err = nil
 	}
-	return err
+	g.cancel()
+	return errors.Join(err, <-errc)
 }
 
 // Close shuts the gateway down gracefully, waiting for requests in flight
@@ -170,6 +255,13 @@ func (g *Gateway) Close(ctx context.Context) error {
 		if cerr := g.ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 			err = errors.Join(err, cerr)
 		}
+		// The relay closes every QUIC connection when its context ends;
+		// Serve waits for it.
+		g.cancel()
+		g.qln.Close()
+		g.relay.Wait()
+		g.qtr.Close()
+		g.audit.Close()
 		g.closeErr = errors.Join(err, g.store.Close())
 	})
 	return g.closeErr

@@ -36,6 +36,7 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	build := exec.Command("go", "build", "-o", dir+"/",
 		"github.com/tunnelhq/tunnel/gateway/cmd/tunnel-gateway",
+		"github.com/tunnelhq/tunnel/agent/cmd/tunnel-agent",
 		"github.com/tunnelhq/tunnel/client/cmd/tunnel")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {

@@ -12,9 +12,9 @@ import (
 	"github.com/pquerna/otp/totp"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/tunnelhq/tunnel/client/apiclient"
 	"github.com/tunnelhq/tunnel/client/profile"
 	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/apiclient"
 )
 
 // BenchmarkLoginHTTPS measures a whole login as `tunnel login` does it,

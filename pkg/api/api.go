@@ -27,6 +27,15 @@ const (
 	PathRoles       = "/v1/admin/roles"
 	PathAudit       = "/v1/admin/audit"
 	PathAuditVerify = "/v1/admin/audit/verify"
+	PathTokens      = "/v1/admin/tokens"
+	PathAgents      = "/v1/admin/agents"
+	PathPolicy      = "/v1/admin/policy"
+	// PathEnroll is anonymous (the join token authenticates) and
+	// rate-limited; PathRenew needs the agent's current certificate.
+	PathEnroll = "/v1/agents/enroll"
+	PathRenew  = "/v1/agents/renew"
+	// PathNodes lists the nodes and services the caller may reach.
+	PathNodes = "/v1/nodes"
 )
 
 // Error is the body of every non-2xx answer.
@@ -142,11 +151,83 @@ type Enrollment struct {
 
 // Role is a role in the admin API.
 type Role struct {
-	Name      string    `json:"name"`
-	Logins    []string  `json:"logins"`
-	MaxTTL    Duration  `json:"max_ttl,omitempty"`
-	Admin     bool      `json:"admin"`
+	Name   string   `json:"name"`
+	Logins []string `json:"logins"`
+	MaxTTL Duration `json:"max_ttl,omitempty"`
+	Admin  bool     `json:"admin"`
+	// Nodes are node patterns for SSH (next issue); Services are
+	// "node/service" patterns the role may reach through tunnels.
+	Nodes     []string  `json:"nodes,omitempty"`
+	Services  []string  `json:"services,omitempty"`
 	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+// CreateTokenRequest is the body of POST PathTokens.
+type CreateTokenRequest struct {
+	Agent string `json:"agent"`
+	// TTL of the token; zero means 30 minutes.
+	TTL Duration `json:"ttl,omitempty"`
+}
+
+// Token is a new join token: shown once, stored only hashed.
+type Token struct {
+	Token     string    `json:"token"`
+	Agent     string    `json:"agent"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// EnrollRequest is the body of PathEnroll.
+type EnrollRequest struct {
+	Token string `json:"token"`
+	// CSR is a PEM PKCS#10 request signed with the agent's key.
+	CSR string `json:"csr"`
+	// SSHHostKey is the authorized_keys line of the agent's SSH host key.
+	SSHHostKey string `json:"ssh_host_key"`
+}
+
+// RenewRequest is the body of PathRenew, sent with the current certificate.
+type RenewRequest struct {
+	CSR        string `json:"csr"`
+	SSHHostKey string `json:"ssh_host_key"`
+}
+
+// AgentIdentity answers an enrolment or a renewal.
+type AgentIdentity struct {
+	Agent              string    `json:"agent"`
+	X509Certificate    string    `json:"x509_certificate"`
+	SSHHostCertificate string    `json:"ssh_host_certificate"`
+	NotAfter           time.Time `json:"not_after"`
+	CA                 CA        `json:"ca"`
+}
+
+// Agent is an agent as the admin API shows it.
+type Agent struct {
+	Name       string     `json:"name"`
+	Locked     bool       `json:"locked"`
+	Online     bool       `json:"online"`
+	Services   []string   `json:"services"`
+	Since      *time.Time `json:"connected_since,omitempty"`
+	LastSeen   *time.Time `json:"last_seen,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	EnrolledAt time.Time  `json:"enrolled_at"`
+}
+
+// PolicyRule is a policy rule in the admin API. POST PathPolicy takes one
+// with Effect, From and To.
+type PolicyRule struct {
+	ID        int64     `json:"id,omitempty"`
+	Effect    string    `json:"effect"`
+	From      string    `json:"from"`
+	To        string    `json:"to"`
+	CreatedBy string    `json:"created_by,omitempty"`
+	CreatedAt time.Time `json:"created_at,omitzero"`
+}
+
+// Node is a node the caller may reach (GET PathNodes).
+type Node struct {
+	Name     string   `json:"name"`
+	Online   bool     `json:"online"`
+	Services []string `json:"services"`
 }
 
 // AuditVerify answers PathAuditVerify.

@@ -43,6 +43,17 @@ const (
 	AdminDenied       Type = "admin.denied"
 	PasswordRehashed  Type = "user.password_rehashed"
 	LoginLockoutBegin Type = "login.lockout"
+	TokenCreated      Type = "token.created"
+	AgentEnrolled     Type = "agent.enrolled"
+	AgentRenewed      Type = "agent.renewed"
+	AgentLocked       Type = "agent.locked"
+	AgentUnlocked     Type = "agent.unlocked"
+	AgentConnected    Type = "agent.connected"
+	AgentDenied       Type = "agent.denied"
+	PolicyAdded       Type = "policy.added"
+	PolicyRemoved     Type = "policy.removed"
+	StreamAllowed     Type = "stream.allowed"
+	StreamDenied      Type = "stream.denied"
 )
 
 // Outcome says whether the action succeeded.

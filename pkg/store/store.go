@@ -27,6 +27,11 @@ import (
 var (
 	ErrNotFound = errors.New("not found")
 	ErrExists   = errors.New("already exists")
+	// ErrLocked: the agent or user is locked by an administrator.
+	ErrLocked = errors.New("locked by an administrator")
+	// ErrTokenUsed and ErrTokenExpired refuse a join token.
+	ErrTokenUsed    = errors.New("join token already used")
+	ErrTokenExpired = errors.New("join token expired")
 )
 
 // User is an engineer or admin who logs in with a password and TOTP.
@@ -55,7 +60,59 @@ type Role struct {
 	// the cluster maximum.
 	MaxTTL time.Duration
 	// Admin grants the admin API.
-	Admin     bool
+	Admin bool
+	// Nodes are patterns of the nodes the role may reach over SSH ("web-*",
+	// "*"); none means none.
+	Nodes []string
+	// Services are "node/service" patterns the role may reach through a
+	// tunnel (tunnel proxy db); either part may be "*".
+	Services  []string
+	CreatedAt time.Time
+}
+
+// Agent is the agent of one node (VM).
+type Agent struct {
+	Name string
+	// Locked refuses the agent's connections, enrolment and renewal.
+	Locked bool
+	// CreatedAt is the first enrolment, EnrolledAt the latest.
+	CreatedAt  time.Time
+	EnrolledAt time.Time
+	// LastSeen is the last time the agent was connected (zero if never).
+	LastSeen time.Time
+}
+
+// JoinToken admits one agent, once, before it expires.
+type JoinToken struct {
+	// Hash is the lowercase hex SHA-256 of the token; the token itself is
+	// never stored.
+	Hash      string
+	Agent     string
+	CreatedBy string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	// UsedAt is zero until the token is used.
+	UsedAt time.Time
+}
+
+// Effect of a policy rule.
+type Effect string
+
+// Effects. Deny wins over allow; no rule means deny.
+const (
+	Allow Effect = "allow"
+	Deny  Effect = "deny"
+)
+
+// PolicyRule allows or denies streams from agents to services.
+type PolicyRule struct {
+	ID     int64
+	Effect Effect
+	// From is an agent name or "*".
+	From string
+	// To is "node/service"; either part may be "*".
+	To        string
+	CreatedBy string
 	CreatedAt time.Time
 }
 
@@ -171,8 +228,31 @@ type Store interface {
 
 	// AppendAudit appends one event on its own.
 	AppendAudit(ctx context.Context, ev audit.Event) (audit.Event, error)
+	// AppendAudits appends several events in one transaction (group
+	// commit), in order, and returns them chained.
+	AppendAudits(ctx context.Context, evs []audit.Event) ([]audit.Event, error)
 	// ListAudit returns events in log order.
 	ListAudit(ctx context.Context, f AuditFilter) ([]audit.Event, error)
+	// CreateJoinToken records a new join token for t.Agent.
+	CreateJoinToken(ctx context.Context, t JoinToken, ev audit.Event) error
+	// ConsumeJoinToken uses the token with this hash at now, in one
+	// transaction with ev: it must exist (ErrNotFound), be unused
+	// (ErrTokenUsed) and unexpired (ErrTokenExpired), and its agent must not
+	// be locked (ErrLocked). The agent is created, or its EnrolledAt updated.
+	ConsumeJoinToken(ctx context.Context, hash string, now time.Time, ev audit.Event) (JoinToken, error)
+	GetAgent(ctx context.Context, name string) (Agent, error)
+	ListAgents(ctx context.Context) ([]Agent, error)
+	SetAgentLocked(ctx context.Context, name string, locked bool, ev audit.Event) error
+	// TouchAgent records that the agent was connected at seen.
+	TouchAgent(ctx context.Context, name string, seen time.Time) error
+
+	// AddPolicyRule records a rule and returns it with its ID. The same
+	// effect, from and to twice gives ErrExists.
+	AddPolicyRule(ctx context.Context, r PolicyRule, ev audit.Event) (PolicyRule, error)
+	// ListPolicyRules returns every rule, by ID.
+	ListPolicyRules(ctx context.Context) ([]PolicyRule, error)
+	DeletePolicyRule(ctx context.Context, id int64, ev audit.Event) error
+
 	// AuditHead returns the hash of the last event appended ("" if none),
 	// recorded apart from the events so that truncation is detected.
 	AuditHead(ctx context.Context) (string, error)

@@ -13,13 +13,18 @@ import (
 func newAdminCmd(env Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "admin",
-		Short: "Manage users, roles and the audit log (needs an admin role)",
+		Short: "Manage users, roles, agents, join tokens, policy and the audit log (needs an admin role)",
 		Long: `admin commands act on the gateway you are logged in to, with your
-certificate. Your roles must include one with the admin flag.`,
+certificate. Your roles must include one with the admin flag.
+
+To add a VM: make a join token for it (tunnel admin tokens create --agent
+NAME), run the printed tunnel-agent command on the VM, then allow the
+streams it needs (tunnel admin policy allow --from AGENT --to NODE/SERVICE).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newAdminUsersCmd(env), newAdminRolesCmd(env), newAdminAuditCmd(env))
+	cmd.AddCommand(newAdminUsersCmd(env), newAdminRolesCmd(env), newAdminTokensCmd(env),
+		newAdminAgentsCmd(env), newAdminPolicyCmd(env), newAdminAuditCmd(env))
 	return cmd
 }
 
@@ -30,7 +35,12 @@ func adminCall(ctx context.Context, env Env, method, path string, query url.Valu
 		return err
 	}
 	defer s.Close()
-	err = s.client.Do(ctx, method, path, query, in, out)
+	return s.call(ctx, method, path, query, in, out)
+}
+
+// call runs one API call on the session; a refusal becomes its message.
+func (s *session) call(ctx context.Context, method, path string, query url.Values, in, out any) error {
+	err := s.client.Do(ctx, method, path, query, in, out)
 	var ae *api.Error
 	if errors.As(err, &ae) {
 		return errors.New(ae.Message)

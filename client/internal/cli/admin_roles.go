@@ -24,19 +24,24 @@ func newAdminRolesCmd(env Env) *cobra.Command {
 }
 
 func newRolesAddCmd(env Env) *cobra.Command {
-	var logins []string
+	var logins, nodes, services []string
 	var maxTTL time.Duration
 	var admin, asJSON bool
 	cmd := &cobra.Command{
-		Use:   "add NAME [--login L]... [--max-ttl D] [--admin]",
+		Use:   "add NAME [--login L]... [--node PATTERN]... [--service NODE/SERVICE]... [--max-ttl D] [--admin]",
 		Short: "Add a role",
 		Long: `add creates a role. --login names an OS login (SSH principal) the role
-grants; --max-ttl caps the lifetime of its holders' certificates (default:
-the cluster maximum); --admin grants the admin API.`,
-		Example: "  tunnel admin roles add dev --login ubuntu --login deploy --max-ttl 8h",
-		Args:    exactArgs(1, "NAME"),
+grants; --node names the nodes its holders may reach over SSH (a name, "*"
+or a glob such as "web-*"); --service names the services they may reach
+through a tunnel, as NODE/SERVICE where either part may be "*" or a glob;
+--max-ttl caps the lifetime of its holders' certificates (default: the
+cluster maximum); --admin grants the admin API. A role grants nothing it
+does not name.`,
+		Example: `  tunnel admin roles add dev --login ubuntu --login deploy --node "web-*" --max-ttl 8h
+  tunnel admin roles add dba --service db-1/postgres --service "db-*/mysql"`,
+		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			in := api.Role{Name: args[0], Logins: logins, MaxTTL: api.Duration(maxTTL), Admin: admin}
+			in := api.Role{Name: args[0], Logins: logins, Nodes: nodes, Services: services, MaxTTL: api.Duration(maxTTL), Admin: admin}
 			var out api.Role
 			if err := adminCall(cmd.Context(), env, http.MethodPost, api.PathRoles, nil, in, &out); err != nil {
 				return err
@@ -49,6 +54,8 @@ the cluster maximum); --admin grants the admin API.`,
 		},
 	}
 	cmd.Flags().StringSliceVar(&logins, "login", nil, "OS login the role grants (repeatable)")
+	cmd.Flags().StringArrayVar(&nodes, "node", nil, `node pattern for SSH: a name, "*" or a glob (repeatable)`)
+	cmd.Flags().StringArrayVar(&services, "service", nil, "NODE/SERVICE pattern reachable through tunnels (repeatable)")
 	cmd.Flags().DurationVar(&maxTTL, "max-ttl", 0, "longest certificate lifetime for holders (default: cluster maximum)")
 	cmd.Flags().BoolVar(&admin, "admin", false, "grant the admin API")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
@@ -70,13 +77,13 @@ func newRolesLsCmd(env Env) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), roles)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tLOGINS\tMAX TTL\tADMIN")
+			fmt.Fprintln(tw, "NAME\tLOGINS\tNODES\tSERVICES\tMAX TTL\tADMIN")
 			for _, r := range roles {
 				ttl := "cluster max"
 				if r.MaxTTL != 0 {
 					ttl = time.Duration(r.MaxTTL).String()
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", r.Name, orNone(r.Logins), ttl, r.Admin)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\n", r.Name, orNone(r.Logins), orNone(r.Nodes), orNone(r.Services), ttl, r.Admin)
 			}
 			return tw.Flush()
 		},

@@ -8,9 +8,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tunnelhq/tunnel/client/apiclient"
 	"github.com/tunnelhq/tunnel/client/profile"
 	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/apiclient"
 )
 
 func newCACmd(env Env) *cobra.Command {

@@ -14,9 +14,9 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/tunnelhq/tunnel/client/apiclient"
 	"github.com/tunnelhq/tunnel/client/profile"
 	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/apiclient"
 	"github.com/tunnelhq/tunnel/pkg/secretfile"
 )
 

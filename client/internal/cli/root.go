@@ -9,13 +9,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/tunnelhq/tunnel/client/apiclient"
 	"github.com/tunnelhq/tunnel/client/profile"
+	"github.com/tunnelhq/tunnel/pkg/apiclient"
 	"github.com/tunnelhq/tunnel/pkg/version"
 )
 
@@ -45,19 +46,20 @@ func newRoot(env Env) *cobra.Command {
 		Short: "Log in to a tunnel gateway and use its short-lived certificates",
 		Long: `tunnel logs you in to a tunnel gateway with your password and a TOTP code,
 and keeps the short-lived certificates it issues under TUNNEL_HOME
-(default ~/.tunnel). Admins manage users, roles and the audit log with
-tunnel admin.
+(default ~/.tunnel). Admins manage users, roles, agents, policy and the
+audit log with tunnel admin.
 
 Start with:
   tunnel login --gateway gw.example.com:8443 --ca-pin sha256:HEX --user alice
-  tunnel status`,
+  tunnel status
+  tunnel ls`,
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
-	root.AddCommand(newLoginCmd(env), newLogoutCmd(env), newStatusCmd(env), newCACmd(env), newAdminCmd(env))
+	root.AddCommand(newLoginCmd(env), newLogoutCmd(env), newStatusCmd(env), newLsCmd(env), newCACmd(env), newProxyCmd(env), newAdminCmd(env))
 	return root
 }
 
@@ -111,3 +113,9 @@ func fmtTime(t time.Time) string {
 }
 
 func errorf(format string, a ...any) error { return fmt.Errorf(format, a...) }
+
+// stderrLogger logs warnings (refused connections, an unreachable gateway)
+// for long-running commands.
+func stderrLogger(env Env) *slog.Logger {
+	return slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}

@@ -31,7 +31,8 @@ func roleOut(ro store.Role) api.Role {
 	if logins == nil {
 		logins = []string{}
 	}
-	return api.Role{Name: ro.Name, Logins: logins, MaxTTL: api.Duration(ro.MaxTTL), Admin: ro.Admin, CreatedAt: ro.CreatedAt}
+	return api.Role{Name: ro.Name, Logins: logins, MaxTTL: api.Duration(ro.MaxTTL), Admin: ro.Admin,
+		Nodes: slices.Clone(ro.Nodes), Services: slices.Clone(ro.Services), CreatedAt: ro.CreatedAt}
 }
 
 // CheckRole validates and normalises a role definition.
@@ -59,7 +60,25 @@ func CheckRole(in api.Role, clusterMax time.Duration) (store.Role, error) {
 	if max != 0 && max < time.Minute {
 		return store.Role{}, fmt.Errorf("max TTL %s is shorter than a minute", max)
 	}
-	return store.Role{Name: name, Logins: logins, MaxTTL: max, Admin: in.Admin}, nil
+	var nodes, services []string
+	for _, n := range in.Nodes {
+		n, err := checkNamePattern("node", n)
+		if err != nil {
+			return store.Role{}, err
+		}
+		nodes = append(nodes, n)
+	}
+	for _, sv := range in.Services {
+		sv, err := checkTarget(sv)
+		if err != nil {
+			return store.Role{}, fmt.Errorf("service %w", err)
+		}
+		services = append(services, sv)
+	}
+	slices.Sort(nodes)
+	slices.Sort(services)
+	return store.Role{Name: name, Logins: logins, MaxTTL: max, Admin: in.Admin,
+		Nodes: slices.Compact(nodes), Services: slices.Compact(services)}, nil
 }
 
 func (s *Server) handleCreateRole(w http.ResponseWriter, r *http.Request) {
@@ -75,7 +94,8 @@ func (s *Server) handleCreateRole(w http.ResponseWriter, r *http.Request) {
 	}
 	ro.CreatedAt = s.now()
 	ev := s.adminEvent(r, audit.RoleCreated, ro.Name)
-	ev.Details = map[string]string{"logins": strings.Join(ro.Logins, ","), "max_ttl": ro.MaxTTL.String(), "admin": fmt.Sprint(ro.Admin)}
+	ev.Details = map[string]string{"logins": strings.Join(ro.Logins, ","), "max_ttl": ro.MaxTTL.String(), "admin": fmt.Sprint(ro.Admin),
+		"nodes": strings.Join(ro.Nodes, ","), "services": strings.Join(ro.Services, ",")}
 	if err := s.Store.CreateRole(r.Context(), ro, ev); err != nil {
 		s.fail(w, r, storeError(err, "create role "+ro.Name))
 		return

@@ -1,6 +1,8 @@
 // Package apiserver serves the gateway's HTTPS API (paths and bodies in
 // pkg/api): the public CA bundle, login, whoami, and the admin API for
-// users, roles and the audit log.
+// users, roles, join tokens, agents, policy and the audit log; for agents,
+// enrolment with a join token and certificate renewal; for every user, the
+// nodes they may reach.
 //
 // Build a [Server] and mount [Server.Handler] on a TLS listener configured
 // with trust.ServerConfig. Anonymous endpoints are rate-limited per source
@@ -42,6 +44,23 @@ type Server struct {
 	Log     *slog.Logger     // nil means discard
 	// TOTPIssuer is the issuer shown by authenticator apps.
 	TOTPIssuer string
+
+	// Presence reports the agents connected now (the relay implements
+	// it); nil means every agent is shown offline.
+	Presence Presence
+	// PolicyChanged is called after every policy rule added or removed,
+	// so that the relay reloads its rules; nil means nobody to tell.
+	PolicyChanged func(ctx context.Context) error
+	// AgentTTL is the lifetime of agent certificates (X.509 and SSH
+	// host); zero means certs.DefaultMachineTTL (24 h). It may not exceed
+	// certs.MaxMachineTTL.
+	AgentTTL time.Duration
+}
+
+// Presence reports connected agents: by name, with Online set, Since and
+// the services they expose.
+type Presence interface {
+	Online() map[string]api.Agent
 }
 
 func (s *Server) now() time.Time {
@@ -85,6 +104,18 @@ func (s *Server) Handler() http.Handler {
 
 	mux.Handle("GET "+api.PathAudit, s.admin(s.handleListAudit))
 	mux.Handle("GET "+api.PathAuditVerify, s.admin(s.handleVerifyAudit))
+
+	mux.Handle("POST "+api.PathTokens, s.admin(s.handleCreateToken))
+	mux.Handle("GET "+api.PathAgents, s.admin(s.handleListAgents))
+	mux.Handle("POST "+api.PathAgents+"/{name}/lock", s.admin(s.handleLockAgent(true)))
+	mux.Handle("POST "+api.PathAgents+"/{name}/unlock", s.admin(s.handleLockAgent(false)))
+	mux.Handle("GET "+api.PathPolicy, s.admin(s.handleListPolicy))
+	mux.Handle("POST "+api.PathPolicy, s.admin(s.handleAddPolicy))
+	mux.Handle("DELETE "+api.PathPolicy+"/{id}", s.admin(s.handleDeletePolicy))
+
+	mux.Handle("POST "+api.PathEnroll, anon(s.handleEnroll))
+	mux.Handle("POST "+api.PathRenew, http.HandlerFunc(s.handleRenew))
+	mux.Handle("GET "+api.PathNodes, s.user(s.handleListNodes))
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Code: api.CodeNotFound, Message: "no such API endpoint: " + r.Method + " " + r.URL.Path + " (is your tunnel client newer than the gateway?)"}, http.StatusNotFound)

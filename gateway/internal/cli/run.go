@@ -38,7 +38,9 @@ instead, reloaded when the files change.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "", "the directory tunnel-gateway init created")
-	f.StringVar(&cfg.APIAddr, "api-addr", ":8443", "HTTPS listen address (host:port)")
+	f.StringVar(&cfg.APIAddr, "api-addr", ":8443", "the gateway's address: HTTPS on TCP and QUIC on UDP (host:port)")
+	f.StringVar(&cfg.QUICAddr, "quic-addr", "", "UDP address for agents and clients (default: --api-addr's host and port)")
+	f.DurationVar(&cfg.AgentTTL, "agent-ttl", 0, "lifetime of agent certificates, renewed at 2/3 (default 24h, at most 7 days)")
 	f.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key file (default DIR/kek)")
 	f.StringSliceVar(&cfg.Names, "name", nil, "extra host name or IP the gateway certificate is valid for (repeatable)")
 	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "operator's PEM certificate chain for the API (reloaded on change)")

@@ -80,6 +80,30 @@ func (s *Store) AppendAudit(ctx context.Context, ev audit.Event) (audit.Event, e
 	return out, nil
 }
 
+// AppendAudits appends evs in order, in one transaction (group commit), and
+// returns them as stored. Either all of them are appended or none is. An
+// empty evs appends nothing and returns nil, nil.
+func (s *Store) AppendAudits(ctx context.Context, evs []audit.Event) ([]audit.Event, error) {
+	if len(evs) == 0 {
+		return nil, nil
+	}
+	out := make([]audit.Event, 0, len(evs))
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		for _, ev := range evs {
+			e, err := appendEvent(ctx, tx, ev)
+			if err != nil {
+				return fmt.Errorf("%s: %w", ev.Type, err)
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("append %d audit events: %w", len(evs), err)
+	}
+	return out, nil
+}
+
 // ListAudit returns the events f selects, in log (Seq) order.
 func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]audit.Event, error) {
 	var q strings.Builder

@@ -14,35 +14,43 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
-const roleColumns = `name, logins, max_ttl, admin, created_at`
+const roleColumns = `name, logins, max_ttl, admin, nodes, services, created_at`
 
 func scanRole(row scanner) (store.Role, error) {
 	var (
-		r       store.Role
-		logins  string
-		maxTTL  int64
-		created int64
+		r                       store.Role
+		logins, nodes, services string
+		maxTTL                  int64
+		created                 int64
 	)
-	if err := row.Scan(&r.Name, &logins, &maxTTL, &r.Admin, &created); err != nil {
+	if err := row.Scan(&r.Name, &logins, &maxTTL, &r.Admin, &nodes, &services, &created); err != nil {
 		return store.Role{}, err
 	}
-	l, err := decodeList(logins)
-	if err != nil {
-		return store.Role{}, fmt.Errorf("role %s: logins: %w", r.Name, err)
+	for _, l := range []struct {
+		what string
+		enc  string
+		dst  *[]string
+	}{{"logins", logins, &r.Logins}, {"nodes", nodes, &r.Nodes}, {"services", services, &r.Services}} {
+		var err error
+		if *l.dst, err = decodeList(l.enc); err != nil {
+			return store.Role{}, fmt.Errorf("role %s: %s: %w", r.Name, l.what, err)
+		}
 	}
-	r.Logins, r.MaxTTL, r.CreatedAt = l, time.Duration(maxTTL), fromMicros(created)
+	r.MaxTTL, r.CreatedAt = time.Duration(maxTTL), fromMicros(created)
 	return r, nil
 }
 
 // CreateRole creates r and appends ev. It returns an error wrapping
-// store.ErrExists if the name is taken. Logins are kept in the order given.
+// store.ErrExists if the name is taken. Logins, Nodes and Services are kept
+// in the order given.
 func (s *Store) CreateRole(ctx context.Context, r store.Role, ev audit.Event) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		if r.Name == "" {
 			return errors.New("empty name")
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO roles (`+roleColumns+`) VALUES (?, ?, ?, ?, ?)`,
-			r.Name, encodeList(r.Logins), int64(r.MaxTTL), r.Admin, micros(r.CreatedAt))
+		_, err := tx.ExecContext(ctx, `INSERT INTO roles (`+roleColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			r.Name, encodeList(r.Logins), int64(r.MaxTTL), r.Admin, encodeList(r.Nodes), encodeList(r.Services),
+			micros(r.CreatedAt))
 		if isDuplicate(err) {
 			return store.ErrExists
 		}

@@ -26,10 +26,10 @@
 //
 // How values are kept, so that the PostgreSQL schema can match: times are
 // INTEGER unix microseconds in UTC (NULL for a zero optional time) and come
-// back in UTC; durations are INTEGER nanoseconds; Role.Logins and
-// IssuedCert.Principals are JSON arrays kept in the order given; a user's
-// roles live in the user_roles table and come back sorted by name, without
-// duplicates; empty lists and maps come back nil.
+// back in UTC; durations are INTEGER nanoseconds; Role.Logins, Role.Nodes,
+// Role.Services and IssuedCert.Principals are JSON arrays kept in the order
+// given; a user's roles live in the user_roles table and come back sorted
+// by name, without duplicates; empty lists and maps come back nil.
 package sqlitestore
 
 import (

@@ -19,13 +19,24 @@
 //
 //   - times come back in UTC, truncated to microseconds ([audit.Normalize]);
 //   - User.Roles is a set: its order is not significant, and GetUser/ListUsers
-//     may return it sorted; Role.Logins and IssuedCert.Principals keep their
-//     order; empty lists and maps may come back nil;
-//   - ListUsers and ListRoles are sorted by name;
+//     may return it sorted; Role.Logins, Role.Nodes, Role.Services and
+//     IssuedCert.Principals keep their order; empty lists and maps may come
+//     back nil;
+//   - ListUsers, ListRoles and ListAgents are sorted by name;
 //   - errors wrap store.ErrNotFound for an unknown user (also from
-//     AcceptTOTPStep), role, meta key or certificate, and store.ErrExists for
-//     a duplicate user, role or certificate, a role still held and a second
-//     Initialize;
+//     AcceptTOTPStep), role, meta key, certificate, agent (also from
+//     TouchAgent), join token or policy rule ID, and store.ErrExists for a
+//     duplicate user, role, certificate, join token hash or policy rule, a
+//     role still held and a second Initialize;
+//   - a join token expires at ExpiresAt (now must be before it); a used
+//     token is reported used even once expired; a refused token (for any
+//     reason, a locked agent included) stays as it was; the refusals say
+//     what happened and how to go on (the date a token was used, how long
+//     ago it expired, "tunnel admin tokens create --agent NAME");
+//   - TouchAgent and AcceptTOTPStep append no event; an agent's LastSeen
+//     never moves back;
+//   - policy rule IDs grow and are never reused, even after the last rule
+//     is removed;
 //   - a mutating call that fails changes nothing and appends no event, and
 //     the events that succeeding calls append form a chain that
 //     [audit.Verify] accepts against AuditHead;
@@ -73,6 +84,15 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuditFilter", testAuditFilter},
 		{"AuditConcurrent", testAuditConcurrent},
 		{"FailedCallsChangeNothing", testFailedCallsChangeNothing},
+		{"RoleReach", testRoleReach},
+		{"AppendAudits", testAppendAudits},
+		{"AppendAuditsConcurrent", testAppendAuditsConcurrent},
+		{"JoinTokens", testJoinTokens},
+		{"JoinTokenExpired", testJoinTokenExpired},
+		{"JoinTokenLockedAgent", testJoinTokenLockedAgent},
+		{"JoinTokenConcurrent", testJoinTokenConcurrent},
+		{"Agents", testAgents},
+		{"PolicyRules", testPolicyRules},
 		{"CloseTwice", testCloseTwice},
 	}
 	for _, tt := range tests {
@@ -377,6 +397,14 @@ func testUnknownUser(t *testing.T, s store.Store) {
 		{"DeleteRole", func() error { return s.DeleteRole(ctx, "ghost", ev(audit.RoleDeleted, "ghost")) }},
 		{"GetCertificate", func() error { _, err := s.GetCertificate(ctx, store.CertX509, "ff"); return err }},
 		{"GetMeta", func() error { _, err := s.GetMeta(ctx, "ghost"); return err }},
+		{"GetAgent", func() error { _, err := s.GetAgent(ctx, "ghost"); return err }},
+		{"SetAgentLocked", func() error { return s.SetAgentLocked(ctx, "ghost", true, ev(audit.AgentLocked, "ghost")) }},
+		{"TouchAgent", func() error { return s.TouchAgent(ctx, "ghost", t0) }},
+		{"ConsumeJoinToken", func() error {
+			_, err := s.ConsumeJoinToken(ctx, tokenHash("ghost"), t0, ev(audit.AgentEnrolled, "ghost"))
+			return err
+		}},
+		{"DeletePolicyRule", func() error { return s.DeletePolicyRule(ctx, 1, ev(audit.PolicyRemoved, "1")) }},
 	}
 	for _, c := range calls {
 		checkErr(t, c.name, c.call(), store.ErrNotFound)
@@ -388,8 +416,13 @@ func testUnknownUser(t *testing.T, s store.Store) {
 	must(t, "ListUsers", err)
 	roles, err := s.ListRoles(ctx)
 	must(t, "ListRoles", err)
-	if len(users) != 0 || len(roles) != 0 {
-		t.Errorf("an empty store lists %d users and %d roles; want none", len(users), len(roles))
+	agents, err := s.ListAgents(ctx)
+	must(t, "ListAgents", err)
+	rules, err := s.ListPolicyRules(ctx)
+	must(t, "ListPolicyRules", err)
+	if len(users) != 0 || len(roles) != 0 || len(agents) != 0 || len(rules) != 0 {
+		t.Errorf("an empty store lists %d users, %d roles, %d agents and %d policy rules; want none",
+			len(users), len(roles), len(agents), len(rules))
 	}
 }
 
@@ -811,6 +844,24 @@ func testFailedCallsChangeNothing(t *testing.T, s store.Store) {
 	alice := stored(mustCreateUser(t, s, "alice", "ops"))
 	cert := store.IssuedCert{Serial: "01", Kind: store.CertSSHUser, Subject: "alice", NotBefore: t0, NotAfter: t0, IssuedAt: t0}
 	must(t, "RecordCertificates", s.RecordCertificates(ctx, []store.IssuedCert{cert}, []audit.Event{ev(audit.CertIssued, "01")}))
+	used := joinToken("used", "web-1", t0, time.Hour)
+	mustCreateToken(t, s, used)
+	enrol(t, s, used, t0)
+	web1 := store.Agent{Name: "web-1", CreatedAt: t0, EnrolledAt: t0}
+	locked := joinToken("locked", "db-1", t0, time.Hour)
+	mustCreateToken(t, s, locked)
+	enrol(t, s, locked, t0)
+	must(t, "SetAgentLocked", s.SetAgentLocked(ctx, "db-1", true, ev(audit.AgentLocked, "db-1")))
+	db1 := store.Agent{Name: "db-1", Locked: true, CreatedAt: t0, EnrolledAt: t0}
+	lockedAgain := joinToken("locked-again", "db-1", t0, time.Hour)
+	mustCreateToken(t, s, lockedAgain)
+	expired := joinToken("expired", "web-2", t0, time.Minute)
+	mustCreateToken(t, s, expired)
+	rule, err := s.AddPolicyRule(ctx, store.PolicyRule{Effect: store.Allow, From: "web-1", To: "db-1/postgres", CreatedBy: "admin", CreatedAt: t0},
+		ev(audit.PolicyAdded, "db-1/postgres"))
+	must(t, "AddPolicyRule", err)
+	later := t0.Add(30 * time.Minute)
+
 	before := verified(t, s)
 	headBefore, err := s.AuditHead(ctx)
 	must(t, "AuditHead", err)
@@ -847,6 +898,37 @@ func testFailedCallsChangeNothing(t *testing.T, s store.Store) {
 		{"RecordCertificates duplicate", store.ErrExists, func() error {
 			return s.RecordCertificates(ctx, []store.IssuedCert{fresh, cert}, []audit.Event{ev(audit.CertIssued, "02"), ev(audit.CertIssued, "01")})
 		}},
+		{"CreateJoinToken duplicate", store.ErrExists, func() error {
+			return s.CreateJoinToken(ctx, joinToken("used", "web-9", t0, time.Hour), ev(audit.TokenCreated, "web-9"))
+		}},
+		{"ConsumeJoinToken unknown", store.ErrNotFound, func() error {
+			_, err := s.ConsumeJoinToken(ctx, tokenHash("ghost"), t0, ev(audit.AgentEnrolled, "ghost"))
+			return err
+		}},
+		{"ConsumeJoinToken used", store.ErrTokenUsed, func() error {
+			_, err := s.ConsumeJoinToken(ctx, used.Hash, later, ev(audit.AgentEnrolled, "web-1"))
+			return err
+		}},
+		{"ConsumeJoinToken expired", store.ErrTokenExpired, func() error {
+			_, err := s.ConsumeJoinToken(ctx, expired.Hash, later, ev(audit.AgentEnrolled, "web-2"))
+			return err
+		}},
+		{"ConsumeJoinToken locked agent", store.ErrLocked, func() error {
+			_, err := s.ConsumeJoinToken(ctx, lockedAgain.Hash, later, ev(audit.AgentEnrolled, "db-1"))
+			return err
+		}},
+		{"SetAgentLocked unknown", store.ErrNotFound, func() error {
+			return s.SetAgentLocked(ctx, "ghost", true, ev(audit.AgentLocked, "ghost"))
+		}},
+		{"AddPolicyRule duplicate", store.ErrExists, func() error {
+			r := rule
+			r.CreatedBy = "other"
+			_, err := s.AddPolicyRule(ctx, r, ev(audit.PolicyAdded, r.To))
+			return err
+		}},
+		{"DeletePolicyRule unknown", store.ErrNotFound, func() error {
+			return s.DeletePolicyRule(ctx, rule.ID+1, ev(audit.PolicyRemoved, "x"))
+		}},
 	}
 	for _, c := range calls {
 		checkErr(t, c.name, c.call(), c.want)
@@ -872,6 +954,26 @@ func testFailedCallsChangeNothing(t *testing.T, s store.Store) {
 	if v, _ := s.GetMeta(ctx, "cluster"); v != "prod" {
 		t.Errorf("GetMeta(cluster) = %q; want prod", v)
 	}
+	_, err = s.AddPolicyRule(ctx, store.PolicyRule{Effect: "maybe", From: "*", To: "*/*", CreatedAt: t0}, ev(audit.PolicyAdded, "*/*"))
+	if err == nil {
+		t.Errorf("AddPolicyRule with effect \"maybe\" succeeded")
+	}
+	agents, err := s.ListAgents(ctx)
+	must(t, "ListAgents", err)
+	if diff := cmp.Diff([]store.Agent{normalAgent(db1), normalAgent(web1)}, agents); diff != "" {
+		t.Errorf("failed calls changed the agents (-want +got):\n%s", diff)
+	}
+	rules, err := s.ListPolicyRules(ctx)
+	must(t, "ListPolicyRules", err)
+	if diff := cmp.Diff([]store.PolicyRule{rule}, rules); diff != "" {
+		t.Errorf("failed calls changed the policy rules (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(before, verified(t, s), cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("a refused AddPolicyRule changed the log (-before +after):\n%s", diff)
+	}
+	// The refused tokens were left unused.
+	must(t, "SetAgentLocked false", s.SetAgentLocked(ctx, "db-1", false, ev(audit.AgentUnlocked, "db-1")))
+	enrol(t, s, lockedAgain, later)
 }
 
 func testCloseTwice(t *testing.T, s store.Store) {

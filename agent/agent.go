@@ -1,0 +1,329 @@
+// Package agent is the tunnel agent that runs on every VM. It enrols once
+// with a join token, keeps its identity sealed in its data directory,
+// renews its certificate at about two thirds of its life, keeps a QUIC
+// connection to the gateway (dialled out: the VM needs no inbound port),
+// serves the streams the gateway delivers to its exposed services, and
+// turns connections to its local listeners into streams to services on
+// other nodes.
+//
+// Use [Run] with a [Config]; cmd/tunnel-agent is a thin front end.
+//
+// Goroutines, all owned by Run and waited for before it returns:
+//
+//	Run ─┬─ connection manager ── one session per QUIC connection
+//	     │                          ├─ control stream reader
+//	     │                          └─ one goroutine per delivered stream
+//	     ├─ renewal timer
+//	     └─ one forwarder per listener ── one goroutine per local connection
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/apiclient"
+	"github.com/tunnelhq/tunnel/pkg/transport"
+	"github.com/tunnelhq/tunnel/pkg/trust"
+	"github.com/tunnelhq/tunnel/pkg/version"
+)
+
+// Config says how to run an agent. Zero values of optional fields mean
+// their defaults.
+type Config struct {
+	// DataDir holds the sealed identity and its key-encryption key.
+	DataDir string
+	// Gateway is HOST:PORT (API over TCP and QUIC over UDP share it).
+	Gateway string
+	// Pin is the cluster CA pin; needed to enrol.
+	Pin string
+	// Token is the join token; needed only the first time.
+	Token string
+	// File is the expose/listen configuration.
+	File *FileConfig
+	Log  *slog.Logger
+	// Ready, if set, is called once every listener is bound.
+	Ready func()
+}
+
+// Agent is a running agent.
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger
+	store *identityStore
+
+	mu       sync.Mutex // guards id
+	id       *Identity
+	cert     atomic.Pointer[tls.Certificate]
+	renewed  chan struct{} // a new certificate is ready: reconnect with it
+	services map[string]Expose
+
+	sess atomic.Pointer[session] // the current connection, nil when none
+}
+
+// Run enrols if needed and runs the agent until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.File == nil {
+		cfg.File = &FileConfig{}
+	}
+	if err := cfg.File.Validate(); err != nil {
+		return err
+	}
+	st, err := openIdentityStore(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	a := &Agent{cfg: cfg, log: cfg.Log, store: st, renewed: make(chan struct{}, 1), services: map[string]Expose{}}
+	for _, e := range cfg.File.Expose {
+		a.services[e.Name] = e
+	}
+	id, err := st.load()
+	if err != nil {
+		return err
+	}
+	switch {
+	case id == nil && cfg.Token == "":
+		return errors.New("this agent is not enrolled yet: give --token (an admin creates one with tunnel admin tokens create --agent NAME)")
+	case id == nil:
+		if id, err = a.enroll(ctx); err != nil {
+			return err
+		}
+		a.log.Info("enrolled", "agent", id.Name, "cluster", id.Cluster)
+	default:
+		if cfg.Token != "" {
+			a.log.Info("already enrolled; ignoring --token", "agent", id.Name)
+		}
+		if cfg.Gateway != "" && cfg.Gateway != id.Gateway {
+			id.Gateway = cfg.Gateway
+		}
+	}
+	if err := a.setIdentity(id); err != nil {
+		return err
+	}
+	cert := a.cert.Load()
+	if time.Now().After(cert.Leaf.NotAfter) {
+		return fmt.Errorf("this agent's certificate expired at %s while it was offline: enrol again with a new join token (remove %s first)",
+			cert.Leaf.NotAfter.Format(time.RFC3339), st.dir+"/"+IdentityFile)
+	}
+	transport.CheckUDPBuffers(a.log)
+	return a.run(ctx)
+}
+
+func (a *Agent) setIdentity(id *Identity) error {
+	c, err := id.TLSCertificate()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.id = id
+	a.mu.Unlock()
+	a.cert.Store(c)
+	return nil
+}
+
+func (a *Agent) identity() *Identity {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.id
+}
+
+func (a *Agent) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Bind every listener first, so a port in use is an error at start.
+	var lns []net.Listener
+	for _, l := range a.cfg.File.Listen {
+		ln, err := net.Listen("tcp", l.Address)
+		if err != nil {
+			for _, x := range lns {
+				x.Close()
+			}
+			return fmt.Errorf("listener %s: %w", l.Name, err)
+		}
+		lns = append(lns, ln)
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, len(lns)+1)
+	for i, l := range a.cfg.File.Listen {
+		f := &transport.Forwarder{Listener: lns[i], Opener: a, Target: l.Target, Log: a.log.With("listener", l.Name)}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.Serve(ctx); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+		a.log.Info("listening", "listener", l.Name, "address", lns[i].Addr().String(), "target", l.Target)
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		a.connect(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		a.renewLoop(ctx)
+	}()
+	if a.cfg.Ready != nil {
+		a.cfg.Ready()
+	}
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// OpenStream implements transport.StreamOpener on the current connection.
+func (a *Agent) OpenStream(ctx context.Context) (*quicStream, error) {
+	s := a.sess.Load()
+	if s == nil {
+		return nil, transport.ErrNotConnected
+	}
+	return s.conn.OpenStreamSync(ctx)
+}
+
+// apiClient returns a client of the gateway's HTTPS API, with the agent's
+// certificate when it has one.
+func (a *Agent) apiClient(withCert bool) (*apiclient.Client, error) {
+	gw, pin := a.cfg.Gateway, a.cfg.Pin
+	if id := a.identity(); id != nil {
+		if gw == "" {
+			gw = id.Gateway
+		}
+		if pin == "" {
+			pin = id.Pin
+		}
+	}
+	cfg := apiclient.Config{Gateway: gw, Pin: pin}
+	if withCert {
+		cfg.Cert = a.cert.Load()
+	}
+	return apiclient.New(cfg)
+}
+
+func (a *Agent) enroll(ctx context.Context) (*Identity, error) {
+	if a.cfg.Gateway == "" || a.cfg.Pin == "" {
+		return nil, errors.New("enrolment needs --gateway HOST:PORT and --ca-pin sha256:HEX")
+	}
+	if _, err := trust.ParsePin(a.cfg.Pin); err != nil {
+		return nil, err
+	}
+	c, err := a.apiClient(false)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	k, err := newKeys()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := k.csr()
+	if err != nil {
+		return nil, err
+	}
+	var resp api.AgentIdentity
+	req := api.EnrollRequest{Token: strings.TrimSpace(a.cfg.Token), CSR: csr, SSHHostKey: k.hostPub()}
+	if err := c.Do(ctx, http.MethodPost, api.PathEnroll, nil, req, &resp); err != nil {
+		var ae *api.Error
+		if errors.As(err, &ae) {
+			return nil, fmt.Errorf("enrolment refused: %s", ae.Message)
+		}
+		return nil, fmt.Errorf("enrol: %w", err)
+	}
+	id, err := k.apply(Identity{Gateway: a.cfg.Gateway, Pin: a.cfg.Pin}, resp)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.store.save(id); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+// renewLoop renews the certificate at about two thirds of its life. A
+// failed renewal keeps the current certificate and retries with backoff.
+func (a *Agent) renewLoop(ctx context.Context) {
+	var bo transport.Backoff
+	bo.Max = time.Minute
+	for {
+		leaf := a.cert.Load().Leaf
+		wait := time.Until(renewAt(leaf.NotBefore, leaf.NotAfter, rand.Float64()))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			err := a.renew(ctx)
+			if err == nil {
+				bo.Reset()
+				break
+			}
+			d := bo.Next()
+			a.log.Warn("certificate renewal failed; keeping the current one", "err", err, "retry_in", d.Round(time.Second),
+				"expires", a.cert.Load().Leaf.NotAfter)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d):
+			}
+		}
+	}
+}
+
+func (a *Agent) renew(ctx context.Context) error {
+	c, err := a.apiClient(true)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	k, err := newKeys()
+	if err != nil {
+		return err
+	}
+	csr, err := k.csr()
+	if err != nil {
+		return err
+	}
+	var resp api.AgentIdentity
+	if err := c.Do(ctx, http.MethodPost, api.PathRenew, nil, api.RenewRequest{CSR: csr, SSHHostKey: k.hostPub()}, &resp); err != nil {
+		return err
+	}
+	id, err := k.apply(*a.identity(), resp)
+	if err != nil {
+		return err
+	}
+	if err := a.store.save(id); err != nil {
+		return err
+	}
+	if err := a.setIdentity(id); err != nil {
+		return err
+	}
+	a.log.Info("certificate renewed", "expires", a.cert.Load().Leaf.NotAfter)
+	select {
+	case a.renewed <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func agentVersion() string { return version.Version }

@@ -1,0 +1,198 @@
+package agent
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/seal"
+)
+
+// Files in the agent's data directory (0700).
+const (
+	KEKFile      = "kek"             // key-encryption key, 0600
+	IdentityFile = "identity.sealed" // the sealed identity, 0600
+)
+
+// Identity is what enrolment gives an agent: its key pairs and the
+// certificates the gateway signed for them, plus how to reach the gateway.
+// It is stored sealed; nothing in it is written in the clear.
+type Identity struct {
+	Name     string `json:"name"`
+	Cluster  string `json:"cluster"`
+	Gateway  string `json:"gateway"`
+	Pin      string `json:"ca_pin"`
+	KeyDER   []byte `json:"key"`  // PKCS#8 Ed25519, for mTLS
+	CertPEM  string `json:"cert"` // X.509 client certificate
+	CAPEM    string `json:"ca"`
+	HostKey  []byte `json:"host_key"`  // PKCS#8 Ed25519, the SSH host key
+	HostCert string `json:"host_cert"` // SSH host certificate, authorized_keys form
+}
+
+// TLSCertificate returns the identity's certificate and key for mTLS.
+func (id *Identity) TLSCertificate() (*tls.Certificate, error) {
+	k, err := x509.ParsePKCS8PrivateKey(id.KeyDER)
+	if err != nil {
+		return nil, fmt.Errorf("agent identity: %w", err)
+	}
+	blk, _ := pem.Decode([]byte(id.CertPEM))
+	if blk == nil {
+		return nil, errors.New("agent identity: no certificate")
+	}
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("agent identity: %w", err)
+	}
+	return &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: k, Leaf: leaf}, nil
+}
+
+// keys is a fresh key pair for a certificate request.
+type keys struct {
+	tlsKey  ed25519.PrivateKey
+	hostKey ed25519.PrivateKey
+}
+
+func newKeys() (*keys, error) {
+	_, a, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	_, b, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return &keys{tlsKey: a, hostKey: b}, nil
+}
+
+func (k *keys) csr() (string, error) {
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k.tlsKey)
+	if err != nil {
+		return "", err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), nil
+}
+
+func (k *keys) hostPub() string {
+	pub, _ := ssh.NewPublicKey(k.hostKey.Public())
+	return string(ssh.MarshalAuthorizedKey(pub))
+}
+
+// apply makes an identity from the keys and the gateway's answer.
+func (k *keys) apply(base Identity, resp api.AgentIdentity) (*Identity, error) {
+	id := base
+	id.Name, id.Cluster = resp.Agent, resp.CA.Cluster
+	var err error
+	if id.KeyDER, err = x509.MarshalPKCS8PrivateKey(k.tlsKey); err != nil {
+		return nil, err
+	}
+	if id.HostKey, err = x509.MarshalPKCS8PrivateKey(k.hostKey); err != nil {
+		return nil, err
+	}
+	id.CertPEM, id.CAPEM, id.HostCert = resp.X509Certificate, resp.CA.X509, resp.SSHHostCertificate
+	cert, err := id.TLSCertificate()
+	if err != nil {
+		return nil, err
+	}
+	if pub, ok := cert.Leaf.PublicKey.(ed25519.PublicKey); !ok || !pub.Equal(k.tlsKey.Public()) {
+		return nil, errors.New("the gateway signed another key than ours; refusing the certificate")
+	}
+	return &id, nil
+}
+
+// store keeps the identity sealed in a data directory.
+type identityStore struct {
+	dir    string
+	sealer seal.Sealer
+}
+
+func openIdentityStore(dir string) (*identityStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	kek := filepath.Join(dir, KEKFile)
+	if _, err := os.Stat(kek); errors.Is(err, fs.ErrNotExist) {
+		if err := seal.CreateKeyFile(kek, rand.Reader); err != nil {
+			return nil, err
+		}
+	}
+	s, err := seal.NewKeyFileSealer(kek)
+	if err != nil {
+		return nil, err
+	}
+	return &identityStore{dir: dir, sealer: s}, nil
+}
+
+// load returns the stored identity, or nil if there is none.
+func (s *identityStore) load() (*Identity, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, IdentityFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read identity: %w", err)
+	}
+	pt, err := s.sealer.Open(b, "agent/identity")
+	if err != nil {
+		return nil, fmt.Errorf("the identity in %s cannot be opened with %s (%w): enrol again with a new join token", s.dir, KEKFile, err)
+	}
+	var id Identity
+	if err := json.Unmarshal(pt, &id); err != nil {
+		return nil, fmt.Errorf("the identity in %s is damaged: enrol again with a new join token", s.dir)
+	}
+	return &id, nil
+}
+
+// save writes the identity atomically.
+func (s *identityStore) save(id *Identity) error {
+	pt, err := json.Marshal(id)
+	if err != nil {
+		return err
+	}
+	sealed, err := s.sealer.Seal(pt, "agent/identity")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(s.dir, ".identity-*")
+	if err != nil {
+		return fmt.Errorf("save identity: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err == nil {
+		_, err = tmp.Write(sealed)
+		if err == nil {
+			err = tmp.Sync()
+		}
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("save identity: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(s.dir, IdentityFile)); err != nil {
+		return fmt.Errorf("save identity: %w", err)
+	}
+	return nil
+}
+
+// renewAt is when to renew a certificate valid from nb to na: at two thirds
+// of its life, minus up to a tenth of it at random so agents spread out.
+func renewAt(nb, na time.Time, jitter float64) time.Time {
+	life := na.Sub(nb)
+	return nb.Add(life*2/3 - time.Duration(jitter*float64(life/10)))
+}

@@ -1,0 +1,235 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/tunnelhq/tunnel/pkg/transport"
+	"github.com/tunnelhq/tunnel/pkg/trust"
+	"github.com/tunnelhq/tunnel/pkg/wire"
+)
+
+type quicStream = quic.Stream
+
+// session is one QUIC connection to the gateway and what runs on it.
+type session struct {
+	conn *quic.Conn
+	ctl  *quic.Stream  // the control stream
+	done chan struct{} // closed when every goroutine of the session ended
+}
+
+// connect keeps a connection to the gateway until ctx ends: it dials with
+// backoff and jitter, and after a renewal opens a new connection with the
+// new certificate while the old one drains its streams.
+func (a *Agent) connect(ctx context.Context) {
+	udp, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		a.log.Error("open UDP socket", "err", err)
+		return
+	}
+	tr := &quic.Transport{Conn: udp}
+	defer tr.Close()
+	var sessions sync.WaitGroup
+	defer sessions.Wait()
+
+	var bo transport.Backoff
+	lastErr := ""
+	for ctx.Err() == nil {
+		start := time.Now()
+		s, err := a.dial(ctx, tr)
+		if err != nil {
+			if msg := err.Error(); msg != lastErr {
+				a.log.Warn("cannot connect to the gateway; retrying", "gateway", a.identity().Gateway, "err", err)
+				lastErr = msg
+			}
+			if !sleep(ctx, bo.Next()) {
+				return
+			}
+			continue
+		}
+		lastErr = ""
+		a.log.Info("connected to the gateway", "gateway", a.identity().Gateway)
+		// After a renewal the old connection keeps serving its streams
+		// until they end; the gateway closes it then.
+		a.sess.Swap(s)
+		sessions.Add(1)
+		go func() {
+			defer sessions.Done()
+			a.serve(ctx, s)
+		}()
+		select {
+		case <-ctx.Done():
+			s.conn.CloseWithError(transport.CodeShutdown, "agent shutting down")
+			return
+		case <-s.done:
+			a.sess.CompareAndSwap(s, nil)
+			a.log.Warn("disconnected from the gateway", "reason", closeReason(s.conn))
+			if time.Since(start) > 30*time.Second {
+				bo.Reset()
+			}
+			if !sleep(ctx, bo.Next()) {
+				return
+			}
+		case <-a.renewed:
+			// Loop: dial again with the new certificate.
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// closeReason explains why a connection ended.
+func closeReason(c *quic.Conn) string {
+	err := context.Cause(c.Context())
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.Remote {
+		return fmt.Sprintf("the gateway closed the connection: %s", ae.ErrorMessage)
+	}
+	var ie *quic.IdleTimeoutError
+	if errors.As(err, &ie) {
+		return "the gateway stopped answering (idle timeout)"
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return "connection closed"
+}
+
+func (a *Agent) dial(ctx context.Context, tr *quic.Transport) (*session, error) {
+	id := a.identity()
+	addr, err := net.ResolveUDPAddr("udp", id.Gateway)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", id.Gateway, err)
+	}
+	host, _, _ := net.SplitHostPort(id.Gateway)
+	tlsConf := transport.ClientTLS(trust.PinnedClientConfig(id.Pin, host, nil),
+		func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.cert.Load(), nil })
+	dctx, cancel := context.WithTimeout(ctx, transport.HandshakeTimeout)
+	defer cancel()
+	conn, err := tr.Dial(dctx, addr, tlsConf, transport.QUICConfig())
+	if err != nil {
+		return nil, err
+	}
+	// Say hello on the control stream and wait for the welcome: a gateway
+	// that refuses us closes the connection with a reason instead.
+	ctl, err := conn.OpenStreamSync(dctx)
+	if err == nil {
+		err = wire.WriteHeader(ctl, wire.Header{Kind: wire.KindControl})
+	}
+	if err == nil {
+		err = wire.WriteControl(ctl, wire.Control{Type: wire.MsgHello, Version: agentVersion(), Services: a.catalog()})
+	}
+	var welcome wire.Control
+	if err == nil {
+		_ = ctl.SetReadDeadline(time.Now().Add(transport.HeaderTimeout))
+		welcome, err = wire.ReadControl(ctl)
+		_ = ctl.SetReadDeadline(time.Time{})
+	}
+	if err == nil && welcome.Type != wire.MsgWelcome {
+		err = fmt.Errorf("unexpected %q from the gateway", welcome.Type)
+	}
+	if err != nil {
+		if r := closeReason(conn); r != "connection closed" && conn.Context().Err() != nil {
+			err = errors.New(r)
+		}
+		conn.CloseWithError(transport.CodeProtocol, "handshake failed")
+		return nil, err
+	}
+	return &session{conn: conn, ctl: ctl, done: make(chan struct{})}, nil
+}
+
+func (a *Agent) catalog() []wire.Service {
+	out := make([]wire.Service, 0, len(a.cfg.File.Expose))
+	for _, e := range a.cfg.File.Expose {
+		out = append(out, wire.Service{Name: e.Name, Protocol: e.Protocol})
+	}
+	return out
+}
+
+// serve accepts the streams the gateway delivers until the connection
+// ends, then waits for them.
+func (a *Agent) serve(ctx context.Context, s *session) {
+	defer close(s.done)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// The control stream carries nothing for the agent yet; reading it
+		// notices its end.
+		for {
+			if _, err := wire.ReadControl(s.ctl); err != nil {
+				return
+			}
+		}
+	}()
+	for {
+		st, err := s.conn.AcceptStream(ctx)
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.deliver(ctx, st)
+		}()
+	}
+}
+
+// deliver connects a stream from the gateway to a local service.
+func (a *Agent) deliver(ctx context.Context, st *quic.Stream) {
+	_ = st.SetReadDeadline(time.Now().Add(transport.HeaderTimeout))
+	h, err := wire.ReadHeader(st)
+	_ = st.SetReadDeadline(time.Time{})
+	if err != nil || h.Kind != wire.KindDeliver {
+		refuse(st, wire.StatusBadRequest, "expected a deliver header")
+		return
+	}
+	svc, ok := a.services[h.Target]
+	if !ok {
+		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s exposes no service %q", a.identity().Name, h.Target))
+		return
+	}
+	d := net.Dialer{Timeout: 5 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", svc.Address)
+	if err != nil {
+		a.log.Warn("cannot reach local service", "service", svc.Name, "address", svc.Address, "err", err)
+		refuse(st, wire.StatusDialFailed, fmt.Sprintf("service %s on %s is not reachable at %s", svc.Name, a.identity().Name, svc.Address))
+		return
+	}
+	if err := wire.WriteReply(st, wire.Reply{Status: wire.StatusOK}); err != nil {
+		c.Close()
+		st.CancelRead(transport.StreamCanceled)
+		st.CancelWrite(transport.StreamCanceled)
+		return
+	}
+	a.log.Debug("stream delivered", "service", svc.Name, "caller", h.Caller)
+	transport.Splice(transport.TCP{TCPConn: c.(*net.TCPConn)}, transport.Stream{Stream: st})
+}
+
+// refuse answers with a refusal and ends the stream cleanly, draining
+// what the caller already sent so the reply is not lost to a reset.
+func refuse(st *quic.Stream, status wire.Status, msg string) {
+	_ = wire.WriteReply(st, wire.Reply{Status: status, Message: msg})
+	_ = st.Close()
+	_ = st.SetReadDeadline(time.Now().Add(transport.HeaderTimeout))
+	_, _ = io.Copy(io.Discard, io.LimitReader(st, 1<<20))
+	st.CancelRead(transport.StreamCanceled)
+}

@@ -1,0 +1,113 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tunnelhq/tunnel/client/profile"
+	"github.com/tunnelhq/tunnel/pkg/transport"
+	"github.com/tunnelhq/tunnel/pkg/trust"
+)
+
+func newProxyCmd(env Env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "proxy",
+		Short: "Open local listeners to services behind the gateway",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(newProxyDBCmd(env))
+	return cmd
+}
+
+func newProxyDBCmd(env Env) *cobra.Command {
+	var port int
+	var addr string
+	cmd := &cobra.Command{
+		Use:   "db NODE/SERVICE --port PORT",
+		Short: "Listen on 127.0.0.1:PORT and carry each connection to a database",
+		Long: `db opens a local listener; every connection to it is carried over QUIC,
+with your login certificate, through the gateway to SERVICE on NODE. Your
+roles must allow NODE/SERVICE (tunnel ls shows what they allow).
+
+When your certificate expires the listener says so and stops accepting:
+run tunnel login and start it again.`,
+		Example: `  tunnel proxy db db-1/postgres --port 5432 &
+  psql -h 127.0.0.1 -p 5432 -U app app`,
+		Args: exactArgs(1, "NODE/SERVICE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target := args[0]
+			if n, s, ok := strings.Cut(target, "/"); !ok || n == "" || s == "" {
+				return fmt.Errorf("%q is not NODE/SERVICE (for example db-1/postgres)", target)
+			}
+			if port <= 0 || port > 65535 {
+				return errors.New("--port PORT is required (1-65535)")
+			}
+			dir, err := profile.Open()
+			if err != nil {
+				return err
+			}
+			p, err := dir.Load()
+			if err != nil {
+				return err
+			}
+			cert, err := dir.TLSCertificate()
+			if err != nil {
+				return err
+			}
+			if err := profile.CheckValid(cert.Leaf, env.Now()); err != nil {
+				return err
+			}
+			host, _, err := net.SplitHostPort(p.Gateway)
+			if err != nil {
+				return fmt.Errorf("gateway address %q in your profile: %w", p.Gateway, err)
+			}
+			pin, err := trust.ParsePin(p.CAPin)
+			if err != nil {
+				return err
+			}
+			conn := &transport.LazyConn{Addr: p.Gateway, TLS: transport.ClientTLS(trust.PinnedClientConfig(pin, host, nil),
+				func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil })}
+			defer conn.Close()
+			ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port)))
+			if err != nil {
+				return fmt.Errorf("listen on %s:%d: %w", addr, port, err)
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "Listening on %s for %s (until your certificate expires at %s). Ctrl-C to stop.\n",
+				ln.Addr(), target, fmtTime(cert.Leaf.NotAfter))
+			expired := fmt.Errorf("%w: certificate expired: run tunnel login, then start tunnel proxy again", transport.ErrStop)
+			ctx, cancel := context.WithCancelCause(cmd.Context())
+			defer cancel(nil)
+			// Stop accepting when the certificate expires, even if nobody connects.
+			t := time.AfterFunc(time.Until(cert.Leaf.NotAfter), func() { cancel(expired) })
+			defer t.Stop()
+			f := &transport.Forwarder{Listener: ln, Opener: conn, Target: target, Log: stderrLogger(env),
+				Allow: func() error {
+					if env.Now().After(cert.Leaf.NotAfter) {
+						return expired
+					}
+					return nil
+				}}
+			err = f.Serve(ctx)
+			if errors.Is(context.Cause(ctx), transport.ErrStop) {
+				err = context.Cause(ctx)
+			}
+			if errors.Is(err, transport.ErrStop) {
+				return errors.New(strings.TrimPrefix(err.Error(), transport.ErrStop.Error()+": "))
+			}
+			return err
+		},
+	}
+	cmd.Flags().IntVar(&port, "port", 0, "local port to listen on")
+	cmd.Flags().StringVar(&addr, "address", "127.0.0.1", "local address to listen on")
+	return cmd
+}

@@ -1,0 +1,128 @@
+// Package peer decides who is at the other end of a TLS connection to the
+// gateway (the HTTPS API or a QUIC connection): it verifies the presented
+// client certificate against the cluster CA at the gateway's clock, reads
+// the identity from its URI SAN, and checks the store (the certificate is
+// one the gateway issued and has not revoked; the user or agent exists and
+// is not locked).
+//
+// Errors are *Error values whose message is written for the person or
+// agent refused.
+package peer
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/store"
+)
+
+// Peer is a verified caller.
+type Peer struct {
+	ID       identity.ID
+	Serial   string
+	NotAfter time.Time
+	// User is set for user peers.
+	User *store.User
+}
+
+// String names the peer for logs and audit: "alice" or "agent:db-1".
+func (p Peer) String() string {
+	if p.ID.Kind == identity.User {
+		return p.ID.Name
+	}
+	return string(p.ID.Kind) + ":" + p.ID.Name
+}
+
+// Error is a refusal; Message is for the one refused.
+type Error struct {
+	Message string
+	// Internal is set when the refusal comes from a failure of the gateway
+	// itself (the store), not from the certificate.
+	Internal error
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func (e *Error) Unwrap() error { return e.Internal }
+
+func refuse(format string, a ...any) error { return &Error{Message: fmt.Sprintf(format, a...)} }
+
+// Verify checks chain (leaf first) at now and returns the peer. kinds
+// lists the principal kinds accepted.
+func Verify(ctx context.Context, st store.Store, ca *certs.Authority, chain []*x509.Certificate, now time.Time, kinds ...identity.Kind) (Peer, error) {
+	if len(chain) == 0 {
+		return Peer{}, refuse("you are not logged in: run tunnel login")
+	}
+	leaf := chain[0]
+	if now.After(leaf.NotAfter) {
+		return Peer{}, refuse("your certificate expired %s ago: run tunnel login", now.Sub(leaf.NotAfter).Round(time.Second))
+	}
+	if now.Before(leaf.NotBefore) {
+		return Peer{}, refuse("your certificate is not valid yet: check this machine's clock")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots: ca.X509Pool(), Intermediates: inter, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return Peer{}, refuse("your certificate was not issued by this cluster")
+	}
+	if len(leaf.URIs) != 1 {
+		return Peer{}, refuse("your certificate carries no tunnel identity")
+	}
+	id, err := identity.ParseURI(leaf.URIs[0])
+	if err != nil || id.Cluster != ca.Cluster() {
+		return Peer{}, refuse("your certificate is not an identity of this cluster")
+	}
+	kindOK := false
+	for _, k := range kinds {
+		kindOK = kindOK || k == id.Kind
+	}
+	if !kindOK {
+		return Peer{}, refuse("a %s certificate cannot be used here", id.Kind)
+	}
+	p := Peer{ID: id, Serial: certs.X509SerialHex(leaf), NotAfter: leaf.NotAfter}
+	rec, err := st.GetCertificate(ctx, store.CertX509, p.Serial)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return Peer{}, refuse("this gateway has no record of your certificate")
+	case err != nil:
+		return Peer{}, &Error{Message: "the gateway cannot check your certificate right now", Internal: err}
+	case !rec.RevokedAt.IsZero():
+		return Peer{}, refuse("your certificate was revoked by an administrator")
+	case rec.Subject != id.Name:
+		return Peer{}, refuse("your certificate does not match its record")
+	}
+	switch id.Kind {
+	case identity.User:
+		u, err := st.GetUser(ctx, id.Name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return Peer{}, refuse("user %s no longer exists", id.Name)
+		case err != nil:
+			return Peer{}, &Error{Message: "the gateway cannot check your account right now", Internal: err}
+		case u.Locked:
+			return Peer{}, refuse("your account is locked: ask an administrator")
+		}
+		p.User = &u
+	case identity.Agent:
+		a, err := st.GetAgent(ctx, id.Name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return Peer{}, refuse("agent %s is not enrolled here", id.Name)
+		case err != nil:
+			return Peer{}, &Error{Message: "the gateway cannot check the agent right now", Internal: err}
+		case a.Locked:
+			return Peer{}, refuse("agent %s is locked by an administrator: tunnel admin agents unlock %s", id.Name, id.Name)
+		}
+	}
+	return p, nil
+}

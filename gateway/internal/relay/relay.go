@@ -1,0 +1,340 @@
+// Package relay is the gateway's QUIC side: it accepts connections from
+// agents and clients (mutual TLS, verified by package peer), keeps the
+// registry of connected agents and their services, and relays each stream
+// from its caller to the target agent over the target's own connection,
+// after policy allowed it and the decision was written to the audit log.
+//
+// Connection lifecycle (one goroutine per connection, owned by Serve):
+//
+//	accept ─▶ verify peer ─▶ agent: control stream + hello ─▶ registered
+//	                     └─▶ user:  no control stream
+//	streams: dial ─▶ policy ─▶ audit ─▶ open deliver on target ─▶ splice
+//	close:   peer gone, Close, or a newer connection of the same agent
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/auditlog"
+	"github.com/tunnelhq/tunnel/gateway/internal/peer"
+	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/audit"
+	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/policy"
+	"github.com/tunnelhq/tunnel/pkg/store"
+	"github.com/tunnelhq/tunnel/pkg/transport"
+	"github.com/tunnelhq/tunnel/pkg/wire"
+)
+
+// Server relays streams. Fill the exported fields, then call Serve.
+type Server struct {
+	Store store.Store
+	CA    *certs.Authority
+	Audit *auditlog.Writer
+	Clock func() time.Time
+	Log   *slog.Logger
+
+	mu     sync.Mutex // guards the fields below
+	agents map[string]*agentConn
+	rules  []policy.Rule
+	loaded bool
+
+	wg sync.WaitGroup // every connection and stream goroutine
+}
+
+// agentConn is a connected agent.
+type agentConn struct {
+	name     string
+	conn     *quic.Conn
+	since    time.Time
+	services []wire.Service
+	// active counts the streams on this connection, so a connection
+	// replaced after a certificate renewal is closed only once idle.
+	active atomic.Int64
+}
+
+func (s *Server) now() time.Time {
+	if s.Clock == nil {
+		return time.Now()
+	}
+	return s.Clock()
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Log
+}
+
+// Serve accepts connections from ln until ctx ends, then closes every
+// connection and waits for all goroutines.
+func (s *Server) Serve(ctx context.Context, ln *quic.Listener) error {
+	defer s.wg.Wait()
+	for {
+		conn, err := ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept QUIC connection: %w", err)
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handleConn(ctx, conn)
+		}()
+	}
+}
+
+// Wait waits for every connection and stream goroutine to end (after the
+// context given to Serve ended).
+func (s *Server) Wait() { s.wg.Wait() }
+
+// ReloadPolicy reads the policy rules again; the admin API calls it after
+// every change.
+func (s *Server) ReloadPolicy(ctx context.Context) error {
+	rs, err := s.Store.ListPolicyRules(ctx)
+	if err != nil {
+		return fmt.Errorf("load policy: %w", err)
+	}
+	rules := make([]policy.Rule, 0, len(rs))
+	for _, r := range rs {
+		rules = append(rules, policy.Rule{ID: r.ID, Allow: r.Effect == store.Allow, From: r.From, To: r.To})
+	}
+	s.mu.Lock()
+	s.rules, s.loaded = rules, true
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) policyRules(ctx context.Context) ([]policy.Rule, error) {
+	s.mu.Lock()
+	loaded := s.loaded
+	rules := s.rules
+	s.mu.Unlock()
+	if loaded {
+		return rules, nil
+	}
+	if err := s.ReloadPolicy(ctx); err != nil {
+		return nil, err
+	}
+	return s.policyRules(ctx)
+}
+
+func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
+	cctx := conn.Context()
+	stop := context.AfterFunc(ctx, func() { conn.CloseWithError(transport.CodeShutdown, "the gateway is shutting down") })
+	defer stop()
+	p, err := peer.Verify(cctx, s.Store, s.CA, conn.ConnectionState().TLS.PeerCertificates, s.now(), identity.Agent, identity.User)
+	if err != nil {
+		var pe *peer.Error
+		msg := err.Error()
+		if errors.As(err, &pe) && pe.Internal != nil {
+			s.log().Error("verify QUIC peer", "remote", conn.RemoteAddr().String(), "err", pe.Internal)
+		}
+		s.log().Info("QUIC connection refused", "remote", conn.RemoteAddr().String(), "reason", msg)
+		s.auditNow(audit.Event{Type: audit.AgentDenied, Actor: "anonymous", Outcome: audit.Failure,
+			Reason: msg, SourceIP: hostOf(conn.RemoteAddr().String())})
+		conn.CloseWithError(transport.CodeUnauthorized, msg)
+		return
+	}
+	// A connection ends no later than its certificate.
+	expiry := time.AfterFunc(time.Until(p.NotAfter), func() {
+		conn.CloseWithError(transport.CodeUnauthorized, "certificate expired: renew it")
+	})
+	defer expiry.Stop()
+
+	var ac *agentConn
+	if p.ID.Kind == identity.Agent {
+		ac, err = s.register(cctx, conn, p)
+		if err != nil {
+			s.log().Info("agent connection refused", "agent", p.ID.Name, "err", err)
+			conn.CloseWithError(transport.CodeProtocol, err.Error())
+			return
+		}
+		defer s.unregister(ac)
+	}
+	src := hostOf(conn.RemoteAddr().String())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		st, err := conn.AcceptStream(cctx)
+		if err != nil {
+			return
+		}
+		if ac != nil {
+			ac.active.Add(1)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if ac != nil {
+				defer ac.active.Add(-1)
+			}
+			s.handleStream(cctx, p, src, st)
+		}()
+	}
+}
+
+// register reads the agent's control stream hello and records the agent;
+// a newer connection replaces an older one of the same agent.
+func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*agentConn, error) {
+	hctx, cancel := context.WithTimeout(ctx, transport.HeaderTimeout)
+	defer cancel()
+	st, err := conn.AcceptStream(hctx)
+	if err != nil {
+		return nil, fmt.Errorf("no control stream: %w", err)
+	}
+	_ = st.SetReadDeadline(time.Now().Add(transport.HeaderTimeout))
+	h, err := wire.ReadHeader(st)
+	if err != nil || h.Kind != wire.KindControl {
+		return nil, fmt.Errorf("the first stream must be the control stream")
+	}
+	hello, err := wire.ReadControl(st)
+	if err != nil || hello.Type != wire.MsgHello {
+		return nil, fmt.Errorf("the control stream must start with hello")
+	}
+	_ = st.SetReadDeadline(time.Time{})
+	if err := wire.WriteControl(st, wire.Control{Type: wire.MsgWelcome, Message: "welcome " + p.ID.Name}); err != nil {
+		return nil, err
+	}
+	ac := &agentConn{name: p.ID.Name, conn: conn, since: s.now(), services: hello.Services}
+	s.mu.Lock()
+	if s.agents == nil {
+		s.agents = map[string]*agentConn{}
+	}
+	old := s.agents[ac.name]
+	s.agents[ac.name] = ac
+	s.mu.Unlock()
+	if old != nil {
+		// New streams go to the new connection; the old one closes when its
+		// last stream ends (at the latest when its certificate expires).
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.retire(old)
+		}()
+	}
+	if err := s.Store.TouchAgent(ctx, ac.name, ac.since); err != nil {
+		s.log().Warn("record agent connection", "agent", ac.name, "err", err)
+	}
+	names := make([]string, 0, len(ac.services))
+	for _, sv := range ac.services {
+		names = append(names, sv.Name)
+	}
+	s.auditNow(audit.Event{Type: audit.AgentConnected, Actor: p.String(), Subject: ac.name, Outcome: audit.Success,
+		SourceIP: hostOf(conn.RemoteAddr().String()), Details: map[string]string{"services": strings.Join(names, ","), "version": hello.Version}})
+	s.log().Info("agent connected", "agent", ac.name, "remote", conn.RemoteAddr().String(), "services", names)
+	// The control stream stays open for heartbeats; its goroutine ends
+	// with the connection.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.control(ac, st)
+	}()
+	return ac, nil
+}
+
+// retire closes a replaced connection once it carries no stream.
+func (s *Server) retire(old *agentConn) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for old.active.Load() > 0 {
+		select {
+		case <-old.conn.Context().Done():
+			return
+		case <-t.C:
+		}
+	}
+	old.conn.CloseWithError(transport.CodeReplaced, "replaced by a newer connection of the same agent")
+}
+
+// control answers pings and takes catalogue updates until the stream ends.
+func (s *Server) control(ac *agentConn, st *quic.Stream) {
+	defer st.CancelRead(transport.StreamCanceled)
+	for {
+		m, err := wire.ReadControl(st)
+		if err != nil {
+			return
+		}
+		switch m.Type {
+		case wire.MsgPing:
+			if err := wire.WriteControl(st, wire.Control{Type: wire.MsgPong, Seq: m.Seq}); err != nil {
+				return
+			}
+		case wire.MsgCatalog:
+			s.mu.Lock()
+			ac.services = m.Services
+			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *Server) unregister(ac *agentConn) {
+	s.mu.Lock()
+	if s.agents[ac.name] == ac {
+		delete(s.agents, ac.name)
+	}
+	s.mu.Unlock()
+	if err := s.Store.TouchAgent(context.Background(), ac.name, s.now()); err != nil {
+		s.log().Warn("record agent disconnection", "agent", ac.name, "err", err)
+	}
+	s.log().Info("agent disconnected", "agent", ac.name)
+}
+
+func (s *Server) lookup(node string) *agentConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.agents[node]
+}
+
+// Online reports, for the admin API, which agents are connected, since
+// when, and with which services.
+func (s *Server) Online() map[string]api.Agent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]api.Agent, len(s.agents))
+	for name, ac := range s.agents {
+		since := ac.since
+		a := api.Agent{Name: name, Online: true, Since: &since}
+		for _, sv := range ac.services {
+			a.Services = append(a.Services, sv.Name)
+		}
+		slices.Sort(a.Services)
+		out[name] = a
+	}
+	return out
+}
+
+// auditNow writes an event without making anyone wait for it (connection
+// bookkeeping; a failure is logged).
+func (s *Server) auditNow(ev audit.Event) {
+	ev.Time = s.now()
+	done := s.Audit.Append(ev)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := <-done; err != nil {
+			s.log().Error("write audit event", "type", ev.Type, "err", err)
+		}
+	}()
+}
+
+func hostOf(addr string) string {
+	if i := strings.LastIndexByte(addr, ':'); i > 0 {
+		return strings.Trim(addr[:i], "[]")
+	}
+	return addr
+}

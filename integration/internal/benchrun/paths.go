@@ -1,0 +1,96 @@
+package benchrun
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Target is a server the paths forward to: the iperf3 server, the echo
+// server, PostgreSQL.
+type Target struct {
+	Name string // "iperf", "echo", "postgres"
+	Addr string // 127.0.0.1:PORT
+}
+
+// Target names.
+const (
+	TargetIperf    = "iperf"
+	TargetEcho     = "echo"
+	TargetPostgres = "postgres"
+)
+
+// Path is one way for a client to reach the targets: straight, or through a
+// forwarder (stunnel, ssh -L, our tunnel).
+type Path interface {
+	// Name is the path's name in flags and tables.
+	Name() string
+	// Setup starts whatever forwards to targets and returns, per target
+	// name, the loopback address a client connects to. It returns once every
+	// forwarder accepts connections (the caller checks a first round trip).
+	Setup(ctx context.Context, targets []Target) (map[string]string, error)
+	// PIDs are the processes whose CPU time counts as the path's cost (all
+	// forwarding processes, summed); none for direct.
+	PIDs() []int
+	// Close stops the path's processes and waits for them.
+	Close() error
+}
+
+// Path names, in the default order.
+const (
+	PathDirect  = "direct"
+	PathStunnel = "stunnel"
+	PathSSH     = "ssh"
+	PathTunnel  = "tunnel"
+)
+
+var allPaths = []string{PathDirect, PathStunnel, PathSSH, PathTunnel}
+
+// pathLabel is a path's name in the report.
+func pathLabel(name string) string {
+	switch name {
+	case PathSSH:
+		return "ssh -L"
+	case PathTunnel:
+		return "tunnel (app agent → gateway → db agent)"
+	}
+	return name
+}
+
+// directPath connects straight to the targets.
+type directPath struct{}
+
+func (directPath) Name() string { return PathDirect }
+func (directPath) Setup(_ context.Context, targets []Target) (map[string]string, error) {
+	m := map[string]string{}
+	for _, t := range targets {
+		m[t.Name] = t.Addr
+	}
+	return m, nil
+}
+func (directPath) PIDs() []int  { return nil }
+func (directPath) Close() error { return nil }
+
+// acceptsTCP reports whether addr accepts a TCP connection.
+func acceptsTCP(ctx context.Context, addr string) error {
+	d := net.Dialer{Timeout: 2 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// checkLoopback refuses any address outside 127.0.0.0/8.
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() || ip.To4() == nil {
+		return fmt.Errorf("%s is not a 127.0.0.0/8 address", addr)
+	}
+	return nil
+}

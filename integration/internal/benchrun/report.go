@@ -1,0 +1,312 @@
+package benchrun
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Metric keys.
+const (
+	metricBulk1  = "bulk1"
+	metricBulk4  = "bulk4"
+	metricRTT50  = "rtt50"
+	metricRTT99  = "rtt99"
+	metricConn50 = "conn50"
+	metricTPS    = "tps"
+	metricCPUGB1 = "cpugb1"
+	metricCPUGB4 = "cpugb4"
+	metricCPUTx  = "cputx"
+)
+
+// metric describes one table of the report.
+type metric struct {
+	key, title, unit string
+	higherBetter     bool
+	cpu              bool // tunnel-process CPU: "-" for direct, no ratio vs direct
+	digits           int
+}
+
+var metrics = []metric{
+	{metricBulk1, "Bulk throughput, 1 stream (`iperf3 -P 1`)", "Gbit/s", true, false, 2},
+	{metricBulk4, "Bulk throughput, 4 streams (`iperf3 -P 4`)", "Gbit/s", true, false, 2},
+	{metricRTT50, "64-byte round trip, p50 (one connection)", "µs", false, false, 0},
+	{metricRTT99, "64-byte round trip, p99 (one connection)", "µs", false, false, 0},
+	{metricConn50, "New connection + first byte, p50", "µs", false, false, 0},
+	{metricTPS, "`pgbench -S -c 8 -j 2`", "TPS", true, false, 0},
+	{metricCPUGB1, "CPU of the forwarding processes per GB, 1 stream", "CPU s/GB", false, true, 2},
+	{metricCPUGB4, "CPU of the forwarding processes per GB, 4 streams", "CPU s/GB", false, true, 2},
+	{metricCPUTx, "CPU of the forwarding processes per `pgbench -S` transaction", "CPU µs/tx", false, true, 1},
+}
+
+// results holds every measurement: metric → path → one value per repetition.
+type results struct {
+	mu     sync.Mutex
+	vals   map[string]map[string][]float64
+	errs   map[string]map[string][]string
+	nerror int
+}
+
+func newResults() *results {
+	return &results{vals: map[string]map[string][]float64{}, errs: map[string]map[string][]string{}}
+}
+
+func (r *results) add(m, path string, v float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.vals[m] == nil {
+		r.vals[m] = map[string][]float64{}
+	}
+	r.vals[m][path] = append(r.vals[m][path], v)
+}
+
+func (r *results) fail(m, path string, err error, e *env) {
+	e.logf("  %-7s %s FAILED: %v", path, m, err)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.errs[m] == nil {
+		r.errs[m] = map[string][]string{}
+	}
+	r.errs[m][path] = append(r.errs[m][path], firstLine(err.Error()))
+	r.nerror++
+}
+
+func (r *results) errorCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.nerror
+}
+
+// med returns the median over repetitions of metric m for path, NaN if none.
+func (r *results) med(m, path string) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return median(r.vals[m][path])
+}
+
+func (r *results) runs(m, path string) []float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]float64(nil), r.vals[m][path]...)
+}
+
+func fmtNum(v float64, digits int) string {
+	if math.IsNaN(v) {
+		return "n/a"
+	}
+	s := fmt.Sprintf("%.*f", digits, v)
+	if digits == 0 && math.Abs(v) >= 1000 {
+		// 1234 → 1,234
+		neg := strings.HasPrefix(s, "-")
+		s = strings.TrimPrefix(s, "-")
+		var b strings.Builder
+		for i, c := range s {
+			if i > 0 && (len(s)-i)%3 == 0 {
+				b.WriteByte(',')
+			}
+			b.WriteRune(c)
+		}
+		s = b.String()
+		if neg {
+			s = "-" + s
+		}
+	}
+	return s
+}
+
+func ratio(v, ref float64) float64 {
+	if math.IsNaN(v) || math.IsNaN(ref) || ref == 0 {
+		return math.NaN()
+	}
+	return v / ref
+}
+
+func fmtRatio(x float64) string {
+	if math.IsNaN(x) {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f×", x)
+}
+
+// aim is one of issue 3's aims for the tunnel against stunnel.
+type aim struct {
+	what    string
+	metric  string
+	now     float64 // the bound that must hold now
+	target  float64 // the goal (0 = same as now)
+	atLeast bool    // tunnel/stunnel must be >= bound (else <=)
+}
+
+var aims = []aim{
+	{"new connection + first byte p50 at most 0.5× stunnel's", metricConn50, 0.5, 0, false},
+	{"`pgbench -S` TPS at least 0.6× stunnel's now, 1.0× as the target", metricTPS, 0.6, 1.0, true},
+	{"bulk, 1 stream, at least 0.5× stunnel's now, 1.0× as the target", metricBulk1, 0.5, 1.0, true},
+	{"bulk, 4 streams, at least 0.5× stunnel's now, 1.0× as the target", metricBulk4, 0.5, 1.0, true},
+	{"CPU per GB (1 stream) at most 2× stunnel's", metricCPUGB1, 2.0, 0, false},
+	{"CPU per GB (4 streams) at most 2× stunnel's", metricCPUGB4, 2.0, 0, false},
+}
+
+// buildReport renders the Markdown section (without the markers).
+func buildReport(cfg *Config, info sysInfo, paths []Path, res *results) string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	names := make([]string, len(paths))
+	has := map[string]bool{}
+	for i, p := range paths {
+		names[i] = p.Name()
+		has[p.Name()] = true
+	}
+
+	w("## Data path: %s (%s)\n\n", strings.Join(labelsShort(names), ", "), info.Date)
+	w("```sh\n%s\n```\n\n", cfg.CommandLine)
+	w("- Machine: %d cores (`nproc`), %s; Linux %s; GOMAXPROCS %d (harness)\n", info.NProc, info.CPUModel, info.Kernel, info.GOMAXPROCS)
+	w("- Versions: %s\n", strings.Join(info.Versions, "; "))
+	w("- UDP/socket buffers: %s\n", info.Sysctls)
+	w("- Loopback only. %d repetition(s); in each, every metric runs for every path, "+
+		"interleaved round-robin (path order rotated per repetition); tables show the median over repetitions, "+
+		"the \"runs\" column each repetition's value.\n", cfg.Reps)
+	w("- Bulk: `iperf3 -c ... -t %d -P 1|4 -J`, `end.sum_received.bits_per_second`. "+
+		"Latency: the harness's Go echo server, %d round trips of 64 bytes on one connection; "+
+		"%d × (dial, write 1 byte, read it back, close). "+
+		"`pgbench -i -s %d` once, then `pgbench -S -n -c 8 -j 2 -T %d` per path.\n",
+		int(cfg.IperfTime/time.Second), cfg.RTTCount, cfg.ConnectCount, cfg.PgbenchScale, int(cfg.PgbenchTime/time.Second))
+	w("- CPU: utime+stime from `/proc/PID/stat` of all the path's forwarding processes, summed, " +
+		"around each run (stunnel: client and server instances; ssh -L: the ssh client and the sshd " +
+		"session processes; tunnel: gateway and both agents). Direct has none (\"-\").\n")
+	w("- Paths: direct (client → target); stunnel (client → stunnel client mode → TLS 1.3, mutual auth, " +
+		"ECDSA P-256 → stunnel server mode → target); ssh -L (client → ssh → sshd → target; Ed25519 key, " +
+		"default cipher negotiation); tunnel (client → app agent → gateway → db agent → target).\n")
+	if cfg.tunnelSkipReason != "" {
+		w("- **The tunnel path was skipped**: %s\n", cfg.tunnelSkipReason)
+	}
+	if cfg.Quick {
+		w("- **`--quick` smoke run**: short durations and counts; not comparable numbers.\n")
+	}
+	w("\n")
+
+	for _, m := range metrics {
+		w("### %s (%s; %s is better)\n\n", m.title, m.unit, map[bool]string{true: "higher", false: "lower"}[m.higherBetter])
+		w("| path | %s | vs direct | vs stunnel | runs |\n|---|---:|---:|---:|---|\n", m.unit)
+		direct := res.med(m.key, PathDirect)
+		stun := res.med(m.key, PathStunnel)
+		for _, n := range names {
+			v := res.med(m.key, n)
+			val := fmtNum(v, m.digits)
+			if m.cpu && n == PathDirect {
+				val = "-"
+			}
+			if n == PathTunnel && !math.IsNaN(v) {
+				val = "**" + val + "**"
+			}
+			vsDirect := "-"
+			if !m.cpu && n != PathDirect && has[PathDirect] {
+				vsDirect = fmtRatio(ratio(v, direct))
+			}
+			vsStunnel := "-"
+			if n != PathStunnel && has[PathStunnel] && !(m.cpu && n == PathDirect) {
+				vsStunnel = fmtRatio(ratio(v, stun))
+			}
+			var runs []string
+			for _, r := range res.runs(m.key, n) {
+				runs = append(runs, fmtNum(r, m.digits))
+			}
+			if es := res.errs[m.key][n]; len(es) > 0 {
+				runs = append(runs, fmt.Sprintf("%d failed: %s", len(es), strings.ReplaceAll(es[0], "|", "/")))
+			}
+			runsStr := strings.Join(runs, ", ")
+			if m.cpu && n == PathDirect {
+				runsStr = ""
+			}
+			w("| %s | %s | %s | %s | %s |\n", pathLabel(n), val, vsDirect, vsStunnel, runsStr)
+		}
+		w("\n")
+	}
+
+	w("### Aims (issue 3): tunnel against stunnel, same run\n\n")
+	w("| aim | tunnel / stunnel | now | target |\n|---|---:|---|---|\n")
+	for _, a := range aims {
+		x := ratio(res.med(a.metric, PathTunnel), res.med(a.metric, PathStunnel))
+		now, target := "not measured", "-"
+		if !math.IsNaN(x) {
+			now = passFail(x, a.now, a.atLeast)
+			if a.target != 0 {
+				target = passFail(x, a.target, a.atLeast)
+			}
+		}
+		w("| %s | %s | %s | %s |\n", a.what, fmtRatio(x), now, target)
+	}
+	if !has[PathTunnel] || !has[PathStunnel] {
+		w("\nThe aims need both the tunnel and stunnel paths in the run (`--paths` includes tunnel,stunnel).\n")
+	}
+	return b.String()
+}
+
+func passFail(x, bound float64, atLeast bool) string {
+	ok := x <= bound
+	if atLeast {
+		ok = x >= bound
+	}
+	if ok {
+		return fmt.Sprintf("pass (%s %.1f×)", map[bool]string{true: "≥", false: "≤"}[atLeast], bound)
+	}
+	return fmt.Sprintf("**fail** (want %s %.1f×)", map[bool]string{true: "≥", false: "≤"}[atLeast], bound)
+}
+
+func labelsShort(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		if n == PathSSH {
+			out[i] = "ssh -L"
+		} else {
+			out[i] = n
+		}
+	}
+	return out
+}
+
+// Section markers in docs/BENCHMARKS.md.
+const (
+	markerStart = "<!-- tunnel-bench:start -->"
+	markerEnd   = "<!-- tunnel-bench:end -->"
+)
+
+// writeSection replaces what is between the markers in path with section,
+// appending the markers at the end if they are absent (creating the file if
+// it does not exist). The rest of the file is left as it is.
+func writeSection(path, section string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	s := string(old)
+	block := markerStart + "\n" + strings.TrimRight(section, "\n") + "\n" + markerEnd
+	i := strings.Index(s, markerStart)
+	j := strings.Index(s, markerEnd)
+	switch {
+	case i >= 0 && j > i:
+		s = s[:i] + block + s[j+len(markerEnd):]
+	case i >= 0 || j >= 0:
+		return fmt.Errorf("%s: only one of the markers %s / %s, or in the wrong order; fix the file by hand", path, markerStart, markerEnd)
+	default:
+		if s != "" && !strings.HasSuffix(s, "\n") {
+			s += "\n"
+		}
+		if s != "" {
+			s += "\n"
+		}
+		s += block + "\n"
+	}
+	mode := os.FileMode(0o644)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(s), mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,91 @@
+// Package transport carries tunnel streams over QUIC: the QUIC and TLS
+// settings every component uses, the splice that joins two half-closable
+// byte streams with TCP semantics (FIN both ways, resets, back-pressure),
+// the listener that turns local TCP connections into tunnel streams, the
+// reconnecting backoff, and the UDP buffer check.
+//
+// Agents use it to dial the gateway and expose local listeners, the gateway
+// to relay streams between connections, and `tunnel proxy` to open a local
+// listener on an engineer's machine.
+package transport
+
+import (
+	"crypto/tls"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/tunnelhq/tunnel/pkg/wire"
+)
+
+// Connection error codes (QUIC application error codes on CONNECTION_CLOSE).
+const (
+	CodeNoError      quic.ApplicationErrorCode = 0x0
+	CodeShutdown     quic.ApplicationErrorCode = 0x1 // the peer is shutting down
+	CodeUnauthorized quic.ApplicationErrorCode = 0x2 // certificate refused, locked, unknown
+	CodeReplaced     quic.ApplicationErrorCode = 0x3 // a newer connection of the same agent took over
+	CodeRevoked      quic.ApplicationErrorCode = 0x4 // access revoked by an administrator
+	CodeProtocol     quic.ApplicationErrorCode = 0x5 // the peer broke the wire protocol
+)
+
+// Stream error codes (RESET_STREAM / STOP_SENDING).
+const (
+	StreamReset    quic.StreamErrorCode = 0x1 // the TCP connection behind was reset
+	StreamCanceled quic.StreamErrorCode = 0x2 // the stream was abandoned (shutdown, error)
+	StreamRevoked  quic.StreamErrorCode = 0x3 // access revoked by an administrator
+)
+
+// Timeouts and limits of every QUIC connection.
+const (
+	// KeepAlive is well below common NAT UDP timeouts (30 s and up).
+	KeepAlive = 5 * time.Second
+	// IdleTimeout closes a connection that hears nothing for this long.
+	IdleTimeout = 15 * time.Second
+	// HandshakeTimeout bounds the handshake.
+	HandshakeTimeout = 10 * time.Second
+	// MaxStreams bounds the concurrent streams a peer may open.
+	MaxStreams = 4096
+	// HeaderTimeout bounds reading a stream's header or reply.
+	HeaderTimeout = 10 * time.Second
+)
+
+// QUICConfig returns the QUIC settings of every tunnel connection: 0-RTT
+// off (replayable), keepalives, idle and handshake timeouts, bounded
+// streams, flow-control windows large enough for bulk transfers.
+func QUICConfig() *quic.Config {
+	return &quic.Config{
+		HandshakeIdleTimeout:           HandshakeTimeout,
+		MaxIdleTimeout:                 IdleTimeout,
+		KeepAlivePeriod:                KeepAlive,
+		MaxIncomingStreams:             MaxStreams,
+		MaxIncomingUniStreams:          -1,
+		InitialStreamReceiveWindow:     1 << 20,
+		MaxStreamReceiveWindow:         16 << 20,
+		InitialConnectionReceiveWindow: 2 << 20,
+		MaxConnectionReceiveWindow:     64 << 20,
+		Allow0RTT:                      false,
+	}
+}
+
+// ServerTLS returns the gateway's QUIC TLS configuration: TLS 1.3, the
+// tunnel ALPN, and a client certificate required. The chain is verified by
+// the gateway after the handshake, against its clock and store, so that a
+// refusal can say why (see gateway/internal/relay).
+func ServerTLS(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: getCert,
+		ClientAuth:     tls.RequireAnyClientCert,
+		NextProtos:     []string{wire.ALPN},
+	}
+}
+
+// ClientTLS adds the tunnel ALPN and the client certificate callback to a
+// pinned client configuration (trust.PinnedClientConfig).
+func ClientTLS(base *tls.Config, getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) *tls.Config {
+	c := base.Clone()
+	c.NextProtos = []string{wire.ALPN}
+	c.GetClientCertificate = getCert
+	c.MinVersion = tls.VersionTLS13
+	return c
+}

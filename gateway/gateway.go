@@ -173,6 +173,10 @@ type Config struct {
 	QUICAddr string
 	// AgentTTL is the lifetime of agent certificates; zero means 24 h.
 	AgentTTL time.Duration
+	// StoreSync is "normal" (the default: commits survive a crash of the
+	// gateway, not a power loss) or "full" (an fsync per commit, which
+	// adds the disk's sync time to every login and stream decision).
+	StoreSync string
 	// Names are the host names and IP addresses the gateway's own
 	// certificate is valid for, besides localhost, 127.0.0.1 and ::1.
 	Names []string
@@ -218,6 +222,9 @@ func (c *Config) setDefaults() {
 func (c *Config) validate() error {
 	if c.DataDir == "" {
 		return errors.New("--data-dir is required")
+	}
+	if c.StoreSync != "" && c.StoreSync != "normal" && c.StoreSync != "full" {
+		return fmt.Errorf("--store-sync %q: use normal or full", c.StoreSync)
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return errors.New("give both --tls-cert and --tls-key, or neither")

@@ -213,3 +213,24 @@ func roundTrip(addr string) error {
 	}
 	return nil
 }
+
+// BenchmarkTunnelRTT measures a 64-byte round trip on an open connection.
+func BenchmarkTunnelRTT(b *testing.B) {
+	tn := startTunnel(b, func(c net.Conn) { io.Copy(c, c) })
+	defer tn.stop(b)
+	c, err := net.Dial("tcp", tn.Local)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	msg := make([]byte, 64)
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -75,7 +75,11 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := sqlitestore.Open(ctx, dbPath)
+	opts := sqlitestore.Options{}
+	if cfg.StoreSync == "full" {
+		opts.Sync = sqlitestore.SyncFull
+	}
+	st, err := sqlitestore.OpenWith(ctx, dbPath, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -25,7 +25,7 @@ func openAtVersion(t *testing.T, path string, v int) *sql.DB {
 	if err := createFile(path); err != nil {
 		t.Fatal(err)
 	}
-	db, err := sql.Open("sqlite", dsn(path))
+	db, err := sql.Open("sqlite", dsn(path, Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}

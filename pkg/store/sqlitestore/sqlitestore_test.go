@@ -289,3 +289,21 @@ func TestOpenEmptyPath(t *testing.T) {
 		t.Errorf("Open(\"\") succeeded")
 	}
 }
+
+func TestSyncOption(t *testing.T) {
+	ctx := t.Context()
+	for _, tt := range []struct {
+		opts Options
+		want int // PRAGMA synchronous: 1 NORMAL, 2 FULL
+	}{{Options{}, 1}, {Options{Sync: SyncFull}, 2}} {
+		s, err := OpenWith(ctx, filepath.Join(t.TempDir(), "g.db"), tt.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		if err := s.db.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&got); err != nil || got != tt.want {
+			t.Errorf("Sync %v: PRAGMA synchronous = %d, %v; want %d", tt.opts.Sync, got, err, tt.want)
+		}
+		s.Close()
+	}
+}

@@ -31,6 +31,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tunnelhq/tunnel/agent/internal/sshd"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/apiclient"
 	"github.com/tunnelhq/tunnel/pkg/transport"
@@ -69,6 +70,7 @@ type Agent struct {
 	services map[string]Expose
 
 	sess atomic.Pointer[session] // the current connection, nil when none
+	sshd *sshd.Server            // the node's SSH endpoint
 }
 
 // Run enrols if needed and runs the agent until ctx ends.
@@ -119,6 +121,10 @@ func Run(ctx context.Context, cfg Config) error {
 			cert.Leaf.NotAfter.Format(time.RFC3339), st.dir+"/"+IdentityFile)
 	}
 	transport.CheckUDPBuffers(a.log)
+	if a.sshd, err = a.newSSHServer(); err != nil {
+		return fmt.Errorf("SSH endpoint: %w", err)
+	}
+	defer a.sshd.Close()
 	return a.run(ctx)
 }
 

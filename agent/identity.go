@@ -39,6 +39,9 @@ type Identity struct {
 	CAPEM    string `json:"ca"`
 	HostKey  []byte `json:"host_key"`  // PKCS#8 Ed25519, the SSH host key
 	HostCert string `json:"host_cert"` // SSH host certificate, authorized_keys form
+	// UserCAs are the cluster's SSH user CAs (authorized_keys lines): the
+	// node's SSH endpoint trusts them.
+	UserCAs []string `json:"user_cas"`
 }
 
 // TLSCertificate returns the identity's certificate and key for mTLS.
@@ -101,6 +104,7 @@ func (k *keys) apply(base Identity, resp api.AgentIdentity) (*Identity, error) {
 		return nil, err
 	}
 	id.CertPEM, id.CAPEM, id.HostCert = resp.X509Certificate, resp.CA.X509, resp.SSHHostCertificate
+	id.UserCAs = resp.CA.SSHUserCAs
 	cert, err := id.TLSCertificate()
 	if err != nil {
 		return nil, err

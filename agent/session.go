@@ -12,6 +12,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/trust"
 	"github.com/tunnelhq/tunnel/pkg/wire"
@@ -172,11 +173,14 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		// The control stream carries nothing for the agent yet; reading it
-		// notices its end.
+		// Orders from the gateway: end a session now (deadline, revocation).
 		for {
-			if _, err := wire.ReadControl(s.ctl); err != nil {
+			m, err := wire.ReadControl(s.ctl)
+			if err != nil {
 				return
+			}
+			if m.Type == wire.MsgEndSession {
+				a.endSession(m)
 			}
 		}
 	}()
@@ -200,6 +204,10 @@ func (a *Agent) deliver(ctx context.Context, st *quic.Stream) {
 	_ = st.SetReadDeadline(time.Time{})
 	if err != nil || h.Kind != wire.KindDeliver {
 		refuse(st, wire.StatusBadRequest, "expected a deliver header")
+		return
+	}
+	if h.Target == api.SSHService {
+		a.serveSSH(ctx, st, h)
 		return
 	}
 	svc, ok := a.services[h.Target]

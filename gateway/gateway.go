@@ -171,6 +171,9 @@ type Config struct {
 	// QUICAddr is the UDP address for agents and clients; default: the
 	// host and port of APIAddr (TCP and UDP share the port).
 	QUICAddr string
+	// SSHAddr, if set, is where the SSH jump host listens (plain OpenSSH:
+	// ssh -J user@gateway:PORT login@node).
+	SSHAddr string
 	// AgentTTL is the lifetime of agent certificates; zero means 24 h.
 	AgentTTL time.Duration
 	// StoreSync is "normal" (the default: commits survive a crash of the

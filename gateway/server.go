@@ -24,9 +24,11 @@ import (
 	"github.com/tunnelhq/tunnel/gateway/internal/apiserver"
 	"github.com/tunnelhq/tunnel/gateway/internal/auditlog"
 	"github.com/tunnelhq/tunnel/gateway/internal/auth"
+	"github.com/tunnelhq/tunnel/gateway/internal/jumphost"
 	"github.com/tunnelhq/tunnel/gateway/internal/login"
 	"github.com/tunnelhq/tunnel/gateway/internal/relay"
 	"github.com/tunnelhq/tunnel/gateway/internal/servercert"
+	"github.com/tunnelhq/tunnel/gateway/internal/sessions"
 	"github.com/tunnelhq/tunnel/pkg/seal"
 	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/store/sqlitestore"
@@ -49,6 +51,9 @@ type Gateway struct {
 	http  *http.Server
 	audit *auditlog.Writer
 	relay *relay.Server
+	sess  *sessions.Manager
+	jump  *jumphost.Server
+	sshLn net.Listener
 	udp   *net.UDPConn
 	qtr   *quic.Transport
 	qln   *quic.Listener
@@ -134,12 +139,32 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	}
 	g.audit = auditlog.New(g.store)
 	g.relay = &relay.Server{Store: g.store, CA: g.ca, Audit: g.audit, Clock: cfg.Clock, Log: cfg.Log}
+	g.sess = &sessions.Manager{Store: g.store, CA: g.ca, Killer: g.relay, Clock: cfg.Clock, Log: cfg.Log}
+	g.relay.Sessions = g.sess
+	if cfg.SSHAddr != "" {
+		if g.sshLn, err = net.Listen("tcp", cfg.SSHAddr); err != nil {
+			g.qtr.Close()
+			ln.Close()
+			return fmt.Errorf("SSH jump host: listen on %s: %w", cfg.SSHAddr, err)
+		}
+		names := append([]string{"localhost", "127.0.0.1", "::1"}, cfg.Names...)
+		if h, herr := os.Hostname(); herr == nil && h != "" {
+			names = append(names, h)
+		}
+		g.jump = &jumphost.Server{Store: g.store, CA: g.ca, Sessions: g.sess, Relay: g.relay, Names: names,
+			Clock: cfg.Clock, Log: cfg.Log}
+	}
+	if err := g.sess.Start(ctx); err != nil {
+		g.qtr.Close()
+		ln.Close()
+		return err
+	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	api := &apiserver.Server{
 		Store: g.store, CA: g.ca, Sealer: sealer, Hasher: hasher, Login: loginSvc,
 		Limiter: auth.NewIPLimiter(rate.Limit(cfg.LoginRate), cfg.LoginBurst, cfg.Clock),
 		Version: cfg.Version, Clock: cfg.Clock, Log: cfg.Log, TOTPIssuer: "tunnel " + cluster,
-		Presence: g.relay, PolicyChanged: g.relay.ReloadPolicy, AgentTTL: cfg.AgentTTL,
+		Presence: g.relay, PolicyChanged: g.relay.ReloadPolicy, AgentTTL: cfg.AgentTTL, Sessions: g.sess,
 	}
 	g.http = &http.Server{
 		Handler:           api.Handler(),
@@ -236,15 +261,30 @@ func parseCert(der []byte) (*x509.Certificate, error) { return x509.ParseCertifi
 
 // Serve answers API requests until Close. It returns nil after Close.
 func (g *Gateway) Serve() error {
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- g.relay.Serve(g.ctx, g.qln) }()
+	if g.jump != nil {
+		go func() { errc <- g.jump.Serve(g.sshLn) }()
+	}
 	tlsLn := tls.NewListener(g.ln, g.http.TLSConfig)
 	err := g.http.Serve(tlsLn)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
 	g.cancel()
+	if g.jump != nil {
+		_ = g.jump.Close()
+		err = errors.Join(err, <-errc)
+	}
 	return errors.Join(err, <-errc)
+}
+
+// SSHAddr is the jump host's address, nil when it is off.
+func (g *Gateway) SSHAddr() net.Addr {
+	if g.sshLn == nil {
+		return nil
+	}
+	return g.sshLn.Addr()
 }
 
 // Close shuts the gateway down gracefully, waiting for requests in flight
@@ -261,6 +301,13 @@ func (g *Gateway) Close(ctx context.Context) error {
 		}
 		// The relay closes every QUIC connection when its context ends;
 		// Serve waits for it.
+		g.sess.Close()
+		if g.jump != nil {
+			_ = g.jump.Close()
+			if cerr := g.sshLn.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+				err = errors.Join(err, cerr)
+			}
+		}
 		g.cancel()
 		g.qln.Close()
 		g.relay.Wait()

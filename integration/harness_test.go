@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -65,6 +66,7 @@ type cluster struct {
 	admin    string
 	adminPW  string
 	adminOTP *otpSource
+	sshAddr  string // the jump host, when started with --ssh-addr
 }
 
 // startCluster runs tunnel-gateway init and run, and waits until the API
@@ -99,7 +101,10 @@ func startCluster(t testing.TB, extra ...string) *cluster {
 	return c
 }
 
-var listenRE = regexp.MustCompile(`listening on (\S+) `)
+var (
+	listenRE    = regexp.MustCompile(`listening on (\S+) `)
+	sshListenRE = regexp.MustCompile(`SSH jump host listening on (\S+)`)
+)
 
 func (c *cluster) start(extra ...string) {
 	t := c.t
@@ -117,11 +122,19 @@ func (c *cluster) start(extra ...string) {
 	}
 	c.done = make(chan struct{})
 	addrc := make(chan string, 1)
+	sshc := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			line := sc.Text()
 			c.log.Write([]byte(line + "\n"))
+			if m := sshListenRE.FindStringSubmatch(line); m != nil {
+				select {
+				case sshc <- m[1]:
+				default:
+				}
+				continue
+			}
 			if m := listenRE.FindStringSubmatch(line); m != nil {
 				select {
 				case addrc <- m[1]:
@@ -144,6 +157,13 @@ func (c *cluster) start(extra ...string) {
 		t.Fatalf("gateway exited at start: %v\n%s", c.waitErr, c.log.String())
 	case <-time.After(30 * time.Second):
 		t.Fatalf("gateway did not start listening within 30s\n%s", c.log.String())
+	}
+	if slices.Contains(args, "--ssh-addr") {
+		select {
+		case c.sshAddr = <-sshc:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the gateway did not report its SSH jump host\n%s", c.log.String())
+		}
 	}
 }
 

@@ -36,7 +36,17 @@ const (
 	PathRenew  = "/v1/agents/renew"
 	// PathNodes lists the nodes and services the caller may reach.
 	PathNodes = "/v1/nodes"
+	// PathSessions: POST asks for a bastion session for the caller.
+	PathSessions = "/v1/sessions"
+	// PathAdminSessions: GET lists sessions; POST {id}/revoke ends one;
+	// GET {id}/recording returns its recording (asciicast v2).
+	PathAdminSessions = "/v1/admin/sessions"
+	// PathRecordings: POST {id} by the agent that recorded the session.
+	PathRecordings = "/v1/agents/recordings"
 )
+
+// SSHService is the reserved service name of every node's SSH endpoint.
+const SSHService = "ssh"
 
 // Error is the body of every non-2xx answer.
 type Error struct {
@@ -238,4 +248,42 @@ type AuditVerify struct {
 	// BrokenAt and Problem describe the first broken link when OK is false.
 	BrokenAt int64  `json:"broken_at,omitempty"`
 	Problem  string `json:"problem,omitempty"`
+}
+
+// CreateSessionRequest is the body of POST PathSessions.
+type CreateSessionRequest struct {
+	Node  string `json:"node"`
+	Login string `json:"login"`
+	// TTL of the session; zero means the default (1 h, or what is left of
+	// the caller's login, capped by the role).
+	TTL Duration `json:"ttl,omitempty"`
+	// SSHPublicKey is the authorized_keys line of the key the session's
+	// certificate is for (the key made at login).
+	SSHPublicKey string `json:"ssh_public_key"`
+}
+
+// Session is a bastion session as the API shows it.
+type Session struct {
+	ID        string     `json:"id"`
+	User      string     `json:"user"`
+	Node      string     `json:"node"`
+	Login     string     `json:"login"`
+	CreatedAt time.Time  `json:"created_at"`
+	Deadline  time.Time  `json:"deadline"`
+	State     string     `json:"state"`
+	EndedAt   *time.Time `json:"ended_at,omitempty"`
+	EndReason string     `json:"end_reason,omitempty"`
+	BytesIn   int64      `json:"bytes_in"`
+	BytesOut  int64      `json:"bytes_out"`
+	SourceIP  string     `json:"source_ip,omitempty"`
+	Recording bool       `json:"recording"`
+}
+
+// SessionGrant answers POST PathSessions: the session and an SSH
+// certificate for exactly it (one principal, the session id in the key
+// id, valid until the deadline).
+type SessionGrant struct {
+	Session        Session  `json:"session"`
+	SSHCertificate string   `json:"ssh_certificate"`
+	SSHHostCAs     []string `json:"ssh_host_cas"`
 }

@@ -121,6 +121,57 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	return nil
 }
 
+// DoInto sends a request without a body and copies a 2xx answer's body,
+// whatever its type, to w.
+func (c *Client) DoInto(ctx context.Context, method, path string, w io.Writer) error {
+	u := *c.base
+	u.Path = path
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return explain(c.base.Host, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var ae api.Error
+		if json.Unmarshal(data, &ae) != nil || ae.Message == "" {
+			return &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("the gateway answered %s", resp.Status)}
+		}
+		return &ae
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
+// DoRaw sends body as is (contentType) and expects an empty 2xx answer.
+func (c *Client) DoRaw(ctx context.Context, method, path, contentType string, body io.Reader) error {
+	u := *c.base
+	u.Path = path
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", contentType)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return explain(c.base.Host, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		var ae api.Error
+		if json.Unmarshal(data, &ae) != nil || ae.Message == "" {
+			return &api.Error{Code: api.CodeInternal, Message: fmt.Sprintf("the gateway answered %s", resp.Status)}
+		}
+		return &ae
+	}
+	return nil
+}
+
 // explain turns transport errors into one line a person can act on.
 func explain(gateway string, err error) error {
 	var ue *url.Error

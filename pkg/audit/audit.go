@@ -54,6 +54,11 @@ const (
 	PolicyRemoved     Type = "policy.removed"
 	StreamAllowed     Type = "stream.allowed"
 	StreamDenied      Type = "stream.denied"
+	SessionCreated    Type = "session.created"
+	SessionEnded      Type = "session.ended"
+	SessionRevoked    Type = "session.revoked"
+	CertRevoked       Type = "cert.revoked"
+	RecordingSaved    Type = "recording.saved"
 )
 
 // Outcome says whether the action succeeded.

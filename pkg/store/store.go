@@ -166,6 +166,66 @@ type CAKey struct {
 	Active bool
 }
 
+// SessionState of a bastion session.
+type SessionState string
+
+// Session states. A session is created active and ends once, in one of the
+// other three; an ended session never changes state again.
+const (
+	SessionActive  SessionState = "active"
+	SessionExpired SessionState = "expired"
+	SessionRevoked SessionState = "revoked"
+	SessionClosed  SessionState = "closed"
+)
+
+// Session is a bastion session: a time-limited grant to one user of one
+// login on one node.
+type Session struct {
+	// ID is random and URL-safe (letters, digits, '-', '_', '.', '~', at
+	// most 128 bytes); unique.
+	ID        string
+	User      string
+	Node      string
+	Login     string
+	CreatedAt time.Time
+	Deadline  time.Time
+	State     SessionState
+	// EndedAt is zero while the session is active.
+	EndedAt time.Time
+	// EndReason says why it ended, for an operator: "session expired",
+	// "access revoked by an administrator", "closed by the client"...
+	EndReason string
+	// BytesIn and BytesOut are the totals reported so far (AddSessionBytes),
+	// while the session runs and when it ends.
+	BytesIn, BytesOut int64
+	SourceIP          string
+	// CertSerial is the serial (lowercase hex) of the SSH certificate
+	// issued for the session.
+	CertSerial string
+	// Recording says a recording of the session is stored (SaveRecording);
+	// CreateSession ignores it.
+	Recording bool
+}
+
+// SessionFilter selects sessions. Zero values select everything.
+type SessionFilter struct {
+	User string // sessions of this user
+	Node string // sessions on this node
+	// ActiveOnly selects sessions whose state is active (a session past its
+	// deadline stays active until it is ended as expired).
+	ActiveOnly bool
+	Limit      int // at most this many, newest first; 0 means no limit
+}
+
+// RevokeFilter selects the certificates RevokeCertificates revokes. At
+// least one of Subject and Serial must be set; the fields that are set must
+// all match.
+type RevokeFilter struct {
+	Subject string   // user or agent name
+	Serial  string   // one certificate (lowercase hex)
+	Kind    CertKind // "" for every kind
+}
+
 // AuditFilter selects audit events. Zero values select everything.
 type AuditFilter struct {
 	AfterSeq int64 // events with Seq > AfterSeq
@@ -256,4 +316,48 @@ type Store interface {
 	// AuditHead returns the hash of the last event appended ("" if none),
 	// recorded apart from the events so that truncation is detected.
 	AuditHead(ctx context.Context) (string, error)
+
+	// CreateSession records the session s, which must be active (an empty
+	// State means active) and have a deadline, together with the
+	// certificates issued for it and evs, all in one transaction. A
+	// duplicate session ID or certificate serial gives ErrExists, and then
+	// nothing is recorded. It gives ErrLocked if s.User is a locked user or
+	// s.Node a locked agent, so that a session cannot slip in beside an
+	// administrator's lock.
+	CreateSession(ctx context.Context, s Session, certs []IssuedCert, evs []audit.Event) error
+	// GetSession returns ErrNotFound for an unknown ID.
+	GetSession(ctx context.Context, id string) (Session, error)
+	// ListSessions returns the sessions f selects, newest (CreatedAt)
+	// first.
+	ListSessions(ctx context.Context, f SessionFilter) ([]Session, error)
+	// EndSession ends the active session id at at in state (expired,
+	// revoked or closed) for reason, appends ev and returns the session as
+	// ended. Ending a session that has already ended is not an error: it
+	// returns the session unchanged and appends nothing. An unknown ID gives
+	// ErrNotFound.
+	EndSession(ctx context.Context, id string, state SessionState, reason string, at time.Time, ev audit.Event) (Session, error)
+	// AddSessionBytes adds in and out (not negative) to the session's byte
+	// totals, whether or not it has ended. It appends no event. An unknown
+	// ID gives ErrNotFound.
+	AddSessionBytes(ctx context.Context, id string, in, out int64) error
+
+	// RevokeCertificates revokes, as of at, the certificates f selects that
+	// are neither revoked nor expired (NotAfter after at), appends ev, and
+	// returns them, by kind and serial. When none is left to revoke it
+	// returns none and appends nothing; a Serial that is not recorded at
+	// all (for f's Subject and Kind) gives ErrNotFound.
+	RevokeCertificates(ctx context.Context, f RevokeFilter, at time.Time, ev audit.Event) ([]IssuedCert, error)
+	// RevokedCertificates returns the certificates revoked and not yet
+	// expired at now (NotAfter after now), by kind and serial: the deny list
+	// to push to agents.
+	RevokedCertificates(ctx context.Context, now time.Time) ([]IssuedCert, error)
+
+	// SaveRecording stores the recording of a session, sealed by the
+	// caller, replacing any earlier one; the session's Recording becomes
+	// true. An unknown session gives ErrNotFound. It appends no event: the
+	// caller records RecordingSaved.
+	SaveRecording(ctx context.Context, sessionID string, sealed []byte) error
+	// GetRecording returns the sealed recording of a session, or ErrNotFound
+	// if there is none.
+	GetRecording(ctx context.Context, sessionID string) ([]byte, error)
 }

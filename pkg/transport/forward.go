@@ -49,10 +49,14 @@ func (f *Forwarder) Serve(ctx context.Context) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	var wg sync.WaitGroup
+	// On return, whatever the reason: cancel, which closes the listener
+	// and aborts the connections still open, then wait for every goroutine.
 	defer wg.Wait()
+	defer cancel(nil)
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		<-ctx.Done()
 		f.Listener.Close()
 	}()

@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -69,7 +70,8 @@ func (l *LazyConn) Close() error {
 		l.conn = nil
 	}
 	if l.tr != nil {
-		err := l.tr.Close()
+		// A Transport does not close a socket it was given.
+		err := errors.Join(l.tr.Close(), l.tr.Conn.Close())
 		l.tr = nil
 		return err
 	}

@@ -72,7 +72,7 @@ type Result struct {
 // The end of one direction (EOF) is passed on as a half-close (CloseWrite),
 // so the other direction keeps flowing. An error in either direction aborts
 // both endpoints, so each peer sees a reset rather than a clean end it could
-// mistake for complete data. Memory is bounded: one 32 KiB buffer per
+// mistake for complete data. Memory is bounded: one 128 KiB buffer per
 // direction; back-pressure comes from the endpoints' own flow control.
 func Splice(a, b Endpoint) Result {
 	var res Result

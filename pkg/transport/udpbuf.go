@@ -18,6 +18,9 @@ var warnOnce sync.Once
 // CheckUDPBuffers warns once, through log, when the kernel's maximum UDP
 // socket buffers are below what QUIC wants, and says how to raise them.
 func CheckUDPBuffers(log *slog.Logger) {
+	if log == nil {
+		log = slog.Default()
+	}
 	warnOnce.Do(func() {
 		for _, name := range []string{"rmem_max", "wmem_max"} {
 			v, err := readSysctl("/proc/sys/net/core/" + name)

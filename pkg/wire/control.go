@@ -18,6 +18,9 @@ const (
 	MsgPong = "pong"
 	// MsgWelcome is the gateway's answer to hello.
 	MsgWelcome = "welcome"
+	// MsgEndSession tells a node to end a session's SSH connections now;
+	// Message is the reason shown to the user.
+	MsgEndSession = "end_session"
 )
 
 // Control is one message on a control stream. Fields unknown to the reader
@@ -29,6 +32,8 @@ type Control struct {
 	Services []Service `json:"services,omitempty"`
 	Seq      uint64    `json:"seq,omitempty"`
 	Message  string    `json:"message,omitempty"`
+	// Session names the session of MsgEndSession.
+	Session string `json:"session,omitempty"`
 }
 
 // Service is one service an agent exposes.
@@ -65,7 +70,7 @@ func ReadControl(r io.Reader) (Control, error) {
 	}
 	body := make([]byte, n)
 	if _, err := io.ReadFull(r, body); err != nil {
-		return Control{}, fmt.Errorf("read control message: %w", err)
+		return Control{}, fmt.Errorf("read control message: %w", noEOF(err))
 	}
 	return ParseControl(body)
 }

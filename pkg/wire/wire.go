@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -82,13 +83,20 @@ type Header struct {
 	Caller string
 	// Session is an optional session id.
 	Session string
+	// Login and Deadline describe the session of a KindDeliver stream to a
+	// node's SSH endpoint: the OS login granted and when the session ends
+	// (unix seconds). Set by the gateway only.
+	Login    string
+	Deadline int64
 }
 
 // Field tags inside a header body.
 const (
-	tagTarget  = 1
-	tagCaller  = 2
-	tagSession = 3
+	tagTarget   = 1
+	tagCaller   = 2
+	tagSession  = 3
+	tagLogin    = 4
+	tagDeadline = 5
 )
 
 // ErrMalformed is wrapped by every decoding error.
@@ -101,7 +109,8 @@ func malformed(format string, a ...any) error {
 // AppendHeader appends the encoding of h:
 //
 //	version u8 | kind u8 | body length u16 (big endian) | body
-//	body: fields, each tag u8 | length u8 | UTF-8 bytes, tags ascending
+//	body: fields, each tag u8 | length u8 (1 to 255) | UTF-8 bytes, tags ascending;
+//	      an empty field is left out
 func AppendHeader(b []byte, h Header) ([]byte, error) {
 	if h.Kind < KindControl || h.Kind > KindDeliver {
 		return nil, fmt.Errorf("encode header: unknown kind %d", h.Kind)
@@ -109,10 +118,14 @@ func AppendHeader(b []byte, h Header) ([]byte, error) {
 	start := len(b)
 	b = append(b, Version, byte(h.Kind), 0, 0)
 	var err error
+	deadline := ""
+	if h.Deadline != 0 {
+		deadline = strconv.FormatInt(h.Deadline, 10)
+	}
 	for _, f := range []struct {
 		tag byte
 		v   string
-	}{{tagTarget, h.Target}, {tagCaller, h.Caller}, {tagSession, h.Session}} {
+	}{{tagTarget, h.Target}, {tagCaller, h.Caller}, {tagSession, h.Session}, {tagLogin, h.Login}, {tagDeadline, deadline}} {
 		if f.v == "" {
 			continue
 		}
@@ -159,7 +172,7 @@ func ReadHeader(r io.Reader) (Header, error) {
 	buf := make([]byte, 4+n)
 	copy(buf, pre[:])
 	if _, err := io.ReadFull(r, buf[4:]); err != nil {
-		return Header{}, fmt.Errorf("read header: %w", err)
+		return Header{}, fmt.Errorf("read header: %w", noEOF(err))
 	}
 	return ParseHeader(buf)
 }
@@ -168,6 +181,10 @@ func ReadHeader(r io.Reader) (Header, error) {
 func ParseHeader(b []byte) (Header, error) {
 	if len(b) < 4 {
 		return Header{}, malformed("header shorter than 4 bytes")
+	}
+	if len(b) > MaxHeaderSize {
+		// As ReadHeader: five full fields could otherwise pass here.
+		return Header{}, malformed("header of %d bytes, more than %d", len(b), MaxHeaderSize)
 	}
 	if b[0] != Version {
 		return Header{}, malformed("header version %d, this side speaks %d (upgrade the older side)", b[0], Version)
@@ -194,6 +211,10 @@ func ParseHeader(b []byte) (Header, error) {
 		if len(body) < 2+l {
 			return Header{}, malformed("field %d truncated", tag)
 		}
+		if l == 0 {
+			// The encoder omits empty fields: one header, one encoding.
+			return Header{}, malformed("field %d is empty", tag)
+		}
 		v := body[2 : 2+l]
 		body = body[2+l:]
 		if !utf8.Valid(v) {
@@ -206,6 +227,14 @@ func ParseHeader(b []byte) (Header, error) {
 			h.Caller = string(v)
 		case tagSession:
 			h.Session = string(v)
+		case tagLogin:
+			h.Login = string(v)
+		case tagDeadline:
+			d, err := strconv.ParseInt(string(v), 10, 64)
+			if err != nil || d <= 0 || strconv.FormatInt(d, 10) != string(v) {
+				return Header{}, malformed("deadline %q is not a positive unix time", v)
+			}
+			h.Deadline = d
 		default:
 			return Header{}, malformed("unknown field %d", tag)
 		}
@@ -312,7 +341,7 @@ func ReadReply(r io.Reader) (Reply, error) {
 	}
 	msg := make([]byte, n)
 	if _, err := io.ReadFull(r, msg); err != nil {
-		return Reply{}, fmt.Errorf("read reply: %w", err)
+		return Reply{}, fmt.Errorf("read reply: %w", noEOF(err))
 	}
 	if !utf8.Valid(msg) {
 		return Reply{}, malformed("reply message is not UTF-8")
@@ -322,4 +351,13 @@ func ReadReply(r io.Reader) (Reply, error) {
 		return Reply{}, malformed("unknown status %d", pre[1])
 	}
 	return Reply{Status: st, Message: string(msg)}, nil
+}
+
+// noEOF reports a frame cut after its first bytes as io.ErrUnexpectedEOF:
+// only a stream that ends before a frame starts ends cleanly (io.EOF).
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }

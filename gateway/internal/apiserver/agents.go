@@ -68,6 +68,13 @@ func (s *Server) handleLockAgent(lock bool) http.HandlerFunc {
 			s.fail(w, r, err)
 			return
 		}
+		if lock && s.Sessions != nil {
+			// Live access dies now, not at the next connection.
+			if err := s.Sessions.RevokeAgent(r.Context(), name, callerFrom(r.Context()).user.Name); err != nil {
+				s.fail(w, r, fmt.Errorf("agent %s is locked, but revoking its live access failed: %w", name, err))
+				return
+			}
+		}
 		w.WriteHeader(http.StatusNoContent)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/tunnelhq/tunnel/certs"
 	"github.com/tunnelhq/tunnel/gateway/internal/auth"
 	"github.com/tunnelhq/tunnel/gateway/internal/login"
+	"github.com/tunnelhq/tunnel/gateway/internal/sessions"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/seal"
 	"github.com/tunnelhq/tunnel/pkg/store"
@@ -55,6 +56,9 @@ type Server struct {
 	// host); zero means certs.DefaultMachineTTL (24 h). It may not exceed
 	// certs.MaxMachineTTL.
 	AgentTTL time.Duration
+	// Sessions grants and revokes bastion sessions and live access; nil
+	// means no sessions (and locks only refuse new logins).
+	Sessions *sessions.Manager
 }
 
 // Presence reports connected agents: by name, with Online set, Since and
@@ -116,6 +120,12 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST "+api.PathEnroll, anon(s.handleEnroll))
 	mux.Handle("POST "+api.PathRenew, http.HandlerFunc(s.handleRenew))
 	mux.Handle("GET "+api.PathNodes, s.user(s.handleListNodes))
+
+	mux.Handle("POST "+api.PathSessions, s.user(s.handleCreateSession))
+	mux.Handle("GET "+api.PathAdminSessions, s.admin(s.handleListSessions))
+	mux.Handle("POST "+api.PathAdminSessions+"/{id}/revoke", s.admin(s.handleRevokeSession))
+	mux.Handle("GET "+api.PathAdminSessions+"/{id}/recording", s.admin(s.handleGetRecording))
+	mux.Handle("POST "+api.PathRecordings+"/{id}", http.HandlerFunc(s.handleUploadRecording))
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Code: api.CodeNotFound, Message: "no such API endpoint: " + r.Method + " " + r.URL.Path + " (is your tunnel client newer than the gateway?)"}, http.StatusNotFound)

@@ -149,6 +149,13 @@ func (s *Server) handleLockUser(lock bool) http.HandlerFunc {
 			s.fail(w, r, storeError(err, verb+" user "+name))
 			return
 		}
+		if lock && s.Sessions != nil {
+			// Live access dies now, not at the next login.
+			if err := s.Sessions.RevokeUser(r.Context(), name, callerFrom(r.Context()).user.Name); err != nil {
+				s.fail(w, r, fmt.Errorf("user %s is locked, but revoking their live access failed: %w", name, err))
+				return
+			}
+		}
 		if !lock {
 			// Unlocking also lifts a lockout after failed logins.
 			if err := s.Store.ClearLoginFailures(r.Context(), name); err != nil {

@@ -15,7 +15,7 @@ import (
 )
 
 func newDevCmd() *cobra.Command {
-	var dataDir, addr string
+	var dataDir, addr, sshAddr string
 	var logs logFlags
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR]",
@@ -58,12 +58,13 @@ credentials are printed only when the cluster is created).`,
 				termqr.PrintEnrollment(out, "admin", res.Admin.URI, res.Admin.Secret)
 				fmt.Fprintf(out, "\nLog in from another terminal:\n  tunnel login --gateway %s --ca-pin %s --user admin\n\n", addr, res.Pin)
 			}
-			cfg := gateway.Config{DataDir: dataDir, APIAddr: addr, Log: log, Version: version.Version}
+			cfg := gateway.Config{DataDir: dataDir, APIAddr: addr, SSHAddr: sshAddr, Log: log, Version: version.Version}
 			return serve(cmd.Context(), cfg, out, nil)
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "keep the cluster in DIR (default: a temporary directory)")
 	cmd.Flags().StringVar(&addr, "api-addr", "127.0.0.1:8443", "HTTPS listen address")
+	cmd.Flags().StringVar(&sshAddr, "ssh-addr", "127.0.0.1:2222", "SSH jump host address (empty: off)")
 	logs.register(cmd)
 	return cmd
 }

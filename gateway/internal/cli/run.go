@@ -39,6 +39,7 @@ instead, reloaded when the files change.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "", "the directory tunnel-gateway init created")
 	f.StringVar(&cfg.APIAddr, "api-addr", ":8443", "the gateway's address: HTTPS on TCP and QUIC on UDP (host:port)")
+	f.StringVar(&cfg.SSHAddr, "ssh-addr", "", "SSH jump host address for plain OpenSSH (ssh -J user@gateway:PORT), e.g. :2222; off when empty")
 	f.StringVar(&cfg.QUICAddr, "quic-addr", "", "UDP address for agents and clients (default: --api-addr's host and port)")
 	f.StringVar(&cfg.StoreSync, "store-sync", "normal", "when commits reach the disk: normal (survives a gateway crash) or full (fsync per commit; survives power loss, slower)")
 	f.DurationVar(&cfg.AgentTTL, "agent-ttl", 0, "lifetime of agent certificates, renewed at 2/3 (default 24h, at most 7 days)")
@@ -63,6 +64,9 @@ func serve(ctx context.Context, cfg gateway.Config, out io.Writer, ready func(*g
 	}
 	cfg.Log.Info("gateway listening", "api", g.Addr().String(), "cluster", g.Cluster(), "ca_pin", g.Pin(), "version", version.Version)
 	fmt.Fprintf(out, "Gateway for cluster %q listening on %s (CA pin %s)\n", g.Cluster(), g.Addr(), g.Pin())
+	if a := g.SSHAddr(); a != nil {
+		fmt.Fprintf(out, "SSH jump host listening on %s\n", a)
+	}
 	if ready != nil {
 		ready(g)
 	}

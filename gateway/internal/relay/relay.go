@@ -42,13 +42,19 @@ type Server struct {
 	Store store.Store
 	CA    *certs.Authority
 	Audit *auditlog.Writer
-	Clock func() time.Time
-	Log   *slog.Logger
+	// Sessions checks the session of every stream to a node's SSH
+	// endpoint; nil refuses them all.
+	Sessions SessionChecker
+	Clock    func() time.Time
+	Log      *slog.Logger
 
-	mu     sync.Mutex // guards the fields below
-	agents map[string]*agentConn
-	rules  []policy.Rule
-	loaded bool
+	mu        sync.Mutex // guards the fields below
+	agents    map[string]*agentConn
+	retiring  map[*agentConn]struct{} // replaced after a renewal, draining
+	rules     []policy.Rule
+	loaded    bool
+	live      map[*liveStream]struct{}
+	userConns map[string]map[*quic.Conn]struct{}
 
 	wg sync.WaitGroup // every connection and stream goroutine
 }
@@ -62,6 +68,18 @@ type agentConn struct {
 	// active counts the streams on this connection, so a connection
 	// replaced after a certificate renewal is closed only once idle.
 	active atomic.Int64
+
+	ctlMu sync.Mutex // serialises writes on ctl
+	ctl   *quic.Stream
+}
+
+// sendControl writes one control message to the agent.
+func (ac *agentConn) sendControl(m wire.Control) error {
+	ac.ctlMu.Lock()
+	defer ac.ctlMu.Unlock()
+	_ = ac.ctl.SetWriteDeadline(time.Now().Add(transport.HeaderTimeout))
+	defer ac.ctl.SetWriteDeadline(time.Time{})
+	return wire.WriteControl(ac.ctl, m)
 }
 
 func (s *Server) now() time.Time {
@@ -165,6 +183,8 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 			return
 		}
 		defer s.unregister(ac)
+	} else {
+		defer s.trackConn(p.ID.Name, conn)()
 	}
 	src := hostOf(conn.RemoteAddr().String())
 	var wg sync.WaitGroup
@@ -207,10 +227,12 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*a
 		return nil, fmt.Errorf("the control stream must start with hello")
 	}
 	_ = st.SetReadDeadline(time.Time{})
+	_ = st.SetWriteDeadline(time.Now().Add(transport.HeaderTimeout))
 	if err := wire.WriteControl(st, wire.Control{Type: wire.MsgWelcome, Message: "welcome " + p.ID.Name}); err != nil {
 		return nil, err
 	}
-	ac := &agentConn{name: p.ID.Name, conn: conn, since: s.now(), services: hello.Services}
+	_ = st.SetWriteDeadline(time.Time{})
+	ac := &agentConn{name: p.ID.Name, conn: conn, since: s.now(), services: hello.Services, ctl: st}
 	s.mu.Lock()
 	if s.agents == nil {
 		s.agents = map[string]*agentConn{}
@@ -221,6 +243,12 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*a
 	if old != nil {
 		// New streams go to the new connection; the old one closes when its
 		// last stream ends (at the latest when its certificate expires).
+		s.mu.Lock()
+		if s.retiring == nil {
+			s.retiring = map[*agentConn]struct{}{}
+		}
+		s.retiring[old] = struct{}{}
+		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -249,6 +277,11 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*a
 
 // retire closes a replaced connection once it carries no stream.
 func (s *Server) retire(old *agentConn) {
+	defer func() {
+		s.mu.Lock()
+		delete(s.retiring, old)
+		s.mu.Unlock()
+	}()
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for old.active.Load() > 0 {
@@ -271,7 +304,7 @@ func (s *Server) control(ac *agentConn, st *quic.Stream) {
 		}
 		switch m.Type {
 		case wire.MsgPing:
-			if err := wire.WriteControl(st, wire.Control{Type: wire.MsgPong, Seq: m.Seq}); err != nil {
+			if err := ac.sendControl(wire.Control{Type: wire.MsgPong, Seq: m.Seq}); err != nil {
 				return
 			}
 		case wire.MsgCatalog:

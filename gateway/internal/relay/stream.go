@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -11,9 +12,11 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/tunnelhq/tunnel/gateway/internal/peer"
+	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/audit"
 	"github.com/tunnelhq/tunnel/pkg/identity"
 	"github.com/tunnelhq/tunnel/pkg/policy"
+	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/wire"
 )
@@ -84,7 +87,18 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 		return
 	}
 	ev := audit.Event{Time: s.now(), Actor: p.String(), Subject: h.Target, SourceIP: src}
-	d, err := s.authorize(ctx, p, node, service)
+	var d policy.Decision
+	var sess store.Session
+	var err error
+	isSSH := service == api.SSHService
+	if isSSH {
+		sess, d, err = s.authorizeSSH(ctx, p, node, h.Session)
+		if sess.ID != "" {
+			ev.Details = map[string]string{"session": sess.ID, "login": sess.Login}
+		}
+	} else {
+		d, err = s.authorize(ctx, p, node, service)
+	}
 	if err != nil {
 		s.log().Error("authorize stream", "caller", p.String(), "target", h.Target, "err", err)
 		refuse(st, wire.StatusInternal, "the gateway cannot check its policy right now")
@@ -122,7 +136,11 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s is not answering", node))
 		return
 	}
-	err = wire.WriteHeader(ts, wire.Header{Kind: wire.KindDeliver, Target: service, Caller: p.ID.String(), Session: h.Session})
+	dh := wire.Header{Kind: wire.KindDeliver, Target: service, Caller: p.ID.String()}
+	if isSSH {
+		dh.Session, dh.Login, dh.Deadline = sess.ID, sess.Login, sess.Deadline.Unix()
+	}
+	err = wire.WriteHeader(ts, dh)
 	if err != nil {
 		_ = gate.wait()
 		ts.CancelRead(transport.StreamCanceled)
@@ -134,8 +152,41 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	// caller's flows, and no reply goes back, before it is durable.
 	caller := &gatedCaller{Stream: transport.Stream{Stream: st}, gate: gate}
 	reply := &relayedReply{Stream: transport.Stream{Stream: ts}, gate: gate, node: node}
+	l := &liveStream{session: sess.ID, to: node, abort: func() { caller.Abort(); reply.Abort() }}
+	if p.ID.Kind == identity.User {
+		l.user = p.ID.Name
+	} else {
+		l.from = p.ID.Name
+	}
+	untrack := s.track(l)
 	res := transport.Splice(caller, reply)
+	untrack()
 	s.log().Debug("stream done", "caller", p.String(), "target", h.Target, "up", res.AToB, "down", res.BToA, "err", res.Err)
+	if isSSH {
+		if err := s.Store.AddSessionBytes(context.Background(), sess.ID, res.AToB, res.BToA); err != nil {
+			s.log().Warn("record session bytes", "session", sess.ID, "err", err)
+		}
+		s.Sessions.Closed(context.Background(), sess.ID)
+	}
+}
+
+// authorizeSSH checks a stream to a node's SSH endpoint: only a user, with
+// an active session of theirs for that node.
+func (s *Server) authorizeSSH(ctx context.Context, p peer.Peer, node, id string) (store.Session, policy.Decision, error) {
+	if p.ID.Kind != identity.User {
+		return store.Session{}, policy.Decision{Reason: "only users open SSH sessions"}, nil
+	}
+	if s.Sessions == nil {
+		return store.Session{}, policy.Decision{Reason: "this gateway does not broker SSH sessions"}, nil
+	}
+	if id == "" {
+		return store.Session{}, policy.Decision{Reason: "an SSH stream needs a session: use tunnel ssh"}, nil
+	}
+	sess, err := s.Sessions.Check(ctx, p.ID.Name, node, id)
+	if err != nil {
+		return store.Session{}, policy.Decision{Reason: err.Error()}, nil
+	}
+	return sess, policy.Decision{Allowed: true, Reason: "session " + sess.ID}, nil
 }
 
 // auditGate waits for the audit write; both directions of a splice ask it,
@@ -211,4 +262,73 @@ func (r *relayedReply) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// SSHStream is a stream to a node's SSH endpoint opened by the gateway
+// itself (the jump host), tracked like any other for revocation.
+type SSHStream struct {
+	*quic.Stream
+	s       *Server
+	sess    store.Session
+	untrack func()
+}
+
+// Done reports the bytes carried and ends the session.
+func (x *SSHStream) Done(in, out int64) {
+	x.untrack()
+	if err := x.s.Store.AddSessionBytes(context.Background(), x.sess.ID, in, out); err != nil {
+		x.s.log().Warn("record session bytes", "session", x.sess.ID, "err", err)
+	}
+	if x.s.Sessions != nil {
+		x.s.Sessions.Closed(context.Background(), x.sess.ID)
+	}
+}
+
+// OpenSSH opens a stream to sess.Node's SSH endpoint for sess, with logins
+// the logins the node may accept (comma-separated in the header).
+func (s *Server) OpenSSH(ctx context.Context, user string, sess store.Session, logins []string, src string) (*SSHStream, error) {
+	target := s.lookup(sess.Node)
+	if target == nil {
+		return nil, fmt.Errorf("node %s is offline (its agent is not connected)", sess.Node)
+	}
+	id := identity.ID{Cluster: s.CA.Cluster(), Kind: identity.User, Name: user}
+	ev := audit.Event{Time: s.now(), Type: audit.StreamAllowed, Actor: user, Subject: sess.Node + "/" + api.SSHService,
+		Outcome: audit.Success, Reason: "session " + sess.ID + " (jump host)", SourceIP: src,
+		Details: map[string]string{"session": sess.ID}}
+	if err := s.Audit.Write(ctx, ev); err != nil {
+		return nil, errors.New("the gateway cannot write its audit log; connection refused")
+	}
+	target.active.Add(1)
+	octx, cancel := context.WithTimeout(ctx, transport.HeaderTimeout)
+	ts, err := target.conn.OpenStreamSync(octx)
+	cancel()
+	if err != nil {
+		target.active.Add(-1)
+		return nil, fmt.Errorf("node %s is not answering", sess.Node)
+	}
+	h := wire.Header{Kind: wire.KindDeliver, Target: api.SSHService, Caller: id.String(), Session: sess.ID,
+		Login: strings.Join(logins, ","), Deadline: sess.Deadline.Unix()}
+	if err := wire.WriteHeader(ts, h); err == nil {
+		_ = ts.SetReadDeadline(time.Now().Add(transport.HeaderTimeout))
+		var rep wire.Reply
+		rep, err = wire.ReadReply(ts)
+		_ = ts.SetReadDeadline(time.Time{})
+		if err == nil {
+			err = rep.Err()
+		}
+	}
+	if err != nil {
+		target.active.Add(-1)
+		ts.CancelRead(transport.StreamCanceled)
+		ts.CancelWrite(transport.StreamCanceled)
+		return nil, fmt.Errorf("node %s refused the connection: %w", sess.Node, err)
+	}
+	x := &SSHStream{Stream: ts, s: s, sess: sess}
+	l := &liveStream{user: user, to: sess.Node, session: sess.ID, abort: func() {
+		ts.CancelRead(transport.StreamRevoked)
+		ts.CancelWrite(transport.StreamRevoked)
+	}}
+	untrack := s.track(l)
+	x.untrack = func() { untrack(); target.active.Add(-1) }
+	return x, nil
 }

@@ -16,26 +16,35 @@ import (
 // given.
 func (s *Store) RecordCertificates(ctx context.Context, certs []store.IssuedCert, evs []audit.Event) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		for _, c := range certs {
-			if c.Serial == "" || c.Kind == "" {
-				return fmt.Errorf("certificate %q %q: empty kind or serial", c.Kind, c.Serial)
-			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO issued_certs
-				(kind, serial, subject, principals, not_before, not_after, issued_at, revoked_at)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-				string(c.Kind), c.Serial, c.Subject, encodeList(c.Principals),
-				micros(c.NotBefore), micros(c.NotAfter), micros(c.IssuedAt), nullMicros(c.RevokedAt))
-			if isDuplicate(err) {
-				return fmt.Errorf("%s certificate %s: %w", c.Kind, c.Serial, store.ErrExists)
-			}
-			if err != nil {
-				return fmt.Errorf("%s certificate %s: %w", c.Kind, c.Serial, err)
-			}
+		if err := insertCerts(ctx, tx, certs); err != nil {
+			return err
 		}
 		return appendEvents(ctx, tx, evs...)
 	})
 	if err != nil {
 		return fmt.Errorf("record certificates: %w", err)
+	}
+	return nil
+}
+
+// insertCerts records certs inside tx. A serial already recorded for the
+// same kind gives an error wrapping store.ErrExists.
+func insertCerts(ctx context.Context, tx *sql.Tx, certs []store.IssuedCert) error {
+	for _, c := range certs {
+		if c.Serial == "" || c.Kind == "" {
+			return fmt.Errorf("certificate %q %q: empty kind or serial", c.Kind, c.Serial)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO issued_certs
+			(kind, serial, subject, principals, not_before, not_after, issued_at, revoked_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			string(c.Kind), c.Serial, c.Subject, encodeList(c.Principals),
+			micros(c.NotBefore), micros(c.NotAfter), micros(c.IssuedAt), nullMicros(c.RevokedAt))
+		if isDuplicate(err) {
+			return fmt.Errorf("%s certificate %s: %w", c.Kind, c.Serial, store.ErrExists)
+		}
+		if err != nil {
+			return fmt.Errorf("%s certificate %s: %w", c.Kind, c.Serial, err)
+		}
 	}
 	return nil
 }

@@ -41,7 +41,17 @@
 //     the events that succeeding calls append form a chain that
 //     [audit.Verify] accepts against AuditHead;
 //   - RecordLoginFailure restarts an expired lockout's counter at 1, and
-//     (re)sets LockedUntil to now+lockout whenever the count is at least max.
+//     (re)sets LockedUntil to now+lockout whenever the count is at least max;
+//   - errors wrap store.ErrNotFound for an unknown session (also from
+//     EndSession, AddSessionBytes and SaveRecording), a missing recording
+//     and a RevokeFilter.Serial that matches no certificate, and
+//     store.ErrExists for a duplicate session ID;
+//   - ListSessions is newest first; ending an ended session returns it as
+//     it is and appends nothing; AddSessionBytes and SaveRecording append
+//     no event, nor does a RevokeCertificates that finds nothing to revoke;
+//   - a certificate expires at NotAfter (RevokeCertificates and
+//     RevokedCertificates skip it from then on); RevokeCertificates and
+//     RevokedCertificates return certificates by kind, then serial.
 //
 // Tests that need to tamper with the stored log belong with the
 // implementation, which has raw access to its storage.
@@ -93,6 +103,16 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"JoinTokenConcurrent", testJoinTokenConcurrent},
 		{"Agents", testAgents},
 		{"PolicyRules", testPolicyRules},
+		{"Sessions", testSessions},
+		{"SessionLocked", testSessionLocked},
+		{"ListSessions", testListSessions},
+		{"EndSession", testEndSession},
+		{"EndSessionConcurrent", testEndSessionConcurrent},
+		{"SessionBytes", testSessionBytes},
+		{"RevokeCertificates", testRevokeCertificates},
+		{"RevokedCertificates", testRevokedCertificates},
+		{"Recordings", testRecordings},
+		{"SessionAuditChain", testSessionAuditChain},
 		{"CloseTwice", testCloseTwice},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,185 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelhq/tunnel/agent/internal/sshd"
+	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/asciicast"
+	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/transport"
+	"github.com/tunnelhq/tunnel/pkg/wire"
+)
+
+// streamSessionKey carries, in a connection's context, the session the
+// gateway vouched for in the stream's header.
+type streamSessionKey struct{}
+
+// newSSHServer builds the node's SSH endpoint from the identity.
+func (a *Agent) newSSHServer() (*sshd.Server, error) {
+	id := a.identity()
+	hk, err := x509.ParsePKCS8PrivateKey(id.HostKey)
+	if err != nil {
+		return nil, fmt.Errorf("host key: %w", err)
+	}
+	signer, err := ssh.NewSignerFromSigner(hk.(crypto.Signer))
+	if err != nil {
+		return nil, fmt.Errorf("host key: %w", err)
+	}
+	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(id.HostCert))
+	if err != nil {
+		return nil, fmt.Errorf("host certificate: %w", err)
+	}
+	cert, ok := pk.(*ssh.Certificate)
+	if !ok {
+		return nil, errors.New("host certificate: not a certificate")
+	}
+	hostSigner, err := ssh.NewCertSigner(cert, signer)
+	if err != nil {
+		return nil, fmt.Errorf("host certificate: %w", err)
+	}
+	return sshd.New(sshd.Config{
+		HostSigner:    hostSigner,
+		UserCAs:       a.userCAs,
+		LookupSession: a.lookupSession,
+		// Plain OpenSSH through the jump host presents the login
+		// certificate; the gateway vouches for the session in the stream.
+		SessionFromConn: true,
+		Record:          a.record,
+		Log:             a.log.With("component", "sshd"),
+	})
+}
+
+func (a *Agent) userCAs() []ssh.PublicKey {
+	var out []ssh.PublicKey
+	for _, line := range a.identity().UserCAs {
+		if k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line)); err == nil {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// lookupSession accepts the session the gateway named in the stream's
+// header; a certificate made for a session must be for that one.
+func (a *Agent) lookupSession(ctx context.Context, sessionID string, _ uint64) (sshd.Session, error) {
+	h, ok := ctx.Value(streamSessionKey{}).(wire.Header)
+	if !ok || h.Session == "" {
+		return sshd.Session{}, errors.New("this connection did not come through a session")
+	}
+	if sessionID != "" && sessionID != h.Session {
+		return sshd.Session{}, errors.New("this certificate belongs to another session: run tunnel ssh again")
+	}
+	user := ""
+	if u, err := url.Parse(h.Caller); err == nil {
+		if id, err := identity.ParseURI(u); err == nil {
+			user = id.Name
+		}
+	}
+	s := sshd.Session{ID: h.Session, User: user, Deadline: time.Unix(h.Deadline, 0)}
+	if logins := strings.Split(h.Login, ","); len(logins) > 1 {
+		s.Logins = logins
+	} else {
+		s.Login = h.Login
+	}
+	return s, nil
+}
+
+// serveSSH hands a delivered stream to the SSH endpoint.
+func (a *Agent) serveSSH(ctx context.Context, st *quic.Stream, h wire.Header) {
+	if a.sshd == nil {
+		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s runs no SSH endpoint", a.identity().Name))
+		return
+	}
+	if h.Session == "" || h.Login == "" || h.Deadline == 0 {
+		refuse(st, wire.StatusBadRequest, "an SSH stream needs a session")
+		return
+	}
+	if err := wire.WriteReply(st, wire.Reply{Status: wire.StatusOK}); err != nil {
+		st.CancelRead(transport.StreamCanceled)
+		st.CancelWrite(transport.StreamCanceled)
+		return
+	}
+	ctx = context.WithValue(ctx, streamSessionKey{}, h)
+	a.sshd.ServeConn(ctx, transport.StreamConn(st, transport.StreamAddr(a.identity().Name), transport.StreamAddr(h.Caller)))
+}
+
+// record starts a recording that is uploaded to the gateway when it ends.
+func (a *Agent) record(s sshd.Session, width, height int, term string) (sshd.Recorder, error) {
+	r := &upload{a: a, session: s.ID}
+	w, err := asciicast.NewWriter(&r.buf, asciicast.Header{Version: 2, Width: width, Height: height,
+		Timestamp: time.Now().Unix(), Title: fmt.Sprintf("%s@%s (%s)", s.Login, a.identity().Name, s.User),
+		Env: map[string]string{"TERM": term}})
+	if err != nil {
+		return nil, err
+	}
+	w.MaxBytes = 32 << 20
+	r.w = w
+	return r, nil
+}
+
+// upload is a recording kept in memory and shipped when it closes.
+type upload struct {
+	a       *Agent
+	session string
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	w       *asciicast.Writer
+}
+
+func (u *upload) Output(t time.Duration, data []byte) { _ = u.w.Output(t, data) }
+func (u *upload) Resize(t time.Duration, w, h int)    { _ = u.w.Resize(t, w, h) }
+
+// Close ships the recording; a failure is logged, and retried a few times.
+func (u *upload) Close() error {
+	if err := u.w.Close(); err != nil {
+		return err
+	}
+	u.mu.Lock()
+	data := bytes.Clone(u.buf.Bytes())
+	u.mu.Unlock()
+	var err error
+	for attempt := range 3 {
+		if err = u.a.uploadRecording(u.session, data); err == nil {
+			return nil
+		}
+		time.Sleep(time.Duration(attempt+1) * time.Second)
+	}
+	u.a.log.Error("upload session recording", "session", u.session, "err", err)
+	return err
+}
+
+func (a *Agent) uploadRecording(session string, data []byte) error {
+	c, err := a.apiClient(true)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return c.DoRaw(ctx, http.MethodPost, api.PathRecordings+"/"+url.PathEscape(session), "application/x-asciicast", bytes.NewReader(data))
+}
+
+// endSession carries out the gateway's order to end a session.
+func (a *Agent) endSession(m wire.Control) {
+	if a.sshd != nil && m.Session != "" {
+		reason := m.Message
+		if strings.TrimSpace(reason) == "" {
+			reason = "session ended by the gateway"
+		}
+		a.sshd.EndSession(m.Session, reason)
+	}
+}

@@ -1,0 +1,428 @@
+// Package sessions grants, times and revokes bastion sessions, and carries
+// out revocations of live access.
+//
+// A session is a grant (user, node, login, start, deadline) with an SSH
+// certificate for exactly it. The Manager keeps a timer per active session
+// and ends it at its deadline; Revoke ends it at once. Both tell the Killer
+// (the relay), which closes the live streams and tells the node's agent to
+// close the SSH connection with the reason ("session expired", "access
+// revoked by an administrator").
+//
+// Users and agents are revoked the same way: their certificates go on the
+// deny list (store.RevokeCertificates), their sessions end, their live
+// streams and connections are closed.
+package sessions
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/audit"
+	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/policy"
+	"github.com/tunnelhq/tunnel/pkg/store"
+)
+
+// Reasons shown to users.
+const (
+	ReasonExpired = "session expired"
+	ReasonRevoked = "access revoked by an administrator"
+)
+
+// Killer closes live access; the relay implements it.
+type Killer interface {
+	// EndSession closes the streams of a session and tells its node.
+	EndSession(s store.Session, reason string)
+	// EndUser closes every stream and connection of a user.
+	EndUser(name, reason string)
+	// EndAgent closes an agent's connection and every stream through it.
+	EndAgent(name, reason string)
+}
+
+// Manager grants and ends sessions. Start must be called before use;
+// Close stops its timers.
+type Manager struct {
+	Store  store.Store
+	CA     *certs.Authority
+	Killer Killer
+	Clock  func() time.Time
+	Log    *slog.Logger
+
+	mu     sync.Mutex // guards timers and closed
+	timers map[string]*time.Timer
+	closed bool
+	wg     sync.WaitGroup // running timer callbacks
+}
+
+func (m *Manager) now() time.Time {
+	if m.Clock == nil {
+		return time.Now()
+	}
+	return m.Clock()
+}
+
+func (m *Manager) log() *slog.Logger {
+	if m.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return m.Log
+}
+
+// Start schedules the deadlines of the sessions still active, ending at
+// once those whose deadline passed while the gateway was down.
+func (m *Manager) Start(ctx context.Context) error {
+	active, err := m.Store.ListSessions(ctx, store.SessionFilter{ActiveOnly: true})
+	if err != nil {
+		return fmt.Errorf("load active sessions: %w", err)
+	}
+	for _, s := range active {
+		m.schedule(s)
+	}
+	return nil
+}
+
+// Close stops every timer and waits for callbacks in flight. Safe twice.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	m.closed = true
+	for id, t := range m.timers {
+		t.Stop()
+		delete(m.timers, id)
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+}
+
+func (m *Manager) schedule(s store.Session) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	if m.timers == nil {
+		m.timers = map[string]*time.Timer{}
+	}
+	id := s.ID
+	m.timers[id] = time.AfterFunc(time.Until(s.Deadline), func() {
+		m.mu.Lock()
+		if m.closed {
+			m.mu.Unlock()
+			return
+		}
+		delete(m.timers, id)
+		m.wg.Add(1)
+		m.mu.Unlock()
+		defer m.wg.Done()
+		m.end(context.Background(), id, store.SessionExpired, ReasonExpired, "system")
+	})
+}
+
+func (m *Manager) unschedule(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t, ok := m.timers[id]; ok {
+		t.Stop()
+		delete(m.timers, id)
+	}
+}
+
+// Error is a refusal to show the caller, with an HTTP status.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func refuse(status int, format string, a ...any) error {
+	return &Error{Status: status, Message: fmt.Sprintf(format, a...)}
+}
+
+// Grant is what a user's roles allow on one node.
+type Grant struct {
+	Logins []string
+	MaxTTL time.Duration
+}
+
+// GrantOn returns the logins u may use on node and the longest session.
+func (m *Manager) GrantOn(ctx context.Context, u store.User, node string) (Grant, error) {
+	var g Grant
+	for _, rn := range u.Roles {
+		r, err := m.Store.GetRole(ctx, rn)
+		if err != nil {
+			return Grant{}, err
+		}
+		matched := false
+		for _, p := range r.Nodes {
+			matched = matched || policy.Match(p, node)
+		}
+		if !matched {
+			continue
+		}
+		g.Logins = append(g.Logins, r.Logins...)
+		limit := r.MaxTTL
+		if limit == 0 || limit > m.CA.MaxTTL() {
+			limit = m.CA.MaxTTL()
+		}
+		g.MaxTTL = max(g.MaxTTL, limit)
+	}
+	slices.Sort(g.Logins)
+	g.Logins = slices.Compact(g.Logins)
+	return g, nil
+}
+
+// Create grants u a session for req, from src, and returns it with its
+// certificate.
+func (m *Manager) Create(ctx context.Context, u store.User, req api.CreateSessionRequest, src string) (*api.SessionGrant, error) {
+	node := identity.CanonicalName(req.Node)
+	if err := identity.ValidateName("node", node); err != nil {
+		return nil, refuse(400, "%v", err)
+	}
+	if _, err := m.Store.GetAgent(ctx, node); errors.Is(err, store.ErrNotFound) {
+		return nil, refuse(404, "no node named %s is enrolled (tunnel ls shows the nodes you may reach)", node)
+	} else if err != nil {
+		return nil, err
+	}
+	key, err := certs.ParseSSHPublicKey([]byte(req.SSHPublicKey))
+	if err != nil {
+		return nil, refuse(400, "ssh public key: %v", err)
+	}
+	g, err := m.GrantOn(ctx, u, node)
+	if err != nil {
+		return nil, err
+	}
+	if len(g.Logins) == 0 {
+		return nil, m.deny(ctx, u.Name, node, req.Login, src, refuse(403, "none of your roles allows %s: ask an admin for a role with --node %s", node, node))
+	}
+	if !slices.Contains(g.Logins, req.Login) {
+		return nil, m.deny(ctx, u.Name, node, req.Login, src, refuse(403, "your roles do not allow login %q on %s; they allow %s", req.Login, node, strings.Join(g.Logins, ", ")))
+	}
+	ttl := time.Duration(req.TTL)
+	switch {
+	case ttl < 0:
+		return nil, refuse(400, "the session length must not be negative")
+	case ttl == 0:
+		ttl = min(certs.DefaultUserTTL, g.MaxTTL)
+	case ttl > g.MaxTTL:
+		return nil, refuse(400, "a session of %s is longer than your roles allow on %s (%s): ask for less with --ttl", ttl, node, g.MaxTTL)
+	}
+	id, err := newID()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := m.CA.IssueSSHUser(certs.SSHUserRequest{
+		User: u.Name, Principals: []string{req.Login}, PublicKey: key, TTL: ttl, MaxTTL: g.MaxTTL,
+		SessionID: id, Permissions: &certs.SSHPermissions{PTY: true},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issue session certificate: %w", err)
+	}
+	now := m.now()
+	s := store.Session{ID: id, User: u.Name, Node: node, Login: req.Login, CreatedAt: now,
+		Deadline: time.Unix(int64(cert.ValidBefore), 0), State: store.SessionActive, SourceIP: src,
+		CertSerial: certs.SSHSerialHex(cert)}
+	rec := store.IssuedCert{Serial: s.CertSerial, Kind: store.CertSSHUser, Subject: u.Name,
+		NotBefore: time.Unix(int64(cert.ValidAfter), 0), NotAfter: s.Deadline, IssuedAt: now, Principals: []string{req.Login}}
+	evs := []audit.Event{
+		{Time: now, Type: audit.SessionCreated, Actor: u.Name, Subject: id, Outcome: audit.Success, SourceIP: src,
+			Details: map[string]string{"node": node, "login": req.Login, "deadline": s.Deadline.UTC().Format(time.RFC3339)}},
+		{Time: now, Type: audit.CertIssued, Actor: u.Name, Subject: rec.Serial, Outcome: audit.Success, SourceIP: src,
+			Details: map[string]string{"kind": string(rec.Kind), "principals": req.Login, "session": id}},
+	}
+	if err := m.Store.CreateSession(ctx, s, []store.IssuedCert{rec}, evs); err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return nil, refuse(403, "%v", err)
+		}
+		return nil, fmt.Errorf("record session: %w", err)
+	}
+	m.schedule(s)
+	grant := &api.SessionGrant{Session: ToAPI(s), SSHCertificate: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(cert)))}
+	for _, k := range m.CA.SSHHostCAs() {
+		grant.SSHHostCAs = append(grant.SSHHostCAs, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k))))
+	}
+	m.log().Info("session created", "session", id, "user", u.Name, "node", node, "login", req.Login, "deadline", s.Deadline)
+	return grant, nil
+}
+
+// OpenForJump opens a session for a user who connects with plain OpenSSH
+// through the jump host, with only their login certificate: it ends when
+// that certificate does, capped by the role. logins are those the node may
+// accept (the login is chosen inside the end-to-end SSH connection).
+func (m *Manager) OpenForJump(ctx context.Context, u store.User, node string, logins []string, certSerial string, certExpiry time.Time, src string) (store.Session, error) {
+	g, err := m.GrantOn(ctx, u, node)
+	if err != nil {
+		return store.Session{}, err
+	}
+	if len(logins) == 0 {
+		return store.Session{}, m.deny(ctx, u.Name, node, "", src, refuse(403, "your roles do not allow %s", node))
+	}
+	now := m.now()
+	deadline := now.Add(g.MaxTTL)
+	if certExpiry.Before(deadline) {
+		deadline = certExpiry
+	}
+	if !deadline.After(now) {
+		return store.Session{}, refuse(401, "your certificate has expired: run tunnel login")
+	}
+	id, err := newID()
+	if err != nil {
+		return store.Session{}, err
+	}
+	login := strings.Join(logins, ",")
+	s := store.Session{ID: id, User: u.Name, Node: node, Login: login, CreatedAt: now, Deadline: deadline,
+		State: store.SessionActive, SourceIP: src, CertSerial: certSerial}
+	ev := audit.Event{Time: now, Type: audit.SessionCreated, Actor: u.Name, Subject: id, Outcome: audit.Success, SourceIP: src,
+		Details: map[string]string{"node": node, "logins": login, "deadline": deadline.UTC().Format(time.RFC3339), "via": "jump host"}}
+	if err := m.Store.CreateSession(ctx, s, nil, []audit.Event{ev}); err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return store.Session{}, refuse(403, "%v", err)
+		}
+		return store.Session{}, fmt.Errorf("record session: %w", err)
+	}
+	m.schedule(s)
+	return s, nil
+}
+
+func (m *Manager) deny(ctx context.Context, user, node, login, src string, err error) error {
+	ev := audit.Event{Time: m.now(), Type: audit.SessionCreated, Actor: user, Subject: node, Outcome: audit.Failure,
+		Reason: err.Error(), SourceIP: src, Details: map[string]string{"login": login}}
+	if _, aerr := m.Store.AppendAudit(ctx, ev); aerr != nil {
+		return fmt.Errorf("record session refusal: %w", aerr)
+	}
+	return err
+}
+
+// Check returns the session id if it may carry a new stream for user to
+// node now.
+func (m *Manager) Check(ctx context.Context, user, node, id string) (store.Session, error) {
+	s, err := m.Store.GetSession(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return store.Session{}, errors.New("unknown session: run tunnel ssh again")
+	case err != nil:
+		return store.Session{}, err
+	case s.User != user || s.Node != node:
+		return store.Session{}, errors.New("this session belongs to another user or node")
+	case s.State != store.SessionActive:
+		return store.Session{}, fmt.Errorf("this session has ended (%s)", s.EndReason)
+	case !m.now().Before(s.Deadline):
+		return store.Session{}, errors.New(ReasonExpired)
+	}
+	return s, nil
+}
+
+// Closed ends a session because its client went away (no-op if it ended).
+func (m *Manager) Closed(ctx context.Context, id string) {
+	m.end(ctx, id, store.SessionClosed, "closed by the client", "system")
+}
+
+// Revoke ends a session at once.
+func (m *Manager) Revoke(ctx context.Context, id, actor string) (store.Session, error) {
+	s, err := m.Store.GetSession(ctx, id)
+	if err != nil {
+		return store.Session{}, err
+	}
+	if s.State != store.SessionActive {
+		return s, refuse(409, "session %s already ended (%s)", id, s.EndReason)
+	}
+	return m.end(ctx, id, store.SessionRevoked, ReasonRevoked, actor), nil
+}
+
+// end ends an active session in state and closes its live access.
+func (m *Manager) end(ctx context.Context, id string, state store.SessionState, reason, actor string) store.Session {
+	m.unschedule(id)
+	typ := audit.SessionEnded
+	if state == store.SessionRevoked {
+		typ = audit.SessionRevoked
+	}
+	ev := audit.Event{Time: m.now(), Type: typ, Actor: actor, Subject: id, Outcome: audit.Success, Reason: reason}
+	s, err := m.Store.EndSession(ctx, id, state, reason, m.now(), ev)
+	if err != nil {
+		m.log().Error("end session", "session", id, "err", err)
+	}
+	if s.ID == "" {
+		s = store.Session{ID: id}
+	}
+	if m.Killer != nil {
+		m.Killer.EndSession(s, reason)
+	}
+	m.log().Info("session ended", "session", id, "state", state, "reason", reason)
+	return s
+}
+
+// RevokeUser ends every active session of a user, puts the user's
+// certificates on the deny list and closes their live streams. The caller
+// has locked the user.
+func (m *Manager) RevokeUser(ctx context.Context, name, actor string) error {
+	now := m.now()
+	ev := audit.Event{Time: now, Type: audit.CertRevoked, Actor: actor, Subject: name, Outcome: audit.Success, Reason: "user locked"}
+	if _, err := m.Store.RevokeCertificates(ctx, store.RevokeFilter{Subject: name}, now, ev); err != nil {
+		return fmt.Errorf("revoke certificates of %s: %w", name, err)
+	}
+	active, err := m.Store.ListSessions(ctx, store.SessionFilter{User: name, ActiveOnly: true})
+	if err != nil {
+		return err
+	}
+	for _, s := range active {
+		m.end(ctx, s.ID, store.SessionRevoked, ReasonRevoked, actor)
+	}
+	if m.Killer != nil {
+		m.Killer.EndUser(name, ReasonRevoked)
+	}
+	return nil
+}
+
+// RevokeAgent puts an agent's certificates on the deny list, ends the
+// sessions on its node and closes its connection. The caller has locked it.
+func (m *Manager) RevokeAgent(ctx context.Context, name, actor string) error {
+	now := m.now()
+	ev := audit.Event{Time: now, Type: audit.CertRevoked, Actor: actor, Subject: name, Outcome: audit.Success, Reason: "agent locked"}
+	if _, err := m.Store.RevokeCertificates(ctx, store.RevokeFilter{Subject: name}, now, ev); err != nil {
+		return fmt.Errorf("revoke certificates of %s: %w", name, err)
+	}
+	active, err := m.Store.ListSessions(ctx, store.SessionFilter{Node: name, ActiveOnly: true})
+	if err != nil {
+		return err
+	}
+	for _, s := range active {
+		m.end(ctx, s.ID, store.SessionRevoked, ReasonRevoked, actor)
+	}
+	if m.Killer != nil {
+		m.Killer.EndAgent(name, ReasonRevoked)
+	}
+	return nil
+}
+
+// ToAPI converts a session for the API.
+func ToAPI(s store.Session) api.Session {
+	out := api.Session{ID: s.ID, User: s.User, Node: s.Node, Login: s.Login, CreatedAt: s.CreatedAt,
+		Deadline: s.Deadline, State: string(s.State), EndReason: s.EndReason, BytesIn: s.BytesIn,
+		BytesOut: s.BytesOut, SourceIP: s.SourceIP, Recording: s.Recording}
+	if !s.EndedAt.IsZero() {
+		t := s.EndedAt
+		out.EndedAt = &t
+	}
+	return out
+}
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+func newID() (string, error) {
+	b := make([]byte, 15)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return strings.ToLower(idEncoding.EncodeToString(b)), nil
+}

@@ -1,0 +1,167 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// current returns the connection l holds.
+func (l *LazyConn) current() *quic.Conn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.conn
+}
+
+// openAndAccept opens a stream through l, announces it with one byte, and
+// accepts it on the server connection sc.
+func openAndAccept(t *testing.T, ctx context.Context, l *LazyConn, sc *quic.Conn) {
+	t.Helper()
+	st, err := l.OpenStream(ctx)
+	if err != nil {
+		t.Fatalf("OpenStream = %v", err)
+	}
+	if _, err := st.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	acc, err := sc.AcceptStream(ctx)
+	if err != nil {
+		t.Fatalf("the stream did not arrive on the expected server connection: %v", err)
+	}
+	if _, err := io.ReadFull(acc, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	acc.Close()
+}
+
+func TestLazyConn(t *testing.T) {
+	ctx := testContext(t)
+	ln := quicListener(t)
+	_, ctls := testTLS(t)
+	l := &LazyConn{Addr: ln.Addr().String(), TLS: ctls}
+	defer l.Close()
+
+	if c := l.current(); c != nil {
+		t.Fatal("LazyConn connected before the first OpenStream")
+	}
+
+	// The first stream dials.
+	st, err := l.OpenStream(ctx)
+	if err != nil {
+		t.Fatalf("OpenStream = %v", err)
+	}
+	st.Write([]byte{1})
+	sc1, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc1.AcceptStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c1 := l.current()
+
+	// The next ones reuse the connection.
+	for range 3 {
+		openAndAccept(t, ctx, l, sc1)
+	}
+	if c := l.current(); c != c1 {
+		t.Error("LazyConn replaced a live connection")
+	}
+
+	// When the gateway closes the connection, the next stream redials.
+	sc1.CloseWithError(CodeShutdown, "gateway restarting")
+	select {
+	case <-c1.Context().Done():
+	case <-ctx.Done():
+		t.Fatal("the client never noticed the close")
+	}
+	st, err = l.OpenStream(ctx)
+	if err != nil {
+		t.Fatalf("OpenStream after the gateway closed = %v", err)
+	}
+	st.Write([]byte{1})
+	sc2, err := ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc2.AcceptStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c := l.current(); c == c1 || c == nil {
+		t.Error("LazyConn did not replace the dead connection")
+	}
+	openAndAccept(t, ctx, l, sc2)
+	defer sc2.CloseWithError(CodeNoError, "")
+
+	// Close tells the gateway, and is safe twice.
+	c2 := l.current()
+	if err := l.Close(); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close = %v", err)
+	}
+	select {
+	case <-sc2.Context().Done():
+		var ae *quic.ApplicationError
+		if err := context.Cause(sc2.Context()); !errors.As(err, &ae) || ae.ErrorCode != CodeShutdown {
+			t.Errorf("gateway saw the connection end with %v; want code %d", err, CodeShutdown)
+		}
+	case <-ctx.Done():
+		t.Error("the gateway never saw the close")
+	}
+	if c2.Context().Err() == nil {
+		t.Error("the connection is still open after Close")
+	}
+}
+
+// Close releases the UDP socket LazyConn opened.
+func TestLazyConnCloseReleasesSocket(t *testing.T) {
+	ctx := testContext(t)
+	ln := quicListener(t)
+	_, ctls := testTLS(t)
+	l := &LazyConn{Addr: ln.Addr().String(), TLS: ctls}
+	if _, err := l.OpenStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	udp := l.tr.Conn.(*net.UDPConn)
+	l.mu.Unlock()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := udp.SetReadDeadline(time.Time{}); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("after Close the UDP socket %s is still open (SetReadDeadline = %v)", udp.LocalAddr(), err)
+		udp.Close()
+	}
+}
+
+func TestLazyConnUnreachable(t *testing.T) {
+	// A UDP port nobody answers on.
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	_, ctls := testTLS(t)
+	l := &LazyConn{Addr: pc.LocalAddr().String(), TLS: ctls}
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if st, err := l.OpenStream(ctx); err == nil {
+		st.Close()
+		t.Fatal("OpenStream to a silent port succeeded")
+	}
+
+	bad := &LazyConn{Addr: "no port", TLS: ctls}
+	defer bad.Close()
+	if _, err := bad.OpenStream(context.Background()); err == nil {
+		t.Error(`OpenStream to "no port" succeeded`)
+	}
+}

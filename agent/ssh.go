@@ -89,7 +89,7 @@ func (a *Agent) lookupSession(ctx context.Context, sessionID string, _ uint64) (
 			user = id.Name
 		}
 	}
-	s := sshd.Session{ID: h.Session, User: user, Deadline: time.Unix(h.Deadline, 0)}
+	s := sshd.Session{ID: h.Session, User: user, Deadline: time.Unix(h.Deadline, 0), IdleTimeout: time.Duration(h.Idle) * time.Second}
 	if logins := strings.Split(h.Login, ","); len(logins) > 1 {
 		s.Logins = logins
 	} else {

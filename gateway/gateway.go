@@ -174,6 +174,9 @@ type Config struct {
 	// SSHAddr, if set, is where the SSH jump host listens (plain OpenSSH:
 	// ssh -J user@gateway:PORT login@node).
 	SSHAddr string
+	// IdleTimeout ends SSH sessions after this long without traffic; zero
+	// means 15 minutes.
+	IdleTimeout time.Duration
 	// AgentTTL is the lifetime of agent certificates; zero means 24 h.
 	AgentTTL time.Duration
 	// StoreSync is "normal" (the default: commits survive a crash of the

@@ -138,7 +138,7 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 		return err
 	}
 	g.audit = auditlog.New(g.store)
-	g.relay = &relay.Server{Store: g.store, CA: g.ca, Audit: g.audit, Clock: cfg.Clock, Log: cfg.Log}
+	g.relay = &relay.Server{Store: g.store, CA: g.ca, Audit: g.audit, Clock: cfg.Clock, Log: cfg.Log, IdleTimeout: cfg.IdleTimeout}
 	g.sess = &sessions.Manager{Store: g.store, CA: g.ca, Killer: g.relay, Clock: cfg.Clock, Log: cfg.Log}
 	g.relay.Sessions = g.sess
 	if cfg.SSHAddr != "" {

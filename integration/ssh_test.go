@@ -26,8 +26,14 @@ type sshEnv struct {
 
 func newSSHEnv(t *testing.T) *sshEnv {
 	t.Helper()
+	return newSSHEnvWith(t)
+}
+
+// newSSHEnvWith passes extra flags to tunnel-gateway run.
+func newSSHEnvWith(t *testing.T, gatewayFlags ...string) *sshEnv {
+	t.Helper()
 	e := &sshEnv{login: testenv.CurrentUser(t)}
-	e.c = startCluster(t, "--login-burst", "1000")
+	e.c = startCluster(t, append([]string{"--login-burst", "1000"}, gatewayFlags...)...)
 	e.admin = e.c.adminUser()
 	e.admin.login()
 	e.admin.must("admin", "roles", "add", "ops", "--login", e.login, "--node", "web-*", "--service", "web-1/echo", "--max-ttl", "2h")

@@ -57,6 +57,7 @@ func goldenHeaders() map[string]wire.Header {
 	// The SSH session fields, alone and with the others.
 	m["header-deliver-login"] = wire.Header{Kind: wire.KindDeliver, Target: "ssh", Login: "deploy"}
 	m["header-deliver-deadline"] = wire.Header{Kind: wire.KindDeliver, Target: "ssh", Deadline: 1795500000}
+	m["header-deliver-idle"] = wire.Header{Kind: wire.KindDeliver, Target: "ssh", Idle: 900}
 	m["header-deliver-all-fields"] = wire.Header{
 		Kind:     wire.KindDeliver,
 		Target:   "ssh",
@@ -64,6 +65,7 @@ func goldenHeaders() map[string]wire.Header {
 		Session:  "s-0123456789abcdef",
 		Login:    "deploy",
 		Deadline: 1795500000,
+		Idle:     900,
 	}
 	return m
 }

@@ -88,6 +88,8 @@ type Header struct {
 	// (unix seconds). Set by the gateway only.
 	Login    string
 	Deadline int64
+	// Idle is the session's idle timeout in seconds (0: the node's default).
+	Idle int64
 }
 
 // Field tags inside a header body.
@@ -97,6 +99,7 @@ const (
 	tagSession  = 3
 	tagLogin    = 4
 	tagDeadline = 5
+	tagIdle     = 6
 )
 
 // ErrMalformed is wrapped by every decoding error.
@@ -118,14 +121,17 @@ func AppendHeader(b []byte, h Header) ([]byte, error) {
 	start := len(b)
 	b = append(b, Version, byte(h.Kind), 0, 0)
 	var err error
-	deadline := ""
+	deadline, idle := "", ""
 	if h.Deadline != 0 {
 		deadline = strconv.FormatInt(h.Deadline, 10)
+	}
+	if h.Idle != 0 {
+		idle = strconv.FormatInt(h.Idle, 10)
 	}
 	for _, f := range []struct {
 		tag byte
 		v   string
-	}{{tagTarget, h.Target}, {tagCaller, h.Caller}, {tagSession, h.Session}, {tagLogin, h.Login}, {tagDeadline, deadline}} {
+	}{{tagTarget, h.Target}, {tagCaller, h.Caller}, {tagSession, h.Session}, {tagLogin, h.Login}, {tagDeadline, deadline}, {tagIdle, idle}} {
 		if f.v == "" {
 			continue
 		}
@@ -235,6 +241,12 @@ func ParseHeader(b []byte) (Header, error) {
 				return Header{}, malformed("deadline %q is not a positive unix time", v)
 			}
 			h.Deadline = d
+		case tagIdle:
+			d, err := strconv.ParseInt(string(v), 10, 64)
+			if err != nil || d <= 0 || strconv.FormatInt(d, 10) != string(v) {
+				return Header{}, malformed("idle timeout %q is not a positive number of seconds", v)
+			}
+			h.Idle = d
 		default:
 			return Header{}, malformed("unknown field %d", tag)
 		}

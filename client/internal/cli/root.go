@@ -59,7 +59,7 @@ Start with:
 	}
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
-	root.AddCommand(newLoginCmd(env), newLogoutCmd(env), newStatusCmd(env), newLsCmd(env), newCACmd(env), newProxyCmd(env), newSSHCmd(env), newAdminCmd(env))
+	root.AddCommand(newLoginCmd(env), newLogoutCmd(env), newStatusCmd(env), newLsCmd(env), newCACmd(env), newProxyCmd(env), newSSHCmd(env), newSCPCmd(env), newConfigCmd(env), newAdminCmd(env))
 	return root
 }
 

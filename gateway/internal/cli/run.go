@@ -42,6 +42,7 @@ instead, reloaded when the files change.`,
 	f.StringVar(&cfg.SSHAddr, "ssh-addr", "", "SSH jump host address for plain OpenSSH (ssh -J user@gateway:PORT), e.g. :2222; off when empty")
 	f.StringVar(&cfg.QUICAddr, "quic-addr", "", "UDP address for agents and clients (default: --api-addr's host and port)")
 	f.StringVar(&cfg.StoreSync, "store-sync", "normal", "when commits reach the disk: normal (survives a gateway crash) or full (fsync per commit; survives power loss, slower)")
+	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", 15*time.Minute, "close SSH sessions after this long without traffic (the user is told)")
 	f.DurationVar(&cfg.AgentTTL, "agent-ttl", 0, "lifetime of agent certificates, renewed at 2/3 (default 24h, at most 7 days)")
 	f.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key file (default DIR/kek)")
 	f.StringSliceVar(&cfg.Names, "name", nil, "extra host name or IP the gateway certificate is valid for (repeatable)")

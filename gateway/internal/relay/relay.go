@@ -45,8 +45,11 @@ type Server struct {
 	// Sessions checks the session of every stream to a node's SSH
 	// endpoint; nil refuses them all.
 	Sessions SessionChecker
-	Clock    func() time.Time
-	Log      *slog.Logger
+	// IdleTimeout closes an SSH session after this long without traffic;
+	// zero means the node's default (15 min).
+	IdleTimeout time.Duration
+	Clock       func() time.Time
+	Log         *slog.Logger
 
 	mu        sync.Mutex // guards the fields below
 	agents    map[string]*agentConn

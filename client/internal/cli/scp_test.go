@@ -111,9 +111,12 @@ func sftpRemote(t *testing.T, home string) *remoteFS {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		c.Close()
-		srv.Close()
+		// The client's end first, so the server's Serve returns, then the
+		// server's, so the client's receive loop ends.
+		clientW.Close()
 		<-served
+		serverW.Close()
+		c.Close()
 	})
 	return &remoteFS{c: c, node: "web-1"}
 }

@@ -100,6 +100,14 @@ Host *
 		t.Errorf("ssh -J to a node not in the role: exit %d, %q; want the jump host to refuse it", code, out)
 	}
 
+	// tunnel config ssh writes what makes `ssh NODE.CLUSTER` just work.
+	block := bob.must("config", "ssh", "--ssh-port", port)
+	cfg2 := filepath.Join(t.TempDir(), "ssh_config_tunnel")
+	os.WriteFile(cfg2, []byte(block+"Host *\n    BatchMode yes\n    GlobalKnownHostsFile /dev/null\n    IdentityAgent none\n"), 0o600)
+	if out, err := exec.Command("ssh", "-F", cfg2, login+"@web-1."+c.name, "echo via-config").CombinedOutput(); err != nil || !strings.Contains(string(out), "via-config") {
+		t.Errorf("ssh with the block from tunnel config ssh: %v\n%s\nblock:\n%s", err, out, block)
+	}
+
 	// The jump sessions are listed like any other.
 	ls := admin.must("admin", "sessions", "ls")
 	if !strings.Contains(ls, "bob") || !strings.Contains(ls, "web-1") {

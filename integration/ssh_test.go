@@ -1,11 +1,14 @@
 package integration
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -235,5 +238,32 @@ func TestAgentLock(t *testing.T) {
 	})
 	if code, _, _ := e.bob.exitCode("ssh", e.login+"@web-1", "true"); code == 0 {
 		t.Error("ssh to a locked node worked")
+	}
+}
+
+// TestSCP copies a file both ways with tunnel scp.
+func TestSCP(t *testing.T) {
+	e := newSSHEnv(t)
+	dir := t.TempDir()
+	src := dir + "/up.bin"
+	data := make([]byte, 2<<20)
+	rand.Read(data)
+	if err := os.WriteFile(src, data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	remote := dir + "/remote.bin" // web-1 is this machine
+	if code, so, se := e.bob.exitCode("scp", src, e.login+"@web-1:"+remote); code != 0 {
+		t.Fatalf("tunnel scp upload: exit %d\n%s%s", code, so, se)
+	}
+	back := dir + "/back.bin"
+	if code, so, se := e.bob.exitCode("scp", e.login+"@web-1:"+remote, back); code != 0 {
+		t.Fatalf("tunnel scp download: exit %d\n%s%s", code, so, se)
+	}
+	got, err := os.ReadFile(back)
+	if err != nil || sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Errorf("the file changed on the round trip (%v)", err)
+	}
+	if code, _, se := e.bob.exitCode("scp", e.login+"@web-1:"+dir+"/does-not-exist", back+".x"); code == 0 || !strings.Contains(se, "does not exist") {
+		t.Errorf("copying a missing remote file: exit %d, %q; want a clear error", code, se)
 	}
 }

@@ -340,7 +340,7 @@ func (c *copier) copyFile(sfs fileSystem, src string, info fs.FileInfo, dfs file
 		return fsError(dfs, "replace", dst, err)
 	}
 	if c.log != nil {
-		fmt.Fprintf(c.log, "%s -> %s%s (%d bytes)\n", src, dst, dfs.Where(), n)
+		fmt.Fprintf(c.log, "%s%s -> %s%s (%d bytes)\n", src, sfs.Where(), dst, dfs.Where(), n)
 	}
 	return nil
 }

@@ -1,0 +1,218 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunnelhq/tunnel/client/profile"
+)
+
+// runIn executes the CLI with TUNNEL_HOME set to home, holding p when p
+// is not nil.
+func runIn(t *testing.T, home string, p *profile.Profile, args ...string) (string, error) {
+	t.Helper()
+	t.Setenv("TUNNEL_HOME", home)
+	if p != nil {
+		if err := (profile.Dir{Path: home}).SaveProfile(*p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errOut bytes.Buffer
+	env := Env{Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }, Now: time.Now}
+	err := Run(context.Background(), args, env)
+	if errOut.Len() > 0 {
+		t.Errorf("stderr: %s", errOut.String())
+	}
+	return out.String(), err
+}
+
+var testProfile = profile.Profile{Gateway: "gw.example.com:8443", CAPin: "sha256:ab12", Cluster: "prod", User: "alice"}
+
+const goldenConfigSSH = `# tunnel: cluster prod via gw.example.com:8443
+# ssh LOGIN@NODE.prod after tunnel login; written by tunnel config ssh
+Host *.prod
+    ProxyJump alice@gw.example.com:2222
+    CertificateFile TUNNEL_HOME/key-cert.pub
+    IdentityFile TUNNEL_HOME/key
+    IdentitiesOnly yes
+    UserKnownHostsFile TUNNEL_HOME/known_hosts
+    StrictHostKeyChecking yes
+Host gw.example.com
+    CertificateFile TUNNEL_HOME/key-cert.pub
+    IdentityFile TUNNEL_HOME/key
+    IdentitiesOnly yes
+    UserKnownHostsFile TUNNEL_HOME/known_hosts
+    StrictHostKeyChecking yes
+`
+
+func TestConfigSSHGolden(t *testing.T) {
+	home := t.TempDir()
+	out, err := runIn(t, home, &testProfile, "config", "ssh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.ReplaceAll(out, home, "TUNNEL_HOME"); got != goldenConfigSSH {
+		t.Errorf("got:\n%s\nwant:\n%s", got, goldenConfigSSH)
+	}
+}
+
+func TestConfigSSHVariants(t *testing.T) {
+	tests := []struct {
+		name    string
+		p       profile.Profile
+		args    []string
+		want    []string
+		wantErr string
+	}{
+		{name: "ssh port", p: testProfile, args: []string{"--ssh-port", "2022"},
+			want: []string{"ProxyJump alice@gw.example.com:2022\n"}},
+		{name: "gateway inside the cluster domain",
+			p:    profile.Profile{Gateway: "gw.prod:8443", Cluster: "prod", User: "alice"},
+			want: []string{"Host *.prod !gw.prod\n    ProxyJump alice@gw.prod:2222\n", "Host gw.prod\n"}},
+		{name: "IPv6 gateway",
+			p:    profile.Profile{Gateway: "[::1]:8443", Cluster: "prod", User: "alice"},
+			want: []string{"ProxyJump alice@[::1]:2222\n", "Host ::1\n"}},
+		{name: "suffix for a profile without cluster",
+			p:    profile.Profile{Gateway: "gw.example.com:8443", User: "alice"},
+			args: []string{"--cluster-suffix", "prod"}, want: []string{"Host *.prod\n"}},
+		{name: "suffix equal to the cluster", p: testProfile, args: []string{"--cluster-suffix", "prod"},
+			want: []string{"Host *.prod\n"}},
+		{name: "no cluster", p: profile.Profile{Gateway: "gw.example.com:8443", User: "alice"},
+			wantErr: "your profile does not name the cluster: run tunnel login again, or give --cluster-suffix CLUSTER"},
+		{name: "suffix not the cluster", p: testProfile, args: []string{"--cluster-suffix", "staging"},
+			wantErr: "--cluster-suffix staging is not your cluster prod"},
+		{name: "bad port", p: testProfile, args: []string{"--ssh-port", "0"}, wantErr: "--ssh-port 0 is not a TCP port"},
+		{name: "hostile user", p: profile.Profile{Gateway: "gw.example.com:8443", Cluster: "prod", User: "a\nHost *"},
+			wantErr: "cannot go into ssh_config"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := runIn(t, t.TempDir(), &tc.p, append([]string{"config", "ssh"}, tc.args...)...)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got error %v; want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigSSHNotLoggedIn(t *testing.T) {
+	_, err := runIn(t, t.TempDir(), nil, "config", "ssh")
+	if !errors.Is(err, profile.ErrNotLoggedIn) {
+		t.Errorf("got error %v; want %v", err, profile.ErrNotLoggedIn)
+	}
+}
+
+func TestConfigSSHJSON(t *testing.T) {
+	home := t.TempDir()
+	out, err := runIn(t, home, &testProfile, "config", "ssh", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c sshConfig
+	if err := json.Unmarshal([]byte(out), &c); err != nil {
+		t.Fatalf("%v in %s", err, out)
+	}
+	want := sshConfig{Cluster: "prod", Gateway: "gw.example.com:8443", HostPattern: "*.prod",
+		ProxyJump: "alice@gw.example.com:2222", JumpHost: "gw.example.com:2222",
+		CertificateFile: filepath.Join(home, "key-cert.pub"), IdentityFile: filepath.Join(home, "key"),
+		KnownHostsFile: filepath.Join(home, "known_hosts"),
+		Config:         strings.ReplaceAll(goldenConfigSSH, "TUNNEL_HOME", home)}
+	if c != want {
+		t.Errorf("got %+v; want %+v", c, want)
+	}
+}
+
+func TestConfigSSHHelp(t *testing.T) {
+	out, err := run(t, "config", "ssh", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"tunnel config ssh >> ~/.ssh/config", "--ssh-port", "--cluster-suffix", "--json", "ssh ubuntu@web-1.CLUSTER"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("help lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+// TestConfigSSHOpenSSH has OpenSSH read the block (ssh -G resolves the
+// configuration without connecting), from a TUNNEL_HOME whose name needs
+// quoting and %-escaping.
+func TestConfigSSHOpenSSH(t *testing.T) {
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Skip("no ssh client")
+	}
+	home := filepath.Join(t.TempDir(), "my tunnel%h")
+	out, err := runIn(t, home, &testProfile, "config", "ssh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "config")
+	if err := os.WriteFile(cfg, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	resolve := func(args ...string) map[string]string {
+		t.Helper()
+		b, err := exec.Command("ssh", append([]string{"-G", "-F", cfg}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("ssh -G %v: %v\n%s", args, err, out)
+		}
+		opts := map[string]string{}
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, _ := strings.Cut(line, " ")
+			if _, dup := opts[k]; !dup {
+				opts[k] = v
+			}
+		}
+		return opts
+	}
+	// ssh -G prints IdentityFile and CertificateFile before expanding their
+	// %-tokens (%% becomes %), UserKnownHostsFile after.
+	raw := strings.ReplaceAll(home, "%", "%%")
+	common := map[string]string{
+		"certificatefile":       filepath.Join(raw, "key-cert.pub"),
+		"identityfile":          filepath.Join(raw, "key"),
+		"identitiesonly":        "yes",
+		"userknownhostsfile":    filepath.Join(home, "known_hosts"),
+		"stricthostkeychecking": "true",
+	}
+	node := resolve("ubuntu@web-1.prod")
+	for k, v := range common {
+		if strings.Trim(node[k], `"`) != v {
+			t.Errorf("ssh web-1.prod: %s is %q; want %q", k, node[k], v)
+		}
+	}
+	if node["proxyjump"] != "alice@gw.example.com:2222" || node["hostname"] != "web-1.prod" || node["user"] != "ubuntu" {
+		t.Errorf("ssh web-1.prod: proxyjump %q hostname %q user %q", node["proxyjump"], node["hostname"], node["user"])
+	}
+	gw := resolve("-p", "2222", "alice@gw.example.com")
+	for k, v := range common {
+		if strings.Trim(gw[k], `"`) != v {
+			t.Errorf("ssh gw.example.com: %s is %q; want %q", k, gw[k], v)
+		}
+	}
+	if pj, ok := gw["proxyjump"]; ok && pj != "none" {
+		t.Errorf("the jump host is reached through %q", pj)
+	}
+	if other := resolve("web-1.staging"); other["proxyjump"] != "" {
+		t.Errorf("a host outside the cluster goes through %q", other["proxyjump"])
+	}
+}

@@ -107,6 +107,12 @@ func TestSSHSessionDeadline(t *testing.T) {
 // background runs the CLI as u in the background; wait returns its exit
 // code and output.
 func (u *user) background(args ...string) (wait func(time.Duration) (int, string)) {
+	wait, _ = u.backgroundOut(args...)
+	return wait
+}
+
+// backgroundOut is background that also returns the output so far.
+func (u *user) backgroundOut(args ...string) (wait func(time.Duration) (int, string), output func() string) {
 	u.c.t.Helper()
 	cmd := exec.Command(bin("tunnel"), args...)
 	cmd.Env = append(cleanEnv(), "TUNNEL_HOME="+u.home)
@@ -137,7 +143,17 @@ func (u *user) background(args ...string) (wait func(time.Duration) (int, string
 		case <-time.After(d):
 			return -2, out.String()
 		}
-	}
+	}, out.String
+}
+
+// startRemote runs `tunnel ssh LOGIN@web-1 'echo started; sleep 60'` as u
+// in the background and waits until the remote command runs, so that what
+// follows hits a live session, not one still connecting.
+func (e *sshEnv) startRemote(t *testing.T, u *user) func(time.Duration) (int, string) {
+	t.Helper()
+	wait, out := u.backgroundOut("ssh", e.login+"@web-1", "echo started-remote; sleep 60")
+	waitFor(t, 20*time.Second, "the remote command to start", func() bool { return strings.Contains(out(), "started-remote") })
+	return wait
 }
 
 // activeSession waits for one active session of user and returns its id.
@@ -170,7 +186,7 @@ func TestRevocation(t *testing.T) {
 	e := newSSHEnv(t)
 
 	// sessions revoke ends one live SSH session.
-	wait := e.bob.background("ssh", e.login+"@web-1", "sleep", "60")
+	wait := e.startRemote(t, e.bob)
 	id := e.activeSession(t, "bob")
 	e.admin.must("admin", "sessions", "revoke", id)
 	code, out := wait(10 * time.Second)
@@ -179,8 +195,7 @@ func TestRevocation(t *testing.T) {
 	}
 
 	// users lock ends bob's SSH session and his database stream together.
-	wait = e.bob.background("ssh", e.login+"@web-1", "sleep", "60")
-	e.activeSession(t, "bob")
+	wait = e.startRemote(t, e.bob)
 	port := freeLoopbackPort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	e.bob.background("proxy", "db", "web-1/echo", "--port", fmt.Sprint(port))
@@ -225,8 +240,7 @@ func TestRevocation(t *testing.T) {
 // connection; it cannot come back until unlocked.
 func TestAgentLock(t *testing.T) {
 	e := newSSHEnv(t)
-	wait := e.bob.background("ssh", e.login+"@web-1", "sleep", "60")
-	e.activeSession(t, "bob")
+	wait := e.startRemote(t, e.bob)
 	e.admin.must("admin", "agents", "lock", "web-1")
 	code, out := wait(10 * time.Second)
 	if code == 0 || code == -2 || !strings.Contains(out, "access revoked") {

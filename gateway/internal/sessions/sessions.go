@@ -348,12 +348,19 @@ func (m *Manager) end(ctx context.Context, id string, state store.SessionState, 
 		typ = audit.SessionRevoked
 	}
 	ev := audit.Event{Time: m.now(), Type: typ, Actor: actor, Subject: id, Outcome: audit.Success, Reason: reason}
+	before, gerr := m.Store.GetSession(ctx, id)
+	if gerr == nil && before.State != store.SessionActive {
+		return before // already ended: nothing to tell anyone again
+	}
 	s, err := m.Store.EndSession(ctx, id, state, reason, m.now(), ev)
 	if err != nil {
 		m.log().Error("end session", "session", id, "err", err)
 	}
 	if s.ID == "" {
 		s = store.Session{ID: id}
+	}
+	if err == nil && s.State != state {
+		return s // another end won the race
 	}
 	if m.Killer != nil {
 		m.Killer.EndSession(s, reason)

@@ -41,9 +41,12 @@ fuzz: ## run every fuzz target for FUZZTIME (default 5s)
 	done
 
 BENCHTIME ?= 200x
-bench: ## benchmarks: login latency (p50/p99), certificates signed per second (see docs/BENCHMARKS.md)
+bench: ## all benchmarks: login and signing, bastion revocation and tunnel ssh, then the data path against direct, stunnel and ssh -L (writes docs/BENCHMARKS.md)
 	@set -o pipefail; { $(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./certs/ && \
-	   $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./gateway/internal/login/ ./integration/ ; } | tee bench.out
+	   $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./gateway/internal/login/ && \
+	   $(GO) test -run '^$$' -bench 'BenchmarkLoginHTTPS' -benchtime $(BENCHTIME) ./integration/ && \
+	   CI=1 $(GO) test -run '^$$' -bench 'BenchmarkRevoke|BenchmarkSSHTrue' -benchtime 100x ./integration/ ; } | tee bench.out
+	$(GO) run ./integration/cmd/tunnel-bench
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')

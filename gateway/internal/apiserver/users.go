@@ -127,6 +127,17 @@ func (s *Server) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if _, err := s.Store.GetUser(r.Context(), name); err != nil {
+		s.fail(w, r, storeError(err, "remove user "+name))
+		return
+	}
+	if s.Sessions != nil {
+		// A removed user's live access dies with the account.
+		if err := s.Sessions.RevokeUser(r.Context(), name, callerFrom(r.Context()).user.Name); err != nil {
+			s.fail(w, r, fmt.Errorf("revoke the live access of %s before removing them: %w", name, err))
+			return
+		}
+	}
 	if err := s.Store.DeleteUser(r.Context(), name, s.adminEvent(r, audit.UserDeleted, name)); err != nil {
 		s.fail(w, r, storeError(err, "remove user "+name))
 		return

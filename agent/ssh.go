@@ -90,6 +90,14 @@ func (a *Agent) lookupSession(ctx context.Context, sessionID string, _ uint64) (
 		}
 	}
 	s := sshd.Session{ID: h.Session, User: user, Deadline: time.Unix(h.Deadline, 0), IdleTimeout: time.Duration(h.Idle) * time.Second}
+	for _, p := range strings.Split(h.Permit, ",") {
+		switch p {
+		case "port-forwarding":
+			s.AllowPortForwarding = true
+		case "agent-forwarding":
+			s.AllowAgentForwarding = true
+		}
+	}
 	if logins := strings.Split(h.Login, ","); len(logins) > 1 {
 		s.Logins = logins
 	} else {

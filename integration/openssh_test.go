@@ -108,9 +108,38 @@ Host *
 		t.Errorf("ssh with the block from tunnel config ssh: %v\n%s\nblock:\n%s", err, out, block)
 	}
 
+	// Port forwarding is off unless a role allows it.
+	echo := serve(t, echoHandler)
+	fwd := func(cfgFile string) (string, error) {
+		cmd := exec.Command("ssh", "-F", cfgFile, "-J", "jump", "-W", echo.addr(), login+"@web-1")
+		cmd.Stdin = strings.NewReader("forwarded\n")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := fwd(cfg); err == nil && strings.Contains(out, "forwarded") {
+		t.Errorf("ssh -W worked for a role without --allow-port-forwarding: %s", out)
+	}
+	admin.must("admin", "roles", "add", "tunnels", "--login", login, "--node", "web-*", "--allow-port-forwarding")
+	carol := addUser(t, admin, "carol", "tunnels")
+	carol.login()
+	cfgCarol := filepath.Join(t.TempDir(), "ssh_config_carol")
+	os.WriteFile(cfgCarol, []byte(strings.NewReplacer(bob.home, carol.home, "User bob", "User carol").Replace(mustRead(t, cfg))), 0o600)
+	if out, err := fwd(cfgCarol); err != nil || !strings.Contains(out, "forwarded") {
+		t.Errorf("ssh -W for a role with --allow-port-forwarding: %v, %q; want the echo", err, out)
+	}
+
 	// The jump sessions are listed like any other.
 	ls := admin.must("admin", "sessions", "ls")
 	if !strings.Contains(ls, "bob") || !strings.Contains(ls, "web-1") {
 		t.Errorf("sessions ls lacks bob's jump sessions:\n%s", ls)
 	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -167,9 +167,13 @@ type Role struct {
 	Admin  bool     `json:"admin"`
 	// Nodes are node patterns for SSH (next issue); Services are
 	// "node/service" patterns the role may reach through tunnels.
-	Nodes     []string  `json:"nodes,omitempty"`
-	Services  []string  `json:"services,omitempty"`
-	CreatedAt time.Time `json:"created_at,omitzero"`
+	Nodes    []string `json:"nodes,omitempty"`
+	Services []string `json:"services,omitempty"`
+	// PortForwarding and AgentForwarding allow ssh -L/-W and ssh -A in
+	// the role's SSH sessions (off by default).
+	PortForwarding  bool      `json:"port_forwarding,omitempty"`
+	AgentForwarding bool      `json:"agent_forwarding,omitempty"`
+	CreatedAt       time.Time `json:"created_at,omitzero"`
 }
 
 // CreateTokenRequest is the body of POST PathTokens.

@@ -66,8 +66,11 @@ type Role struct {
 	Nodes []string
 	// Services are "node/service" patterns the role may reach through a
 	// tunnel (tunnel proxy db); either part may be "*".
-	Services  []string
-	CreatedAt time.Time
+	Services []string
+	// PortForwarding and AgentForwarding allow ssh -L/-W and ssh -A in the
+	// role's SSH sessions; both are off unless a role allows them.
+	PortForwarding, AgentForwarding bool
+	CreatedAt                       time.Time
 }
 
 // Agent is the agent of one node (VM).

@@ -51,7 +51,7 @@ func TestParseHeaderStrict(t *testing.T) {
 		{"kind 0", hdr(1, 0)},
 		{"kind 4", hdr(1, 4)},
 		{"kind 255", hdr(1, 255)},
-		{"unknown field tag 7", hdr(1, 2, field(7, "x")...)},
+		{"unknown field tag 8", hdr(1, 2, field(8, "x")...)},
 		{"idle not a number", hdr(1, 3, field(6, "soon")...)},
 		{"deadline not a number", hdr(1, 3, field(5, "soon")...)},
 		{"deadline with a leading zero", hdr(1, 3, field(5, "0123")...)},

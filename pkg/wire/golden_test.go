@@ -58,6 +58,7 @@ func goldenHeaders() map[string]wire.Header {
 	m["header-deliver-login"] = wire.Header{Kind: wire.KindDeliver, Target: "ssh", Login: "deploy"}
 	m["header-deliver-deadline"] = wire.Header{Kind: wire.KindDeliver, Target: "ssh", Deadline: 1795500000}
 	m["header-deliver-idle"] = wire.Header{Kind: wire.KindDeliver, Target: "ssh", Idle: 900}
+	m["header-deliver-permit"] = wire.Header{Kind: wire.KindDeliver, Target: "ssh", Permit: "port-forwarding,agent-forwarding"}
 	m["header-deliver-all-fields"] = wire.Header{
 		Kind:     wire.KindDeliver,
 		Target:   "ssh",

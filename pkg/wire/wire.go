@@ -90,6 +90,9 @@ type Header struct {
 	Deadline int64
 	// Idle is the session's idle timeout in seconds (0: the node's default).
 	Idle int64
+	// Permit lists what the session may do beyond a shell, comma-separated:
+	// "port-forwarding", "agent-forwarding".
+	Permit string
 }
 
 // Field tags inside a header body.
@@ -100,6 +103,7 @@ const (
 	tagLogin    = 4
 	tagDeadline = 5
 	tagIdle     = 6
+	tagPermit   = 7
 )
 
 // ErrMalformed is wrapped by every decoding error.
@@ -131,7 +135,7 @@ func AppendHeader(b []byte, h Header) ([]byte, error) {
 	for _, f := range []struct {
 		tag byte
 		v   string
-	}{{tagTarget, h.Target}, {tagCaller, h.Caller}, {tagSession, h.Session}, {tagLogin, h.Login}, {tagDeadline, deadline}, {tagIdle, idle}} {
+	}{{tagTarget, h.Target}, {tagCaller, h.Caller}, {tagSession, h.Session}, {tagLogin, h.Login}, {tagDeadline, deadline}, {tagIdle, idle}, {tagPermit, h.Permit}} {
 		if f.v == "" {
 			continue
 		}
@@ -247,6 +251,8 @@ func ParseHeader(b []byte) (Header, error) {
 				return Header{}, malformed("idle timeout %q is not a positive number of seconds", v)
 			}
 			h.Idle = d
+		case tagPermit:
+			h.Permit = string(v)
 		default:
 			return Header{}, malformed("unknown field %d", tag)
 		}

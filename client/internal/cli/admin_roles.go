@@ -26,7 +26,7 @@ func newAdminRolesCmd(env Env) *cobra.Command {
 func newRolesAddCmd(env Env) *cobra.Command {
 	var logins, nodes, services []string
 	var maxTTL time.Duration
-	var admin, asJSON bool
+	var admin, asJSON, portFwd, agentFwd bool
 	cmd := &cobra.Command{
 		Use:   "add NAME [--login L]... [--node PATTERN]... [--service NODE/SERVICE]... [--max-ttl D] [--admin]",
 		Short: "Add a role",
@@ -41,7 +41,8 @@ does not name.`,
   tunnel admin roles add dba --service db-1/postgres --service "db-*/mysql"`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			in := api.Role{Name: args[0], Logins: logins, Nodes: nodes, Services: services, MaxTTL: api.Duration(maxTTL), Admin: admin}
+			in := api.Role{Name: args[0], Logins: logins, Nodes: nodes, Services: services, MaxTTL: api.Duration(maxTTL), Admin: admin,
+				PortForwarding: portFwd, AgentForwarding: agentFwd}
 			var out api.Role
 			if err := adminCall(cmd.Context(), env, http.MethodPost, api.PathRoles, nil, in, &out); err != nil {
 				return err
@@ -58,6 +59,8 @@ does not name.`,
 	cmd.Flags().StringArrayVar(&services, "service", nil, "NODE/SERVICE pattern reachable through tunnels (repeatable)")
 	cmd.Flags().DurationVar(&maxTTL, "max-ttl", 0, "longest certificate lifetime for holders (default: cluster maximum)")
 	cmd.Flags().BoolVar(&admin, "admin", false, "grant the admin API")
+	cmd.Flags().BoolVar(&portFwd, "allow-port-forwarding", false, "allow ssh -L/-W port forwarding in the role's SSH sessions")
+	cmd.Flags().BoolVar(&agentFwd, "allow-agent-forwarding", false, "allow ssh -A agent forwarding in the role's SSH sessions")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
 }

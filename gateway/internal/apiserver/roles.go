@@ -32,7 +32,8 @@ func roleOut(ro store.Role) api.Role {
 		logins = []string{}
 	}
 	return api.Role{Name: ro.Name, Logins: logins, MaxTTL: api.Duration(ro.MaxTTL), Admin: ro.Admin,
-		Nodes: slices.Clone(ro.Nodes), Services: slices.Clone(ro.Services), CreatedAt: ro.CreatedAt}
+		Nodes: slices.Clone(ro.Nodes), Services: slices.Clone(ro.Services), CreatedAt: ro.CreatedAt,
+		PortForwarding: ro.PortForwarding, AgentForwarding: ro.AgentForwarding}
 }
 
 // CheckRole validates and normalises a role definition.
@@ -78,7 +79,8 @@ func CheckRole(in api.Role, clusterMax time.Duration) (store.Role, error) {
 	slices.Sort(nodes)
 	slices.Sort(services)
 	return store.Role{Name: name, Logins: logins, MaxTTL: max, Admin: in.Admin,
-		Nodes: slices.Compact(nodes), Services: slices.Compact(services)}, nil
+		Nodes: slices.Compact(nodes), Services: slices.Compact(services),
+		PortForwarding: in.PortForwarding, AgentForwarding: in.AgentForwarding}, nil
 }
 
 func (s *Server) handleCreateRole(w http.ResponseWriter, r *http.Request) {

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -18,6 +19,28 @@ type SessionChecker interface {
 	Check(ctx context.Context, user, node, id string) (store.Session, error)
 	// Closed ends a session whose client went away (no-op if it ended).
 	Closed(ctx context.Context, id string)
+	// Forwarding says whether user's roles allow port and agent
+	// forwarding on node.
+	Forwarding(ctx context.Context, user, node string) (port, agent bool, err error)
+}
+
+// permit renders what a session may do for the stream header.
+func (s *Server) permit(ctx context.Context, user, node string) string {
+	if s.Sessions == nil {
+		return ""
+	}
+	port, agent, err := s.Sessions.Forwarding(ctx, user, node)
+	if err != nil {
+		return ""
+	}
+	var p []string
+	if port {
+		p = append(p, "port-forwarding")
+	}
+	if agent {
+		p = append(p, "agent-forwarding")
+	}
+	return strings.Join(p, ",")
 }
 
 // sshGrace is how long an SSH stream of an ended session stays open so

@@ -140,6 +140,7 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	if isSSH {
 		dh.Session, dh.Login, dh.Deadline = sess.ID, sess.Login, sess.Deadline.Unix()
 		dh.Idle = int64(s.IdleTimeout / time.Second)
+		dh.Permit = s.permit(ctx, p.ID.Name, node)
 	}
 	err = wire.WriteHeader(ts, dh)
 	if err != nil {
@@ -308,7 +309,8 @@ func (s *Server) OpenSSH(ctx context.Context, user string, sess store.Session, l
 		return nil, fmt.Errorf("node %s is not answering", sess.Node)
 	}
 	h := wire.Header{Kind: wire.KindDeliver, Target: api.SSHService, Caller: id.String(), Session: sess.ID,
-		Login: strings.Join(logins, ","), Deadline: sess.Deadline.Unix(), Idle: int64(s.IdleTimeout / time.Second)}
+		Login: strings.Join(logins, ","), Deadline: sess.Deadline.Unix(), Idle: int64(s.IdleTimeout / time.Second),
+		Permit: s.permit(ctx, user, sess.Node)}
 	if err := wire.WriteHeader(ts, h); err == nil {
 		_ = ts.SetReadDeadline(time.Now().Add(transport.HeaderTimeout))
 		var rep wire.Reply

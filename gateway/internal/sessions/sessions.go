@@ -154,6 +154,8 @@ func refuse(status int, format string, a ...any) error {
 type Grant struct {
 	Logins []string
 	MaxTTL time.Duration
+	// PortForwarding and AgentForwarding: some matching role allows them.
+	PortForwarding, AgentForwarding bool
 }
 
 // GrantOn returns the logins u may use on node and the longest session.
@@ -172,6 +174,8 @@ func (m *Manager) GrantOn(ctx context.Context, u store.User, node string) (Grant
 			continue
 		}
 		g.Logins = append(g.Logins, r.Logins...)
+		g.PortForwarding = g.PortForwarding || r.PortForwarding
+		g.AgentForwarding = g.AgentForwarding || r.AgentForwarding
 		limit := r.MaxTTL
 		if limit == 0 || limit > m.CA.MaxTTL() {
 			limit = m.CA.MaxTTL()
@@ -224,7 +228,7 @@ func (m *Manager) Create(ctx context.Context, u store.User, req api.CreateSessio
 	}
 	cert, err := m.CA.IssueSSHUser(certs.SSHUserRequest{
 		User: u.Name, Principals: []string{req.Login}, PublicKey: key, TTL: ttl, MaxTTL: g.MaxTTL,
-		SessionID: id, Permissions: &certs.SSHPermissions{PTY: true},
+		SessionID: id, Permissions: &certs.SSHPermissions{PTY: true, PortForwarding: g.PortForwarding, AgentForwarding: g.AgentForwarding},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("issue session certificate: %w", err)
@@ -302,6 +306,17 @@ func (m *Manager) deny(ctx context.Context, user, node, login, src string, err e
 		return fmt.Errorf("record session refusal: %w", aerr)
 	}
 	return err
+}
+
+// Forwarding says whether the user's roles allow port and agent
+// forwarding on node (for the node's SSH endpoint).
+func (m *Manager) Forwarding(ctx context.Context, user, node string) (port, agent bool, err error) {
+	u, err := m.Store.GetUser(ctx, user)
+	if err != nil {
+		return false, false, err
+	}
+	g, err := m.GrantOn(ctx, u, node)
+	return g.PortForwarding, g.AgentForwarding, err
 }
 
 // Check returns the session id if it may carry a new stream for user to

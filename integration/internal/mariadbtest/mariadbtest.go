@@ -3,9 +3,11 @@
 // against any address that forwards to it, such as a tunnel listener).
 //
 // Start runs mariadb-install-db in a fresh temp dir and starts mariadbd as a
-// child process listening on 127.0.0.1 on a free port, with its unix socket in
-// the temp dir. The server ignores all option files (--no-defaults), trades
-// durability for speed and allows 300 connections.
+// child process listening on 127.0.0.1 on a free port, with its unix socket,
+// pid file and tmpdir in the temp dir (nothing is shared between servers or
+// with other programs). The server ignores all option files (--no-defaults),
+// trades durability for speed and allows 300 connections. A failed
+// mariadb-install-db is retried once; errors include the tail of its log.
 //
 // Authentication: root can only connect over the unix socket (no password;
 // the TCP root accounts made by mariadb-install-db are dropped); Start
@@ -23,6 +25,7 @@ package mariadbtest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -46,9 +49,19 @@ const (
 	DefaultDatabase = "app"
 )
 
+// The timeouts are generous: in CI many test packages (and their servers)
+// share a couple of CPUs, and -race slows everything down.
 const (
-	startTimeout  = 60 * time.Second
-	clientTimeout = 2 * time.Minute
+	installTimeout = 3 * time.Minute
+	startTimeout   = 2 * time.Minute
+	clientTimeout  = 2 * time.Minute
+)
+
+// logTailLines and logTailBytes bound how much of a tool's log goes into an
+// error message.
+const (
+	logTailLines = 60
+	logTailBytes = 8 << 10
 )
 
 // Server is a running MariaDB server.
@@ -63,6 +76,7 @@ type Server struct {
 
 	Dir     string // temp dir holding the data dir, socket and logs
 	DataDir string // Dir/data
+	TmpDir  string // Dir/tmp: mariadbd's --tmpdir (also for install-db)
 	Socket  string // unix socket (root login)
 	LogFile string // --log-error
 
@@ -122,23 +136,14 @@ func Start(t testing.TB, opts ...Option) *Server {
 	s.Socket = filepath.Join(s.Dir, "mysqld.sock")
 	s.LogFile = filepath.Join(s.Dir, "error.log")
 
+	s.TmpDir = filepath.Join(s.Dir, "tmp")
+	if err := os.Mkdir(s.TmpDir, 0o700); err != nil {
+		t.Fatalf("mariadbtest: %v", err)
+	}
+
 	start := time.Now()
-	installLog := filepath.Join(s.Dir, "install-db.log")
-	// The InnoDB sizes must match those given to mariadbd (a larger redo
-	// log would just be resized, a different page size would not start).
-	installArgs := []string{
-		"--no-defaults", // must be first
-		"--datadir=" + s.DataDir,
-		"--auth-root-authentication-method=normal",
-		"--skip-test-db",
-		"--skip-name-resolve",
-	}
-	installArgs = append(installArgs, innodbArgs...)
-	if testenv.IsRoot() {
-		installArgs = append(installArgs, "--user=root")
-	}
-	if err := s.run(installLog, 2*time.Minute, installDB, installArgs...); err != nil {
-		t.Fatalf("mariadbtest: %s: %v\n%s", filepath.Base(installDB), err, readFile(installLog))
+	if err := s.installDB(t, installDB); err != nil {
+		t.Fatalf("mariadbtest: %v", err)
 	}
 	installDur := time.Since(start)
 
@@ -155,8 +160,8 @@ func Start(t testing.TB, opts ...Option) *Server {
 			t.Logf("mariadbtest: port %d taken, retrying: %v", s.Port, err)
 			continue
 		}
-		t.Fatalf("mariadbtest: starting %s: %v\nerror log:\n%s\nstdout/stderr:\n%s",
-			s.ServerPath, err, log, readFile(s.stdoutFile()))
+		t.Fatalf("mariadbtest: starting %s (attempt %d, dir %s): %v\n--- tail of error log %s ---\n%s\n--- tail of stdout/stderr %s ---\n%s",
+			s.ServerPath, attempt, s.Dir, err, s.LogFile, tailFile(s.LogFile), s.stdoutFile(), tailFile(s.stdoutFile()))
 	}
 
 	// Only root@localhost (unix socket) stays; no anonymous users.
@@ -185,10 +190,73 @@ func Start(t testing.TB, opts ...Option) *Server {
 	return s
 }
 
-// innodbArgs keep the data dir small and the server fast to start.
+// innodbArgs keep the data dir small and the server fast to start; they are
+// given to both mariadb-install-db (its bootstrap mariadbd) and mariadbd.
 var innodbArgs = []string{
 	"--innodb-log-file-size=16M",
 	"--innodb-buffer-pool-size=32M",
+	"--innodb-use-native-aio=0", // io_setup fails with several servers in a small container
+}
+
+// installDB runs mariadb-install-db into s.DataDir, retrying once (in a fresh
+// data dir) if it fails, so that a one-off failure under load does not fail
+// the test. The error holds the tail of each attempt's log.
+//
+// The bootstrap mariadbd gets its own --tmpdir (and TMPDIR): with the
+// default tmpdir (/tmp) a starting mariadbd deletes every "#sql*" file there
+// (mysql_rm_tmp_tables), i.e. the temporary tables of any other
+// mariadb-install-db running at the same time, which then fails with
+// "Could not remove temporary table: '/tmp/#sql-temptable-...', error: 2".
+func (s *Server) installDB(t testing.TB, installDB string) error {
+	t.Helper()
+	// The InnoDB sizes must match those given to mariadbd (a larger redo
+	// log would just be resized, a different page size would not start).
+	args := []string{
+		"--no-defaults", // must be first
+		"--datadir=" + s.DataDir,
+		"--tmpdir=" + s.TmpDir,
+		"--auth-root-authentication-method=normal",
+		"--skip-test-db",
+		"--skip-name-resolve",
+		"--innodb-doublewrite=0",
+		"--innodb-flush-log-at-trx-commit=2",
+	}
+	args = append(args, innodbArgs...)
+	if testenv.IsRoot() {
+		args = append(args, "--user=root")
+	}
+	name := filepath.Base(installDB)
+	const attempts = 2
+	var errs []string
+	for attempt := 1; attempt <= attempts; attempt++ {
+		logFile := filepath.Join(s.Dir, fmt.Sprintf("install-db.%d.log", attempt))
+		begin := time.Now()
+		err := s.run(logFile, installTimeout, installDB, args...)
+		if err == nil {
+			return nil
+		}
+		msg := fmt.Sprintf("%s (attempt %d of %d, after %v, datadir %s): %v\n--- tail of %s ---\n%s",
+			name, attempt, attempts, time.Since(begin).Round(time.Millisecond), s.DataDir, err,
+			logFile, tailFile(logFile))
+		errs = append(errs, msg)
+		if errors.Is(err, context.DeadlineExceeded) || attempt == attempts {
+			break
+		}
+		t.Logf("mariadbtest: %s; retrying in a fresh data dir", msg)
+		// Start again from scratch: a half-initialized data dir would
+		// make mariadb-install-db stop early ("mysql.user table already
+		// exists") or the bootstrap fail.
+		if err := os.RemoveAll(s.DataDir); err != nil {
+			errs = append(errs, fmt.Sprintf("removing %s before retrying: %v", s.DataDir, err))
+			break
+		}
+		if err := clearDir(s.TmpDir); err != nil {
+			errs = append(errs, fmt.Sprintf("emptying %s before retrying: %v", s.TmpDir, err))
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	return errors.New(strings.Join(errs, "\n"))
 }
 
 func (s *Server) stdoutFile() string { return filepath.Join(s.Dir, "mariadbd.out") }
@@ -210,11 +278,10 @@ func (s *Server) start(t testing.TB, extra []string) error {
 		"--max-connections=300",
 		"--innodb-flush-log-at-trx-commit=2",
 		"--innodb-doublewrite=0",
-		"--innodb-use-native-aio=0", // io_setup fails with several servers in a small container
 		"--skip-innodb-buffer-pool-dump-at-shutdown",
 		"--skip-innodb-buffer-pool-load-at-startup",
 		"--loose-skip-feedback",
-		"--tmpdir=" + s.Dir,
+		"--tmpdir=" + s.TmpDir, // not /tmp: see installDB
 	}
 	args = append(args, innodbArgs...)
 	if testenv.IsRoot() {
@@ -233,7 +300,7 @@ func (s *Server) start(t testing.TB, extra []string) error {
 	cmd.Stdout = out
 	cmd.Stderr = out
 	cmd.Dir = s.Dir
-	cmd.Env = cleanEnv()
+	cmd.Env = s.serverEnv()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return err
@@ -420,7 +487,11 @@ func (s *Server) run(logFile string, timeout time.Duration, name string, args ..
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.Dir = s.Dir
-	cmd.Env = cleanEnv()
+	cmd.Env = s.serverEnv()
+	// The script runs the bootstrap mariadbd as a child; on timeout kill
+	// the whole process group, not just the shell.
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd.Run()
 }
@@ -432,6 +503,13 @@ func cleanEnv() []string {
 	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		return strings.HasPrefix(kv, "MYSQL") || strings.HasPrefix(kv, "MARIADB")
 	})
+}
+
+// serverEnv is cleanEnv with TMPDIR set to s.TmpDir, for mariadb-install-db
+// and mariadbd (nothing of theirs should touch the shared /tmp).
+func (s *Server) serverEnv() []string {
+	env := slices.DeleteFunc(cleanEnv(), func(kv string) bool { return strings.HasPrefix(kv, "TMPDIR=") })
+	return append(env, "TMPDIR="+s.TmpDir)
 }
 
 // makeDir creates the server's temp dir and registers its removal.
@@ -481,4 +559,51 @@ func readFile(path string) string {
 		return fmt.Sprintf("(reading %s: %v)", path, err)
 	}
 	return string(b)
+}
+
+// tailFile returns the end of a log file (at most logTailLines lines and
+// logTailBytes bytes), for error messages.
+func tailFile(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(reading %s: %v)", path, err)
+	}
+	return tail(string(b), logTailLines, logTailBytes)
+}
+
+func tail(s string, maxLines, maxBytes int) string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return "(empty)"
+	}
+	cut := false
+	if len(s) > maxBytes {
+		s = s[len(s)-maxBytes:]
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			s = s[i+1:]
+		}
+		cut = true
+	}
+	if lines := strings.Split(s, "\n"); len(lines) > maxLines {
+		s = strings.Join(lines[len(lines)-maxLines:], "\n")
+		cut = true
+	}
+	if cut {
+		s = "[...]\n" + s
+	}
+	return s
+}
+
+// clearDir removes everything inside dir.
+func clearDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }

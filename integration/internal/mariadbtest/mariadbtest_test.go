@@ -136,3 +136,27 @@ func TestManyConnections(t *testing.T) {
 		t.Errorf("SELECT 1 = %q", got)
 	}
 }
+
+// TestLeavesSharedTmpAlone: a starting mariadbd deletes the "#sql*" files in
+// its tmpdir, which used to be /tmp for mariadb-install-db, so concurrent
+// Starts (in other test packages too) deleted each other's temporary tables
+// and mariadb-install-db failed now and then. Every mariadbd must use the
+// server's own tmpdir.
+func TestLeavesSharedTmpAlone(t *testing.T) {
+	t.Parallel()
+	canary, err := os.CreateTemp(os.TempDir(), "#sql-mariadbtest-canary-*.MAI")
+	if err != nil {
+		t.Fatal(err)
+	}
+	canary.Close()
+	defer os.Remove(canary.Name())
+
+	s := mariadbtest.Start(t)
+	s.Stop()
+	if _, err := os.Stat(canary.Name()); err != nil {
+		t.Errorf("%s was removed while a server started: %v", canary.Name(), err)
+	}
+	if !strings.HasPrefix(s.TmpDir, s.Dir+string(os.PathSeparator)) {
+		t.Errorf("TmpDir %q is not inside Dir %q", s.TmpDir, s.Dir)
+	}
+}

@@ -57,9 +57,19 @@ const (
 // pgbench, overriding the search of /usr/lib/postgresql/*/bin and PATH.
 const BinDirEnv = "PGTEST_BIN_DIR"
 
+// The timeouts are generous: in CI many test packages (and their servers)
+// share a couple of CPUs, and -race slows everything down.
 const (
-	startTimeout  = 30 * time.Second
+	initTimeout   = 3 * time.Minute
+	startTimeout  = 2 * time.Minute
 	clientTimeout = 2 * time.Minute
+)
+
+// logTailLines and logTailBytes bound how much of a tool's log goes into an
+// error message.
+const (
+	logTailLines = 60
+	logTailBytes = 8 << 10
 )
 
 // Server is a running PostgreSQL server.
@@ -143,19 +153,9 @@ func Start(t testing.TB, opts ...Option) *Server {
 	s.SocketDir = s.Dir
 	s.LogFile = filepath.Join(s.Dir, "postgres.log")
 
-	initLog := filepath.Join(s.Dir, "initdb.log")
 	start := time.Now()
-	if err := s.runServerCmd(cred, initLog, 2*time.Minute, filepath.Join(bin, "initdb"),
-		"-D", s.DataDir,
-		"-U", Superuser,
-		"--auth-local=trust",
-		"--auth-host="+cfg.hostAuth,
-		"-E", "UTF8",
-		"--locale=C",
-		"--no-sync",
-		"--no-instructions",
-	); err != nil {
-		t.Fatalf("pgtest: initdb: %v\n%s", err, readFile(initLog))
+	if err := s.initDB(t, cred, cfg.hostAuth); err != nil {
+		t.Fatalf("pgtest: %v", err)
 	}
 	initDur := time.Since(start)
 
@@ -172,7 +172,8 @@ func Start(t testing.TB, opts ...Option) *Server {
 			t.Logf("pgtest: port %d taken, retrying: %v", s.Port, err)
 			continue
 		}
-		t.Fatalf("pgtest: starting postgres: %v\npostgres log:\n%s", err, log)
+		t.Fatalf("pgtest: starting postgres (attempt %d, dir %s): %v\n--- tail of postgres log %s ---\n%s",
+			attempt, s.Dir, err, s.LogFile, tailFile(s.LogFile))
 	}
 
 	// CREATE DATABASE cannot run inside a transaction block, so each
@@ -187,6 +188,49 @@ func Start(t testing.TB, opts ...Option) *Server {
 		filepath.Base(filepath.Dir(bin)), s.Addr, time.Since(start).Round(time.Millisecond),
 		initDur.Round(time.Millisecond), s.Dir)
 	return s
+}
+
+// initDB runs initdb into s.DataDir, retrying once (in a fresh data dir) if
+// it fails, so that a one-off failure under load does not fail the test. The
+// error holds the tail of each attempt's log.
+func (s *Server) initDB(t testing.TB, cred *syscall.Credential, hostAuth string) error {
+	t.Helper()
+	args := []string{
+		"-D", s.DataDir,
+		"-U", Superuser,
+		"--auth-local=trust",
+		"--auth-host=" + hostAuth,
+		"-E", "UTF8",
+		"--locale=C",
+		"--no-sync",
+		"--no-instructions",
+	}
+	const attempts = 2
+	var errs []string
+	for attempt := 1; attempt <= attempts; attempt++ {
+		logFile := filepath.Join(s.Dir, fmt.Sprintf("initdb.%d.log", attempt))
+		begin := time.Now()
+		err := s.runServerCmd(cred, logFile, initTimeout, filepath.Join(s.BinDir, "initdb"), args...)
+		if err == nil {
+			return nil
+		}
+		msg := fmt.Sprintf("initdb (attempt %d of %d, after %v, datadir %s): %v\n--- tail of %s ---\n%s",
+			attempt, attempts, time.Since(begin).Round(time.Millisecond), s.DataDir, err,
+			logFile, tailFile(logFile))
+		errs = append(errs, msg)
+		if errors.Is(err, context.DeadlineExceeded) || attempt == attempts {
+			break
+		}
+		t.Logf("pgtest: %s; retrying in a fresh data dir", msg)
+		// initdb refuses a non-empty data dir (it normally removes its
+		// own on failure, but not if it was killed).
+		if err := os.RemoveAll(s.DataDir); err != nil {
+			errs = append(errs, fmt.Sprintf("removing %s before retrying: %v", s.DataDir, err))
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	return errors.New(strings.Join(errs, "\n"))
 }
 
 // start runs postgres once and waits until it is ready. On error the process
@@ -222,7 +266,7 @@ func (s *Server) start(t testing.TB, cred *syscall.Credential, extra [][2]string
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.Dir = s.Dir
-	cmd.Env = serverEnv()
+	cmd.Env = s.serverEnv()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	if err := cmd.Start(); err != nil {
 		return err
@@ -477,14 +521,15 @@ func cleanEnv() []string {
 }
 
 // serverEnv is the environment for initdb/postgres. TZ is set because
-// otherwise initdb spends seconds scanning the time zone database.
-func serverEnv() []string {
+// otherwise initdb spends seconds scanning the time zone database; TMPDIR is
+// the server's own dir, so nothing of theirs touches the shared /tmp.
+func (s *Server) serverEnv() []string {
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		return strings.HasPrefix(kv, "PG") || strings.HasPrefix(kv, "LC_") ||
 			strings.HasPrefix(kv, "LANG=") || strings.HasPrefix(kv, "LANGUAGE=") ||
-			strings.HasPrefix(kv, "TZ=")
+			strings.HasPrefix(kv, "TZ=") || strings.HasPrefix(kv, "TMPDIR=")
 	})
-	return append(env, "LC_ALL=C", "TZ=UTC")
+	return append(env, "LC_ALL=C", "TZ=UTC", "TMPDIR="+s.Dir)
 }
 
 // runServerCmd runs a server-side program (initdb) as cred with its output in
@@ -501,8 +546,12 @@ func (s *Server) runServerCmd(cred *syscall.Credential, logFile string, timeout 
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.Dir = s.Dir
-	cmd.Env = serverEnv()
+	cmd.Env = s.serverEnv()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	// initdb runs postgres in bootstrap mode as a child; on timeout kill the
+	// whole process group.
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 	return cmd.Run()
 }
 
@@ -692,4 +741,37 @@ func readFile(path string) string {
 		return fmt.Sprintf("(reading %s: %v)", path, err)
 	}
 	return string(b)
+}
+
+// tailFile returns the end of a log file (at most logTailLines lines and
+// logTailBytes bytes), for error messages.
+func tailFile(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(reading %s: %v)", path, err)
+	}
+	return tail(string(b), logTailLines, logTailBytes)
+}
+
+func tail(s string, maxLines, maxBytes int) string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return "(empty)"
+	}
+	cut := false
+	if len(s) > maxBytes {
+		s = s[len(s)-maxBytes:]
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			s = s[i+1:]
+		}
+		cut = true
+	}
+	if lines := strings.Split(s, "\n"); len(lines) > maxLines {
+		s = strings.Join(lines[len(lines)-maxLines:], "\n")
+		cut = true
+	}
+	if cut {
+		s = "[...]\n" + s
+	}
+	return s
 }

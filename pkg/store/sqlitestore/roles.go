@@ -14,7 +14,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
-const roleColumns = `name, logins, max_ttl, admin, nodes, services, created_at`
+const roleColumns = `name, logins, max_ttl, admin, nodes, services, port_forwarding, agent_forwarding, created_at`
 
 func scanRole(row scanner) (store.Role, error) {
 	var (
@@ -23,7 +23,7 @@ func scanRole(row scanner) (store.Role, error) {
 		maxTTL                  int64
 		created                 int64
 	)
-	if err := row.Scan(&r.Name, &logins, &maxTTL, &r.Admin, &nodes, &services, &created); err != nil {
+	if err := row.Scan(&r.Name, &logins, &maxTTL, &r.Admin, &nodes, &services, &r.PortForwarding, &r.AgentForwarding, &created); err != nil {
 		return store.Role{}, err
 	}
 	for _, l := range []struct {
@@ -48,9 +48,9 @@ func (s *Store) CreateRole(ctx context.Context, r store.Role, ev audit.Event) er
 		if r.Name == "" {
 			return errors.New("empty name")
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO roles (`+roleColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO roles (`+roleColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			r.Name, encodeList(r.Logins), int64(r.MaxTTL), r.Admin, encodeList(r.Nodes), encodeList(r.Services),
-			micros(r.CreatedAt))
+			r.PortForwarding, r.AgentForwarding, micros(r.CreatedAt))
 		if isDuplicate(err) {
 			return store.ErrExists
 		}

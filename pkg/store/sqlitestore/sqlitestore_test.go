@@ -307,3 +307,27 @@ func TestSyncOption(t *testing.T) {
 		s.Close()
 	}
 }
+
+func TestRoleForwardingRoundTrip(t *testing.T) {
+	ctx := t.Context()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "g.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, r := range []store.Role{
+		{Name: "fwd", Logins: []string{"ubuntu"}, PortForwarding: true, AgentForwarding: true},
+		{Name: "plain", Logins: []string{"ubuntu"}},
+	} {
+		if err := s.CreateRole(ctx, r, testEvent(0)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.GetRole(ctx, r.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.PortForwarding != r.PortForwarding || got.AgentForwarding != r.AgentForwarding {
+			t.Errorf("role %s: got forwarding %v/%v; want %v/%v", r.Name, got.PortForwarding, got.AgentForwarding, r.PortForwarding, r.AgentForwarding)
+		}
+	}
+}

@@ -242,7 +242,7 @@ func (s *Server) installDB(t testing.TB, installDB string) error {
 		if errors.Is(err, context.DeadlineExceeded) || attempt == attempts {
 			break
 		}
-		t.Logf("mariadbtest: %s; retrying in a fresh data dir", msg)
+		t.Logf("mariadbtest: retrying in a fresh data dir after: %s", msg)
 		// Start again from scratch: a half-initialized data dir would
 		// make mariadb-install-db stop early ("mysql.user table already
 		// exists") or the bootstrap fail.

@@ -221,7 +221,7 @@ func (s *Server) initDB(t testing.TB, cred *syscall.Credential, hostAuth string)
 		if errors.Is(err, context.DeadlineExceeded) || attempt == attempts {
 			break
 		}
-		t.Logf("pgtest: %s; retrying in a fresh data dir", msg)
+		t.Logf("pgtest: retrying in a fresh data dir after: %s", msg)
 		// initdb refuses a non-empty data dir (it normally removes its
 		// own on failure, but not if it was killed).
 		if err := os.RemoveAll(s.DataDir); err != nil {

@@ -136,7 +136,6 @@ func TestIdleTimeout(t *testing.T) {
 	p.send("echo ready\r")
 	p.expect("ready", 15*time.Second)
 	p.wait(20 * time.Second)
-	if out := p.output(); !strings.Contains(out, "inactivity") {
-		t.Errorf("an idle session ended without saying why:\n%s", out)
-	}
+	// The terminal's last output may still be on its way from the pty.
+	p.expect("inactivity", 10*time.Second)
 }

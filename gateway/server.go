@@ -249,15 +249,13 @@ func (g *Gateway) Pin() string {
 	if f, ok := g.certs.(*servercert.Files); ok {
 		c, err := f.GetCertificate(nil)
 		if err == nil && len(c.Certificate) > 1 {
-			if issuer, err := parseCert(c.Certificate[len(c.Certificate)-1]); err == nil {
+			if issuer, err := x509.ParseCertificate(c.Certificate[len(c.Certificate)-1]); err == nil {
 				return trust.Pin(issuer)
 			}
 		}
 	}
 	return g.ca.Pin()
 }
-
-func parseCert(der []byte) (*x509.Certificate, error) { return x509.ParseCertificate(der) }
 
 // Serve answers API requests until Close. It returns nil after Close.
 func (g *Gateway) Serve() error {

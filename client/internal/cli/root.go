@@ -7,7 +7,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -111,8 +110,6 @@ func fmtTime(t time.Time) string {
 	}
 	return t.Local().Format("2006-01-02 15:04:05")
 }
-
-func errorf(format string, a ...any) error { return fmt.Errorf(format, a...) }
 
 // stderrLogger logs warnings (refused connections, an unreachable gateway)
 // for long-running commands.

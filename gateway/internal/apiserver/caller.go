@@ -2,13 +2,12 @@ package apiserver
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
-	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/peer"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/audit"
 	"github.com/tunnelhq/tunnel/pkg/identity"
@@ -64,60 +63,27 @@ func (s *Server) admin(h http.HandlerFunc) http.Handler {
 
 func unauthenticated(msg string) error { return &httpError{401, api.CodeUnauthenticated, msg} }
 
-// authenticate verifies the client certificate of r against the cluster CA
-// at the gateway's clock, then checks its record and its user in the store.
+// authenticate verifies the client certificate of r (package peer: chain
+// at the gateway's clock, identity, record, user) and returns the caller.
 func (s *Server) authenticate(r *http.Request) (*caller, error) {
-	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		return nil, unauthenticated("you are not logged in: run tunnel login")
+	p, err := peer.Verify(r.Context(), s.Store, s.CA, peerChain(r), s.now(), identity.User)
+	if err != nil {
+		var pe *peer.Error
+		switch {
+		case !errors.As(err, &pe):
+			return nil, err
+		case pe.Internal != nil:
+			return nil, fmt.Errorf("verify client certificate: %w", pe.Internal)
+		case pe.Locked:
+			return nil, &httpError{403, api.CodeForbidden, pe.Message}
+		}
+		return nil, unauthenticated(pe.Message)
 	}
-	leaf := r.TLS.PeerCertificates[0]
-	now := s.now()
-	if now.After(leaf.NotAfter) {
-		return nil, unauthenticated(fmt.Sprintf("your certificate expired %s ago: run tunnel login", now.Sub(leaf.NotAfter).Round(time.Second)))
-	}
-	if now.Before(leaf.NotBefore) {
-		return nil, unauthenticated("your certificate is not valid yet: check this machine's clock, then run tunnel login")
-	}
-	inter := x509.NewCertPool()
-	for _, c := range r.TLS.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots: s.CA.X509Pool(), Intermediates: inter, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}); err != nil {
-		return nil, unauthenticated("your certificate was not issued by this cluster: run tunnel login against this gateway")
-	}
-	if len(leaf.URIs) != 1 {
-		return nil, unauthenticated("your certificate carries no tunnel identity: run tunnel login")
-	}
-	id, err := identity.ParseURI(leaf.URIs[0])
-	if err != nil || id.Cluster != s.CA.Cluster() || id.Kind != identity.User {
-		return nil, unauthenticated("your certificate is not a user certificate of this cluster: run tunnel login")
-	}
-	rec, err := s.Store.GetCertificate(r.Context(), store.CertX509, certs.X509SerialHex(leaf))
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return nil, unauthenticated("this gateway has no record of your certificate: run tunnel login")
-	case err != nil:
-		return nil, fmt.Errorf("read certificate record: %w", err)
-	case !rec.RevokedAt.IsZero():
-		return nil, unauthenticated("your certificate was revoked by an administrator")
-	}
-	u, err := s.Store.GetUser(r.Context(), id.Name)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return nil, unauthenticated("your user no longer exists on this gateway")
-	case err != nil:
-		return nil, fmt.Errorf("read user: %w", err)
-	case u.Locked:
-		return nil, &httpError{403, api.CodeForbidden, "your account is locked: ask an administrator"}
-	}
-	logins, admin, err := s.Login.GrantOf(r.Context(), u)
+	logins, admin, err := s.Login.GrantOf(r.Context(), *p.User)
 	if err != nil {
 		return nil, err
 	}
-	return &caller{user: u, logins: logins, admin: admin, notAfter: leaf.NotAfter}, nil
+	return &caller{user: *p.User, logins: logins, admin: admin, notAfter: p.NotAfter}, nil
 }
 
 func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {

@@ -44,6 +44,8 @@ type Error struct {
 	// Internal is set when the refusal comes from a failure of the gateway
 	// itself (the store), not from the certificate.
 	Internal error
+	// Locked: the certificate is good but its user or agent is locked.
+	Locked bool
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -93,7 +95,10 @@ func Verify(ctx context.Context, st store.Store, ca *certs.Authority, chain []*x
 	rec, err := st.GetCertificate(ctx, store.CertX509, p.Serial)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return Peer{}, refuse("this gateway has no record of your certificate")
+		if id.Kind == identity.User {
+			return Peer{}, refuse("this gateway has no record of your certificate: run tunnel login")
+		}
+		return Peer{}, refuse("this gateway has no record of your certificate: enrol again with a new join token")
 	case err != nil:
 		return Peer{}, &Error{Message: "the gateway cannot check your certificate right now", Internal: err}
 	case !rec.RevokedAt.IsZero():
@@ -110,7 +115,7 @@ func Verify(ctx context.Context, st store.Store, ca *certs.Authority, chain []*x
 		case err != nil:
 			return Peer{}, &Error{Message: "the gateway cannot check your account right now", Internal: err}
 		case u.Locked:
-			return Peer{}, refuse("your account is locked: ask an administrator")
+			return Peer{}, &Error{Message: "your account is locked: ask an administrator", Locked: true}
 		}
 		p.User = &u
 	case identity.Agent:
@@ -121,7 +126,7 @@ func Verify(ctx context.Context, st store.Store, ca *certs.Authority, chain []*x
 		case err != nil:
 			return Peer{}, &Error{Message: "the gateway cannot check the agent right now", Internal: err}
 		case a.Locked:
-			return Peer{}, refuse("agent %s is locked by an administrator: tunnel admin agents unlock %s", id.Name, id.Name)
+			return Peer{}, &Error{Message: fmt.Sprintf("agent %s is locked by an administrator: tunnel admin agents unlock %s", id.Name, id.Name), Locked: true}
 		}
 	}
 	return p, nil

@@ -4,40 +4,27 @@
 package testenv
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"os/user"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tunnelhq/tunnel/pkg/testenv"
 )
 
 // InstallHint is appended to messages about missing external tools.
-const InstallHint = "run scripts/install-deps.sh to install the test dependencies"
+const InstallHint = testenv.InstallHint
 
-// InCI reports whether the tests run in CI (the CI environment variable is set
-// to anything but "" / "0" / "false"). In CI a missing tool is a failure,
-// elsewhere it skips the test.
-func InCI() bool {
-	switch os.Getenv("CI") {
-	case "", "0", "false", "FALSE", "False":
-		return false
-	}
-	return true
-}
+// InCI reports whether the tests run in CI; see pkg/testenv.
+func InCI() bool { return testenv.InCI() }
 
 // Missing skips the test (developer machine) or fails it (CI) because a
-// prerequisite is not available. format/args describe what is missing.
+// prerequisite is not available; see pkg/testenv.
 func Missing(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...) + "; " + InstallHint
-	if InCI() {
-		t.Fatalf("%s (CI is set, so missing tools are an error)", msg)
-	}
-	t.Skipf("%s (skipping; set CI=1 to make this an error)", msg)
+	testenv.Missing(t, format, args...)
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago. There
@@ -103,47 +90,15 @@ func PollTCP(addr string, timeout time.Duration, alive func() error) error {
 	}
 }
 
-// LookPath returns the absolute path of the external program name (searched
-// in PATH, then in the sbin directories, which are often not in a normal
-// user's PATH). If it is missing the test is skipped, or failed when the CI
-// environment variable is set.
+// LookPath returns the absolute path of the external program name, or
+// skips (fails in CI) the test; see pkg/testenv.
 func LookPath(t testing.TB, name string) string {
 	t.Helper()
-	if p, err := FindProgram(name); err == nil {
-		return p
-	}
-	Missing(t, "required program %q not found in PATH or /usr/sbin, /sbin, /usr/local/sbin", name)
-	return "" // unreachable
+	return testenv.LookPath(t, name)
 }
 
-// FindProgram is LookPath without the testing.TB: it returns the absolute path
-// of name or an error.
-func FindProgram(name string) (string, error) {
-	if filepath.IsAbs(name) {
-		if isExecutable(name) {
-			return name, nil
-		}
-		return "", fmt.Errorf("%s: not an executable file", name)
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		if abs, err := filepath.Abs(p); err == nil {
-			return abs, nil
-		}
-		return p, nil
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/local/bin", "/usr/bin"} {
-		p := filepath.Join(dir, name)
-		if isExecutable(p) {
-			return p, nil
-		}
-	}
-	return "", errors.New(name + ": executable not found")
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
-}
+// FindProgram is LookPath without the testing.TB; see pkg/testenv.
+func FindProgram(name string) (string, error) { return testenv.FindProgram(name) }
 
 // CurrentUser returns the login name of the user running the tests.
 func CurrentUser(t testing.TB) string {

@@ -14,7 +14,15 @@
 //	     │                          ├─ control stream reader
 //	     │                          └─ one goroutine per delivered stream
 //	     ├─ renewal timer
-//	     └─ one forwarder per listener ── one goroutine per local connection
+//	     ├─ one forwarder per listener ── one goroutine per local connection
+//	     └─ recording uploads (one per recording until the gateway has it)
+//
+// Every goroutine that serves one connection or one stream recovers a
+// panic at its boundary (pkg/panics): that connection ends, the agent
+// lives.
+//
+// One agent runs per data directory: Run holds a lock on it (see
+// [LockFile]) and refuses to start if another agent holds it.
 package agent
 
 import (
@@ -29,11 +37,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tunnelhq/tunnel/agent/internal/sshd"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/apiclient"
+	"github.com/tunnelhq/tunnel/pkg/netguard"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/trust"
 	"github.com/tunnelhq/tunnel/pkg/version"
@@ -53,8 +63,13 @@ type Config struct {
 	// File is the expose/listen configuration.
 	File *FileConfig
 	Log  *slog.Logger
-	// Ready, if set, is called once every listener is bound.
+	// Ready, if set, is called once every listener is bound (before the
+	// agent has connected to the gateway).
 	Ready func()
+	// Connected, if set, is called with the gateway's address each time
+	// the agent becomes connected: after the QUIC handshake and the
+	// gateway's welcome, never before.
+	Connected func(gateway string)
 }
 
 // Agent is a running agent.
@@ -71,6 +86,15 @@ type Agent struct {
 
 	sess atomic.Pointer[session] // the current connection, nil when none
 	sshd *sshd.Server            // the node's SSH endpoint
+	recs *recordings             // session recordings on their way to the gateway
+
+	// probeTCP checks the gateway's TCP port after a QUIC timeout (to tell
+	// a blocked UDP port from a gateway that is down); nil skips it.
+	probeTCP func(addr string) error
+	// retry and retryRefused are the backoffs between connection attempts
+	// after a failure and after a refusal by the gateway; zero values mean
+	// the defaults (tests shorten them).
+	retry, retryRefused transport.Backoff
 }
 
 // Run enrols if needed and runs the agent until ctx ends.
@@ -84,11 +108,20 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.File.Validate(); err != nil {
 		return err
 	}
+	if cfg.DataDir == "" {
+		return errors.New("no data directory: give --data-dir")
+	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.release()
 	st, err := openIdentityStore(cfg.DataDir)
 	if err != nil {
 		return err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, store: st, renewed: make(chan struct{}, 1), services: map[string]Expose{}}
+	a := &Agent{cfg: cfg, log: cfg.Log, store: st, renewed: make(chan struct{}, 1), services: map[string]Expose{},
+		probeTCP: probeTCP}
 	for _, e := range cfg.File.Expose {
 		a.services[e.Name] = e
 	}
@@ -121,10 +154,21 @@ func Run(ctx context.Context, cfg Config) error {
 			cert.Leaf.NotAfter.Format(time.RFC3339), st.dir+"/"+IdentityFile)
 	}
 	transport.CheckUDPBuffers(a.log)
+	// Every local listener's connection and delivered stream holds
+	// descriptors: take what the hard limit allows.
+	if _, err := netguard.RaiseFileLimit(); err != nil {
+		a.log.Warn("cannot raise the open-file limit; many concurrent connections may fail", "err", err)
+	}
+	if a.recs, err = newRecordings(st.dir, st.sealer, a.log, a.uploadRecording); err != nil {
+		return err
+	}
+	// Last: the uploads of the recordings the SSH endpoint closes.
+	defer a.recs.close(uploadShutdownGrace)
 	if a.sshd, err = a.newSSHServer(); err != nil {
 		return fmt.Errorf("SSH endpoint: %w", err)
 	}
 	defer a.sshd.Close()
+	a.recs.resume()
 	return a.run(ctx)
 }
 
@@ -157,7 +201,7 @@ func (a *Agent) run(ctx context.Context) error {
 			for _, x := range lns {
 				x.Close()
 			}
-			return fmt.Errorf("listener %s: %w", l.Name, err)
+			return bindError(l, err)
 		}
 		lns = append(lns, ln)
 	}
@@ -278,6 +322,7 @@ func (a *Agent) renewLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		last := ""
 		for ctx.Err() == nil {
 			err := a.renew(ctx)
 			if err == nil {
@@ -285,12 +330,21 @@ func (a *Agent) renewLoop(ctx context.Context) {
 				break
 			}
 			d := bo.Next()
-			a.log.Warn("certificate renewal failed; keeping the current one", "err", err, "retry_in", d.Round(time.Second),
-				"expires", a.cert.Load().Leaf.NotAfter)
-			select {
-			case <-ctx.Done():
+			// Logged once per change of reason, not at every retry (a
+			// locked agent retries until it is unlocked).
+			if msg := err.Error(); msg != last {
+				last = msg
+				expires := a.cert.Load().Leaf.NotAfter
+				if isLockedRefusal(err) {
+					a.log.Warn("the gateway refuses to renew this agent's certificate: locked by an administrator; keeping the current one and retrying until it is unlocked",
+						"expires", expires, "gateway_says", msg)
+				} else {
+					a.log.Warn("certificate renewal failed; keeping the current one and retrying", "err", err,
+						"retry_in", d.Round(time.Second), "expires", expires)
+				}
+			}
+			if !sleep(ctx, d) {
 				return
-			case <-time.After(d):
 			}
 		}
 	}
@@ -333,3 +387,23 @@ func (a *Agent) renew(ctx context.Context) error {
 }
 
 func agentVersion() string { return version.Version }
+
+// isLockedRefusal reports whether the gateway refused an API call because
+// the agent is locked.
+func isLockedRefusal(err error) bool {
+	var ae *api.Error
+	return errors.As(err, &ae) && ae.Code == api.CodeUnauthenticated && strings.Contains(ae.Message, "is locked")
+}
+
+// bindError says why a listener could not be bound, and what to do.
+func bindError(l Listen, err error) error {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("listener %s: %s is already in use by another program: stop it, or give the listener another address in the config", l.Name, l.Address)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("listener %s: %s is not an address of this machine: use a loopback address such as 127.0.0.1 or one of this machine's addresses", l.Name, l.Address)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("listener %s: binding %s needs privileges (ports below 1024 need root or CAP_NET_BIND_SERVICE): use a port from 1024 up", l.Name, l.Address)
+	}
+	return fmt.Errorf("listener %s: %w", l.Name, err)
+}

@@ -1,7 +1,8 @@
 package agent
 
 import (
-	"strings"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -11,6 +12,8 @@ expose:
   - name: postgres
     address: 127.0.0.1:5432
     protocol: postgres
+  - name: cache
+    address: cache.internal:6379
 listen:
   - name: orders-db
     address: 127.0.0.1:5432
@@ -18,40 +21,132 @@ listen:
   - name: users-db
     address: 127.0.0.2:5432
     target: db-2/postgres
+  - name: v6
+    address: "[::1]:5432"
+    target: db-3/postgres
+  - name: local
+    address: localhost:6000
+    target: db-3/cache
 `
 	cfg, err := ParseConfig([]byte(good))
 	if err != nil {
 		t.Fatalf("ParseConfig: %v", err)
 	}
-	if len(cfg.Expose) != 1 || len(cfg.Listen) != 2 || cfg.Listen[1].Target != "db-2/postgres" {
+	if len(cfg.Expose) != 2 || len(cfg.Listen) != 4 || cfg.Listen[1].Target != "db-2/postgres" || cfg.Expose[0].Protocol != "postgres" {
 		t.Errorf("got %+v", cfg)
 	}
-	if _, err := ParseConfig(nil); err != nil {
-		t.Errorf("empty config: %v; want none", err)
-	}
-
-	bad := []struct{ name, yaml, want string }{
-		{"unknown key", "expose:\n  - name: pg\n    adress: 127.0.0.1:1\n", "adress"},
-		{"unknown top key", "exposes: []\n", "exposes"},
-		{"bad address", "expose:\n  - name: pg\n    address: 5432\n", "HOST:PORT"},
-		{"no host", "expose:\n  - name: pg\n    address: :5432\n", "needs a host"},
-		{"duplicate service", "expose:\n  - {name: pg, address: 127.0.0.1:1}\n  - {name: pg, address: 127.0.0.1:2}\n", "exposed twice"},
-		{"same listen address", "listen:\n  - {name: a, address: 127.0.0.1:5432, target: db-1/pg}\n  - {name: b, address: 127.0.0.1:5432, target: db-2/pg}\n", "127.0.0.2"},
-		{"bad target", "listen:\n  - {name: a, address: 127.0.0.1:1, target: db-1}\n", "NODE/SERVICE"},
-		{"bad name", "expose:\n  - {name: 'Bad Name', address: 127.0.0.1:1}\n", "name"},
-		{"two documents", "expose: []\n---\nlisten: []\n", "more than one"},
-	}
-	for _, tt := range bad {
-		_, err := ParseConfig([]byte(tt.yaml))
-		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%s: got %v; want an error mentioning %q", tt.name, err, tt.want)
+	for _, empty := range []string{"", "# nothing yet\n", "~\n", "listen:\nexpose: []\n"} {
+		if cfg, err := ParseConfig([]byte(empty)); err != nil || len(cfg.Expose)+len(cfg.Listen) != 0 {
+			t.Errorf("ParseConfig(%q) = %+v, %v; want an empty config", empty, cfg, err)
 		}
+	}
+}
+
+// Every mistake is named by its key path and line, in words, never with
+// Go type names.
+func TestParseConfigErrors(t *testing.T) {
+	for _, tt := range []struct{ name, yaml, want string }{
+		{"unknown key", "listen:\n  - name: orders-db\n    adress: 127.0.0.1:5432\n    target: db-1/postgres\n",
+			"unknown key adress in listen[0] (line 3): did you mean address? valid keys: name, address, target"},
+		{"transposed key", "listen:\n  - name: a\n    tagret: db-1/pg\n",
+			"unknown key tagret in listen[0] (line 3): did you mean target? valid keys: name, address, target"},
+		{"unknown key far from any", "expose:\n  - name: pg\n    port: 5432\n",
+			"unknown key port in expose[0] (line 3): valid keys: name, address, protocol"},
+		{"unknown top key", "exposes: []\n",
+			"unknown key exposes at the top level (line 1): did you mean expose? valid keys: expose, listen"},
+		{"no port", "expose:\n  - name: pg\n    address: 5432\n",
+			`expose[0].address (line 3): "5432" must be HOST:PORT, for example 127.0.0.1:5432`},
+		{"no host", "expose:\n  - name: pg\n    address: :5432\n",
+			`expose[0].address (line 3): ":5432" needs a host (127.0.0.1 keeps it local)`},
+		{"port too large", "expose:\n  - name: pg\n    address: 127.0.0.1:70000\n",
+			`expose[0].address (line 3): port 70000 of "127.0.0.1:70000" is out of range: use 1 to 65535`},
+		{"port zero", "listen:\n  - name: a\n    address: 127.0.0.1:0\n    target: db-1/pg\n",
+			`listen[0].address (line 3): port 0 of "127.0.0.1:0" is out of range: use 1 to 65535`},
+		{"port not a number", "expose:\n  - name: pg\n    address: 127.0.0.1:pg\n",
+			`expose[0].address (line 3): the port of "127.0.0.1:pg" must be a number from 1 to 65535`},
+		{"bad service host", "expose:\n  - name: pg\n    address: 'bad host!:5432'\n",
+			`expose[0].address (line 3): the host of "bad host!:5432" is neither an IP address nor a host name`},
+		{"listener host name", "listen:\n  - {name: a, address: 'db.internal:5432', target: db-1/pg}\n",
+			`listen[0].address (line 2): the host of "db.internal:5432" must be an IP address of this machine, such as 127.0.0.1 (a loopback address keeps the listener local)`},
+		{"duplicate service", "expose:\n  - {name: pg, address: 127.0.0.1:1}\n  - {name: pg, address: 127.0.0.1:2}\n",
+			`expose[1].name (line 3): service "pg" is exposed twice (first at line 2)`},
+		{"duplicate listener", "listen:\n  - {name: a, address: 127.0.0.1:1, target: db-1/pg}\n  - {name: a, address: 127.0.0.1:2, target: db-1/pg}\n",
+			`listen[1].name (line 3): listener "a" is defined twice (first at line 2)`},
+		{"same listen address", "listen:\n  - {name: a, address: 127.0.0.1:5432, target: db-1/pg}\n  - {name: b, address: 127.0.0.1:5432, target: db-2/pg}\n",
+			`listen[1].address (line 3): 127.0.0.1:5432 is already used by listener "a" (line 2); give each listener its own loopback address (127.0.0.2:PORT, 127.0.0.3:PORT, ...)`},
+		{"same address spelled differently", "listen:\n  - {name: a, address: 'localhost:5432', target: db-1/pg}\n  - {name: b, address: 127.0.0.1:5432, target: db-2/pg}\n",
+			`listen[1].address (line 3): 127.0.0.1:5432 is already used by listener "a" (line 2); give each listener its own loopback address (127.0.0.2:PORT, 127.0.0.3:PORT, ...)`},
+		{"wildcard takes the port", "listen:\n  - {name: a, address: 0.0.0.0:5432, target: db-1/pg}\n  - {name: b, address: 127.0.0.2:5432, target: db-2/pg}\n",
+			`listen[1].address (line 3): 127.0.0.2:5432 conflicts with listener "a" on 0.0.0.0:5432 (line 2): 0.0.0.0 and :: take the port on every address of this machine; give each listener its own loopback address instead`},
+		{"target without service", "listen:\n  - {name: a, address: 127.0.0.1:1, target: db-1}\n",
+			`listen[0].target (line 2): target "db-1" must be NODE/SERVICE, for example db-1/postgres`},
+		{"target bad node", "listen:\n  - {name: a, address: 127.0.0.1:1, target: Db-1/pg}\n",
+			`listen[0].target (line 2): target "Db-1/pg" must be NODE/SERVICE: node name "Db-1" may hold only a-z, 0-9, '.', '_' and '-', and must start with a letter or digit`},
+		{"target missing", "listen:\n  - {name: a, address: 127.0.0.1:1}\n",
+			"listen[0] (line 2): missing key target; give the service to reach as NODE/SERVICE, for example db-1/postgres"},
+		{"target empty", "listen:\n  - {name: a, address: 127.0.0.1:1, target: }\n",
+			"listen[0].target (line 2): is empty; give the service to reach as NODE/SERVICE, for example db-1/postgres"},
+		{"name missing", "expose:\n  - address: 127.0.0.1:1\n",
+			"expose[0] (line 2): missing key name; name the service, for example postgres"},
+		{"bad name", "expose:\n  - {name: 'Bad Name', address: 127.0.0.1:1}\n",
+			`expose[0].name (line 2): service name "Bad Name" may hold only a-z, 0-9, '.', '_' and '-', and must start with a letter or digit`},
+		{"two documents", "expose: []\n---\nlisten: []\n",
+			"more than one YAML document (line 2 starts another after ---): keep the whole configuration in one"},
+		{"not a list", "listen: foo\n",
+			`listen (line 1): must be a list of listeners, each item starting with "- "`},
+		{"item not a mapping", "listen:\n  - foo\n",
+			"listen[0] (line 2): must be a mapping with the keys name, address, target"},
+		{"value not a scalar", "listen:\n  - name: [a]\n",
+			"listen[0].name (line 2): must be a single value, not a list or a mapping"},
+		{"key twice", "listen:\n  - name: a\n    name: b\n",
+			"listen[0].name (line 3): the key name is given twice (first at line 2)"},
+		{"top level a list", "- a\n",
+			"line 1: the configuration must be a mapping with the keys expose, listen"},
+		{"alias", "expose: &x []\nlisten: *x\n",
+			"listen (line 2): YAML aliases (*name) are not supported here: write the value out"},
+		{"bad indentation", "listen:\n  - name: a\n   address: x\n",
+			"not valid YAML: line 1: did not find expected '-' indicator"},
+	} {
+		_, err := ParseConfig([]byte(tt.yaml))
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("%s:\n got: %v\nwant: %s", tt.name, err, tt.want)
+		}
+	}
+}
+
+// LoadConfig names the file.
+func TestLoadConfigNamesTheFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(p, []byte("listen:\n  - name: orders-db\n    adress: 127.0.0.1:5432\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfig(p)
+	want := "config " + p + ": unknown key adress in listen[0] (line 3): did you mean address? valid keys: name, address, target"
+	if err == nil || err.Error() != want {
+		t.Errorf("LoadConfig: %v; want %s", err, want)
+	}
+}
+
+// Validate, for a configuration built in code, says the same without
+// lines.
+func TestValidateWithoutLines(t *testing.T) {
+	c := &FileConfig{Listen: []Listen{{Name: "a", Address: "127.0.0.1:99999", Target: "db-1/pg"}}}
+	want := `listen[0].address: port 99999 of "127.0.0.1:99999" is out of range: use 1 to 65535`
+	if err := c.Validate(); err == nil || err.Error() != want {
+		t.Errorf("Validate: %v; want %s", err, want)
+	}
+	c = &FileConfig{Listen: []Listen{{Name: "a", Address: "127.0.0.1:1"}}}
+	want = "listen[0].target: is empty; give the service to reach as NODE/SERVICE, for example db-1/postgres"
+	if err := c.Validate(); err == nil || err.Error() != want {
+		t.Errorf("Validate: %v; want %s", err, want)
 	}
 }
 
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("expose:\n  - name: pg\n    address: 127.0.0.1:5432\n"))
 	f.Add([]byte("listen:\n  - {name: a, address: 127.0.0.1:1, target: db-1/pg}\n"))
+	f.Add([]byte("listen:\n  - name: a\n    adress: 127.0.0.1:1\n"))
+	f.Add([]byte("expose: &x []\nlisten: *x\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		cfg, err := ParseConfig(b)
 		if err == nil && cfg.Validate() != nil {

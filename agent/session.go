@@ -13,6 +13,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/panics"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/trust"
 	"github.com/tunnelhq/tunnel/pkg/wire"
@@ -30,40 +31,83 @@ type session struct {
 // connect keeps a connection to the gateway until ctx ends: it dials with
 // backoff and jitter, and after a renewal opens a new connection with the
 // new certificate while the old one drains its streams.
+//
+// It says "connected" only once the QUIC handshake and the hello have
+// succeeded, and logs each failure once per change of state, as a sentence
+// that says what failed and what to check. A refusal by the gateway (a
+// locked agent) is retried, at most every refusedBackoffMax, until the
+// gateway accepts the agent again.
 func (a *Agent) connect(ctx context.Context) {
 	udp, err := net.ListenUDP("udp", nil)
 	if err != nil {
-		a.log.Error("open UDP socket", "err", err)
+		a.log.Error("cannot open a UDP socket to reach the gateway; the agent stays offline", "err", err)
 		return
 	}
+	defer udp.Close() // a Transport does not close a socket it was given
 	tr := &quic.Transport{Conn: udp}
 	defer tr.Close()
 	var sessions sync.WaitGroup
 	defer sessions.Wait()
 
-	var bo transport.Backoff
-	lastErr := ""
+	bo := a.retry
+	refused := a.retryRefused
+	if refused.Min == 0 && refused.Max == 0 {
+		refused = transport.Backoff{Min: 2 * time.Second, Max: refusedBackoffMax}
+	}
+	connected := false
+	last := ""
+	a.log.Info("connecting to the gateway", "gateway", a.identity().Gateway)
 	for ctx.Err() == nil {
 		start := time.Now()
+		gw := a.identity().Gateway
 		s, err := a.dial(ctx, tr)
 		if err != nil {
-			if msg := err.Error(); msg != lastErr {
-				a.log.Warn("cannot connect to the gateway; retrying", "gateway", a.identity().Gateway, "err", err)
-				lastErr = msg
+			if ctx.Err() != nil {
+				return
 			}
-			if !sleep(ctx, bo.Next()) {
+			ce := explainConnect(err, gw, a.probeTCP)
+			d := bo.Next()
+			if ce.kind == failLocked || ce.kind == failRefused {
+				d = refused.Next()
+			}
+			connected = false
+			if key := ce.Error() + ce.detail; key != last {
+				last = key
+				args := []any{"gateway", gw}
+				if ce.detail != "" {
+					args = append(args, "gateway_says", ce.detail)
+				}
+				a.log.Warn(ce.Error(), append(args, "next_try_in", d.Round(100*time.Millisecond))...)
+			} else {
+				a.log.Debug("still cannot connect to the gateway; retrying", "gateway", gw, "reason", ce.Error(),
+					"next_try_in", d.Round(100*time.Millisecond))
+			}
+			if !sleep(ctx, d) {
 				return
 			}
 			continue
 		}
-		lastErr = ""
-		a.log.Info("connected to the gateway", "gateway", a.identity().Gateway)
+		last = ""
+		bo.Reset()
+		refused.Reset()
+		if !connected {
+			connected = true
+			a.log.Info("connected to the gateway", "gateway", gw, "agent", a.identity().Name)
+			if a.cfg.Connected != nil {
+				a.cfg.Connected(gw)
+			}
+		} else {
+			a.log.Debug("reconnected with the renewed certificate", "gateway", gw)
+		}
 		// After a renewal the old connection keeps serving its streams
 		// until they end; the gateway closes it then.
 		a.sess.Swap(s)
 		sessions.Add(1)
 		go func() {
 			defer sessions.Done()
+			defer panics.Recover(a.log, "connection to the gateway", func() error {
+				return s.conn.CloseWithError(transport.CodeProtocol, "internal error in the agent")
+			})
 			a.serve(ctx, s)
 		}()
 		select {
@@ -72,7 +116,9 @@ func (a *Agent) connect(ctx context.Context) {
 			return
 		case <-s.done:
 			a.sess.CompareAndSwap(s, nil)
-			a.log.Warn("disconnected from the gateway", "reason", closeReason(s.conn))
+			connected = false
+			reason := closeReason(s.conn)
+			a.log.Warn("disconnected from the gateway; reconnecting", "gateway", gw, "reason", reason)
 			if time.Since(start) > 30*time.Second {
 				bo.Reset()
 			}
@@ -85,6 +131,10 @@ func (a *Agent) connect(ctx context.Context) {
 	}
 }
 
+// refusedBackoffMax caps the wait between attempts while the gateway
+// refuses the agent (locked): an unlock takes effect within about this.
+const refusedBackoffMax = 15 * time.Second
+
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -96,16 +146,16 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// closeReason explains why a connection ended.
+// closeReason explains why a working connection ended.
 func closeReason(c *quic.Conn) string {
 	err := context.Cause(c.Context())
 	var ae *quic.ApplicationError
 	if errors.As(err, &ae) && ae.Remote {
-		return fmt.Sprintf("the gateway closed the connection: %s", ae.ErrorMessage)
+		return explainClose(ae, err).Error()
 	}
 	var ie *quic.IdleTimeoutError
 	if errors.As(err, &ie) {
-		return "the gateway stopped answering (idle timeout)"
+		return "the gateway stopped answering (idle timeout): check the network between this machine and the gateway"
 	}
 	if err != nil {
 		return err.Error()
@@ -117,7 +167,7 @@ func (a *Agent) dial(ctx context.Context, tr *quic.Transport) (*session, error) 
 	id := a.identity()
 	addr, err := net.ResolveUDPAddr("udp", id.Gateway)
 	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", id.Gateway, err)
+		return nil, err
 	}
 	host, _, _ := net.SplitHostPort(id.Gateway)
 	tlsConf := transport.ClientTLS(trust.PinnedClientConfig(id.Pin, host, nil),
@@ -130,7 +180,9 @@ func (a *Agent) dial(ctx context.Context, tr *quic.Transport) (*session, error) 
 	}
 	// Say hello on the control stream and wait for the welcome: a gateway
 	// that refuses us closes the connection with a reason instead.
-	ctl, err := conn.OpenStreamSync(dctx)
+	hctx, hcancel := context.WithTimeout(ctx, transport.HeaderTimeout)
+	defer hcancel()
+	ctl, err := conn.OpenStreamSync(hctx)
 	if err == nil {
 		err = wire.WriteHeader(ctl, wire.Header{Kind: wire.KindControl})
 	}
@@ -147,11 +199,21 @@ func (a *Agent) dial(ctx context.Context, tr *quic.Transport) (*session, error) 
 		err = fmt.Errorf("unexpected %q from the gateway", welcome.Type)
 	}
 	if err != nil {
-		if r := closeReason(conn); r != "connection closed" && conn.Context().Err() != nil {
-			err = errors.New(r)
+		// A refusal closes the connection: its reason is the error. Give
+		// the CONNECTION_CLOSE a moment to arrive if the stream failed
+		// first.
+		select {
+		case <-conn.Context().Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+		if cerr := context.Cause(conn.Context()); conn.Context().Err() != nil && cerr != nil {
+			var ae *quic.ApplicationError
+			if errors.As(cerr, &ae) && ae.Remote {
+				err = cerr
+			}
 		}
 		conn.CloseWithError(transport.CodeProtocol, "handshake failed")
-		return nil, err
+		return nil, &afterHandshake{err: err}
 	}
 	return &session{conn: conn, ctl: ctl, done: make(chan struct{})}, nil
 }
@@ -173,6 +235,11 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		// A panic here would leave the connection without its orders:
+		// close it, and connect again.
+		defer panics.Recover(a.log, "control stream from the gateway", func() error {
+			return s.conn.CloseWithError(transport.CodeProtocol, "internal error in the agent")
+		})
 		// Orders from the gateway: end a session now (deadline, revocation).
 		for {
 			m, err := wire.ReadControl(s.ctl)
@@ -192,6 +259,11 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer panics.Recover(a.log, "stream from the gateway", func() error {
+				st.CancelRead(transport.StreamCanceled)
+				st.CancelWrite(transport.StreamCanceled)
+				return nil
+			})
 			a.deliver(ctx, st)
 		}()
 	}

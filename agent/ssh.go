@@ -1,24 +1,19 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelhq/tunnel/agent/internal/sshd"
-	"github.com/tunnelhq/tunnel/pkg/api"
-	"github.com/tunnelhq/tunnel/pkg/asciicast"
 	"github.com/tunnelhq/tunnel/pkg/identity"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/wire"
@@ -123,62 +118,6 @@ func (a *Agent) serveSSH(ctx context.Context, st *quic.Stream, h wire.Header) {
 	}
 	ctx = context.WithValue(ctx, streamSessionKey{}, h)
 	a.sshd.ServeConn(ctx, transport.StreamConn(st, transport.StreamAddr(a.identity().Name), transport.StreamAddr(h.Caller)))
-}
-
-// record starts a recording that is uploaded to the gateway when it ends.
-func (a *Agent) record(s sshd.Session, width, height int, term string) (sshd.Recorder, error) {
-	r := &upload{a: a, session: s.ID}
-	w, err := asciicast.NewWriter(&r.buf, asciicast.Header{Version: 2, Width: width, Height: height,
-		Timestamp: time.Now().Unix(), Title: fmt.Sprintf("%s@%s (%s)", s.Login, a.identity().Name, s.User),
-		Env: map[string]string{"TERM": term}})
-	if err != nil {
-		return nil, err
-	}
-	w.MaxBytes = 32 << 20
-	r.w = w
-	return r, nil
-}
-
-// upload is a recording kept in memory and shipped when it closes.
-type upload struct {
-	a       *Agent
-	session string
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	w       *asciicast.Writer
-}
-
-func (u *upload) Output(t time.Duration, data []byte) { _ = u.w.Output(t, data) }
-func (u *upload) Resize(t time.Duration, w, h int)    { _ = u.w.Resize(t, w, h) }
-
-// Close ships the recording; a failure is logged, and retried a few times.
-func (u *upload) Close() error {
-	if err := u.w.Close(); err != nil {
-		return err
-	}
-	u.mu.Lock()
-	data := bytes.Clone(u.buf.Bytes())
-	u.mu.Unlock()
-	var err error
-	for attempt := range 3 {
-		if err = u.a.uploadRecording(u.session, data); err == nil {
-			return nil
-		}
-		time.Sleep(time.Duration(attempt+1) * time.Second)
-	}
-	u.a.log.Error("upload session recording", "session", u.session, "err", err)
-	return err
-}
-
-func (a *Agent) uploadRecording(session string, data []byte) error {
-	c, err := a.apiClient(true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return c.DoRaw(ctx, http.MethodPost, api.PathRecordings+"/"+url.PathEscape(session), "application/x-asciicast", bytes.NewReader(data))
 }
 
 // endSession carries out the gateway's order to end a session.

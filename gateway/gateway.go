@@ -22,11 +22,13 @@ import (
 	"time"
 
 	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/auditlog"
 	"github.com/tunnelhq/tunnel/gateway/internal/auth"
 	"github.com/tunnelhq/tunnel/gateway/internal/login"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/audit"
 	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/netguard"
 	"github.com/tunnelhq/tunnel/pkg/seal"
 	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/store/sqlitestore"
@@ -44,6 +46,11 @@ const (
 
 // DefaultCluster is the cluster name when none is given.
 const DefaultCluster = "tunnel"
+
+// DefaultHandshakeTimeout bounds the TLS and QUIC handshakes by default:
+// far above what a real client needs, even across the world, and short
+// enough that silent connections do not pile up.
+const DefaultHandshakeTimeout = 10 * time.Second
 
 // InitConfig says how to create a cluster.
 type InitConfig struct {
@@ -191,10 +198,39 @@ type Config struct {
 	TLSCertFile, TLSKeyFile string
 	// Lockout sets failed-login lockout; zero means 5 failures, 15 minutes.
 	Lockout auth.LockoutPolicy
-	// LoginRate and LoginBurst limit anonymous requests per source address;
-	// zero means 2 per second with a burst of 20.
+	// LoginRate and LoginBurst limit anonymous requests per source address
+	// (every request to login, enrolment, ping and the CA bundle, and any
+	// other request without a valid certificate of the cluster); zero
+	// means 2 per second with a burst of 20.
 	LoginRate  float64
 	LoginBurst int
+	// MaxConnsPerSource caps the concurrent connections of one source
+	// address (an IPv4 address, an IPv6 /64): on the TCP listeners (API and
+	// jump host together) and, separately, among the QUIC connections not
+	// yet authenticated. Connections over it are closed at once. Zero means
+	// netguard.DefaultPerSource (256).
+	MaxConnsPerSource int
+	// MaxConns caps the concurrent TCP connections (API and jump host
+	// together) and, separately, the QUIC connections. Zero means 80% of
+	// the open-file limit (raised to its hard limit at start), at most
+	// 65,536 (netguard.DefaultTotal).
+	MaxConns int
+	// HandshakeTimeout bounds an API connection's TLS handshake (a silent
+	// or stalled client is closed after it) and the reading of each
+	// request's headers, and the QUIC handshake. Zero means 10 seconds.
+	HandshakeTimeout time.Duration
+	// SSHHandshakeTimeout closes a jump host connection not authenticated
+	// this long after it was accepted; zero means
+	// jumphost.DefaultHandshakeTimeout (15 s).
+	SSHHandshakeTimeout time.Duration
+	// SSHIdleConnTimeout closes an authenticated jump host connection with
+	// no channel open for this long; zero means jumphost.DefaultIdleTimeout
+	// (15 min).
+	SSHIdleConnTimeout time.Duration
+	// AuditFoldInterval: repeats of a refusal of an anonymous caller (same
+	// type, source and reason) are written as one audit event with a count
+	// per interval, after the first. Zero means one minute.
+	AuditFoldInterval time.Duration
 	// Version is reported by /v1/ping.
 	Version string
 	Log     *slog.Logger
@@ -213,6 +249,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.LoginBurst == 0 {
 		c.LoginBurst = 20
+	}
+	if c.MaxConnsPerSource == 0 {
+		c.MaxConnsPerSource = netguard.DefaultPerSource
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.AuditFoldInterval == 0 {
+		c.AuditFoldInterval = auditlog.DefaultFoldInterval
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
@@ -237,6 +282,12 @@ func (c *Config) validate() error {
 	}
 	if c.LoginRate < 0 || c.LoginBurst < 0 {
 		return errors.New("login rate and burst must not be negative")
+	}
+	if c.MaxConnsPerSource < 0 || c.MaxConns < 0 {
+		return errors.New("--max-conns-per-source and --max-conns must not be negative (0 means the default)")
+	}
+	if c.HandshakeTimeout < 0 || c.AuditFoldInterval < 0 || c.SSHHandshakeTimeout < 0 || c.SSHIdleConnTimeout < 0 {
+		return errors.New("timeouts and intervals must not be negative (0 means the default)")
 	}
 	return nil
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/tunnelhq/tunnel/gateway/internal/relay"
 	"github.com/tunnelhq/tunnel/gateway/internal/servercert"
 	"github.com/tunnelhq/tunnel/gateway/internal/sessions"
+	"github.com/tunnelhq/tunnel/pkg/netguard"
 	"github.com/tunnelhq/tunnel/pkg/seal"
 	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/store/sqlitestore"
@@ -58,6 +59,13 @@ type Gateway struct {
 	qtr   *quic.Transport
 	qln   *quic.Listener
 
+	// Budgets of the listeners (pkg/netguard), and the folding of
+	// anonymous callers' refusals in the audit log.
+	tcpLim  *netguard.Limiter
+	qgate   *netguard.QUICGate
+	errLog  *netguard.ErrorLog
+	denials *auditlog.Folder
+
 	ctx    context.Context // ends the relay
 	cancel context.CancelFunc
 
@@ -72,6 +80,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
+	cfg.applyFileLimit()
 	dbPath := filepath.Join(cfg.DataDir, DBFile)
 	if _, err := os.Stat(dbPath); err != nil {
 		return nil, fmt.Errorf("no cluster in %s: run tunnel-gateway init --data-dir %s first", cfg.DataDir, cfg.DataDir)
@@ -128,55 +137,96 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	}
 	loginSvc := &login.Service{Store: g.store, CA: g.ca, Sealer: sealer, Hasher: hasher,
 		Lockout: cfg.Lockout, Clock: cfg.Clock, Log: cfg.Log}
+	// On error, what was opened is closed again, newest first.
+	var undo []func()
+	ok := false
+	defer func() {
+		if !ok {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	g.tcpLim = netguard.NewLimiter("TCP", netguard.Limits{PerSource: cfg.MaxConnsPerSource, Total: cfg.MaxConns}, cfg.Log)
+	g.qgate = netguard.NewQUICGate(netguard.Limits{PerSource: cfg.MaxConnsPerSource, Total: cfg.MaxConns}, cfg.Log)
+	g.errLog = netguard.NewErrorLog(cfg.Log)
+	undo = append(undo, g.tcpLim.Close, g.qgate.Close, g.errLog.Close)
 	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.APIAddr, err)
 	}
-	g.ln = ln
+	g.ln = netguard.NewListener(ln, g.tcpLim, "API")
+	undo = append(undo, func() { g.ln.Close() })
 	if err := g.listenQUIC(); err != nil {
-		ln.Close()
 		return err
 	}
+	undo = append(undo, func() { g.qtr.Close() })
 	g.audit = auditlog.New(g.store)
-	g.relay = &relay.Server{Store: g.store, CA: g.ca, Audit: g.audit, Clock: cfg.Clock, Log: cfg.Log, IdleTimeout: cfg.IdleTimeout}
+	g.denials = auditlog.NewFolder(g.audit, cfg.AuditFoldInterval, cfg.Clock, cfg.Log)
+	g.denials.Start()
+	loginSvc.Denials = g.denials
+	undo = append(undo, g.audit.Close, func() { g.denials.Close() })
+	g.relay = &relay.Server{Store: g.store, CA: g.ca, Audit: g.audit, Denials: g.denials, Clock: cfg.Clock, Log: cfg.Log, IdleTimeout: cfg.IdleTimeout}
 	g.sess = &sessions.Manager{Store: g.store, CA: g.ca, Killer: g.relay, Clock: cfg.Clock, Log: cfg.Log}
 	g.relay.Sessions = g.sess
 	if cfg.SSHAddr != "" {
-		if g.sshLn, err = net.Listen("tcp", cfg.SSHAddr); err != nil {
-			g.qtr.Close()
-			ln.Close()
+		sshLn, err := net.Listen("tcp", cfg.SSHAddr)
+		if err != nil {
 			return fmt.Errorf("SSH jump host: listen on %s: %w", cfg.SSHAddr, err)
 		}
+		g.sshLn = netguard.NewListener(sshLn, g.tcpLim, "jump host")
+		undo = append(undo, func() { g.sshLn.Close() })
 		names := append([]string{"localhost", "127.0.0.1", "::1"}, cfg.Names...)
 		if h, herr := os.Hostname(); herr == nil && h != "" {
 			names = append(names, h)
 		}
 		g.jump = &jumphost.Server{Store: g.store, CA: g.ca, Sessions: g.sess, Relay: g.relay, Names: names,
-			Clock: cfg.Clock, Log: cfg.Log}
+			Clock: cfg.Clock, Log: cfg.Log, HandshakeTimeout: cfg.SSHHandshakeTimeout, IdleTimeout: cfg.SSHIdleConnTimeout}
 	}
 	if err := g.sess.Start(ctx); err != nil {
-		g.qtr.Close()
-		ln.Close()
 		return err
 	}
+	ok = true
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	api := &apiserver.Server{
 		Store: g.store, CA: g.ca, Sealer: sealer, Hasher: hasher, Login: loginSvc,
-		Limiter: auth.NewIPLimiter(rate.Limit(cfg.LoginRate), cfg.LoginBurst, cfg.Clock),
+		Limiter: auth.NewIPLimiter(rate.Limit(cfg.LoginRate), cfg.LoginBurst, cfg.Clock), Denials: g.denials,
 		Version: cfg.Version, Clock: cfg.Clock, Log: cfg.Log, TOTPIssuer: "tunnel " + cluster,
 		Presence: g.relay, PolicyChanged: g.relay.ReloadPolicy, AgentTTL: cfg.AgentTTL, Sessions: g.sess,
 	}
+	// net/http bounds a TLS handshake by the least of ReadHeaderTimeout,
+	// ReadTimeout and WriteTimeout: a connection silent from its first
+	// byte, or stalled in mid-handshake, is closed after HandshakeTimeout.
 	g.http = &http.Server{
 		Handler:           api.Handler(),
 		TLSConfig:         trust.ServerConfig(g.certs.GetCertificate),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		ReadTimeout:       max(30*time.Second, cfg.HandshakeTimeout),
+		WriteTimeout:      max(60*time.Second, cfg.HandshakeTimeout),
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          nil,
+		ErrorLog:          g.errLog.Logger(),
 	}
 	return nil
+}
+
+// applyFileLimit raises the soft open-file limit to the hard one, derives
+// the default total connection budget from it, and logs the limits in
+// force.
+func (c *Config) applyFileLimit() {
+	limit, err := netguard.RaiseFileLimit()
+	if err != nil {
+		c.Log.Warn("could not raise the open-file limit; the connection budget follows the current one", "err", err)
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = netguard.DefaultTotal(limit)
+	} else if limit > 0 && uint64(c.MaxConns) >= limit {
+		c.Log.Warn("--max-conns is not below the open-file limit: connections past the limit fail with \"too many open files\" instead of being refused; lower it, or raise the limit (ulimit -n, LimitNOFILE=)",
+			"max_conns", c.MaxConns, "open_file_limit", limit)
+	}
+	c.Log.Info("connection limits", "open_file_limit", limit, "max_conns", c.MaxConns,
+		"max_conns_per_source", c.MaxConnsPerSource, "handshake_timeout", c.HandshakeTimeout.String(),
+		"audit_fold_interval", c.AuditFoldInterval.String())
 }
 
 // listenQUIC binds the UDP side: by default the port the API got, so one
@@ -201,8 +251,13 @@ func (g *Gateway) listenQUIC() error {
 		return err
 	}
 	g.udp = udp
-	g.qtr = &quic.Transport{Conn: udp, StatelessResetKey: key}
-	g.qln, err = g.qtr.Listen(transport.ServerTLS(g.certs.GetCertificate), transport.QUICConfig())
+	// The gate caps connections per source until they authenticate, and
+	// in total; the handshake has the API's deadline.
+	g.qtr = &quic.Transport{Conn: udp, StatelessResetKey: key,
+		ConnContext: g.qgate.ConnContext, VerifySourceAddress: g.qgate.VerifySourceAddress}
+	qc := transport.QUICConfig()
+	qc.HandshakeIdleTimeout = g.cfg.HandshakeTimeout
+	g.qln, err = g.qtr.Listen(transport.ServerTLS(g.certs.GetCertificate), qc)
 	if err != nil {
 		g.qtr.Close()
 		return fmt.Errorf("listen QUIC on %s: %w", addr, err)
@@ -310,7 +365,12 @@ func (g *Gateway) Close(ctx context.Context) error {
 		g.qln.Close()
 		g.relay.Wait()
 		g.qtr.Close()
+		// The folded refusals are written before the writer stops.
+		_ = g.denials.Close()
 		g.audit.Close()
+		g.tcpLim.Close()
+		g.qgate.Close()
+		g.errLog.Close()
 		g.closeErr = errors.Join(err, g.store.Close())
 	})
 	return g.closeErr

@@ -281,7 +281,10 @@ func echoOnce(c net.Conn) error {
 // freeLoopbackPort returns a port free on both 127.0.0.1 and 127.0.0.2.
 func freeLoopbackPort(t testing.TB) int {
 	t.Helper()
-	for range 20 {
+	// Client sockets of other tests (floods from 127.0.0.x) may hold the
+	// port on 127.0.0.2 for a while: try many ports before giving up.
+	var lastErr error
+	for range 500 {
 		l1, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -293,8 +296,9 @@ func freeLoopbackPort(t testing.TB) int {
 			l2.Close()
 			return port
 		}
+		lastErr = err
 	}
-	t.Fatal("no port free on both 127.0.0.1 and 127.0.0.2")
+	t.Fatalf("no port free on both 127.0.0.1 and 127.0.0.2 (last: %v)", lastErr)
 	return 0
 }
 

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -18,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/term"
 
@@ -62,7 +64,14 @@ func Dial(ctx context.Context, cfg Config) (*ssh.Client, error) {
 		st.CancelWrite(transport.StreamCanceled)
 		return nil, fmt.Errorf("reach %s: %w", cfg.Node, err)
 	}
-	conn := transport.StreamConn(st, transport.StreamAddr("local"), transport.StreamAddr(cfg.Node))
+	return newClient(transport.StreamConn(st, transport.StreamAddr("local"), transport.StreamAddr(cfg.Node)), cfg)
+}
+
+// newClient runs the SSH handshake on conn: the node must present a host
+// certificate from one of cfg.HostCAs naming cfg.Node (no other key, no
+// trust on first use), and the client logs in with the session's
+// certificate. conn is closed on failure.
+func newClient(conn net.Conn, cfg Config) (*ssh.Client, error) {
 	checker := &ssh.CertChecker{
 		IsHostAuthority: func(auth ssh.PublicKey, _ string) bool {
 			for _, ca := range cfg.HostCAs {
@@ -85,7 +94,28 @@ func Dial(ctx context.Context, cfg Config) (*ssh.Client, error) {
 		conn.Close()
 		return nil, explain(cfg, err)
 	}
-	return ssh.NewClient(c, chans, reqs), nil
+	return ssh.NewClient(&sessionConn{Conn: c, deadline: certDeadline(cfg.Signer)}, chans, reqs), nil
+}
+
+// sessionConn is the client's SSH connection with the session's deadline,
+// so that Run can tell a session cut at its deadline from one cut for
+// another reason.
+type sessionConn struct {
+	ssh.Conn
+	deadline time.Time // zero if unknown
+}
+
+// certDeadline is the expiry of the session certificate s holds: the
+// session's deadline, itself capped by the login's expiry.
+func certDeadline(s ssh.Signer) time.Time {
+	if s == nil {
+		return time.Time{}
+	}
+	cert, ok := s.PublicKey().(*ssh.Certificate)
+	if !ok || cert.ValidBefore == 0 || cert.ValidBefore > math.MaxInt64 {
+		return time.Time{}
+	}
+	return time.Unix(int64(cert.ValidBefore), 0)
 }
 
 func explain(cfg Config, err error) error {
@@ -93,7 +123,7 @@ func explain(cfg Config, err error) error {
 	switch {
 	case strings.Contains(msg, "unable to authenticate"):
 		return fmt.Errorf("%s refused login %q with this session's certificate (is %q one of your logins? see tunnel status)", cfg.Node, cfg.Login, cfg.Login)
-	case strings.Contains(msg, "host key"), strings.Contains(msg, "certificate"):
+	case strings.Contains(msg, "host key"), strings.Contains(msg, "certificate"), strings.Contains(msg, "no authorities"):
 		return fmt.Errorf("%s did not prove it is %s (its host certificate is not from this cluster): %w", cfg.Node, cfg.Node, err)
 	}
 	return fmt.Errorf("ssh to %s: %w", cfg.Node, err)
@@ -153,9 +183,53 @@ func Run(ctx context.Context, c *ssh.Client, command []string, stdin *os.File, s
 	case errors.As(err, &ee):
 		return &ExitError{Code: ee.ExitStatus()}
 	case errors.Is(err, io.EOF), strings.Contains(err.Error(), "without exit status"):
-		return errors.New("the connection closed before the command finished")
+		return endReason(c, time.Now())
 	}
 	return err
+}
+
+// Reasons a session was cut, as the node and the gateway say them.
+const (
+	reasonRevoked = "access revoked by an administrator"
+	// expirySlack allows for the difference between this machine's clock
+	// and the gateway's, which set the deadline.
+	expirySlack = 10 * time.Second
+	// closeWait bounds the wait for the connection's end, once its session
+	// channel closed without an exit status.
+	closeWait = 2 * time.Second
+)
+
+// endReason says why a session ended without an exit status: cut at its
+// deadline (which is never later than the login's expiry), revoked, or
+// closed for a reason this side cannot tell.
+func endReason(c *ssh.Client, now time.Time) error {
+	var deadline time.Time
+	if sc, ok := c.Conn.(*sessionConn); ok {
+		deadline = sc.deadline
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Wait() }()
+	var cause error
+	select {
+	case cause = <-closed:
+	case <-time.After(closeWait):
+	}
+	var ae *quic.ApplicationError
+	if errors.As(cause, &ae) && ae.Remote {
+		switch {
+		case ae.ErrorCode == transport.CodeRevoked:
+			return errors.New(reasonRevoked)
+		case ae.ErrorCode == transport.CodeUnauthorized && strings.Contains(ae.ErrorMessage, "expired"):
+			return errors.New("session expired: your login expired (run tunnel login, then tunnel ssh again)")
+		}
+	}
+	if !deadline.IsZero() && !now.Before(deadline.Add(-expirySlack)) {
+		return fmt.Errorf("session expired at %s UTC: run tunnel ssh again for a new session", deadline.UTC().Format("15:04:05"))
+	}
+	if cause != nil && !errors.Is(cause, io.EOF) {
+		return fmt.Errorf("the connection closed before the command finished: %w", cause)
+	}
+	return errors.New("the connection closed before the command finished")
 }
 
 // watchResize forwards terminal size changes (SIGWINCH) to the session.

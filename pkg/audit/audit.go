@@ -38,7 +38,9 @@ const (
 	UserUnlocked      Type = "user.unlocked"
 	UserMFAReset      Type = "user.mfa_reset"
 	RoleCreated       Type = "role.created"
+	RoleUpdated       Type = "role.updated"
 	RoleDeleted       Type = "role.deleted"
+	UserRolesChanged  Type = "user.roles_changed"
 	ClusterInit       Type = "cluster.init"
 	AdminDenied       Type = "admin.denied"
 	PasswordRehashed  Type = "user.password_rehashed"
@@ -165,8 +167,11 @@ func (e *BrokenLinkError) Unwrap() error { return ErrBrokenChain }
 
 // Verify walks events, which must be the whole log in storage order, and
 // returns nil if every link holds, or a *BrokenLinkError for the first one
-// that does not. headHash, if not empty, is the hash the store recorded for
-// the last event; it detects events deleted from the end of the log.
+// that does not. headHash is the hash the store recorded for the last
+// event, "" for an empty log; it detects events deleted from the end of the
+// log. An empty headHash with events present is a broken chain, not a
+// reason to skip that check: blanking the recorded head would otherwise
+// hide any number of events deleted from the end.
 func Verify(events []Event, headHash string) error {
 	var prev *Event
 	for i := range events {
@@ -187,22 +192,24 @@ func Verify(events []Event, headHash string) error {
 		}
 		prev = ev
 	}
-	if headHash != "" {
-		last := GenesisHash
-		var lastSeq int64
-		if prev != nil {
-			last, lastSeq = prev.Hash, prev.Seq
+	if prev == nil {
+		if headHash != "" {
+			return &BrokenLinkError{Seq: 1, Reason: "the log ends before the last recorded event (events were deleted from the end)"}
 		}
-		if last != headHash {
-			// A head that is an earlier event's hash means events were
-			// added after it, not deleted.
-			for i := range events {
-				if events[i].Hash == headHash {
-					return &BrokenLinkError{Seq: events[i].Seq + 1, Reason: "the log goes on after the last recorded event (events were added without updating the recorded head)"}
-				}
+		return nil
+	}
+	if headHash == "" {
+		return &BrokenLinkError{Seq: events[0].Seq, Reason: fmt.Sprintf("the recorded head is empty but the log holds %d events (the head was blanked, so events may have been deleted from the end)", len(events))}
+	}
+	if prev.Hash != headHash {
+		// A head that is an earlier event's hash means events were added
+		// after it, not deleted.
+		for i := range events {
+			if events[i].Hash == headHash {
+				return &BrokenLinkError{Seq: events[i].Seq + 1, Reason: "the log goes on after the last recorded event (events were added without updating the recorded head)"}
 			}
-			return &BrokenLinkError{Seq: lastSeq + 1, Reason: "the log ends before the last recorded event (events were deleted from the end)"}
 		}
+		return &BrokenLinkError{Seq: prev.Seq + 1, Reason: "the log ends before the last recorded event (events were deleted from the end)"}
 	}
 	return nil
 }

@@ -56,8 +56,11 @@ func TestChain(t *testing.T) {
 	if err := audit.Verify(evs, head); err != nil {
 		t.Errorf("Verify of an untouched log: %v", err)
 	}
-	if err := audit.Verify(evs, ""); err != nil {
-		t.Errorf("Verify without a head: %v", err)
+	// An empty head says the log is empty: with events present, the
+	// chain is broken.
+	var be *audit.BrokenLinkError
+	if err := audit.Verify(evs, ""); !errors.As(err, &be) || be.Seq != 1 || !strings.Contains(be.Reason, "head is empty") {
+		t.Errorf("Verify with an empty head over 3 events: got %v; want broken at event 1 because the head is empty", err)
 	}
 	if err := audit.Verify(nil, ""); err != nil {
 		t.Errorf("Verify of an empty log: %v", err)
@@ -116,9 +119,15 @@ func TestHashCoversEveryField(t *testing.T) {
 				ev.Details[k] = v
 			}
 			tc.edit(&ev)
-			err := audit.Verify([]audit.Event{ev}, "")
-			if !errors.Is(err, audit.ErrBrokenChain) {
-				t.Errorf("got %v; want the edit detected", err)
+			// Checked against the untouched head, so that only the
+			// event's own hash and links can catch the edit.
+			err := audit.Verify([]audit.Event{ev}, base.Hash)
+			var be *audit.BrokenLinkError
+			if !errors.As(err, &be) || be.Seq != 1 {
+				t.Fatalf("got %v; want the edit detected at event 1", err)
+			}
+			if strings.Contains(be.Reason, "recorded") {
+				t.Errorf("got %q; want the edit caught by the event's hash or links, not by the head", be.Reason)
 			}
 		})
 	}
@@ -172,6 +181,18 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		{"deleted everything", func(evs []audit.Event, head string) ([]audit.Event, string) {
 			return nil, head
 		}, 1, ""},
+		{"deleted last event, head blanked", func(evs []audit.Event, head string) ([]audit.Event, string) {
+			return evs[:len(evs)-1], ""
+		}, 1, "head is empty"},
+		{"deleted last two events, head blanked", func(evs []audit.Event, head string) ([]audit.Event, string) {
+			return evs[:len(evs)-2], ""
+		}, 1, "head is empty"},
+		{"head blanked", func(evs []audit.Event, head string) ([]audit.Event, string) {
+			return evs, ""
+		}, 1, "holds 5 events"},
+		{"head set to another hash", func(evs []audit.Event, head string) ([]audit.Event, string) {
+			return evs, strings.Repeat("ab", 32)
+		}, 6, "deleted from the end"},
 		{"reordered", func(evs []audit.Event, head string) ([]audit.Event, string) {
 			evs[1], evs[2] = evs[2], evs[1]
 			return evs, head

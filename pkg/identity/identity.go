@@ -32,10 +32,18 @@ const MaxNameLen = 64
 // ErrInvalidName is wrapped by name validation errors.
 var ErrInvalidName = errors.New("invalid name")
 
-// CanonicalName trims surrounding white space and folds case. Names are
-// restricted to ASCII by ValidateName, so lower-casing is full case folding.
+// CanonicalName trims surrounding white space and folds ASCII upper case to
+// lower case. Names are restricted to ASCII by ValidateName, so that is full
+// case folding; non-ASCII letters are left alone (Unicode lower-casing would
+// turn the Kelvin sign into a 'k'), so that ValidateName refuses them rather
+// than letting a look-alike spelling reach an ASCII name.
 func CanonicalName(name string) string {
-	return strings.ToLower(strings.TrimSpace(name))
+	return strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + ('a' - 'A')
+		}
+		return r
+	}, strings.TrimSpace(name))
 }
 
 // ValidateName checks a canonical name: 1 to 64 characters from a-z, 0-9,
@@ -71,13 +79,18 @@ func (id ID) URI() *url.URL {
 
 func (id ID) String() string { return id.URI().String() }
 
-// ParseURI parses a SAN URI made by ID.URI and validates every part.
+// ParseURI parses a SAN URI made by ID.URI and validates every part. It
+// accepts only the form ID.URI writes: no user information, port, query
+// (not even an empty one), fragment, percent-encoding or further path
+// segment.
 func ParseURI(u *url.URL) (ID, error) {
-	if u == nil || u.Scheme != Scheme || u.Opaque != "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+	if u == nil || u.Scheme != Scheme || u.Opaque != "" || u.User != nil || u.RawQuery != "" || u.ForceQuery ||
+		u.Fragment != "" || u.RawFragment != "" {
 		return ID{}, fmt.Errorf("identity: not a %s:// identity URI", Scheme)
 	}
-	parts := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
-	if len(parts) != 2 {
+	path, rooted := strings.CutPrefix(u.Path, "/")
+	parts := strings.Split(path, "/")
+	if !rooted || len(parts) != 2 {
 		return ID{}, fmt.Errorf("identity: URI path %q is not /KIND/NAME", u.Path)
 	}
 	id := ID{Cluster: u.Host, Kind: Kind(parts[0]), Name: parts[1]}
@@ -91,6 +104,11 @@ func ParseURI(u *url.URL) (ID, error) {
 	}
 	if err := ValidateName(string(id.Kind), id.Name); err != nil {
 		return ID{}, fmt.Errorf("identity: %w", err)
+	}
+	if got := u.String(); got != id.String() {
+		// Percent-encoding, or anything else url.URL can hold beside the
+		// parts checked above.
+		return ID{}, fmt.Errorf("identity: URI %q is not written as %q", got, id.String())
 	}
 	return id, nil
 }

@@ -2,8 +2,8 @@
 // [Store], and the records it holds.
 //
 // Two implementations satisfy it: the embedded SQLite store
-// (pkg/store/sqlitestore, the default) and, later, PostgreSQL for several
-// gateways sharing one state. Both pass the same conformance suite in
+// (pkg/store/sqlitestore, the default) and PostgreSQL (pkg/store/pgstore)
+// for several gateways sharing one state. Both pass the same conformance suite in
 // pkg/store/storetest, so callers never see which one they have.
 //
 // Every method that changes state takes the audit event that records the
@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tunnelhq/tunnel/pkg/audit"
+	"github.com/tunnelhq/tunnel/pkg/identity"
 )
 
 // Sentinel errors callers branch on. Implementations wrap them.
@@ -29,6 +30,14 @@ var (
 	ErrExists   = errors.New("already exists")
 	// ErrLocked: the agent or user is locked by an administrator.
 	ErrLocked = errors.New("locked by an administrator")
+	// ErrUnavailable: the store could not be reached, or the connection to
+	// it was lost (a PostgreSQL server down or restarting, a TLS failure).
+	// The request itself may be fine: tell the user "the gateway cannot
+	// reach its store: ..." and let them retry.
+	ErrUnavailable = errors.New("store unavailable")
+	// ErrLockedOut: too many failed logins for the name; see
+	// ReserveLoginAttempt.
+	ErrLockedOut = errors.New("locked out after repeated failed logins")
 	// ErrTokenUsed and ErrTokenExpired refuse a join token.
 	ErrTokenUsed    = errors.New("join token already used")
 	ErrTokenExpired = errors.New("join token expired")
@@ -142,12 +151,15 @@ const (
 type IssuedCert struct {
 	// Serial is the certificate's serial number in lowercase hex; unique
 	// within Kind.
-	Serial    string
-	Kind      CertKind
-	Subject   string // user or agent name
-	NotBefore time.Time
-	NotAfter  time.Time
-	IssuedAt  time.Time
+	Serial  string
+	Kind    CertKind
+	Subject string // user or agent name
+	// SubjectKind says whether Subject names a user or an agent: a user and
+	// an agent may share a name, and revoking one must never touch the other.
+	SubjectKind identity.Kind
+	NotBefore   time.Time
+	NotAfter    time.Time
+	IssuedAt    time.Time
 	// Principals are the SSH principals or the X.509 URI SANs.
 	Principals []string
 	// RevokedAt is zero unless the certificate was revoked.
@@ -224,9 +236,12 @@ type SessionFilter struct {
 // least one of Subject and Serial must be set; the fields that are set must
 // all match.
 type RevokeFilter struct {
-	Subject string   // user or agent name
-	Serial  string   // one certificate (lowercase hex)
-	Kind    CertKind // "" for every kind
+	Subject string // user or agent name
+	// SubjectKind must be set with Subject: the certificates of the user
+	// alice and of the agent alice are different principals'.
+	SubjectKind identity.Kind
+	Serial      string   // one certificate (lowercase hex)
+	Kind        CertKind // "" for every kind
 }
 
 // AuditFilter selects audit events. Zero values select everything.
@@ -269,13 +284,27 @@ type Store interface {
 	// LoginFailures returns the counter for a canonical name (a zero
 	// counter if there is none).
 	LoginFailures(ctx context.Context, name string) (LoginFailures, error)
-	// RecordLoginFailure increments the counter; when it reaches max it sets
-	// LockedUntil to now+lockout. It appends ev and returns the new counter.
-	RecordLoginFailure(ctx context.Context, name string, now time.Time, max int, lockout time.Duration, ev audit.Event) (LoginFailures, error)
+	// ReserveLoginAttempt atomically counts one login attempt for name
+	// before its credentials are checked, so that concurrent attempts can
+	// never be evaluated past the lockout: at most max attempts are reserved
+	// per lockout period, whatever the concurrency. If name is locked out at
+	// now it reserves nothing and returns the counter with ErrLockedOut. If
+	// an earlier lockout has ended the counter restarts. The reservation
+	// that brings the count to max sets LockedUntil to now+lockout (that
+	// attempt is still evaluated). A reserved attempt counts as a failure
+	// unless the login succeeds and calls ClearLoginFailures. max <= 0 never
+	// locks out.
+	ReserveLoginAttempt(ctx context.Context, name string, now time.Time, max int, lockout time.Duration) (LoginFailures, error)
 	// ClearLoginFailures resets the counter after a successful login.
 	ClearLoginFailures(ctx context.Context, name string) error
 
 	CreateRole(ctx context.Context, r Role, ev audit.Event) error
+	// UpdateRole replaces every field of the role r.Name but CreatedAt;
+	// ErrNotFound if there is no such role.
+	UpdateRole(ctx context.Context, r Role, ev audit.Event) error
+	// SetUserRoles replaces a user's roles; ErrNotFound (wrapped, naming
+	// it) for an unknown user or role.
+	SetUserRoles(ctx context.Context, name string, roles []string, ev audit.Event) error
 	GetRole(ctx context.Context, name string) (Role, error)
 	ListRoles(ctx context.Context) ([]Role, error)
 	// DeleteRole removes a role; it returns ErrExists (wrapped) while users

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/tunnelhq/tunnel/pkg/panics"
 	"github.com/tunnelhq/tunnel/pkg/wire"
 )
 
@@ -42,7 +45,9 @@ type Forwarder struct {
 var ErrStop = errors.New("forwarder stopped")
 
 // Serve accepts until ctx ends, Allow says stop, or the listener fails. It
-// closes the listener and aborts the connections still open on return.
+// closes the listener and aborts the connections still open on return. A
+// panic while serving one connection (or in Allow) is recovered: that
+// connection is reset, logged with its stack, and the listener goes on.
 func (f *Forwarder) Serve(ctx context.Context) error {
 	log := f.Log
 	if log == nil {
@@ -77,7 +82,7 @@ func (f *Forwarder) Serve(ctx context.Context) error {
 			continue
 		}
 		if f.Allow != nil {
-			if err := f.Allow(); err != nil {
+			if err := f.allow(log); err != nil {
 				TCP{tc}.Abort()
 				if errors.Is(err, ErrStop) {
 					log.Error("listener stops", "listen", f.Listener.Addr().String(), "target", f.Target, "err", err)
@@ -96,8 +101,29 @@ func (f *Forwarder) Serve(ctx context.Context) error {
 	}
 }
 
+// allow calls Allow, turning a panic into a refusal of the connection.
+func (f *Forwarder) allow(log *slog.Logger) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			panics.Report(log, "local listener "+f.Listener.Addr().String()+" (Allow)", r, debug.Stack())
+			err = fmt.Errorf("internal error: %v", r)
+		}
+	}()
+	return f.Allow()
+}
+
 func (f *Forwarder) carry(ctx context.Context, tc *net.TCPConn, log *slog.Logger) {
 	local := TCP{tc}
+	var s *quic.Stream
+	// A panic ends this one connection (both ends reset), never the
+	// process.
+	defer panics.Recover(log, "local listener connection to "+f.Target, func() error {
+		local.Abort()
+		if s != nil {
+			Stream{s}.Abort()
+		}
+		return nil
+	})
 	octx, cancel := context.WithTimeout(ctx, HeaderTimeout)
 	s, err := f.Opener.OpenStream(octx)
 	cancel()
@@ -140,6 +166,11 @@ func (r *replyFirst) Read(p []byte) (int, error) {
 		_ = r.Stream.SetReadDeadline(time.Now().Add(HeaderTimeout))
 		rep, err := wire.ReadReply(r.Stream)
 		_ = r.Stream.SetReadDeadline(time.Time{})
+		if errors.Is(err, io.EOF) {
+			// The stream ended before any reply: the gateway accepted
+			// nothing, so the client must not see a clean end.
+			err = io.ErrUnexpectedEOF
+		}
 		if err != nil {
 			return 0, fmt.Errorf("read reply for %s: %w", r.target, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
 
+	"github.com/tunnelhq/tunnel/pkg/panics"
 	"github.com/tunnelhq/tunnel/pkg/wire"
 )
 
@@ -456,5 +458,57 @@ func TestForwarderServeWaitsForItsGoroutines(t *testing.T) {
 	}
 	if err == nil {
 		t.Error("Serve = nil; want the accept error")
+	}
+}
+
+// panicOpener panics on its first OpenStream, then opens streams.
+type panicOpener struct {
+	fakeOpener
+}
+
+func (o *panicOpener) OpenStream(ctx context.Context) (*quic.Stream, error) {
+	if o.calls.Load() == 0 {
+		o.calls.Add(1)
+		panic("bug reached by one connection")
+	}
+	return o.fakeOpener.OpenStream(ctx)
+}
+
+// A panic while carrying one connection resets that connection only: the
+// process lives, the panic is logged and counted, and the next connection
+// is carried.
+func TestForwarderPanicEndsOneConnection(t *testing.T) {
+	cc, sc := quicConns(t)
+	startGateway(t, sc, wire.Reply{Status: wire.StatusOK}, "")
+	before := panics.Count()
+	ft := startForwarder(t, &panicOpener{fakeOpener{conn: cc}}, nil)
+
+	ft.dialReset(t)
+	echo(t, ft.dial(t), "after the panic")
+	attrs, ok := ft.logs.find("recovered a panic; closed that one connection, the process goes on")
+	if !ok || attrs["panic"] != "bug reached by one connection" || !strings.Contains(attrs["stack"], "OpenStream") {
+		t.Errorf("panic logged as %v, %v; want its value and stack", attrs, ok)
+	}
+	if n := panics.Count() - before; n != 1 {
+		t.Errorf("panics counted: %d; want 1", n)
+	}
+}
+
+// A panic in Allow refuses that connection; the listener goes on.
+func TestForwarderAllowPanicRefusesOne(t *testing.T) {
+	cc, sc := quicConns(t)
+	startGateway(t, sc, wire.Reply{Status: wire.StatusOK}, "")
+	var calls atomic.Int32
+	allow := func() error {
+		if calls.Add(1) == 1 {
+			panic("bug in Allow")
+		}
+		return nil
+	}
+	ft := startForwarder(t, &fakeOpener{conn: cc}, allow)
+	ft.dialReset(t)
+	echo(t, ft.dial(t), "after the panic")
+	if _, ok := ft.logs.find("recovered a panic; closed that one connection, the process goes on"); !ok {
+		t.Error("the panic was not logged")
 	}
 }

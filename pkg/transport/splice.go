@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/tunnelhq/tunnel/pkg/panics"
 )
 
 // Endpoint is one side of a proxied connection: a byte stream whose two
@@ -58,6 +60,8 @@ func (s Stream) Close() error {
 
 const bufSize = 128 << 10
 
+var errSplicePanic = errors.New("internal error while copying (see the log)")
+
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
 // Result reports what a splice moved.
@@ -88,6 +92,10 @@ func Splice(a, b Endpoint) Result {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		// This goroutine is Splice's own: a panic in an endpoint's Read or
+		// Write here ends this one connection (both sides reset), never the
+		// process. The caller's goroutine has its own boundary.
+		defer panics.Recover(nil, "splice", func() error { abort(errSplicePanic); return nil })
 		n, err := pipe(b, a)
 		res.AToB = n
 		if err != nil {

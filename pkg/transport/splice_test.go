@@ -400,3 +400,21 @@ func TestSpliceBackPressure(t *testing.T) {
 		}
 	})
 }
+
+// panicky is an endpoint whose Read panics.
+type panicky struct{ Endpoint }
+
+func (panicky) Read([]byte) (int, error) { panic("endpoint bug") }
+
+// TestSplicePanicInItsGoroutineAbortsOne: a panic in the direction Splice
+// runs in its own goroutine (reading a) resets both sides and returns,
+// instead of ending the process.
+func TestSplicePanicInItsGoroutineAbortsOne(t *testing.T) {
+	aIn, _ := endKinds[0].ends(t)
+	bIn, bOut := endKinds[0].ends(t)
+	res := startSplice(t, panicky{aIn}, bIn)
+	readReset(t, "B", bOut)
+	if r := waitResult(t, res); r.Err == nil {
+		t.Error("Splice after a panic reported no error")
+	}
+}

@@ -28,11 +28,13 @@ const (
 	CodeProtocol     quic.ApplicationErrorCode = 0x5 // the peer broke the wire protocol
 )
 
-// Stream error codes (RESET_STREAM / STOP_SENDING).
+// Stream error codes (RESET_STREAM / STOP_SENDING); their one home is
+// pkg/wire's Cut codes, which also give each its sentence (wire.CutReason).
 const (
-	StreamReset    quic.StreamErrorCode = 0x1 // the TCP connection behind was reset
-	StreamCanceled quic.StreamErrorCode = 0x2 // the stream was abandoned (shutdown, error)
-	StreamRevoked  quic.StreamErrorCode = 0x3 // access revoked by an administrator
+	StreamReset    = quic.StreamErrorCode(wire.CutReset)    // the TCP connection behind was reset
+	StreamCanceled = quic.StreamErrorCode(wire.CutCanceled) // the stream was abandoned (shutdown, error)
+	StreamRevoked  = quic.StreamErrorCode(wire.CutRevoked)  // access revoked by an administrator
+	StreamExpired  = quic.StreamErrorCode(wire.CutExpired)  // the caller's certificate expired
 )
 
 // Timeouts and limits of every QUIC connection.

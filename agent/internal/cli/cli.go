@@ -31,7 +31,8 @@ were local.
 First run, with a join token from an admin (tunnel admin tokens create):
   tunnel-agent run --data-dir /var/lib/tunnel-agent --gateway gw.example.com:8443 \
       --ca-pin sha256:HEX --token tjt_... --config /etc/tunnel/agent.yaml
-Later runs reuse the sealed identity in --data-dir: the token is no longer needed.`,
+Later runs reuse the sealed identity in --data-dir: the token is no longer needed.
+One agent runs per --data-dir: a second one started on it is refused.`,
 		Version:       version.Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -53,7 +54,12 @@ func newRunCmd() *cobra.Command {
 sealed in --data-dir (0700; the identity 0600) and reuses it. The certificate
 is renewed automatically at about two thirds of its life.
 
-FILE (YAML; unknown keys are errors):
+It prints "connected to gateway HOST:PORT" each time it connects; when it
+cannot, it logs what failed and what to check, and keeps retrying (also
+while an administrator has locked the agent: it comes back by itself once
+unlocked).
+
+FILE (YAML; unknown keys are errors, named with their line):
   expose:                      # services on this VM that others may reach
     - name: postgres
       address: 127.0.0.1:5432
@@ -91,8 +97,10 @@ The token may also come from --token-file or TUNNEL_JOIN_TOKEN.`,
 			} else {
 				cfg.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), opts))
 			}
+			// Say "connected" only once the gateway has welcomed the agent
+			// (failures are logged, with what to check).
 			out := cmd.OutOrStdout()
-			cfg.Ready = func() { fmt.Fprintln(out, "tunnel-agent ready") }
+			cfg.Connected = func(gw string) { fmt.Fprintf(out, "connected to gateway %s\n", gw) }
 			return agent.Run(cmd.Context(), cfg)
 		},
 	}

@@ -11,6 +11,8 @@ import (
 
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/tunnelhq/tunnel/pkg/panics"
 )
 
 // conn is one SSH connection.
@@ -75,6 +77,7 @@ func (s *Server) serveConn(parent context.Context, nc net.Conn) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		defer panics.Recover(c.log, "agent SSH connection shutdown", nc.Close)
 		<-ctx.Done()
 		c.shutdown(context.Cause(ctx))
 	}()
@@ -99,7 +102,7 @@ func (s *Server) serveConn(parent context.Context, nc net.Conn) {
 			c.log.Info("ssh handshake failed", "err", err)
 		},
 	}
-	gl.HandleConn(nc) // returns once the connection is closed
+	c.handle(gl) // returns once the connection is closed
 
 	cancel(errClientClosed) // no-op if already ended with a cause
 	c.mu.Lock()
@@ -120,8 +123,27 @@ func (s *Server) serveConn(parent context.Context, nc net.Conn) {
 	}
 }
 
+// handle runs gliderlabs' connection loop (the handshake, then the
+// channels). A panic there (in a callback such as LookupSession, or in
+// gliderlabs itself) ends this connection only.
+func (c *conn) handle(gl *gliderssh.Server) {
+	defer panics.Recover(c.log, "agent SSH connection", func() error {
+		_ = c.abort()
+		return c.nc.Close()
+	})
+	gl.HandleConn(c.nc)
+}
+
 // end ends the connection with cause, which the user is shown.
 func (c *conn) end(cause error) { c.cancel(cause) }
+
+// abort ends the connection after a panic recovered in one of its
+// goroutines: the user is told, the connection closes, the server goes on.
+// It is the cleanup given to panics.Recover.
+func (c *conn) abort() error {
+	c.end(&EndError{Kind: ErrInternal, Message: "tunnel: internal error in the node's SSH endpoint; this connection was closed (the error is in the agent's log)"})
+	return nil
+}
 
 // enter registers a goroutine of the connection; false once it is ending.
 func (c *conn) enter() bool {
@@ -255,6 +277,7 @@ func (c *conn) activate(g *grant) {
 	}
 	go func() {
 		defer c.wg.Done()
+		defer panics.Recover(c.log, "agent SSH idle watcher", c.abort)
 		c.watchIdle(idle)
 	}()
 }

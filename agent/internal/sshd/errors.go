@@ -8,12 +8,15 @@ var (
 	ErrIdleTimeout      = errors.New("idle timeout")
 	ErrSessionEnded     = errors.New("session ended")
 	ErrHandshakeTimeout = errors.New("handshake timeout")
+	// ErrInternal: a bug was hit while serving the connection (a panic,
+	// recovered); only that connection ends.
+	ErrInternal = errors.New("internal error")
 )
 
 // EndError is why the server ended a connection; it is the cause of the
 // connection's context. Message is what the user was shown; Kind is one of
-// ErrSessionExpired, ErrIdleTimeout, ErrSessionEnded, ErrHandshakeTimeout
-// and ErrServerClosed.
+// ErrSessionExpired, ErrIdleTimeout, ErrSessionEnded, ErrHandshakeTimeout,
+// ErrInternal and ErrServerClosed.
 type EndError struct {
 	Kind    error
 	Message string

@@ -12,6 +12,7 @@ import (
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/tunnelhq/tunnel/pkg/panics"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 )
 
@@ -21,6 +22,9 @@ const dialTimeout = 10 * time.Second
 // handleDirectTCPIP serves ssh -L: allowed only when both the session and
 // the certificate allow port forwarding.
 func (c *conn) handleDirectTCPIP(_ *gliderssh.Server, _ *gossh.ServerConn, nc gossh.NewChannel, ctx gliderssh.Context) {
+	// gliderlabs starts this goroutine: a panic here ends this connection,
+	// not the agent.
+	defer panics.Recover(c.log, "agent SSH direct-tcpip channel", c.abort)
 	if !c.enter() {
 		_ = nc.Reject(gossh.ResourceShortage, "the connection is closing")
 		return
@@ -71,6 +75,7 @@ func (c *conn) discard(reqs <-chan *gossh.Request) {
 	}
 	go func() {
 		defer c.wg.Done()
+		defer panics.Recover(c.log, "agent SSH channel requests", c.abort)
 		gossh.DiscardRequests(reqs)
 	}()
 }
@@ -151,6 +156,7 @@ func (c *conn) agentSocket(g *grant) (string, error) {
 	c.wg.Add(1) // c.closing is false under c.mu
 	go func() {
 		defer c.wg.Done()
+		defer panics.Recover(c.log, "agent SSH agent-forwarding listener", c.abort)
 		for {
 			uc, err := ln.Accept()
 			if err != nil {
@@ -162,6 +168,10 @@ func (c *conn) agentSocket(g *grant) (string, error) {
 			}
 			go func() {
 				defer c.wg.Done()
+				defer panics.Recover(c.log, "agent SSH forwarded agent connection", func() error {
+					_ = c.abort()
+					return uc.Close()
+				})
 				ch, reqs, err := sc.OpenChannel("auth-agent@openssh.com", nil)
 				if err != nil {
 					_ = uc.Close()

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/tunnelhq/tunnel/pkg/testenv"
 )
 
 // env is a test world: a user CA, a host CA, a running server, and
@@ -46,9 +48,7 @@ type envOption func(*Config)
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
-	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Skip("OpenSSH client not installed")
-	}
+	testenv.LookPath(t, "ssh")
 	u, err := user.Current()
 	if err != nil {
 		t.Fatal(err)

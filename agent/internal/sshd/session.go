@@ -10,6 +10,8 @@ import (
 
 	gliderssh "github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/tunnelhq/tunnel/pkg/panics"
 )
 
 // session is one "session" channel: a shell, a command or a subsystem.
@@ -51,6 +53,9 @@ type windowChange struct {
 // own session handler is not used: it accepts agent forwarding
 // unconditionally, rewrites PTY output and leaves its goroutines unowned.
 func (c *conn) handleSession(_ *gliderssh.Server, sc *gossh.ServerConn, nc gossh.NewChannel, ctx gliderssh.Context) {
+	// gliderlabs starts this goroutine: a panic here ends this connection,
+	// not the agent.
+	defer panics.Recover(c.log, "agent SSH session channel", c.abort)
 	if !c.enter() {
 		_ = nc.Reject(gossh.ResourceShortage, "the connection is closing")
 		return
@@ -90,6 +95,7 @@ func (s *session) serve(reqs <-chan *gossh.Request) {
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
+				defer panics.Recover(s.log, "agent SSH session program", s.c.abort)
 				s.finish(start())
 			}()
 		}
@@ -172,8 +178,11 @@ func (s *session) handle(req *gossh.Request) (ok bool, start func() error) {
 }
 
 // finish reports how the program ended and closes the channel. When the
-// connection is ending, no exit status is sent: the client exits with 255
-// after the reason it was shown.
+// connection is ending, it does neither: the client exits with 255 after
+// the reason it was shown. The channel stays open for shutdown, which writes
+// the reason to it and then closes the connection; closing the channel here
+// could come first (the program ends as soon as the connection's context is
+// cancelled), and the reason would be lost.
 func (s *session) finish(err error) {
 	if s.c.ctx.Err() == nil {
 		status, signal := exitStatus(err)
@@ -188,8 +197,8 @@ func (s *session) finish(err error) {
 			_, _ = s.ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{status}))
 		}
 		_ = s.ch.CloseWrite()
+		_ = s.ch.Close()
 	}
-	_ = s.ch.Close()
 }
 
 // notify tells the client why the connection ends: on stderr, starting on a
@@ -239,6 +248,7 @@ func (s *session) stopRecording() {
 
 // copyOut copies the program's output to the client, recording it.
 func (s *session) copyOut(dst interface{ Write([]byte) (int, error) }, src interface{ Read([]byte) (int, error) }) {
+	defer panics.Recover(s.log, "agent SSH session output", s.c.abort)
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -260,6 +270,7 @@ func (s *session) copyOut(dst interface{ Write([]byte) (int, error) }, src inter
 
 // copyIn copies the client's input to the program.
 func (s *session) copyIn(dst interface{ Write([]byte) (int, error) }, src interface{ Read([]byte) (int, error) }) {
+	defer panics.Recover(s.log, "agent SSH session input", s.c.abort)
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)

@@ -15,6 +15,8 @@ import (
 	"github.com/creack/pty"
 	"go.uber.org/goleak"
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/tunnelhq/tunnel/pkg/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -123,9 +125,7 @@ func TestRefused(t *testing.T) {
 // passphrase-protected and ssh runs in batch mode), then authenticates with
 // another key. The session must be the second key's, or none.
 func TestOfferedKeyGrantsNothing(t *testing.T) {
-	if _, err := exec.LookPath("ssh-keygen"); err != nil {
-		t.Skip("ssh-keygen not installed")
-	}
+	testenv.LookPath(t, "ssh-keygen")
 	e := newEnv(t)
 	e.addSession(Session{ID: "admin"})
 	e.addSession(Session{ID: "low"})
@@ -382,9 +382,7 @@ func TestForwardingRefusedUnlessAllowed(t *testing.T) {
 }
 
 func TestAgentForwarding(t *testing.T) {
-	if _, err := exec.LookPath("ssh-agent"); err != nil {
-		t.Skip("ssh-agent not installed")
-	}
+	testenv.LookPath(t, "ssh-agent")
 	e := newEnv(t)
 	e.addSession(Session{ID: "agent", AllowAgentForwarding: true})
 	e.addSession(Session{ID: "noagent"})

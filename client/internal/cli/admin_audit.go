@@ -75,8 +75,11 @@ func newAuditVerifyCmd(env Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Walk the audit log's hash chain and report the first broken link",
-		Long:  "verify checks every event's hash and its link to the one before. It exits non-zero when the chain is broken, naming the first bad event.",
-		Args:  cobra.NoArgs,
+		Long: `verify checks every event's hash and its link to the one before, and that the
+log ends at the last event the gateway recorded apart from it (the head), so
+that events deleted from the end are found too, even with the head blanked.
+It exits non-zero when the chain is broken, naming the first bad event.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var v api.AuditVerify
 			if err := adminCall(cmd.Context(), env, http.MethodGet, api.PathAuditVerify, nil, nil, &v); err != nil {

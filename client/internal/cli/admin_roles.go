@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"text/tabwriter"
@@ -15,11 +16,11 @@ import (
 func newAdminRolesCmd(env Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "roles",
-		Short: "Add, list and remove roles",
+		Short: "Add, list, update and remove roles",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newRolesAddCmd(env), newRolesLsCmd(env), newRolesRmCmd(env))
+	cmd.AddCommand(newRolesAddCmd(env), newRolesLsCmd(env), newRolesUpdateCmd(env), newRolesRmCmd(env))
 	return cmd
 }
 
@@ -108,4 +109,112 @@ func newRolesRmCmd(env Env) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func newRolesUpdateCmd(env Env) *cobra.Command {
+	var logins, nodes, services []string
+	var maxTTL time.Duration
+	var admin, asJSON, portFwd, agentFwd bool
+	cmd := &cobra.Command{
+		Use:   "update NAME [--login L]... [--node PATTERN]... [--service NODE/SERVICE]... [--max-ttl D] [--admin[=false]]",
+		Short: "Change a role: only the flags given change",
+		Long: `update changes a role in place, with the flags of add. Only the flags given
+change: a list flag (--login, --node, --service) replaces the whole list, so
+give every value the role should keep, or an empty value (--node "") to clear
+it; --max-ttl 0 means the cluster maximum; --admin=false, and
+--allow-port-forwarding=false and --allow-agent-forwarding=false, take a
+grant away.
+
+The holders' next login gets the new grant; certificates already issued keep
+what they were issued with until they expire or are revoked. The change is
+audited (role.updated).`,
+		Example: `  tunnel admin roles update dev --login ubuntu --login deploy
+  tunnel admin roles update dev --node "" --max-ttl 2h
+  tunnel admin roles update ops --admin=false`,
+		Args: exactArgs(1, "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f := cmd.Flags()
+			var in api.RoleUpdate
+			if f.Changed("login") {
+				in.Logins = nonEmpty(logins)
+			}
+			if f.Changed("node") {
+				in.Nodes = nonEmpty(nodes)
+			}
+			if f.Changed("service") {
+				in.Services = nonEmpty(services)
+			}
+			if f.Changed("max-ttl") {
+				d := api.Duration(maxTTL)
+				in.MaxTTL = &d
+			}
+			if f.Changed("admin") {
+				in.Admin = &admin
+			}
+			if f.Changed("allow-port-forwarding") {
+				in.PortForwarding = &portFwd
+			}
+			if f.Changed("allow-agent-forwarding") {
+				in.AgentForwarding = &agentFwd
+			}
+			if in.Empty() {
+				return fmt.Errorf("nothing to change: give at least one of --login, --node, --service, --max-ttl, --admin, --allow-port-forwarding and --allow-agent-forwarding; see %s --help", cmd.CommandPath())
+			}
+			var out api.Role
+			if err := adminCall(cmd.Context(), env, http.MethodPatch, api.RolePath(args[0]), nil, in, &out); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Updated role %s; its holders get it at their next login.\n", out.Name)
+			return printRole(cmd.OutOrStdout(), out)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&logins, "login", nil, `OS login the role grants (repeatable; replaces the list, "" clears it)`)
+	f.StringArrayVar(&nodes, "node", nil, `node pattern for SSH (repeatable; replaces the list, "" clears it)`)
+	f.StringArrayVar(&services, "service", nil, `NODE/SERVICE pattern (repeatable; replaces the list, "" clears it)`)
+	f.DurationVar(&maxTTL, "max-ttl", 0, "longest certificate lifetime for holders (0: cluster maximum)")
+	f.BoolVar(&admin, "admin", false, "grant the admin API (--admin=false takes it away)")
+	f.BoolVar(&portFwd, "allow-port-forwarding", false, "allow ssh -L/-W port forwarding (=false forbids it)")
+	f.BoolVar(&agentFwd, "allow-agent-forwarding", false, "allow ssh -A agent forwarding (=false forbids it)")
+	f.BoolVar(&asJSON, "json", false, "print the role as JSON")
+	return cmd
+}
+
+// nonEmpty returns the values that are not empty, as a list to send: an
+// empty flag value clears the list.
+func nonEmpty(values []string) *[]string {
+	out := []string{}
+	for _, v := range values {
+		if v != "" {
+			out = append(out, v)
+		}
+	}
+	return &out
+}
+
+// printRole prints a role's fields, one a line.
+func printRole(w io.Writer, r api.Role) error {
+	ttl := "cluster max"
+	if r.MaxTTL != 0 {
+		ttl = time.Duration(r.MaxTTL).String()
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "  logins:\t%s\n", orNone(r.Logins))
+	fmt.Fprintf(tw, "  nodes:\t%s\n", orNone(r.Nodes))
+	fmt.Fprintf(tw, "  services:\t%s\n", orNone(r.Services))
+	fmt.Fprintf(tw, "  max TTL:\t%s\n", ttl)
+	fmt.Fprintf(tw, "  admin:\t%s\n", yesNo(r.Admin))
+	fmt.Fprintf(tw, "  port forwarding:\t%s\n", yesNo(r.PortForwarding))
+	fmt.Fprintf(tw, "  agent forwarding:\t%s\n", yesNo(r.AgentForwarding))
+	return tw.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }

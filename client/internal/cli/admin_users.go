@@ -19,11 +19,12 @@ import (
 func newAdminUsersCmd(env Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "users",
-		Short: "Add, list, remove, lock and unlock users, and reset their MFA",
+		Short: "Add, list, remove, lock and unlock users, grant and revoke their roles, and reset their MFA",
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(newUsersAddCmd(env), newUsersLsCmd(env), newUsersRmCmd(env),
+		newUsersRolesCmd(env, true), newUsersRolesCmd(env, false),
 		newUsersActionCmd(env, "lock", "Lock a user: new logins are refused", "lock"),
 		newUsersActionCmd(env, "unlock", "Unlock a user (also lifts a lockout after failed logins)", "unlock"),
 		newUsersResetMFACmd(env))
@@ -188,4 +189,59 @@ func exactArgs(n int, names string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// newUsersRolesCmd is `users grant` (grant) or `users revoke`.
+func newUsersRolesCmd(env Env, grant bool) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "grant NAME ROLE...",
+		Short: "Grant a user roles (their next login gets them)",
+		Long: `grant gives the user NAME the roles named, keeping the roles they hold.
+Their next login gets the new roles; certificates already issued keep what
+they were issued with until they expire or are revoked. Granting a role the
+user holds changes nothing. The change is audited (user.roles_changed).`,
+		Example: "  tunnel admin users grant bob dev ops",
+		Args:    rolesArgs,
+	}
+	if !grant {
+		cmd.Use = "revoke NAME ROLE..."
+		cmd.Short = "Take roles away from a user (their next login lacks them)"
+		cmd.Long = `revoke takes the roles named away from the user NAME, keeping their other
+roles. Their next login lacks them; certificates already issued keep what
+they were issued with until they expire: to cut the user's live access now,
+run tunnel admin users lock NAME. Revoking a role the user does not hold
+changes nothing. You cannot revoke your own last role that grants the admin
+API. The change is audited (user.roles_changed).`
+		cmd.Example = "  tunnel admin users revoke bob ops"
+	}
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		in := api.UserRolesChange{Grant: args[1:]}
+		if !grant {
+			in = api.UserRolesChange{Revoke: args[1:]}
+		}
+		var u api.User
+		if err := adminCall(cmd.Context(), env, http.MethodPost, api.UserRolesPath(args[0]), nil, in, &u); err != nil {
+			return err
+		}
+		if asJSON {
+			return printJSON(cmd.OutOrStdout(), u)
+		}
+		held := "no role"
+		if len(u.Roles) > 0 {
+			held = "the roles " + strings.Join(u.Roles, ", ")
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "User %s now holds %s, from their next login.\n", u.Name, held)
+		return nil
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the user as JSON")
+	return cmd
+}
+
+// rolesArgs wants a user name and at least one role.
+func rolesArgs(cmd *cobra.Command, args []string) error {
+	if len(args) < 2 {
+		return fmt.Errorf("%s takes NAME ROLE... (got %d arguments); see %s --help", cmd.CommandPath(), len(args), cmd.CommandPath())
+	}
+	return nil
 }

@@ -34,6 +34,8 @@ type sshConfig struct {
 	HostPattern     string `json:"host_pattern"`
 	ProxyJump       string `json:"proxy_jump"`
 	JumpHost        string `json:"jump_host"`
+	JumpMatch       string `json:"jump_match"`
+	BarePattern     string `json:"bare_host_pattern"`
 	CertificateFile string `json:"certificate_file"`
 	IdentityFile    string `json:"identity_file"`
 	KnownHostsFile  string `json:"known_hosts_file"`
@@ -60,13 +62,20 @@ then, after tunnel login:
 
   ssh ubuntu@web-1.CLUSTER
   scp ./app.tar.gz deploy@web-1.CLUSTER:/tmp/
+  ssh -J USER@GATEWAY:2222 ubuntu@web-1
 
 where CLUSTER is your cluster's name (tunnel status shows it). The jump
-host resolves NODE.CLUSTER itself, so no DNS entry is needed, and it opens
-a bastion session for you that ends when your login certificate expires
-(or sooner, as your role says), listed and revocable like any other.
-Nodes and the jump host prove themselves with host certificates from the
-cluster (TUNNEL_HOME/known_hosts), so there is no trust-on-first-use prompt.
+host resolves NODE and NODE.CLUSTER itself, so no DNS entry is needed, and
+it opens a bastion session for you that ends when your login certificate
+expires (or sooner, as your role says), listed and revocable like any
+other. Nodes and the jump host prove themselves with host certificates from
+the cluster (TUNNEL_HOME/known_hosts), so there is no trust-on-first-use
+prompt.
+
+The block touches only NODE.CLUSTER, the gateway's host on the jump port
+(ssh to the same host's own sshd on port 22 is left alone), and, for the
+bare form ssh -J ... LOGIN@NODE, names without a dot, to which it adds your
+tunnel certificate and the cluster's host CA beside what ssh already uses.
 
 OpenSSH keeps the first value it finds for each option: put the block
 before any "Host *" section that sets IdentityFile, ProxyJump or
@@ -141,23 +150,38 @@ func buildSSHConfig(p profile.Profile, cluster, home string, port int) (sshConfi
 		// The jump host must not be reached through itself.
 		pattern += " !" + host
 	}
+	jumpMatch := fmt.Sprintf(`host %s exec "test %%p = %d"`, host, port)
 	var b strings.Builder
-	fmt.Fprintf(&b, "# tunnel: cluster %s via %s\n", cluster, p.Gateway)
-	fmt.Fprintf(&b, "# ssh LOGIN@NODE.%s after tunnel login; written by tunnel config ssh\n", cluster)
+	fmt.Fprintf(&b, "# tunnel: cluster %s via %s; written by tunnel config ssh\n", cluster, p.Gateway)
+	fmt.Fprintf(&b, "# after tunnel login: ssh LOGIN@NODE.%s, or ssh -J %s LOGIN@NODE\n", cluster, jump)
 	fmt.Fprintf(&b, "Host %s\n", pattern)
 	fmt.Fprintf(&b, "    ProxyJump %s\n", jump)
 	writeIdentity(&b, files)
-	fmt.Fprintf(&b, "Host %s\n", host)
+	fmt.Fprintf(&b, "# the jump host: port %d only, so ssh to %s's own sshd is left alone\n", port, host)
+	fmt.Fprintf(&b, "Match %s\n", jumpMatch)
 	writeIdentity(&b, files)
+	b.WriteString("# bare node names (ssh -J ... LOGIN@NODE): your tunnel certificate and the\n")
+	b.WriteString("# cluster's host CA are added to what ssh uses for names without a dot\n")
+	fmt.Fprintf(&b, "Host %s\n", barePattern)
+	fmt.Fprintf(&b, "    CertificateFile %s\n", files[0])
+	fmt.Fprintf(&b, "    IdentityFile %s\n", files[1])
+	fmt.Fprintf(&b, "    UserKnownHostsFile ~/.ssh/known_hosts ~/.ssh/known_hosts2 %s\n", files[2])
+	b.WriteString("# end of the tunnel block\nHost *\n")
 	return sshConfig{
 		Cluster: cluster, Gateway: p.Gateway, HostPattern: pattern, ProxyJump: jump,
 		JumpHost:        net.JoinHostPort(host, fmt.Sprint(port)),
+		JumpMatch:       jumpMatch,
+		BarePattern:     barePattern,
 		CertificateFile: filepath.Join(home, profile.SSHCertFile),
 		IdentityFile:    filepath.Join(home, profile.KeyFile),
 		KnownHostsFile:  filepath.Join(home, profile.KnownHostFile),
 		Config:          b.String(),
 	}, nil
 }
+
+// barePattern matches host names without a dot: bare node names, as in
+// ssh -J alice@gw:2222 ubuntu@web-1.
+const barePattern = "!*.* *"
 
 func writeIdentity(b *strings.Builder, files [3]string) {
 	fmt.Fprintf(b, "    CertificateFile %s\n", files[0])

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/tunnelhq/tunnel/client/profile"
+
+	"github.com/tunnelhq/tunnel/pkg/testenv"
 )
 
 // runIn executes the CLI with TUNNEL_HOME set to home, holding p when p
@@ -36,8 +38,8 @@ func runIn(t *testing.T, home string, p *profile.Profile, args ...string) (strin
 
 var testProfile = profile.Profile{Gateway: "gw.example.com:8443", CAPin: "sha256:ab12", Cluster: "prod", User: "alice"}
 
-const goldenConfigSSH = `# tunnel: cluster prod via gw.example.com:8443
-# ssh LOGIN@NODE.prod after tunnel login; written by tunnel config ssh
+const goldenConfigSSH = `# tunnel: cluster prod via gw.example.com:8443; written by tunnel config ssh
+# after tunnel login: ssh LOGIN@NODE.prod, or ssh -J alice@gw.example.com:2222 LOGIN@NODE
 Host *.prod
     ProxyJump alice@gw.example.com:2222
     CertificateFile TUNNEL_HOME/key-cert.pub
@@ -45,12 +47,21 @@ Host *.prod
     IdentitiesOnly yes
     UserKnownHostsFile TUNNEL_HOME/known_hosts
     StrictHostKeyChecking yes
-Host gw.example.com
+# the jump host: port 2222 only, so ssh to gw.example.com's own sshd is left alone
+Match host gw.example.com exec "test %p = 2222"
     CertificateFile TUNNEL_HOME/key-cert.pub
     IdentityFile TUNNEL_HOME/key
     IdentitiesOnly yes
     UserKnownHostsFile TUNNEL_HOME/known_hosts
     StrictHostKeyChecking yes
+# bare node names (ssh -J ... LOGIN@NODE): your tunnel certificate and the
+# cluster's host CA are added to what ssh uses for names without a dot
+Host !*.* *
+    CertificateFile TUNNEL_HOME/key-cert.pub
+    IdentityFile TUNNEL_HOME/key
+    UserKnownHostsFile ~/.ssh/known_hosts ~/.ssh/known_hosts2 TUNNEL_HOME/known_hosts
+# end of the tunnel block
+Host *
 `
 
 func TestConfigSSHGolden(t *testing.T) {
@@ -73,13 +84,13 @@ func TestConfigSSHVariants(t *testing.T) {
 		wantErr string
 	}{
 		{name: "ssh port", p: testProfile, args: []string{"--ssh-port", "2022"},
-			want: []string{"ProxyJump alice@gw.example.com:2022\n"}},
+			want: []string{"ProxyJump alice@gw.example.com:2022\n", "Match host gw.example.com exec \"test %p = 2022\"\n"}},
 		{name: "gateway inside the cluster domain",
 			p:    profile.Profile{Gateway: "gw.prod:8443", Cluster: "prod", User: "alice"},
-			want: []string{"Host *.prod !gw.prod\n    ProxyJump alice@gw.prod:2222\n", "Host gw.prod\n"}},
+			want: []string{"Host *.prod !gw.prod\n    ProxyJump alice@gw.prod:2222\n", "Match host gw.prod exec \"test %p = 2222\"\n"}},
 		{name: "IPv6 gateway",
 			p:    profile.Profile{Gateway: "[::1]:8443", Cluster: "prod", User: "alice"},
-			want: []string{"ProxyJump alice@[::1]:2222\n", "Host ::1\n"}},
+			want: []string{"ProxyJump alice@[::1]:2222\n", "Match host ::1 exec \"test %p = 2222\"\n"}},
 		{name: "suffix for a profile without cluster",
 			p:    profile.Profile{Gateway: "gw.example.com:8443", User: "alice"},
 			args: []string{"--cluster-suffix", "prod"}, want: []string{"Host *.prod\n"}},
@@ -133,6 +144,7 @@ func TestConfigSSHJSON(t *testing.T) {
 	}
 	want := sshConfig{Cluster: "prod", Gateway: "gw.example.com:8443", HostPattern: "*.prod",
 		ProxyJump: "alice@gw.example.com:2222", JumpHost: "gw.example.com:2222",
+		JumpMatch: `host gw.example.com exec "test %p = 2222"`, BarePattern: "!*.* *",
 		CertificateFile: filepath.Join(home, "key-cert.pub"), IdentityFile: filepath.Join(home, "key"),
 		KnownHostsFile: filepath.Join(home, "known_hosts"),
 		Config:         strings.ReplaceAll(goldenConfigSSH, "TUNNEL_HOME", home)}
@@ -146,7 +158,7 @@ func TestConfigSSHHelp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"tunnel config ssh >> ~/.ssh/config", "--ssh-port", "--cluster-suffix", "--json", "ssh ubuntu@web-1.CLUSTER"} {
+	for _, w := range []string{"tunnel config ssh >> ~/.ssh/config", "--ssh-port", "--cluster-suffix", "--json", "ssh ubuntu@web-1.CLUSTER", "ssh -J USER@GATEWAY:2222 ubuntu@web-1"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("help lacks %q:\n%s", w, out)
 		}
@@ -157,9 +169,7 @@ func TestConfigSSHHelp(t *testing.T) {
 // configuration without connecting), from a TUNNEL_HOME whose name needs
 // quoting and %-escaping.
 func TestConfigSSHOpenSSH(t *testing.T) {
-	if _, err := exec.LookPath("ssh"); err != nil {
-		t.Skip("no ssh client")
-	}
+	testenv.LookPath(t, "ssh")
 	home := filepath.Join(t.TempDir(), "my tunnel%h")
 	out, err := runIn(t, home, &testProfile, "config", "ssh")
 	if err != nil {
@@ -169,7 +179,7 @@ func TestConfigSSHOpenSSH(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(out), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	resolve := func(args ...string) map[string]string {
+	resolveWith := func(cfg string, args ...string) map[string]string {
 		t.Helper()
 		b, err := exec.Command("ssh", append([]string{"-G", "-F", cfg}, args...)...).Output()
 		if err != nil {
@@ -184,6 +194,7 @@ func TestConfigSSHOpenSSH(t *testing.T) {
 		}
 		return opts
 	}
+	resolve := func(args ...string) map[string]string { t.Helper(); return resolveWith(cfg, args...) }
 	// ssh -G prints IdentityFile and CertificateFile before expanding their
 	// %-tokens (%% becomes %), UserKnownHostsFile after.
 	raw := strings.ReplaceAll(home, "%", "%%")
@@ -214,5 +225,40 @@ func TestConfigSSHOpenSSH(t *testing.T) {
 	}
 	if other := resolve("web-1.staging"); other["proxyjump"] != "" {
 		t.Errorf("a host outside the cluster goes through %q", other["proxyjump"])
+	}
+
+	// The gateway's own sshd (port 22) is left as it was without the
+	// block: compare with an empty configuration.
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"admin@gw.example.com"}, {"-p", "22", "alice@gw.example.com"}, {"-p", "2022", "alice@gw.example.com"}} {
+		got, want := resolve(args...), resolveWith(empty, args...)
+		for _, k := range []string{"certificatefile", "identityfile", "identitiesonly", "userknownhostsfile", "stricthostkeychecking", "proxyjump"} {
+			if got[k] != want[k] {
+				t.Errorf("ssh %v: %s is %q; want %q as without the block", args, k, got[k], want[k])
+			}
+		}
+	}
+
+	// A bare node name (ssh -J alice@gw:2222 ubuntu@web-1) gets the tunnel
+	// certificate and the cluster's known_hosts besides the defaults, and
+	// no jump of its own.
+	for _, args := range [][]string{{"ubuntu@web-1"}, {"-J", "alice@gw.example.com:2222", "ubuntu@web-1"}} {
+		bare := resolve(args...)
+		if strings.Trim(bare["certificatefile"], `"`) != common["certificatefile"] || strings.Trim(bare["identityfile"], `"`) != common["identityfile"] {
+			t.Errorf("ssh %v: certificatefile %q identityfile %q; want the tunnel's first", args, bare["certificatefile"], bare["identityfile"])
+		}
+		if !strings.HasSuffix(strings.Trim(bare["userknownhostsfile"], `"`), filepath.Join(home, "known_hosts")) ||
+			!strings.Contains(bare["userknownhostsfile"], "/.ssh/known_hosts ") {
+			t.Errorf("ssh %v: userknownhostsfile %q; want the defaults and the tunnel's", args, bare["userknownhostsfile"])
+		}
+		if bare["identitiesonly"] == "yes" || bare["stricthostkeychecking"] == "true" {
+			t.Errorf("ssh %v: identitiesonly %q stricthostkeychecking %q; want the defaults kept for names without a dot", args, bare["identitiesonly"], bare["stricthostkeychecking"])
+		}
+	}
+	if pj := resolve("ubuntu@web-1")["proxyjump"]; pj != "" {
+		t.Errorf("ssh ubuntu@web-1 without -J goes through %q; want no jump", pj)
 	}
 }

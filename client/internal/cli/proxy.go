@@ -38,6 +38,12 @@ func newProxyDBCmd(env Env) *cobra.Command {
 with your login certificate, through the gateway to SERVICE on NODE. Your
 roles must allow NODE/SERVICE (tunnel ls shows what they allow).
 
+When the gateway cuts a connection (an administrator revoked your access,
+your certificate expired, the gateway went away) tunnel proxy says so on
+stderr, one line per connection:
+
+  connection to db-1/postgres closed by the gateway: access revoked by an administrator
+
 When your certificate expires the listener says so and stops accepting:
 run tunnel login and start it again.`,
 		Example: `  tunnel proxy db db-1/postgres --port 5432 &
@@ -90,7 +96,14 @@ run tunnel login and start it again.`,
 			// Stop accepting when the certificate expires, even if nobody connects.
 			t := time.AfterFunc(time.Until(cert.Leaf.NotAfter), func() { cancel(expired) })
 			defer t.Stop()
-			f := &transport.Forwarder{Listener: ln, Opener: conn, Target: target, Log: stderrLogger(env),
+			cuts := &cutReporter{opener: conn, target: target, out: env.Stderr, localCause: func() error {
+				if errors.Is(context.Cause(ctx), expired) {
+					return fmt.Errorf("your login certificate expired at %s: run tunnel login, then start tunnel proxy again", fmtTime(cert.Leaf.NotAfter))
+				}
+				return nil
+			}}
+			defer cuts.Close()
+			f := &transport.Forwarder{Listener: ln, Opener: cuts, Target: target, Log: stderrLogger(env),
 				Allow: func() error {
 					if env.Now().After(cert.Leaf.NotAfter) {
 						return expired

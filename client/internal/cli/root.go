@@ -52,13 +52,15 @@ Start with:
   tunnel login --gateway gw.example.com:8443 --ca-pin sha256:HEX --user alice
   tunnel status
   tunnel ls`,
-		Version:       version.Version,
+		Version:       version.Get().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	// tunnel --version prints what tunnel version prints.
+	root.SetVersionTemplate("tunnel {{.Version}}\n")
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
-	root.AddCommand(newLoginCmd(env), newLogoutCmd(env), newStatusCmd(env), newLsCmd(env), newCACmd(env), newProxyCmd(env), newSSHCmd(env), newSCPCmd(env), newConfigCmd(env), newAdminCmd(env))
+	root.AddCommand(newLoginCmd(env), newLogoutCmd(env), newStatusCmd(env), newLsCmd(env), newCACmd(env), newProxyCmd(env), newSSHCmd(env), newSCPCmd(env), newConfigCmd(env), newVersionCmd(env), newAdminCmd(env))
 	return root
 }
 

@@ -25,13 +25,15 @@ func newSCPCmd(env Env) *cobra.Command {
 		ttl       time.Duration
 		recursive bool
 		verbose   bool
+		quiet     bool
 	)
 	cmd := &cobra.Command{
-		Use:   "scp [--ttl D] [-r] [-v] SRC DST",
+		Use:   "scp [--ttl D] [-r] [-v] [-q] SRC... DST",
 		Short: "Copy files to or from a node over a time-limited bastion session",
-		Long: `scp copies a file (with -r, a directory tree) between this machine and a
-node. Exactly one of SRC and DST is remote, written LOGIN@NODE:PATH; a
-relative PATH (or one starting with ~/) is relative to LOGIN's home
+		Long: `scp copies files (with -r, directory trees) between this machine and a
+node. Either DST is remote and every SRC is local, or DST is local and
+every SRC is remote on one node; remote paths are written LOGIN@NODE:PATH.
+A relative PATH (or one starting with ~/) is relative to LOGIN's home
 directory, and LOGIN@NODE: alone is that home directory. Like tunnel ssh,
 it opens a bastion session for LOGIN on NODE (--ttl, at most what your
 role allows) and closes it when the copy ends; the bytes travel over the
@@ -40,23 +42,34 @@ node's SFTP subsystem.
 Each file keeps its permission bits. It is written under a temporary name
 next to its destination and renamed into place only once complete, so an
 interrupted copy never leaves a truncated file under the real name. When
-DST is an existing directory, SRC is copied into it.
+DST is an existing directory, each SRC is copied into it; with several
+SRCs it must be one. When one SRC fails, the others are still copied and
+scp exits non-zero. Names a node lists for -r are checked: one that is
+not a plain file name (.., a/b) is refused, so a node cannot write
+outside DST.
 
-scp prints nothing when it succeeds; -v lists each file copied (on stderr).
-A local file name holding a colon is written ./NAME so it is not taken
-for a remote one.`,
+On a terminal, scp shows each file's progress on stderr (name, bytes,
+percent, rate); -q hides it. Otherwise it prints nothing when it
+succeeds; -v lists each file copied (on stderr). A local file name
+holding a colon is written ./NAME so it is not taken for a remote one.`,
 		Example: `  tunnel scp ./app.tar.gz deploy@web-1:/tmp/
-  tunnel scp ubuntu@web-1:/var/log/syslog .
+  tunnel scp ./app.tar.gz ./app.env deploy@web-1:/srv/app/
+  tunnel scp ubuntu@web-1:/var/log/syslog ubuntu@web-1:/var/log/auth.log .
   tunnel scp -r ./site deploy@web-1:www`,
-		Args: exactArgs(2, "SRC DST"),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 2 {
+				return fmt.Errorf("%s takes SRC... DST (got %d arguments); see %s --help", cmd.CommandPath(), len(args), cmd.CommandPath())
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			src, dst, err := parseSCPArgs(args[0], args[1])
+			srcs, dst, err := parseSCPArgs(args)
 			if err != nil {
 				return err
 			}
-			remote := src
+			remote := dst
 			if !remote.Remote {
-				remote = dst
+				remote = srcs[0]
 			}
 			ctx := cmd.Context()
 			c, closeSSH, err := openSSH(ctx, cmd, env, remote.Node, remote.Login, ttl)
@@ -77,19 +90,18 @@ for a remote one.`,
 			stop := context.AfterFunc(ctx, func() { time.AfterFunc(3*time.Second, closeAll) })
 			defer stop()
 
-			cp := &copier{ctx: ctx, recursive: recursive, local: localFS{}, remote: &remoteFS{c: sc, node: remote.Node}}
+			cp := &copier{ctx: ctx, recursive: recursive, local: localFS{}, remote: &remoteFS{c: sc, node: remote.Node},
+				errw: env.Stderr, progress: newProgress(env.Stderr, env.Now, quiet)}
 			if verbose {
 				cp.log = env.Stderr
 			}
-			if src.Remote {
-				return cp.copy(cp.remote, src.Path, cp.local, dst.Path)
-			}
-			return cp.copy(cp.local, src.Path, cp.remote, dst.Path)
+			return cp.copyAll(srcs, dst)
 		},
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "session length (default 1h, at most what your role and your login allow)")
 	cmd.Flags().BoolVarP(&recursive, "recursive", "r", false, "copy directories and everything in them")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "list each file copied on stderr")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress line on a terminal")
 	return cmd
 }
 
@@ -129,23 +141,34 @@ func parseSCPArg(arg string) (scpEndpoint, error) {
 	return scpEndpoint{Remote: true, Login: login, Node: node, Path: p}, nil
 }
 
-// parseSCPArgs reads SRC and DST, exactly one of which must be remote.
-func parseSCPArgs(src, dst string) (scpEndpoint, scpEndpoint, error) {
-	s, err := parseSCPArg(src)
+// parseSCPArgs reads SRC... DST: either DST is remote and every SRC
+// local, or DST is local and every SRC remote on one LOGIN@NODE (one
+// session carries the copy).
+func parseSCPArgs(args []string) ([]scpEndpoint, scpEndpoint, error) {
+	if len(args) < 2 {
+		return nil, scpEndpoint{}, errors.New("tunnel scp takes SRC... DST")
+	}
+	d, err := parseSCPArg(args[len(args)-1])
 	if err != nil {
-		return s, scpEndpoint{}, err
+		return nil, d, err
 	}
-	d, err := parseSCPArg(dst)
-	if err != nil {
-		return s, d, err
+	srcs := make([]scpEndpoint, 0, len(args)-1)
+	for _, a := range args[:len(args)-1] {
+		s, err := parseSCPArg(a)
+		if err != nil {
+			return nil, d, err
+		}
+		switch {
+		case !s.Remote && !d.Remote:
+			return nil, d, fmt.Errorf("both SRC %s and DST %s are local: one of them must be LOGIN@NODE:PATH", a, args[len(args)-1])
+		case s.Remote && d.Remote:
+			return nil, d, fmt.Errorf("both SRC %s and DST %s are remote: one of them must be a local path (copying between nodes is not supported)", a, args[len(args)-1])
+		case s.Remote && len(srcs) > 0 && (s.Login != srcs[0].Login || s.Node != srcs[0].Node):
+			return nil, d, fmt.Errorf("the sources are on %s@%s and %s@%s: copy from one LOGIN@NODE at a time", srcs[0].Login, srcs[0].Node, s.Login, s.Node)
+		}
+		srcs = append(srcs, s)
 	}
-	switch {
-	case !s.Remote && !d.Remote:
-		return s, d, errors.New("both SRC and DST are local: one of them must be LOGIN@NODE:PATH")
-	case s.Remote && d.Remote:
-		return s, d, errors.New("both SRC and DST are remote: one of them must be a local path (copying between nodes is not supported)")
-	}
-	return s, d, nil
+	return srcs, d, nil
 }
 
 // fileSystem is one side of a copy: this machine or a node over SFTP.
@@ -169,6 +192,8 @@ type fileSystem interface {
 	Join(dir, name string) string
 	Dir(name string) string
 	Base(name string) string
+	// Within says whether target is inside dir (and not dir itself).
+	Within(dir, target string) bool
 }
 
 // tempFile is a file being written under its temporary name.
@@ -184,7 +209,49 @@ type copier struct {
 	ctx           context.Context
 	recursive     bool
 	log           io.Writer // nil: quiet
+	errw          io.Writer // where a failed source of several is reported; nil: discarded
+	progress      *progress // nil: no progress line
 	local, remote fileSystem
+}
+
+// copyAll copies every SRC to DST (one of the two sides is remote, as
+// parseSCPArgs checked). With several sources DST must be an existing
+// directory; a source that fails is reported and the others are copied.
+func (c *copier) copyAll(srcs []scpEndpoint, dst scpEndpoint) error {
+	sfs, dfs := c.local, c.remote
+	if !dst.Remote {
+		sfs, dfs = c.remote, c.local
+	}
+	if len(srcs) == 1 {
+		return c.copy(sfs, srcs[0].Path, dfs, dst.Path)
+	}
+	info, err := dfs.Stat(dst.Path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s directory %s does not exist%s: with several sources DST must be an existing directory", dfs.Kind(), dst.Path, dfs.Where())
+	case err != nil:
+		return fsError(dfs, "read", dst.Path, err)
+	case !info.IsDir():
+		return fmt.Errorf("%s %s is not a directory%s: with several sources DST must be an existing directory", dfs.Kind(), dst.Path, dfs.Where())
+	}
+	failed := 0
+	for _, s := range srcs {
+		err := c.copy(sfs, s.Path, dfs, dst.Path)
+		if err == nil {
+			continue
+		}
+		if c.ctx.Err() != nil {
+			return err
+		}
+		failed++
+		if c.errw != nil {
+			fmt.Fprintf(c.errw, "tunnel: %v\n", err)
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d sources were not copied (see above)", failed, len(srcs))
+	}
+	return nil
 }
 
 // copy copies src on sfs to dst on dfs, with scp's rules: into dst when
@@ -209,7 +276,14 @@ func (c *copier) copy(sfs fileSystem, src string, dfs fileSystem, dst string) er
 		if name == "" || name == "/" || name == string(filepath.Separator) || name == "." || name == ".." {
 			return fmt.Errorf("%s %s has no name to copy into %s: name the destination", sfs.Kind(), src, dst)
 		}
+		// The name comes from the source's side (a remote RealPath).
+		if err := checkEntryName(sfs, sfs.Dir(abs), name); err != nil {
+			return err
+		}
 		target = dfs.Join(dst, name)
+		if err := within(dfs, dst, target); err != nil {
+			return err
+		}
 	case err == nil && info.IsDir():
 		return fmt.Errorf("cannot copy directory %s onto %s file %s%s", src, dfs.Kind(), dst, dfs.Where())
 	case err == nil:
@@ -269,6 +343,15 @@ func (c *copier) copyTree(sfs fileSystem, src string, info fs.FileInfo, dfs file
 		return fsError(sfs, "list", src, err)
 	}
 	for _, e := range entries {
+		// The listing comes from the source's side: a node could list
+		// "..", "../x" or "a/b" to have us write outside dst.
+		if err := checkEntryName(sfs, src, e.Name()); err != nil {
+			return err
+		}
+		target := dfs.Join(dst, e.Name())
+		if err := within(dfs, dst, target); err != nil {
+			return err
+		}
 		name := sfs.Join(src, e.Name())
 		if e.Mode()&fs.ModeSymlink != 0 {
 			target, err := sfs.Stat(name)
@@ -282,7 +365,7 @@ func (c *copier) copyTree(sfs fileSystem, src string, info fs.FileInfo, dfs file
 			c.warnf("skipping %s %s%s: not a regular file or directory", sfs.Kind(), name, sfs.Where())
 			continue
 		}
-		if err := c.copyTree(sfs, name, e, dfs, dfs.Join(dst, e.Name())); err != nil {
+		if err := c.copyTree(sfs, name, e, dfs, target); err != nil {
 			return err
 		}
 	}
@@ -319,7 +402,9 @@ func (c *copier) copyFile(sfs fileSystem, src string, info fs.FileInfo, dfs file
 			_ = dfs.Remove(tmp)
 		}
 	}()
-	n, err := copyData(c.ctx, w, r)
+	c.progress.begin(sfs.Base(src), info.Size())
+	n, err := copyData(c.ctx, w, r, c.progress.add)
+	c.progress.end()
 	if err != nil {
 		if c.ctx.Err() != nil {
 			return fmt.Errorf("copy of %s interrupted: %s%s was left as it was", src, dst, dfs.Where())
@@ -353,41 +438,84 @@ func (c *copier) warnf(format string, a ...any) {
 	fmt.Fprintf(w, "warning: "+format+"\n", a...)
 }
 
-// copyData copies r to w, stopping when ctx ends. It keeps pkg/sftp's
-// pipelined paths: ReadFrom on a remote destination, WriteTo on a remote
-// source.
-func copyData(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
+// copyData copies r to w, stopping when ctx ends, and tells count each
+// chunk copied. It keeps pkg/sftp's pipelined paths: ReadFrom on a remote
+// destination, WriteTo on a remote source.
+func copyData(ctx context.Context, w io.Writer, r io.Reader, count func(int64)) (int64, error) {
 	if rf, ok := w.(io.ReaderFrom); ok {
-		return rf.ReadFrom(ctxReader{ctx, r})
+		return rf.ReadFrom(ctxReader{ctx, r, count})
 	}
 	if wt, ok := r.(io.WriterTo); ok {
-		return wt.WriteTo(ctxWriter{ctx, w})
+		return wt.WriteTo(ctxWriter{ctx, w, count})
 	}
-	return io.Copy(ctxWriter{ctx, w}, ctxReader{ctx, r})
+	return io.Copy(ctxWriter{ctx, w, count}, ctxReader{ctx, r, nil})
 }
 
 type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
+	ctx   context.Context
+	r     io.Reader
+	count func(int64) // nil: not counted here
 }
 
 func (r ctxReader) Read(p []byte) (int, error) {
 	if err := r.ctx.Err(); err != nil {
 		return 0, err
 	}
-	return r.r.Read(p)
+	n, err := r.r.Read(p)
+	if r.count != nil {
+		r.count(int64(n))
+	}
+	return n, err
 }
 
 type ctxWriter struct {
-	ctx context.Context
-	w   io.Writer
+	ctx   context.Context
+	w     io.Writer
+	count func(int64)
 }
 
 func (w ctxWriter) Write(p []byte) (int, error) {
 	if err := w.ctx.Err(); err != nil {
 		return 0, err
 	}
-	return w.w.Write(p)
+	n, err := w.w.Write(p)
+	if w.count != nil {
+		w.count(int64(n))
+	}
+	return n, err
+}
+
+// checkEntryName refuses a name from sfs's listing of dir that is not a
+// plain file name: empty, ".", "..", or holding a slash, NUL or (from a
+// node) a backslash. Joined onto the destination, such a name could point
+// outside it (the class of OpenSSH's CVE-2019-6111), so the copy stops.
+// This machine's own listing cannot hold most of these; a backslash in a
+// local name is an ordinary character on Unix and is copied as is.
+func checkEntryName(sfs fileSystem, dir, name string) error {
+	bad := ""
+	switch {
+	case name == "":
+		bad = "it is empty"
+	case name == "." || name == "..":
+		bad = "it names a directory, not an entry"
+	case strings.Contains(name, "/"), sfs.Kind() == "remote" && strings.Contains(name, "\\"):
+		bad = "it holds a path separator"
+	case strings.ContainsRune(name, 0):
+		bad = "it holds a NUL byte"
+	}
+	if bad == "" {
+		return nil
+	}
+	return fmt.Errorf("refused the entry %q that %s directory %s%s lists: %s, so it could point outside the destination; nothing more was copied", name, sfs.Kind(), dir, sfs.Where(), bad)
+}
+
+// within checks that target, joined from dir and a checked name, is still
+// inside dir.
+func within(dfs fileSystem, dir, target string) error {
+	if !dfs.Within(dir, target) {
+		return fmt.Errorf("refused to write %s%s: it is outside %s", target, dfs.Where(), dir)
+	}
+	return nil
 }
 
 // fsError makes a one-line message for a failed operation on name.
@@ -430,6 +558,11 @@ func (localFS) Abs(name string) (string, error)        { return filepath.Abs(nam
 func (localFS) Join(dir, name string) string           { return filepath.Join(dir, name) }
 func (localFS) Dir(name string) string                 { return filepath.Dir(name) }
 func (localFS) Base(name string) string                { return filepath.Base(name) }
+
+func (localFS) Within(dir, target string) bool {
+	rel, err := filepath.Rel(dir, target)
+	return err == nil && rel != "." && filepath.IsLocal(rel)
+}
 
 func (localFS) ReadDir(name string) ([]fs.FileInfo, error) {
 	entries, err := os.ReadDir(name)
@@ -492,6 +625,17 @@ func (r *remoteFS) Abs(name string) (string, error)        { return r.c.RealPath
 func (r *remoteFS) Join(dir, name string) string           { return path.Join(dir, name) }
 func (r *remoteFS) Dir(name string) string                 { return path.Dir(name) }
 func (r *remoteFS) Base(name string) string                { return path.Base(name) }
+
+func (r *remoteFS) Within(dir, target string) bool {
+	d, t := path.Clean(dir), path.Clean(target)
+	switch d {
+	case ".":
+		return t != "." && t != ".." && !strings.HasPrefix(t, "/") && !strings.HasPrefix(t, "../")
+	case "/":
+		return t != "/" && strings.HasPrefix(t, "/")
+	}
+	return strings.HasPrefix(t, d+"/")
+}
 
 func (r *remoteFS) ReadDir(name string) ([]fs.FileInfo, error) {
 	infos, err := r.c.ReadDir(name)

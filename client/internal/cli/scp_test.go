@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,44 +16,54 @@ import (
 )
 
 func TestParseSCPArgs(t *testing.T) {
+	remote := func(login, node, p string) scpEndpoint {
+		return scpEndpoint{Remote: true, Login: login, Node: node, Path: p}
+	}
+	local := func(p string) scpEndpoint { return scpEndpoint{Path: p} }
 	tests := []struct {
 		name     string
-		src, dst string
-		wantSrc  scpEndpoint
+		args     []string
+		wantSrcs []scpEndpoint
 		wantDst  scpEndpoint
 		wantErr  string
 	}{
-		{name: "local to remote", src: "./app.tar.gz", dst: "deploy@web-1:/tmp/",
-			wantSrc: scpEndpoint{Path: "./app.tar.gz"},
-			wantDst: scpEndpoint{Remote: true, Login: "deploy", Node: "web-1", Path: "/tmp/"}},
-		{name: "remote to local", src: "ubuntu@web-1:/var/log/syslog", dst: ".",
-			wantSrc: scpEndpoint{Remote: true, Login: "ubuntu", Node: "web-1", Path: "/var/log/syslog"},
-			wantDst: scpEndpoint{Path: "."}},
-		{name: "relative remote path", src: "ubuntu@web-1:notes.txt", dst: "/tmp/notes.txt",
-			wantSrc: scpEndpoint{Remote: true, Login: "ubuntu", Node: "web-1", Path: "notes.txt"},
-			wantDst: scpEndpoint{Path: "/tmp/notes.txt"}},
-		{name: "remote home", src: "f", dst: "ubuntu@web-1:",
-			wantSrc: scpEndpoint{Path: "f"},
-			wantDst: scpEndpoint{Remote: true, Login: "ubuntu", Node: "web-1", Path: "."}},
-		{name: "tilde", src: "f", dst: "ubuntu@web-1:~/dir/f",
-			wantSrc: scpEndpoint{Path: "f"},
-			wantDst: scpEndpoint{Remote: true, Login: "ubuntu", Node: "web-1", Path: "dir/f"}},
-		{name: "colon after slash is local", src: "./a:b", dst: "ubuntu@web-1:/tmp",
-			wantSrc: scpEndpoint{Path: "./a:b"},
-			wantDst: scpEndpoint{Remote: true, Login: "ubuntu", Node: "web-1", Path: "/tmp"}},
-		{name: "both local", src: "a", dst: "/tmp/b",
-			wantErr: "both SRC and DST are local: one of them must be LOGIN@NODE:PATH"},
-		{name: "both remote", src: "a@web-1:/x", dst: "a@web-2:/y",
-			wantErr: "both SRC and DST are remote"},
-		{name: "no login", src: "web-1:/x", dst: ".", wantErr: `"web-1:/x" is not LOGIN@NODE:PATH`},
-		{name: "empty login", src: "@web-1:/x", dst: ".", wantErr: `"@web-1:/x" is not LOGIN@NODE:PATH`},
-		{name: "empty node", src: ".", dst: "ubuntu@:/x", wantErr: `"ubuntu@:/x" is not LOGIN@NODE:PATH`},
-		{name: "two at signs", src: ".", dst: "a@b@web-1:/x", wantErr: "is not LOGIN@NODE:PATH"},
-		{name: "empty", src: "", dst: "a@web-1:/x", wantErr: "an empty path"},
+		{name: "local to remote", args: []string{"./app.tar.gz", "deploy@web-1:/tmp/"},
+			wantSrcs: []scpEndpoint{local("./app.tar.gz")}, wantDst: remote("deploy", "web-1", "/tmp/")},
+		{name: "remote to local", args: []string{"ubuntu@web-1:/var/log/syslog", "."},
+			wantSrcs: []scpEndpoint{remote("ubuntu", "web-1", "/var/log/syslog")}, wantDst: local(".")},
+		{name: "relative remote path", args: []string{"ubuntu@web-1:notes.txt", "/tmp/notes.txt"},
+			wantSrcs: []scpEndpoint{remote("ubuntu", "web-1", "notes.txt")}, wantDst: local("/tmp/notes.txt")},
+		{name: "remote home", args: []string{"f", "ubuntu@web-1:"},
+			wantSrcs: []scpEndpoint{local("f")}, wantDst: remote("ubuntu", "web-1", ".")},
+		{name: "tilde", args: []string{"f", "ubuntu@web-1:~/dir/f"},
+			wantSrcs: []scpEndpoint{local("f")}, wantDst: remote("ubuntu", "web-1", "dir/f")},
+		{name: "colon after slash is local", args: []string{"./a:b", "ubuntu@web-1:/tmp"},
+			wantSrcs: []scpEndpoint{local("./a:b")}, wantDst: remote("ubuntu", "web-1", "/tmp")},
+		{name: "several local sources", args: []string{"a", "./b", "/c/d", "deploy@web-1:/srv/"},
+			wantSrcs: []scpEndpoint{local("a"), local("./b"), local("/c/d")}, wantDst: remote("deploy", "web-1", "/srv/")},
+		{name: "several remote sources", args: []string{"u@web-1:/var/log/a", "u@web-1:b", "u@web-1:~/c", "out"},
+			wantSrcs: []scpEndpoint{remote("u", "web-1", "/var/log/a"), remote("u", "web-1", "b"), remote("u", "web-1", "c")}, wantDst: local("out")},
+		{name: "both local", args: []string{"a", "/tmp/b"},
+			wantErr: "both SRC a and DST /tmp/b are local: one of them must be LOGIN@NODE:PATH"},
+		{name: "both remote", args: []string{"a@web-1:/x", "a@web-2:/y"},
+			wantErr: "both SRC a@web-1:/x and DST a@web-2:/y are remote"},
+		{name: "one of several sources local", args: []string{"u@web-1:/a", "b", "."},
+			wantErr: "both SRC b and DST . are local"},
+		{name: "one of several sources remote", args: []string{"a", "u@web-1:/b", "u@web-1:/c"},
+			wantErr: "both SRC u@web-1:/b and DST u@web-1:/c are remote"},
+		{name: "sources on two nodes", args: []string{"u@web-1:/a", "u@web-2:/b", "."},
+			wantErr: "the sources are on u@web-1 and u@web-2: copy from one LOGIN@NODE at a time"},
+		{name: "sources as two logins", args: []string{"u@web-1:/a", "v@web-1:/b", "."},
+			wantErr: "the sources are on u@web-1 and v@web-1"},
+		{name: "no login", args: []string{"web-1:/x", "."}, wantErr: `"web-1:/x" is not LOGIN@NODE:PATH`},
+		{name: "empty login", args: []string{"@web-1:/x", "."}, wantErr: `"@web-1:/x" is not LOGIN@NODE:PATH`},
+		{name: "empty node", args: []string{".", "ubuntu@:/x"}, wantErr: `"ubuntu@:/x" is not LOGIN@NODE:PATH`},
+		{name: "two at signs", args: []string{".", "a@b@web-1:/x"}, wantErr: "is not LOGIN@NODE:PATH"},
+		{name: "empty", args: []string{"", "a@web-1:/x"}, wantErr: "an empty path"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			src, dst, err := parseSCPArgs(tc.src, tc.dst)
+			srcs, dst, err := parseSCPArgs(tc.args)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("got error %v; want one containing %q", err, tc.wantErr)
@@ -62,8 +73,8 @@ func TestParseSCPArgs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if src != tc.wantSrc || dst != tc.wantDst {
-				t.Errorf("got %+v, %+v; want %+v, %+v", src, dst, tc.wantSrc, tc.wantDst)
+			if !slices.Equal(srcs, tc.wantSrcs) || dst != tc.wantDst {
+				t.Errorf("got %+v, %+v; want %+v, %+v", srcs, dst, tc.wantSrcs, tc.wantDst)
 			}
 		})
 	}
@@ -74,10 +85,13 @@ func TestSCPCommandArguments(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"scp", "a"}, "tunnel scp takes SRC DST (got 1 arguments)"},
-		{[]string{"scp", "a", "u@web-1:/b", "c"}, "tunnel scp takes SRC DST (got 3 arguments)"},
-		{[]string{"scp", "a", "b"}, "both SRC and DST are local"},
-		{[]string{"scp", "-r", "u@web-1:/a", "u@web-2:/b"}, "both SRC and DST are remote"},
+		{[]string{"scp"}, "tunnel scp takes SRC... DST (got 0 arguments)"},
+		{[]string{"scp", "a"}, "tunnel scp takes SRC... DST (got 1 arguments)"},
+		{[]string{"scp", "a", "b"}, "both SRC a and DST b are local"},
+		{[]string{"scp", "a", "b", "c"}, "both SRC a and DST c are local"},
+		{[]string{"scp", "a", "u@web-1:/b", "c"}, "both SRC a and DST c are local"},
+		{[]string{"scp", "-r", "u@web-1:/a", "u@web-2:/b"}, "both SRC u@web-1:/a and DST u@web-2:/b are remote"},
+		{[]string{"scp", "-q", "u@web-1:/a", "u@web-2:/b", "."}, "the sources are on u@web-1 and u@web-2"},
 		{[]string{"scp", "web-1:/a", "."}, "is not LOGIN@NODE:PATH"},
 		{[]string{"config", "ssh", "extra"}, `unknown command "extra"`},
 	}
@@ -474,4 +488,87 @@ func TestSCPRenameWithoutPosixRename(t *testing.T) {
 	}
 	checkFile(t, filepath.Join(home, "f"), "new", 0o600)
 	noTemp(t, root)
+}
+
+// TestSCPSeveralSources copies several files into a directory both ways,
+// and checks that DST must then be an existing directory and that one
+// failed source does not stop the others.
+func TestSCPSeveralSources(t *testing.T) {
+	setup := func(t *testing.T) (root, local, home string) {
+		root = t.TempDir()
+		local, home = filepath.Join(root, "local"), filepath.Join(root, "home")
+		writeFile(t, filepath.Join(local, "a.txt"), "a", 0o644)
+		writeFile(t, filepath.Join(local, "sub/b.txt"), "bb", 0o600)
+		writeFile(t, filepath.Join(home, "logs/x.log"), "x", 0o640)
+		writeFile(t, filepath.Join(home, "y.log"), "yy", 0o644)
+		os.Mkdir(filepath.Join(home, "srv"), 0o755)
+		os.Mkdir(filepath.Join(local, "out"), 0o755)
+		return root, local, home
+	}
+	t.Run("upload", func(t *testing.T) {
+		root, local, home := setup(t)
+		cp, _ := newCopier(t, home, false)
+		srcs := []scpEndpoint{{Path: filepath.Join(local, "a.txt")}, {Path: filepath.Join(local, "sub/b.txt")}}
+		if err := cp.copyAll(srcs, scpEndpoint{Remote: true, Path: "srv"}); err != nil {
+			t.Fatal(err)
+		}
+		checkFile(t, filepath.Join(home, "srv/a.txt"), "a", 0o644)
+		checkFile(t, filepath.Join(home, "srv/b.txt"), "bb", 0o600)
+		noTemp(t, root)
+	})
+	t.Run("download", func(t *testing.T) {
+		root, local, home := setup(t)
+		cp, _ := newCopier(t, home, false)
+		srcs := []scpEndpoint{{Remote: true, Path: "logs/x.log"}, {Remote: true, Path: "y.log"}}
+		if err := cp.copyAll(srcs, scpEndpoint{Path: filepath.Join(local, "out")}); err != nil {
+			t.Fatal(err)
+		}
+		checkFile(t, filepath.Join(local, "out/x.log"), "x", 0o640)
+		checkFile(t, filepath.Join(local, "out/y.log"), "yy", 0o644)
+		noTemp(t, root)
+	})
+	t.Run("one source missing", func(t *testing.T) {
+		_, local, home := setup(t)
+		var errw bytes.Buffer
+		cp, _ := newCopier(t, home, false)
+		cp.errw = &errw
+		srcs := []scpEndpoint{{Remote: true, Path: "nope.log"}, {Remote: true, Path: "y.log"}}
+		err := cp.copyAll(srcs, scpEndpoint{Path: filepath.Join(local, "out")})
+		if err == nil || err.Error() != "1 of 2 sources were not copied (see above)" {
+			t.Errorf("got error %v; want 1 of 2 sources were not copied", err)
+		}
+		if got, want := errw.String(), "tunnel: remote file nope.log does not exist on web-1\n"; got != want {
+			t.Errorf("reported %q; want %q", got, want)
+		}
+		checkFile(t, filepath.Join(local, "out/y.log"), "yy", 0o644)
+	})
+	for _, tc := range []struct {
+		name string
+		dst  func(local string) scpEndpoint
+		want string
+	}{
+		{"local destination missing", func(l string) scpEndpoint { return scpEndpoint{Path: filepath.Join(l, "nodir")} },
+			"local directory %L/nodir does not exist: with several sources DST must be an existing directory"},
+		{"local destination a file", func(l string) scpEndpoint { return scpEndpoint{Path: filepath.Join(l, "a.txt")} },
+			"local %L/a.txt is not a directory: with several sources DST must be an existing directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, local, home := setup(t)
+			cp, _ := newCopier(t, home, false)
+			srcs := []scpEndpoint{{Remote: true, Path: "logs/x.log"}, {Remote: true, Path: "y.log"}}
+			err := cp.copyAll(srcs, tc.dst(local))
+			if want := strings.ReplaceAll(tc.want, "%L", local); err == nil || err.Error() != want {
+				t.Errorf("got error %v; want %q", err, want)
+			}
+		})
+	}
+	t.Run("remote destination a file", func(t *testing.T) {
+		_, local, home := setup(t)
+		cp, _ := newCopier(t, home, false)
+		srcs := []scpEndpoint{{Path: filepath.Join(local, "a.txt")}, {Path: filepath.Join(local, "sub/b.txt")}}
+		err := cp.copyAll(srcs, scpEndpoint{Remote: true, Path: "y.log"})
+		if want := "remote y.log is not a directory on web-1: with several sources DST must be an existing directory"; err == nil || err.Error() != want {
+			t.Errorf("got error %v; want %q", err, want)
+		}
+	})
 }

@@ -27,7 +27,7 @@ func sshAuthorizedKey(k *profile.Key) []byte { return ssh.MarshalAuthorizedKey(k
 func newSSHCmd(env Env) *cobra.Command {
 	var ttl time.Duration
 	cmd := &cobra.Command{
-		Use:   "ssh [--ttl D] LOGIN@NODE [COMMAND...]",
+		Use:   "ssh [--ttl D] LOGIN@NODE [--] [COMMAND...]",
 		Short: "Open a time-limited bastion session to a node and run a shell or a command",
 		Long: `ssh asks the gateway for a bastion session (LOGIN on NODE, for --ttl, at
 most what your role allows), receives an SSH certificate for exactly that
@@ -36,14 +36,17 @@ node proves itself with a host certificate from the cluster (no
 trust-on-first-use prompt). The session ends at its deadline, when an
 administrator revokes it, or after the idle timeout; you are told which.
 
-The remote command's exit status becomes tunnel's own.`,
+The remote command's exit status becomes tunnel's own. Everything after
+LOGIN@NODE is the remote command, sent as is; a -- right after LOGIN@NODE
+only ends tunnel's own flags and is not sent (as with OpenSSH's ssh).`,
 		Example: `  tunnel ssh ubuntu@web-1
-  tunnel ssh --ttl 10m deploy@web-1 systemctl restart app`,
+  tunnel ssh --ttl 10m deploy@web-1 systemctl restart app
+  tunnel ssh ubuntu@web-1 -- ls -la /tmp`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			login, node, ok := strings.Cut(args[0], "@")
-			if !ok || login == "" || node == "" {
-				return fmt.Errorf("%q is not LOGIN@NODE (for example ubuntu@web-1)", args[0])
+			login, node, command, err := splitSSHArgs(args)
+			if err != nil {
+				return err
 			}
 			c, closeAll, err := openSSH(cmd.Context(), cmd, env, node, login, ttl)
 			if err != nil {
@@ -52,12 +55,28 @@ The remote command's exit status becomes tunnel's own.`,
 			// Closing the QUIC connection (not just exiting) tells the
 			// gateway at once that the session is over.
 			defer closeAll()
-			return sshclient.Run(cmd.Context(), c, args[1:], env.Stdin, env.Stdout, env.Stderr)
+			return sshclient.Run(cmd.Context(), c, command, env.Stdin, env.Stdout, env.Stderr)
 		},
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "session length (default 1h, at most what your role and your login allow)")
 	cmd.Flags().SetInterspersed(false)
 	return cmd
+}
+
+// splitSSHArgs reads LOGIN@NODE [--] [COMMAND...]. Flag parsing stops at
+// LOGIN@NODE, so a -- after it reaches here: the first one, right after
+// LOGIN@NODE, ends tunnel's flags and is dropped; any other is part of the
+// command.
+func splitSSHArgs(args []string) (login, node string, command []string, err error) {
+	login, node, ok := strings.Cut(args[0], "@")
+	if !ok || login == "" || node == "" {
+		return "", "", nil, fmt.Errorf("%q is not LOGIN@NODE (for example ubuntu@web-1)", args[0])
+	}
+	command = args[1:]
+	if len(command) > 0 && command[0] == "--" {
+		command = command[1:]
+	}
+	return login, node, command, nil
 }
 
 // openSSH logs in first if needed (on a terminal), asks for a session and

@@ -256,7 +256,7 @@ func (s *testServer) issue(ca *certs.Authority, name string, ttl time.Duration, 
 		s.t.Fatalf("IssueX509Client: %v", err)
 	}
 	if record {
-		rec := store.IssuedCert{Serial: certs.X509SerialHex(c), Kind: store.CertX509, Subject: name,
+		rec := store.IssuedCert{Serial: certs.X509SerialHex(c), Kind: store.CertX509, Subject: name, SubjectKind: identity.User,
 			NotBefore: c.NotBefore, NotAfter: c.NotAfter, IssuedAt: s.clock.Now(), Principals: []string{id.String()}}
 		ev := audit.Event{Time: s.clock.Now(), Type: audit.CertIssued, Actor: name, Subject: rec.Serial, Outcome: audit.Success}
 		if err := s.store.RecordCertificates(context.Background(), []store.IssuedCert{rec}, []audit.Event{ev}); err != nil {

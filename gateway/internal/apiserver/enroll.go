@@ -51,11 +51,25 @@ func parseAgentKeys(csr, hostKey string) (agentKeys, error) {
 }
 
 // agentDenied records a refused enrolment or renewal. Its reason never
-// holds the token.
+// holds the token. Through s.Denials, the first refusal of a kind from a
+// source is written before the answer, and its repeats are folded into one
+// event per interval.
 func (s *Server) agentDenied(ctx context.Context, r *http.Request, actor, subject, reason string) error {
 	ev := audit.Event{Time: s.now(), Type: audit.AgentDenied, Actor: actor, Subject: subject,
 		Outcome: audit.Failure, Reason: reason, SourceIP: remoteAddr(r).String(),
 		Details: map[string]string{"request": r.Method + " " + r.URL.Path}}
+	if s.Denials != nil {
+		done, _ := s.Denials.Record(ev)
+		select {
+		case err := <-done:
+			if err != nil {
+				return fmt.Errorf("record agent refusal: %w", err)
+			}
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	if _, err := s.Store.AppendAudit(ctx, ev); err != nil {
 		return fmt.Errorf("record agent refusal: %w", err)
 	}
@@ -210,10 +224,10 @@ func (s *Server) issueAgent(ctx context.Context, r *http.Request, name string, k
 		return nil, issueError(err)
 	}
 	records := []store.IssuedCert{{
-		Serial: certs.X509SerialHex(xc), Kind: store.CertX509, Subject: name,
+		Serial: certs.X509SerialHex(xc), Kind: store.CertX509, Subject: name, SubjectKind: identity.Agent,
 		NotBefore: xc.NotBefore, NotAfter: xc.NotAfter, IssuedAt: now, Principals: []string{id.String()},
 	}, {
-		Serial: certs.SSHSerialHex(hc), Kind: store.CertSSHHost, Subject: name,
+		Serial: certs.SSHSerialHex(hc), Kind: store.CertSSHHost, Subject: name, SubjectKind: identity.Agent,
 		NotBefore: time.Unix(int64(hc.ValidAfter), 0), NotAfter: time.Unix(int64(hc.ValidBefore), 0),
 		IssuedAt: now, Principals: hc.ValidPrincipals,
 	}}

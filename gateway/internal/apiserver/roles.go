@@ -1,6 +1,8 @@
 package apiserver
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -116,4 +118,105 @@ func (s *Server) handleDeleteRole(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleUpdateRole changes the fields of a role that the request sets. The
+// next login of its holders gets the new grant; the admin API reads roles
+// at every request, so an admin flag takes effect at once.
+func (s *Server) handleUpdateRole(w http.ResponseWriter, r *http.Request) {
+	name := identity.CanonicalName(r.PathValue("name"))
+	if err := identity.ValidateName("role", name); err != nil {
+		s.fail(w, r, badRequest(err.Error()))
+		return
+	}
+	var in api.RoleUpdate
+	if err := api.Decode(r.Body, &in); err != nil {
+		s.fail(w, r, badRequest(err.Error()))
+		return
+	}
+	if in.Empty() {
+		s.fail(w, r, badRequest("nothing to change: set at least one of logins, max_ttl, admin, nodes, services, port_forwarding and agent_forwarding"))
+		return
+	}
+	cur, err := s.Store.GetRole(r.Context(), name)
+	if err != nil {
+		s.fail(w, r, storeError(err, "update role "+name))
+		return
+	}
+	next, changed := applyRoleUpdate(roleOut(cur), in)
+	ro, err := CheckRole(next, s.CA.MaxTTL())
+	if err != nil {
+		s.fail(w, r, badRequest(err.Error()))
+		return
+	}
+	ro.CreatedAt = cur.CreatedAt
+	if cur.Admin && !ro.Admin {
+		others := slices.DeleteFunc(slices.Clone(callerFrom(r.Context()).user.Roles), func(rn string) bool { return rn == name })
+		keeps, err := s.anyAdmin(r.Context(), others)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if !keeps {
+			s.fail(w, r, badRequest(fmt.Sprintf("taking the admin flag from role %s would take the admin API away from you: ask another admin", name)))
+			return
+		}
+	}
+	ev := s.adminEvent(r, audit.RoleUpdated, ro.Name)
+	ev.Details = map[string]string{"changed": strings.Join(changed, ","),
+		"logins": strings.Join(ro.Logins, ","), "max_ttl": ro.MaxTTL.String(), "admin": fmt.Sprint(ro.Admin),
+		"nodes": strings.Join(ro.Nodes, ","), "services": strings.Join(ro.Services, ","),
+		"port_forwarding": fmt.Sprint(ro.PortForwarding), "agent_forwarding": fmt.Sprint(ro.AgentForwarding)}
+	if err := s.Store.UpdateRole(r.Context(), ro, ev); err != nil {
+		s.fail(w, r, storeError(err, "update role "+name))
+		return
+	}
+	writeJSON(w, http.StatusOK, roleOut(ro))
+}
+
+// applyRoleUpdate returns role with the fields in sets, and the names of
+// those fields.
+func applyRoleUpdate(role api.Role, in api.RoleUpdate) (api.Role, []string) {
+	var changed []string
+	if in.Logins != nil {
+		role.Logins, changed = slices.Clone(*in.Logins), append(changed, "logins")
+	}
+	if in.MaxTTL != nil {
+		role.MaxTTL, changed = *in.MaxTTL, append(changed, "max_ttl")
+	}
+	if in.Admin != nil {
+		role.Admin, changed = *in.Admin, append(changed, "admin")
+	}
+	if in.Nodes != nil {
+		role.Nodes, changed = slices.Clone(*in.Nodes), append(changed, "nodes")
+	}
+	if in.Services != nil {
+		role.Services, changed = slices.Clone(*in.Services), append(changed, "services")
+	}
+	if in.PortForwarding != nil {
+		role.PortForwarding, changed = *in.PortForwarding, append(changed, "port_forwarding")
+	}
+	if in.AgentForwarding != nil {
+		role.AgentForwarding, changed = *in.AgentForwarding, append(changed, "agent_forwarding")
+	}
+	return role, changed
+}
+
+// anyAdmin reports whether any of roles grants the admin API. It keeps an
+// admin from taking the admin API away from themselves by mistake, which
+// only another admin could undo.
+func (s *Server) anyAdmin(ctx context.Context, roles []string) (bool, error) {
+	for _, rn := range roles {
+		ro, err := s.Store.GetRole(ctx, rn)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if ro.Admin {
+			return true, nil
+		}
+	}
+	return false, nil
 }

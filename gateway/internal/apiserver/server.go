@@ -5,10 +5,15 @@
 // nodes they may reach.
 //
 // Build a [Server] and mount [Server.Handler] on a TLS listener configured
-// with trust.ServerConfig. Anonymous endpoints are rate-limited per source
-// address; every other endpoint verifies the caller's client certificate
-// itself (see caller.go) so that refusals carry a message a person can act
-// on.
+// with trust.ServerConfig. Every endpoint verifies the caller's client
+// certificate itself (see caller.go) so that refusals carry a message a
+// person can act on. Anonymous callers are rate-limited per source address
+// before any work (guard.go): every request to the anonymous endpoints
+// (ping, CA bundle, login, enrolment), and every request to the others
+// that does not carry a certificate of the cluster CA. Their refusals are
+// audited through an auditlog.Folder, so that repeats cost one event per
+// minute. A panic in a handler is answered as an internal error and
+// counted; the process goes on.
 package apiserver
 
 import (
@@ -23,6 +28,7 @@ import (
 	"time"
 
 	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/auditlog"
 	"github.com/tunnelhq/tunnel/gateway/internal/auth"
 	"github.com/tunnelhq/tunnel/gateway/internal/login"
 	"github.com/tunnelhq/tunnel/gateway/internal/sessions"
@@ -39,7 +45,10 @@ type Server struct {
 	Sealer  seal.Sealer
 	Hasher  *auth.Hasher
 	Login   *login.Service
-	Limiter *auth.IPLimiter // for anonymous endpoints; nil means no limit
+	Limiter *auth.IPLimiter // for anonymous callers; nil means no limit
+	// Denials records refusals of anonymous callers (enrolment, renewal),
+	// folding repeats; nil means one event each, written directly.
+	Denials *auditlog.Folder
 	Version string
 	Clock   func() time.Time // nil means time.Now
 	Log     *slog.Logger     // nil means discard
@@ -84,15 +93,9 @@ func (s *Server) log() *slog.Logger {
 // Handler returns the API's HTTP handler.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	anon := func(h http.HandlerFunc) http.Handler {
-		if s.Limiter == nil {
-			return h
-		}
-		return s.Limiter.Middleware(h, remoteAddr)
-	}
-	mux.Handle("GET "+api.PathPing, anon(s.handlePing))
-	mux.Handle("GET "+api.PathCA, anon(s.handleCA))
-	mux.Handle("POST "+api.PathLogin, anon(s.handleLogin))
+	mux.HandleFunc("GET "+api.PathPing, s.handlePing)
+	mux.HandleFunc("GET "+api.PathCA, s.handleCA)
+	mux.HandleFunc("POST "+api.PathLogin, s.handleLogin)
 	mux.Handle("GET "+api.PathWhoami, s.user(s.handleWhoami))
 
 	mux.Handle("GET "+api.PathUsers, s.admin(s.handleListUsers))
@@ -101,10 +104,12 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST "+api.PathUsers+"/{name}/lock", s.admin(s.handleLockUser(true)))
 	mux.Handle("POST "+api.PathUsers+"/{name}/unlock", s.admin(s.handleLockUser(false)))
 	mux.Handle("POST "+api.PathUsers+"/{name}/reset-mfa", s.admin(s.handleResetMFA))
+	mux.Handle("POST "+api.PathUsers+"/{name}/roles", s.admin(s.handleChangeUserRoles))
 
 	mux.Handle("GET "+api.PathRoles, s.admin(s.handleListRoles))
 	mux.Handle("POST "+api.PathRoles, s.admin(s.handleCreateRole))
 	mux.Handle("DELETE "+api.PathRoles+"/{name}", s.admin(s.handleDeleteRole))
+	mux.Handle("PATCH "+api.PathRoles+"/{name}", s.admin(s.handleUpdateRole))
 
 	mux.Handle("GET "+api.PathAudit, s.admin(s.handleListAudit))
 	mux.Handle("GET "+api.PathAuditVerify, s.admin(s.handleVerifyAudit))
@@ -117,20 +122,20 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST "+api.PathPolicy, s.admin(s.handleAddPolicy))
 	mux.Handle("DELETE "+api.PathPolicy+"/{id}", s.admin(s.handleDeletePolicy))
 
-	mux.Handle("POST "+api.PathEnroll, anon(s.handleEnroll))
-	mux.Handle("POST "+api.PathRenew, http.HandlerFunc(s.handleRenew))
+	mux.HandleFunc("POST "+api.PathEnroll, s.handleEnroll)
+	mux.HandleFunc("POST "+api.PathRenew, s.handleRenew)
 	mux.Handle("GET "+api.PathNodes, s.user(s.handleListNodes))
 
 	mux.Handle("POST "+api.PathSessions, s.user(s.handleCreateSession))
 	mux.Handle("GET "+api.PathAdminSessions, s.admin(s.handleListSessions))
 	mux.Handle("POST "+api.PathAdminSessions+"/{id}/revoke", s.admin(s.handleRevokeSession))
 	mux.Handle("GET "+api.PathAdminSessions+"/{id}/recording", s.admin(s.handleGetRecording))
-	mux.Handle("POST "+api.PathRecordings+"/{id}", http.HandlerFunc(s.handleUploadRecording))
+	mux.HandleFunc("POST "+api.PathRecordings+"/{id}", s.handleUploadRecording)
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Code: api.CodeNotFound, Message: "no such API endpoint: " + r.Method + " " + r.URL.Path + " (is your tunnel client newer than the gateway?)"}, http.StatusNotFound)
 	})
-	return s.logRequests(mux)
+	return s.recoverPanics(s.logRequests(s.limitAnonymous(mux)))
 }
 
 // logRequests logs method, path, status and duration; never bodies.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/tunnelhq/tunnel/certs"
 	"github.com/tunnelhq/tunnel/gateway/internal/peer"
 	"github.com/tunnelhq/tunnel/gateway/internal/sessions"
 	"github.com/tunnelhq/tunnel/pkg/api"
@@ -51,7 +52,7 @@ func (s *Server) handleCreateSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := callerFrom(r.Context())
-	g, err := s.Sessions.Create(r.Context(), c.user, req, remoteAddr(r).String())
+	g, err := s.Sessions.CreateUntil(r.Context(), c.user, req, remoteAddr(r).String(), c.notAfter)
 	if err != nil {
 		s.sessionError(w, r, err)
 		return
@@ -119,10 +120,16 @@ func (s *Server) handleGetRecording(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleUploadRecording stores the recording an agent made of a session on
-// its node, sealed.
+// its node, sealed. Only the agent that hosted the session may upload it;
+// a locked agent still may (see recordingUploader).
 func (s *Server) handleUploadRecording(w http.ResponseWriter, r *http.Request) {
-	p, err := peer.Verify(r.Context(), s.Store, s.CA, peerChain(r), s.now(), identity.Agent)
+	p, locked, err := s.recordingUploader(r)
 	if err != nil {
+		var pe *peer.Error
+		if errors.As(err, &pe) && pe.Internal != nil {
+			s.fail(w, r, err)
+			return
+		}
 		s.fail(w, r, unauthenticated(err.Error()))
 		return
 	}
@@ -155,12 +162,44 @@ func (s *Server) handleUploadRecording(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev := audit.Event{Time: s.now(), Type: audit.RecordingSaved, Actor: p.String(), Subject: id, Outcome: audit.Success,
-		Details: map[string]string{"bytes": strconv.Itoa(len(data))}}
+		SourceIP: remoteAddr(r).String(), Details: map[string]string{"bytes": strconv.Itoa(len(data)), "node": sess.Node}}
+	if locked {
+		ev.Details["agent_locked"] = "true"
+	}
 	if _, err := s.Store.AppendAudit(r.Context(), ev); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// recordingUploader verifies the agent uploading a recording, and reports
+// whether it is locked. A locked agent is accepted here, and only here:
+// locking an agent ends its sessions, and the recordings of those sessions
+// are uploaded after that; refusing them would lose exactly the recordings
+// an administrator wants. Every other refusal stands (a certificate that is
+// expired, revoked, foreign, of a user, or of an agent not enrolled), and
+// the handler still accepts a recording only for a session on the
+// uploader's own node.
+func (s *Server) recordingUploader(r *http.Request) (peer.Peer, bool, error) {
+	chain := peerChain(r)
+	p, err := peer.Verify(r.Context(), s.Store, s.CA, chain, s.now(), identity.Agent)
+	var pe *peer.Error
+	if err == nil || !errors.As(err, &pe) || !pe.Locked || !pe.CertValid || pe.Internal != nil {
+		return p, false, err
+	}
+	// The certificate itself passed every check (chain, cluster, agent
+	// identity, on record, not revoked: CertValid), so the identity it
+	// carries is the uploader's.
+	leaf := chain[0]
+	if len(leaf.URIs) != 1 {
+		return peer.Peer{}, false, err
+	}
+	aid, perr := identity.ParseURI(leaf.URIs[0])
+	if perr != nil || aid.Kind != identity.Agent || aid.Cluster != s.CA.Cluster() {
+		return peer.Peer{}, false, err
+	}
+	return peer.Peer{ID: aid, Serial: certs.X509SerialHex(leaf), NotAfter: leaf.NotAfter}, true, nil
 }
 
 // peerChain is the client certificate chain of r (nil without TLS).

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/tunnelhq/tunnel/gateway/internal/login"
@@ -195,4 +196,104 @@ func (s *Server) handleResetMFA(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, 200, enr)
+}
+
+// handleChangeUserRoles grants a user roles and takes others away. The
+// user's next login gets the new roles; certificates already issued keep
+// what they were issued with until they expire. An admin may change their
+// own roles, but not so that none of them grants the admin API any more.
+func (s *Server) handleChangeUserRoles(w http.ResponseWriter, r *http.Request) {
+	name, err := s.target(r, "")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var in api.UserRolesChange
+	if err := api.Decode(r.Body, &in); err != nil {
+		s.fail(w, r, badRequest(err.Error()))
+		return
+	}
+	if len(in.Grant) == 0 && len(in.Revoke) == 0 {
+		s.fail(w, r, badRequest("nothing to change: name at least one role to grant or to revoke"))
+		return
+	}
+	grant, err := s.existingRoles(r, in.Grant)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	revoke, err := s.existingRoles(r, in.Revoke)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	for _, rn := range grant {
+		if slices.Contains(revoke, rn) {
+			s.fail(w, r, badRequest(fmt.Sprintf("role %s is both granted and revoked: name it once", rn)))
+			return
+		}
+	}
+	u, err := s.Store.GetUser(r.Context(), name)
+	if err != nil {
+		s.fail(w, r, storeError(err, "change the roles of "+name))
+		return
+	}
+	var granted, revoked []string
+	roles := slices.Clone(u.Roles)
+	for _, rn := range grant {
+		if !slices.Contains(roles, rn) {
+			roles, granted = append(roles, rn), append(granted, rn)
+		}
+	}
+	roles = slices.DeleteFunc(roles, func(rn string) bool {
+		if slices.Contains(revoke, rn) {
+			revoked = append(revoked, rn)
+			return true
+		}
+		return false
+	})
+	slices.Sort(roles)
+	if name == callerFrom(r.Context()).user.Name {
+		admin, err := s.anyAdmin(r.Context(), roles)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if !admin {
+			s.fail(w, r, badRequest("this would leave you no role that grants the admin API: ask another admin"))
+			return
+		}
+	}
+	ev := s.adminEvent(r, audit.UserRolesChanged, name)
+	ev.Details = map[string]string{"granted": strings.Join(granted, ","), "revoked": strings.Join(revoked, ","),
+		"roles": strings.Join(roles, ",")}
+	if err := s.Store.SetUserRoles(r.Context(), name, roles, ev); err != nil {
+		s.fail(w, r, storeError(err, "change the roles of "+name))
+		return
+	}
+	out := api.User{Name: u.Name, Roles: roles, Locked: u.Locked, CreatedAt: u.CreatedAt}
+	if out.Roles == nil {
+		out.Roles = []string{}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// existingRoles canonicalises role names and checks that each exists.
+func (s *Server) existingRoles(r *http.Request, names []string) ([]string, error) {
+	var out []string
+	for _, rn := range names {
+		rn = identity.CanonicalName(rn)
+		if err := identity.ValidateName("role", rn); err != nil {
+			return nil, badRequest(err.Error())
+		}
+		if _, err := s.Store.GetRole(r.Context(), rn); errors.Is(err, store.ErrNotFound) {
+			return nil, badRequest(fmt.Sprintf("role %q does not exist: see tunnel admin roles ls", rn))
+		} else if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, rn) {
+			out = append(out, rn)
+		}
+	}
+	return out, nil
 }

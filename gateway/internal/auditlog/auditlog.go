@@ -6,6 +6,11 @@
 // records an action waits for it before letting the action proceed (if the
 // event cannot be written, the action is refused), and may overlap the wait
 // with other work.
+//
+// A [Folder] sits in front of a Writer for the refusals of anonymous
+// callers: the first of a kind is written at once, its repeats as one
+// event with a count per interval, so that no caller can write to the
+// store at will.
 package auditlog
 
 import (

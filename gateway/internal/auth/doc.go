@@ -7,8 +7,11 @@
 //
 //  1. wraps the endpoint in [IPLimiter.Middleware], so one address cannot
 //     hammer it;
-//  2. refuses a user whose failures reached [LockoutPolicy.MaxFailures]
-//     until the lockout ends;
+//  2. reserves the attempt in the store's failure counter before checking
+//     anything secret (Store.ReserveLoginAttempt, atomic, so concurrent
+//     attempts cannot overtake it), and refuses the user name while the
+//     [LockoutPolicy] says it is locked out; only a successful login
+//     releases the reservation (Store.ClearLoginFailures);
 //  3. checks the password with [Hasher.Verify], or, for an unknown user,
 //     burns the same time with [Hasher.VerifyDummy] so that the answer does
 //     not reveal which users exist; if Verify reports needsRehash, it stores

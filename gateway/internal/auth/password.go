@@ -295,6 +295,14 @@ type Hasher struct {
 	// Rand is the source of salts; nil means crypto/rand.Reader. Set it
 	// before the first call to Hash.
 	Rand io.Reader
+	// OnCompute, if set, is called once for every argon2 computation that
+	// Hash, Verify or VerifyDummy sets out to run, before it waits for a
+	// slot (so also when the context ends before one is free). Calls that
+	// cost nothing (an invalid hash, an empty or overlong password) do not
+	// call it. It lets tests and metrics count how many passwords were
+	// evaluated. It must be safe for concurrent use; set it before the
+	// Hasher is first used.
+	OnCompute func()
 
 	params Params
 	sem    chan struct{} // one token per running computation
@@ -348,6 +356,13 @@ func (h *Hasher) acquire(ctx context.Context) error {
 
 func (h *Hasher) release() { <-h.sem }
 
+// computing reports one computation about to run to OnCompute.
+func (h *Hasher) computing() {
+	if h.OnCompute != nil {
+		h.OnCompute()
+	}
+}
+
 // Hash is HashPassword with h's parameters and concurrency bound. It
 // returns an error wrapping the context's cause if ctx ends before a slot
 // is free.
@@ -355,6 +370,7 @@ func (h *Hasher) Hash(ctx context.Context, password []byte) (string, error) {
 	if err := checkPassword(password); err != nil {
 		return "", err
 	}
+	h.computing()
 	if err := h.acquire(ctx); err != nil {
 		return "", err
 	}
@@ -374,6 +390,7 @@ func (h *Hasher) Verify(ctx context.Context, phc string, password []byte) (ok, n
 	if checkPassword(password) != nil {
 		return false, false, nil
 	}
+	h.computing()
 	if err := h.acquire(ctx); err != nil {
 		return false, false, err
 	}

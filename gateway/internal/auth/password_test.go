@@ -519,3 +519,36 @@ func TestHasherConcurrencyBound(t *testing.T) {
 		t.Errorf("got %d computations at once; want %d", got, bound)
 	}
 }
+
+func TestHasherOnCompute(t *testing.T) {
+	h, err := NewHasher(DefaultParams, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f fakeKDF
+	f.install(h)
+	var hooked atomic.Int64
+	h.OnCompute = func() { hooked.Add(1) }
+	ctx := t.Context()
+
+	phc, err := h.Hash(ctx, []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.Verify(ctx, phc, []byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.VerifyDummy(ctx, []byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+	// Free refusals compute nothing and are not reported.
+	h.Hash(ctx, nil)
+	h.Verify(ctx, phc, nil)
+	h.Verify(ctx, phc, bytes.Repeat([]byte{'x'}, MaxPasswordLen+1))
+	h.Verify(ctx, "$argon2id$junk", []byte("pw"))
+	h.VerifyDummy(ctx, nil)
+
+	if f.calls != 3 || hooked.Load() != 3 {
+		t.Errorf("argon2 ran %d times and OnCompute was called %d times; want 3 and 3", f.calls, hooked.Load())
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tunnelhq/tunnel/gateway"
+	"github.com/tunnelhq/tunnel/pkg/netguard"
 	"github.com/tunnelhq/tunnel/pkg/version"
 )
 
@@ -24,7 +25,14 @@ then shuts down gracefully.
 The API's certificate is issued by the cluster CA for localhost, the
 loopback addresses, this host's name and every --name; clients trust it
 through the CA pin. --tls-cert and --tls-key serve an operator's certificate
-instead, reloaded when the files change.`,
+instead, reloaded when the files change.
+
+Before anyone authenticates, every stage has a deadline and a budget
+(docs/SECURITY.md, "Limits before authentication"): --handshake-timeout,
+--ssh-handshake-timeout, --max-conns-per-source, --max-conns, --login-rate
+and --login-burst; repeated refusals of anonymous callers are folded into
+one audit event per --audit-fold-interval. The soft open-file limit is
+raised to the hard limit at start.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logs.logger(cmd.ErrOrStderr())
@@ -52,6 +60,18 @@ instead, reloaded when the files change.`,
 	f.DurationVar(&cfg.Lockout.LockoutFor, "lockout-duration", 15*time.Minute, "how long a lockout lasts")
 	f.Float64Var(&cfg.LoginRate, "login-rate", 2, "anonymous requests per second allowed per source address")
 	f.IntVar(&cfg.LoginBurst, "login-burst", 20, "burst of anonymous requests allowed per source address")
+	f.IntVar(&cfg.MaxConnsPerSource, "max-conns-per-source", netguard.DefaultPerSource,
+		"concurrent connections allowed per source address (IPv6: per /64) on the API and jump host together, and among QUIC connections not yet authenticated; the excess is closed at once")
+	f.IntVar(&cfg.MaxConns, "max-conns", 0,
+		"concurrent TCP connections allowed in all (API and jump host), and QUIC connections separately (default 80% of the open-file limit, at most 65536)")
+	f.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", gateway.DefaultHandshakeTimeout,
+		"close an API connection whose TLS handshake (or a request's headers) takes longer, and bound the QUIC handshake")
+	f.DurationVar(&cfg.SSHHandshakeTimeout, "ssh-handshake-timeout", 0,
+		"close a jump host connection not authenticated within this long (default 15s)")
+	f.DurationVar(&cfg.SSHIdleConnTimeout, "ssh-idle-conn-timeout", 0,
+		"close an authenticated jump host connection with no channel open for this long (default 15m)")
+	f.DurationVar(&cfg.AuditFoldInterval, "audit-fold-interval", time.Minute,
+		"write repeated refusals of anonymous callers (same kind, source and reason) as one audit event with a count per interval")
 	logs.register(cmd)
 	return cmd
 }

@@ -3,27 +3,37 @@
 // -J, sftp -J, rsync -e 'ssh -J ...'.
 //
 // A client authenticates with the SSH certificate from `tunnel login`
-// (its key id names the user; the user must exist, not be locked, and the
+// (its key id names the user and no session: session certificates are for
+// tunnel ssh only; the user must exist, not be locked, and the
 // certificate's serial must be on record and not revoked). The jump host
 // serves only direct-tcpip channels to NODE:22 (NODE or NODE.CLUSTER) that
-// the user's roles allow: for each one it opens a bastion session (deadline:
-// the certificate's expiry, capped by the role), listed, timed and
-// revocable like any other, and carries the channel over the node agent's
-// tunnel to its SSH endpoint. The SSH connection to the node is end to end:
-// the jump host never sees inside it.
+// the user's roles allow. Every new channel checks the certificate and the
+// user again, so a connection held open (OpenSSH ControlMaster) opens
+// nothing once the user is locked or the certificate revoked, also after
+// an unlock. For each channel it opens a bastion session (deadline: the
+// certificate's expiry, capped by the role), listed, timed and revocable
+// like any other, and carries the channel over the node agent's tunnel to
+// its SSH endpoint. The SSH connection to the node is end to end: the jump
+// host never sees inside it.
+//
+// Connection lifecycle (one goroutine per connection, owned by Serve):
+//
+//	accept ──▶ handshake (HandshakeTimeout) ──▶ authenticated ──▶ closed
+//	              │ refused / silent               │ idle without channels (IdleTimeout),
+//	              └──────────────▶ closed          │ certificate expired, user locked or
+//	                                               └─ removed (EndUser), Close
+//
+// A panic while serving one connection or one channel is recovered at its
+// boundary (package panics): that connection closes, the gateway goes on.
 package jumphost
 
 import (
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -33,12 +43,27 @@ import (
 	"github.com/tunnelhq/tunnel/certs"
 	"github.com/tunnelhq/tunnel/gateway/internal/relay"
 	"github.com/tunnelhq/tunnel/gateway/internal/sessions"
-	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/panics"
 	"github.com/tunnelhq/tunnel/pkg/store"
-	"github.com/tunnelhq/tunnel/pkg/transport"
 )
 
-// Server is the jump host. Fill the fields, then Serve.
+// Defaults of the Server's timeouts.
+const (
+	// DefaultHandshakeTimeout bounds the time from the TCP connection to a
+	// successful authentication.
+	DefaultHandshakeTimeout = 15 * time.Second
+	// DefaultIdleTimeout closes an authenticated connection that has had
+	// no channel open for this long.
+	DefaultIdleTimeout = 15 * time.Minute
+)
+
+// revokeGrace is how long a revoked user's connection stays open so that
+// the node's message ("access revoked by an administrator") reaches the
+// user through it before the jump host closes it.
+const revokeGrace = 2 * time.Second
+
+// Server is the jump host. Fill the fields, then Serve. The zero value of
+// each optional field means its default.
 type Server struct {
 	Store    store.Store
 	CA       *certs.Authority
@@ -48,20 +73,26 @@ type Server struct {
 	Names []string
 	Clock func() time.Time
 	Log   *slog.Logger
+	// HandshakeTimeout: a connection not authenticated this long after it
+	// was accepted is closed. Zero means DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// IdleTimeout: an authenticated connection without any open channel
+	// for this long is closed. Zero means DefaultIdleTimeout.
+	IdleTimeout time.Duration
 
-	mu       sync.Mutex // guards verified
-	verified map[string]*who
+	// open carries a granted channel to the node; nil means through Relay.
+	// Tests replace it.
+	open opener
 
-	srv  *gliderssh.Server
-	wg   sync.WaitGroup
-	once sync.Once
-}
+	mu           sync.Mutex // guards everything below
+	ln           net.Listener
+	srv          *gliderssh.Server
+	conns        map[*conn]struct{}
+	users        map[string]map[*conn]struct{} // authenticated connections by user
+	closed       bool
+	removeKiller func()
 
-// who is the identity proved on one SSH connection.
-type who struct {
-	user   store.User
-	cert   *gossh.Certificate
-	serial string
+	wg sync.WaitGroup // connection goroutines
 }
 
 func (j *Server) now() time.Time {
@@ -78,70 +109,198 @@ func (j *Server) log() *slog.Logger {
 	return j.Log
 }
 
-// Serve serves the jump host on ln until Close.
+func (j *Server) handshakeTimeout() time.Duration {
+	if j.HandshakeTimeout <= 0 {
+		return DefaultHandshakeTimeout
+	}
+	return j.HandshakeTimeout
+}
+
+func (j *Server) idleTimeout() time.Duration {
+	if j.IdleTimeout <= 0 {
+		return DefaultIdleTimeout
+	}
+	return j.IdleTimeout
+}
+
+// Serve serves the jump host on ln until Close; it returns nil after
+// Close.
 func (j *Server) Serve(ln net.Listener) error {
 	signer, err := j.hostSigner()
 	if err != nil {
+		ln.Close()
 		return err
 	}
-	j.verified = map[string]*who{}
-	j.srv = &gliderssh.Server{
+	srv := &gliderssh.Server{
 		HostSigners: []gliderssh.Signer{signer},
-		// Offered keys are only screened here; the grant is made in the
-		// verified-key callback for the key the client signed with.
-		PublicKeyHandler: func(ctx gliderssh.Context, key gliderssh.PublicKey) bool {
-			_, err := j.checkCert(ctx.User(), key)
-			return err == nil
+		// Offered keys are only screened here; the full check and the
+		// grant are made in the verified-key callback, for the key the
+		// client signed with, whose refusals the user is shown.
+		PublicKeyHandler: func(_ gliderssh.Context, key gliderssh.PublicKey) bool {
+			return j.screen(key)
 		},
-		ServerConfigCallback: func(ctx gliderssh.Context) *gossh.ServerConfig {
-			cfg := &gossh.ServerConfig{}
-			cfg.KeyExchanges = []string{"curve25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256"}
-			cfg.Ciphers = []string{"chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com", "aes128-gcm@openssh.com"}
-			cfg.MACs = []string{"hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"}
-			cfg.VerifiedPublicKeyCallback = func(meta gossh.ConnMetadata, key gossh.PublicKey, _ *gossh.Permissions, _ string) (*gossh.Permissions, error) {
-				w, err := j.checkCert(meta.User(), key)
-				if err != nil {
-					return nil, &gossh.BannerError{Err: err, Message: "tunnel: " + err.Error() + "\r\n"}
-				}
-				j.mu.Lock()
-				j.verified[hex.EncodeToString(meta.SessionID())] = w
-				j.mu.Unlock()
-				return &gossh.Permissions{}, nil
-			}
-			return cfg
-		},
-		ConnCallback: func(ctx gliderssh.Context, c net.Conn) net.Conn {
-			j.wg.Add(1)
-			go func() {
-				defer j.wg.Done()
-				<-ctx.Done()
-				j.mu.Lock()
-				delete(j.verified, ctx.SessionID())
-				j.mu.Unlock()
-			}()
-			return c
+		ServerConfigCallback: j.serverConfig,
+		ConnCallback: func(ctx gliderssh.Context, nc net.Conn) net.Conn {
+			// nc is the *conn Serve handed to HandleConn: keep it in the
+			// context, where the channel handlers find it.
+			ctx.SetValue(connKey{}, nc)
+			return nc
 		},
 		ChannelHandlers: map[string]gliderssh.ChannelHandler{"direct-tcpip": j.directTCPIP},
 		RequestHandlers: map[string]gliderssh.RequestHandler{},
 	}
-	err = j.srv.Serve(ln)
-	if errors.Is(err, gliderssh.ErrServerClosed) {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		ln.Close()
 		return nil
 	}
+	j.ln, j.srv = ln, srv
+	if j.Sessions != nil {
+		j.removeKiller = j.Sessions.AddKiller(j)
+	}
+	j.mu.Unlock()
+
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if j.isClosed() {
+				return nil
+			}
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() {
+				// Out of descriptors, say: wait, do not spin.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				j.log().Warn("jump host accept", "err", err, "retry_in", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("SSH jump host: %w", err)
+		}
+		delay = 0
+		c := j.track(nc)
+		if c == nil {
+			nc.Close()
+			return nil
+		}
+		go j.serveConn(c)
+	}
+}
+
+// serveConn runs gliderlabs' connection loop (handshake, then channels)
+// for one connection, and forgets the connection once it is closed. It is
+// the connection's boundary: a panic ends this connection only.
+func (j *Server) serveConn(c *conn) {
+	defer j.wg.Done()
+	defer j.forget(c)
+	defer panics.Recover(j.log(), "jump host connection", c.Close)
+	j.srv.HandleConn(c)
+}
+
+func (j *Server) isClosed() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.closed
+}
+
+// track registers a new connection and starts its handshake timer; nil
+// once the server is closed.
+func (j *Server) track(nc net.Conn) *conn {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed {
+		return nil
+	}
+	c := &conn{Conn: nc, j: j, remote: nc.RemoteAddr()}
+	if j.conns == nil {
+		j.conns = map[*conn]struct{}{}
+	}
+	j.conns[c] = struct{}{}
+	j.wg.Add(1)
+	c.startHandshakeTimer(j.handshakeTimeout())
+	return c
+}
+
+// forget closes c, waits for its channel goroutines and unregisters it.
+func (j *Server) forget(c *conn) {
+	c.shutdown()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	delete(j.conns, c)
+	for _, u := range c.userNames() {
+		delete(j.users[u], c)
+		if len(j.users[u]) == 0 {
+			delete(j.users, u)
+		}
+	}
+}
+
+// register files c under user, for EndUser.
+func (j *Server) register(c *conn, user string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.users == nil {
+		j.users = map[string]map[*conn]struct{}{}
+	}
+	if j.users[user] == nil {
+		j.users[user] = map[*conn]struct{}{}
+	}
+	j.users[user][c] = struct{}{}
+}
+
+// Close stops the jump host, closes its connections and waits for their
+// goroutines. Safe twice.
+func (j *Server) Close() error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return nil
+	}
+	j.closed = true
+	var err error
+	if j.ln != nil {
+		if err = j.ln.Close(); errors.Is(err, net.ErrClosed) {
+			err = nil
+		}
+	}
+	for c := range j.conns {
+		_ = c.Close()
+	}
+	remove := j.removeKiller
+	j.mu.Unlock()
+	if remove != nil {
+		remove()
+	}
+	j.wg.Wait()
 	return err
 }
 
-// Close stops the jump host and closes its connections. Safe twice.
-func (j *Server) Close() error {
-	var err error
-	j.once.Do(func() {
-		if j.srv != nil {
-			err = j.srv.Close()
-		}
-		j.wg.Wait()
-	})
-	return err
+// EndUser implements sessions.Killer: the user's jump connections close
+// (after a short grace that lets the node's message through the
+// connection), and none opens a new channel from now on.
+func (j *Server) EndUser(name, reason string) {
+	j.mu.Lock()
+	var cs []*conn
+	for c := range j.users[name] {
+		cs = append(cs, c)
+	}
+	j.mu.Unlock()
+	for _, c := range cs {
+		c.revoke(reason, revokeGrace)
+	}
+	if len(cs) > 0 {
+		j.log().Info("closing jump connections", "user", name, "count", len(cs), "reason", reason)
+	}
 }
+
+// EndSession implements sessions.Killer: nothing to do here, the relay
+// cuts the session's stream, which ends its channel.
+func (j *Server) EndSession(store.Session, string) {}
+
+// EndAgent implements sessions.Killer: nothing to do here, the relay cuts
+// the streams to the agent, which ends their channels.
+func (j *Server) EndAgent(string, string) {}
 
 func (j *Server) hostSigner() (gliderssh.Signer, error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
@@ -161,123 +320,4 @@ func (j *Server) hostSigner() (gliderssh.Signer, error) {
 		return nil, err
 	}
 	return gossh.NewCertSigner(cert, s)
-}
-
-// checkCert checks a key as the login certificate of user.
-func (j *Server) checkCert(user string, key gossh.PublicKey) (*who, error) {
-	cert, ok := key.(*gossh.Certificate)
-	if !ok || cert.CertType != gossh.UserCert {
-		return nil, errors.New("log in with your tunnel certificate: run tunnel login, then tunnel config ssh")
-	}
-	checker := &gossh.CertChecker{
-		Clock: j.now,
-		IsUserAuthority: func(auth gossh.PublicKey) bool {
-			for _, ca := range j.CA.SSHUserCAs() {
-				if string(ca.Marshal()) == string(auth.Marshal()) {
-					return true
-				}
-			}
-			return false
-		},
-	}
-	if len(cert.ValidPrincipals) == 0 {
-		return nil, errors.New("certificate without principals refused")
-	}
-	if err := checker.CheckCert(cert.ValidPrincipals[0], cert); err != nil {
-		return nil, fmt.Errorf("certificate refused: %v (run tunnel login)", err)
-	}
-	name := ""
-	for _, f := range strings.Fields(cert.KeyId) {
-		if v, ok := strings.CutPrefix(f, "user="); ok {
-			name = v
-		}
-	}
-	if name == "" || name != identity.CanonicalName(user) {
-		return nil, fmt.Errorf("connect to the jump host as your tunnel user (%s@gateway)", name)
-	}
-	ctx := context.Background()
-	serial := certs.SSHSerialHex(cert)
-	rec, err := j.Store.GetCertificate(ctx, store.CertSSHUser, serial)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return nil, errors.New("this gateway has no record of your certificate: run tunnel login")
-	case err != nil:
-		return nil, errors.New("the gateway cannot check your certificate right now")
-	case !rec.RevokedAt.IsZero():
-		return nil, errors.New("your certificate was revoked by an administrator")
-	}
-	u, err := j.Store.GetUser(ctx, name)
-	if err != nil || u.Locked {
-		return nil, errors.New("your account is locked or gone: ask an administrator")
-	}
-	return &who{user: u, cert: cert, serial: serial}, nil
-}
-
-// directTCPIP carries one channel to a node's SSH endpoint.
-func (j *Server) directTCPIP(_ *gliderssh.Server, conn *gossh.ServerConn, nc gossh.NewChannel, ctx gliderssh.Context) {
-	var dest struct {
-		Host       string
-		Port       uint32
-		OriginHost string
-		OriginPort uint32
-	}
-	if err := gossh.Unmarshal(nc.ExtraData(), &dest); err != nil {
-		_ = nc.Reject(gossh.ConnectionFailed, "malformed direct-tcpip request")
-		return
-	}
-	j.mu.Lock()
-	w := j.verified[hex.EncodeToString(conn.SessionID())]
-	j.mu.Unlock()
-	if w == nil {
-		_ = nc.Reject(gossh.Prohibited, "not authenticated")
-		return
-	}
-	node := strings.TrimSuffix(identity.CanonicalName(dest.Host), "."+j.CA.Cluster())
-	if identity.ValidateName("node", node) != nil || dest.Port != 22 {
-		_ = nc.Reject(gossh.Prohibited, fmt.Sprintf("the jump host only reaches NODE:22 (asked for %s:%d)", dest.Host, dest.Port))
-		return
-	}
-	src := hostOf(conn.RemoteAddr())
-	g, err := j.Sessions.GrantOn(ctx, w.user, node)
-	if err != nil {
-		_ = nc.Reject(gossh.ConnectionFailed, "the gateway cannot check your roles right now")
-		return
-	}
-	logins := slices.DeleteFunc(slices.Clone(g.Logins), func(l string) bool { return !slices.Contains(w.cert.ValidPrincipals, l) })
-	if len(logins) == 0 {
-		j.log().Info("jump refused", "user", w.user.Name, "node", node)
-		_ = nc.Reject(gossh.Prohibited, fmt.Sprintf("your roles do not allow %s", node))
-		return
-	}
-	sess, err := j.Sessions.OpenForJump(ctx, w.user, node, logins, w.serial, time.Unix(int64(w.cert.ValidBefore), 0), src)
-	if err != nil {
-		_ = nc.Reject(gossh.Prohibited, err.Error())
-		return
-	}
-	st, err := j.Relay.OpenSSH(ctx, w.user.Name, sess, logins, src)
-	if err != nil {
-		j.Sessions.Closed(context.Background(), sess.ID)
-		_ = nc.Reject(gossh.ConnectionFailed, err.Error())
-		return
-	}
-	ch, reqs, err := nc.Accept()
-	if err != nil {
-		st.Done(0, 0)
-		return
-	}
-	go gossh.DiscardRequests(reqs)
-	res := transport.Splice(channel{ch}, transport.Stream{Stream: st.Stream})
-	st.Done(res.AToB, res.BToA)
-}
-
-// channel adapts an SSH channel to transport.Endpoint.
-type channel struct{ gossh.Channel }
-
-func (c channel) Abort() { _ = c.Channel.Close() }
-
-func hostOf(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
-	}
-	return a.String()
 }

@@ -1,12 +1,20 @@
 // Package login authenticates users with a password and a TOTP code and
 // issues their short-lived certificates.
 //
-// [Service.Login] is the whole flow: lockout check, argon2id password check
-// (a dummy hash for unknown users, so every failure costs the same), TOTP
-// check with an atomic replay guard, TTL capped by role and cluster, then an
-// X.509 client certificate and an SSH user certificate for the client's own
-// public key. Every attempt is an audit event; a certificate whose record
-// or event cannot be written is never handed out.
+// [Service.Login] is the whole flow: the attempt is reserved against the
+// lockout before anything secret is checked, then the argon2id password
+// check (a dummy hash for unknown users, so every failure costs the same),
+// the TOTP check with an atomic replay guard, the TTL capped by role and
+// cluster, then an X.509 client certificate and an SSH user certificate for
+// the client's own public key. Every attempt is an audit event; a
+// certificate whose record or event cannot be written is never handed out.
+//
+// The reservation (Store.ReserveLoginAttempt) is one atomic store step, so
+// that at most [auth.LockoutPolicy] MaxFailures attempts per user name are
+// ever evaluated per lockout period, however many run at once: without it,
+// attempts sent together would all read the counter before any of them
+// wrote it, and a known password plus many parallel guesses would
+// brute-force the code. Only a successful login releases the reservation.
 //
 // Failures say only "invalid credentials" until the caller has proved both
 // the password and a valid code; only then may an error say more (replayed
@@ -28,6 +36,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/auditlog"
 	"github.com/tunnelhq/tunnel/gateway/internal/auth"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/audit"
@@ -44,8 +53,28 @@ type Service struct {
 	Sealer  seal.Sealer
 	Hasher  *auth.Hasher
 	Lockout auth.LockoutPolicy
+	// Denials, if set, folds the refusals that prove nothing and that a
+	// caller can repeat at will (a name locked out, a malformed name) into
+	// one event per kind and interval, so that hammering a locked-out name
+	// cannot fill the audit log. Nil writes each one.
+	Denials *auditlog.Folder
 	Clock   func() time.Time
 	Log     *slog.Logger
+}
+
+// recordRefusal writes ev through Denials when set, else directly.
+func (s *Service) recordRefusal(ctx context.Context, ev audit.Event) error {
+	if s.Denials == nil {
+		_, err := s.Store.AppendAudit(ctx, ev)
+		return err
+	}
+	done, _ := s.Denials.Record(ev)
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Error is a login failure to show the caller.
@@ -127,42 +156,50 @@ func (s *Service) Login(ctx context.Context, req api.LoginRequest, src netip.Add
 		_ = s.Hasher.VerifyDummy(ctx, []byte(req.Password)) // for the time it takes
 		e := ev(audit.Failure, "malformed user name")
 		e.Actor, e.Subject = "anonymous", ""
-		if _, err := s.Store.AppendAudit(ctx, e); err != nil {
+		if err := s.recordRefusal(ctx, e); err != nil {
 			return nil, internal("record login failure", err)
 		}
 		return nil, ErrInvalidCredentials
 	}
 
-	f, err := s.Store.LoginFailures(ctx, name)
-	if err != nil {
-		return nil, internal("read login failures", err)
-	}
-	if f.LockedUntil.After(now) {
+	// Reserve the attempt before checking anything secret: counted first,
+	// it cannot be overtaken by attempts running at the same time. It
+	// counts as a failure unless the login succeeds.
+	reserved, err := s.Store.ReserveLoginAttempt(ctx, name, now, policy.MaxFailures, policy.LockoutFor)
+	switch {
+	case errors.Is(err, store.ErrLockedOut):
 		// Rounded up: a caller told "0s" would retry at once and be
 		// refused again, and Retry-After needs a whole second.
-		wait := (f.LockedUntil.Sub(now) + time.Second - 1).Truncate(time.Second)
-		if _, err := s.Store.AppendAudit(ctx, ev(audit.Failure, "locked out after repeated failures")); err != nil {
+		wait := (reserved.LockedUntil.Sub(now) + time.Second - 1).Truncate(time.Second)
+		if err := s.recordRefusal(ctx, ev(audit.Failure, "locked out after repeated failures")); err != nil {
 			return nil, internal("record login failure", err)
 		}
 		return nil, &Error{Status: 429, Code: api.CodeLockedOut, RetryAfter: wait,
 			Message: fmt.Sprintf("too many failed logins for %s: try again in %s", name, wait)}
+	case err != nil:
+		return nil, internal("reserve a login attempt", err)
 	}
 
-	fail := func(reason string) error {
-		e := ev(audit.Failure, reason)
-		nf, err := s.Store.RecordLoginFailure(ctx, name, now, policy.MaxFailures, policy.LockoutFor, e)
-		if err != nil {
+	// failed records a failed attempt, which its reservation already
+	// counted, and the lockout when that reservation began one.
+	failed := func(reason string) error {
+		evs := []audit.Event{ev(audit.Failure, reason)}
+		if reserved.Count >= policy.MaxFailures && reserved.LockedUntil.After(now) {
+			s.log().Warn("login locked out after repeated failures", "user", name, "until", reserved.LockedUntil, "source", src)
+			evs = append(evs, audit.Event{Time: now, Type: audit.LoginLockoutBegin, Actor: "system", Subject: name,
+				Outcome: audit.Success, SourceIP: addrString(src),
+				Reason:  fmt.Sprintf("%d consecutive failed logins", reserved.Count),
+				Details: map[string]string{"until": reserved.LockedUntil.UTC().Format(time.RFC3339)}})
+		}
+		if _, err := s.Store.AppendAudits(ctx, evs); err != nil {
 			return internal("record login failure", err)
 		}
-		if nf.Count == policy.MaxFailures && nf.LockedUntil.After(now) {
-			s.log().Warn("login locked out after repeated failures", "user", name, "until", nf.LockedUntil, "source", src)
-			lock := audit.Event{Time: now, Type: audit.LoginLockoutBegin, Actor: "system", Subject: name,
-				Outcome: audit.Success, SourceIP: addrString(src),
-				Reason:  fmt.Sprintf("%d consecutive failed logins", nf.Count),
-				Details: map[string]string{"until": nf.LockedUntil.UTC().Format(time.RFC3339)}}
-			if _, err := s.Store.AppendAudit(ctx, lock); err != nil {
-				return internal("record lockout", err)
-			}
+		return nil
+	}
+	// fail refuses the credentials with the one answer that says nothing.
+	fail := func(reason string) error {
+		if err := failed(reason); err != nil {
+			return err
 		}
 		return ErrInvalidCredentials
 	}
@@ -199,10 +236,13 @@ func (s *Service) Login(ctx context.Context, req api.LoginRequest, src netip.Add
 	}
 
 	// From here on the caller has proved the password and a current code,
-	// so errors may say what is wrong.
+	// so errors may say what is wrong. The attempt still counts as a
+	// failure: only a certificate handed out releases the reservation, so
+	// that no answer short of a login can reset the counter (a code that
+	// matches but was used already, say).
 	if u.Locked {
-		if _, err := s.Store.AppendAudit(ctx, ev(audit.Failure, "user locked by an administrator")); err != nil {
-			return nil, internal("record login failure", err)
+		if err := failed("user locked by an administrator"); err != nil {
+			return nil, err
 		}
 		return nil, &Error{Status: 403, Code: api.CodeForbidden,
 			Message: "your account is locked: ask an administrator to run tunnel admin users unlock " + u.Name}
@@ -213,8 +253,8 @@ func (s *Service) Login(ctx context.Context, req api.LoginRequest, src netip.Add
 	}
 	ttl, err := chooseTTL(time.Duration(req.TTL), grant.maxTTL)
 	if err != nil {
-		if _, aerr := s.Store.AppendAudit(ctx, ev(audit.Failure, err.Error())); aerr != nil {
-			return nil, internal("record login failure", aerr)
+		if ferr := failed(err.Error()); ferr != nil {
+			return nil, ferr
 		}
 		return nil, &Error{Status: 400, Code: api.CodeTTLTooLong, Message: err.Error()}
 	}
@@ -223,7 +263,7 @@ func (s *Service) Login(ctx context.Context, req api.LoginRequest, src netip.Add
 		return nil, internal("record TOTP step", err)
 	}
 	if !accepted {
-		if err := fail("replayed code"); !errors.Is(err, ErrInvalidCredentials) {
+		if err := failed("replayed code"); err != nil {
 			return nil, err
 		}
 		return nil, &Error{Status: 401, Code: api.CodeReplayedCode,
@@ -234,6 +274,9 @@ func (s *Service) Login(ctx context.Context, req api.LoginRequest, src netip.Add
 	if err != nil {
 		return nil, err
 	}
+	// The login succeeded: release the reservation (and any earlier
+	// failures). If that fails, the attempt stays counted, which errs on
+	// the safe side.
 	if err := s.Store.ClearLoginFailures(ctx, u.Name); err != nil {
 		s.log().Error("clear login failures", "user", u.Name, "err", err)
 	}
@@ -307,7 +350,7 @@ func (s *Service) issue(ctx context.Context, u store.User, g grant, csr *x509.Ce
 		return nil, issueError(err)
 	}
 	records := []store.IssuedCert{{
-		Serial: certs.X509SerialHex(xc), Kind: store.CertX509, Subject: u.Name,
+		Serial: certs.X509SerialHex(xc), Kind: store.CertX509, Subject: u.Name, SubjectKind: identity.User,
 		NotBefore: xc.NotBefore, NotAfter: xc.NotAfter, IssuedAt: now, Principals: []string{id.String()},
 	}}
 	events := []audit.Event{certEvent(now, u.Name, records[0], src)}
@@ -324,7 +367,7 @@ func (s *Service) issue(ctx context.Context, u store.User, g grant, csr *x509.Ce
 			return nil, issueError(err)
 		}
 		rec := store.IssuedCert{
-			Serial: certs.SSHSerialHex(sc), Kind: store.CertSSHUser, Subject: u.Name,
+			Serial: certs.SSHSerialHex(sc), Kind: store.CertSSHUser, Subject: u.Name, SubjectKind: identity.User,
 			NotBefore: time.Unix(int64(sc.ValidAfter), 0), NotAfter: time.Unix(int64(sc.ValidBefore), 0),
 			IssuedAt: now, Principals: slices.Clone(sc.ValidPrincipals),
 		}

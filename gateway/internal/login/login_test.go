@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -443,8 +444,16 @@ func TestLoginTTL(t *testing.T) {
 				if tc.wantCode == api.CodeTTLTooLong && !strings.Contains(le.Message, "exceeds") {
 					t.Errorf("got message %q; want one saying the TTL exceeds the maximum", le.Message)
 				}
-				if n := failureCount(t, e, "alice"); n != 0 {
-					t.Errorf("got %d failures counted; want 0", n)
+				// A malformed request is refused before the attempt is
+				// reserved. A TTL above the maximum is refused after: the
+				// reservation stays, since only a login releases it, so
+				// that nothing short of a login resets the counter.
+				want := 0
+				if tc.wantCode == api.CodeTTLTooLong {
+					want = 1
+				}
+				if n := failureCount(t, e, "alice"); n != want {
+					t.Errorf("got %d failures counted; want %d", n, want)
 				}
 				if tc.wantCode == api.CodeTTLTooLong {
 					got := e.eventsAfter(seq)
@@ -1014,6 +1023,13 @@ func (s *failingStore) AppendAudit(ctx context.Context, ev audit.Event) (audit.E
 	return s.Store.AppendAudit(ctx, ev)
 }
 
+func (s *failingStore) AppendAudits(ctx context.Context, evs []audit.Event) ([]audit.Event, error) {
+	if s.failAppend {
+		return nil, errInjected
+	}
+	return s.Store.AppendAudits(ctx, evs)
+}
+
 func TestLoginNoCertificateWithoutRecord(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -1076,4 +1092,307 @@ func BenchmarkLogin(b *testing.B) {
 	}
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
+}
+
+// evalGate is an auth.Hasher OnCompute hook that counts the passwords a
+// burst of n logins has evaluated and holds every evaluation until each of
+// the n logins has either reached one or been answered without one. So
+// every attempt has passed the lockout before any is decided, whatever the
+// scheduling: the worst case for a counter read before the check and
+// written after it, and the case a reservation must hold in.
+type evalGate struct {
+	t       *testing.T
+	n       int
+	mu      sync.Mutex
+	arrived int // evaluations started
+	skipped int // logins answered without an evaluation
+	release chan struct{}
+	opened  bool
+	at      int           // see arrivedAt
+	atCh    chan struct{} // closed when arrived reaches at
+}
+
+func newEvalGate(t *testing.T, n int) *evalGate {
+	return &evalGate{t: t, n: n, release: make(chan struct{})}
+}
+
+func (g *evalGate) openIfAllIn() {
+	if !g.opened && g.arrived+g.skipped >= g.n {
+		g.opened = true
+		close(g.release)
+	}
+}
+
+// arrivedAt returns a channel closed once k evaluations have started.
+// Call it before the burst.
+func (g *evalGate) arrivedAt(k int) <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.at, g.atCh = k, make(chan struct{})
+	return g.atCh
+}
+
+// onCompute is the hook.
+func (g *evalGate) onCompute() {
+	g.mu.Lock()
+	g.arrived++
+	if g.atCh != nil && g.arrived == g.at {
+		close(g.atCh)
+	}
+	g.openIfAllIn()
+	g.mu.Unlock()
+	select {
+	case <-g.release:
+	case <-time.After(5 * time.Minute):
+		g.t.Errorf("the burst of %d logins never all reached a password check or an answer", g.n)
+	}
+}
+
+// answered records a login that returned; evaluated says whether it got
+// past the lockout (and so went through onCompute).
+func (g *evalGate) answered(evaluated bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !evaluated {
+		g.skipped++
+	}
+	g.openIfAllIn()
+}
+
+func (g *evalGate) evaluations() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.arrived
+}
+
+// countingHasher returns a Hasher with the real parameters whose
+// computations go through hook.
+func countingHasher(t *testing.T, hook func()) *auth.Hasher {
+	t.Helper()
+	h, err := auth.NewHasher(auth.DefaultParams, 0)
+	if err != nil {
+		t.Fatalf("auth.NewHasher: %v", err)
+	}
+	h.OnCompute = hook
+	return h
+}
+
+// burst sends every request at once from its own goroutine, through the
+// gate, and returns the answers in request order.
+func (e *env) burst(g *evalGate, reqs []api.LoginRequest) ([]*api.LoginResponse, []error) {
+	return e.burstDelayed(g, reqs, nil)
+}
+
+// burstDelayed is burst, but the request i waits for delayed[i] to close
+// when there is one.
+func (e *env) burstDelayed(g *evalGate, reqs []api.LoginRequest, delayed map[int]<-chan struct{}) ([]*api.LoginResponse, []error) {
+	resps := make([]*api.LoginResponse, len(reqs))
+	errs := make([]error, len(reqs))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range reqs {
+		wg.Go(func() {
+			<-start
+			if d, ok := delayed[i]; ok {
+				<-d
+			}
+			resps[i], errs[i] = e.login(reqs[i])
+			var le *login.Error
+			g.answered(!(errors.As(errs[i], &le) && le.Code == api.CodeLockedOut))
+		})
+	}
+	close(start)
+	wg.Wait()
+	return resps, errs
+}
+
+// tally counts the answers of a burst by kind.
+type tally struct{ ok, invalid, lockedOut, other int }
+
+func tallyAnswers(t *testing.T, resps []*api.LoginResponse, errs []error) tally {
+	t.Helper()
+	var n tally
+	for i, err := range errs {
+		var le *login.Error
+		switch {
+		case err == nil && resps[i] != nil:
+			n.ok++
+		case errors.As(err, &le) && le.Code == api.CodeInvalidCredentials:
+			n.invalid++
+		case errors.As(err, &le) && le.Code == api.CodeLockedOut && le.Status == 429 && strings.Contains(le.Message, "too many failed logins"):
+			n.lockedOut++
+		default:
+			n.other++
+			t.Errorf("request %d: unexpected answer %v", i, err)
+		}
+	}
+	return n
+}
+
+// reasons counts the login.failure events after seq by reason, and the
+// lockouts begun.
+func (e *env) reasons(seq int64) map[string]int {
+	e.t.Helper()
+	out := map[string]int{}
+	for _, ev := range e.eventsAfter(seq) {
+		switch ev.Type {
+		case audit.LoginFailure:
+			out[ev.Reason]++
+		case audit.LoginLockoutBegin, audit.LoginSuccess:
+			out[string(ev.Type)]++
+		}
+	}
+	return out
+}
+
+// TestLoginLockoutConcurrentPasswords sends 100 wrong passwords at once:
+// only the first MaxFailures may be evaluated, the rest are told the name
+// is locked out without their password being looked at.
+func TestLoginLockoutConcurrentPasswords(t *testing.T) {
+	e := newEnv(t)
+	e.addRole("dev", []string{"ubuntu"}, 0, false)
+	secret := e.addUser("alice", "dev")
+	const n = 100
+	g := newEvalGate(t, n)
+	e.svc.Hasher = countingHasher(t, g.onCompute)
+
+	reqs := make([]api.LoginRequest, n)
+	for i := range reqs {
+		reqs[i] = e.request("alice", fmt.Sprintf("guess number %d", i), e.code(secret, 0))
+	}
+	seq := e.lastSeq()
+	resps, errs := e.burst(g, reqs)
+	got := tallyAnswers(t, resps, errs)
+
+	max := auth.DefaultMaxFailures
+	if ev := g.evaluations(); ev != max {
+		t.Errorf("%d of %d concurrent wrong passwords were evaluated; want exactly %d", ev, n, max)
+	}
+	if want := (tally{invalid: max, lockedOut: n - max}); got != want {
+		t.Errorf("got answers %+v; want %+v", got, want)
+	}
+	want := map[string]int{"wrong password": max, "locked out after repeated failures": n - max, string(audit.LoginLockoutBegin): 1}
+	if diff := cmp.Diff(want, e.reasons(seq)); diff != "" {
+		t.Errorf("audit events by reason (-want +got):\n%s", diff)
+	}
+	if c := failureCount(t, e, "alice"); c != max {
+		t.Errorf("got failure count %d; want %d", c, max)
+	}
+	e.verifyAudit()
+}
+
+// TestLoginLockoutConcurrentCodes is the TOTP brute force: someone who
+// knows the password sends 79 wrong codes and the right one at once. At
+// most MaxFailures codes may be checked; every other attempt, the right
+// code included unless it happened to be among them, is told the name is
+// locked out.
+func TestLoginLockoutConcurrentCodes(t *testing.T) {
+	const n = 80
+	const right = n / 2 // neither the first goroutine started nor the last
+	max := auth.DefaultMaxFailures
+	tests := []struct {
+		name string
+		// late holds the right code back until MaxFailures guesses are
+		// being checked (and none decided yet), so that it must meet the
+		// lockout; otherwise it goes with the others and may or may not be
+		// among the attempts evaluated.
+		late bool
+	}{
+		{name: "all at once"},
+		{name: "right code while the guesses are checked", late: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.addRole("dev", []string{"ubuntu"}, 0, false)
+			secret := e.addUser("alice", "dev")
+			g := newEvalGate(t, n)
+			e.svc.Hasher = countingHasher(t, g.onCompute)
+
+			wrong := wrongCodes(e, secret, n-1)
+			reqs := make([]api.LoginRequest, 0, n)
+			for i := range n - 1 {
+				if i == right {
+					reqs = append(reqs, e.request("alice", password, e.code(secret, 0)))
+				}
+				reqs = append(reqs, e.request("alice", password, wrong[i]))
+			}
+			var delayed map[int]<-chan struct{}
+			if tc.late {
+				delayed = map[int]<-chan struct{}{right: g.arrivedAt(max)}
+			}
+			seq := e.lastSeq()
+			resps, errs := e.burstDelayed(g, reqs, delayed)
+			got := tallyAnswers(t, resps, errs)
+
+			if ev := g.evaluations(); ev != max {
+				t.Errorf("%d of %d concurrent attempts were evaluated; want exactly %d", ev, n, max)
+			}
+			if got.ok > 1 || got.ok+got.invalid != max || got.lockedOut != n-max {
+				t.Errorf("got answers %+v; want %d evaluated (at most one login) and %d locked out", got, max, n-max)
+			}
+			reasons := e.reasons(seq)
+			if reasons["wrong code"] != got.invalid || reasons[string(audit.LoginSuccess)] != got.ok ||
+				reasons["locked out after repeated failures"] != n-max {
+				t.Errorf("got audit events by reason %v; want %d wrong code, %d logins, %d locked out", reasons, got.invalid, got.ok, n-max)
+			}
+			if got.ok == 1 && !tc.late {
+				// The right code was among the attempts evaluated: that is
+				// the owner's one login, which releases the counter.
+				if errs[right] != nil {
+					t.Errorf("a wrong code logged in")
+				}
+				t.Logf("the right code was among the %d attempts evaluated", max)
+				e.verifyAudit()
+				return
+			}
+			var le *login.Error
+			if !errors.As(errs[right], &le) || le.Code != api.CodeLockedOut {
+				t.Errorf("the right code got %v; want the lockout, since it was not among the attempts evaluated", errs[right])
+			}
+			if c := failureCount(t, e, "alice"); c != max {
+				t.Errorf("got failure count %d; want %d", c, max)
+			}
+			e.verifyAudit()
+		})
+	}
+}
+
+// wrongCodes returns n distinct six-digit codes that match none of the
+// accepted steps.
+func wrongCodes(e *env, secret string, n int) []string {
+	valid := map[string]bool{}
+	for off := -1; off <= 1; off++ {
+		valid[e.code(secret, off)] = true
+	}
+	var out []string
+	for i := 0; len(out) < n; i++ {
+		c := fmt.Sprintf("%06d", (100003+i*7919)%1000000)
+		if !valid[c] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// TestLoginUnknownUserCostsAHash checks that every refusal of a name costs
+// one argon2 evaluation, whether the user exists or not: an unknown or
+// malformed name is checked against the dummy hash, so that the time an
+// answer takes does not tell which users exist.
+func TestLoginUnknownUserCostsAHash(t *testing.T) {
+	e := newEnv(t)
+	e.addRole("dev", []string{"ubuntu"}, 0, false)
+	secret := e.addUser("alice", "dev")
+	var evaluations atomic.Int64
+	e.svc.Hasher = countingHasher(t, func() { evaluations.Add(1) })
+	for _, name := range []string{"alice", "mallory", "al ice;drop", strings.Repeat("x", 65)} {
+		t.Run(name, func(t *testing.T) {
+			before := evaluations.Load()
+			resp, err := e.login(e.request(name, "wrong password!", e.code(secret, 0)))
+			wantInvalidCredentials(t, resp, err)
+			if got := evaluations.Load() - before; got != 1 {
+				t.Errorf("the refusal of %q cost %d argon2 evaluations; want 1, as for every name", name, got)
+			}
+		})
+	}
 }

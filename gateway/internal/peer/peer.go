@@ -44,8 +44,13 @@ type Error struct {
 	// Internal is set when the refusal comes from a failure of the gateway
 	// itself (the store), not from the certificate.
 	Internal error
-	// Locked: the certificate is good but its user or agent is locked.
+	// Locked: the user or agent is locked by an administrator (Message
+	// says so).
 	Locked bool
+	// CertValid: the certificate itself passed every check (chain,
+	// cluster, identity, on record, not revoked); with Locked, the lock is
+	// the one reason for the refusal, and the identity is the caller's.
+	CertValid bool
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -101,11 +106,14 @@ func Verify(ctx context.Context, st store.Store, ca *certs.Authority, chain []*x
 		return Peer{}, refuse("this gateway has no record of your certificate: enrol again with a new join token")
 	case err != nil:
 		return Peer{}, &Error{Message: "the gateway cannot check your certificate right now", Internal: err}
-	case !rec.RevokedAt.IsZero():
-		return Peer{}, refuse("your certificate was revoked by an administrator")
-	case rec.Subject != id.Name:
+	case rec.Subject != id.Name, rec.SubjectKind != "" && rec.SubjectKind != id.Kind:
 		return Peer{}, refuse("your certificate does not match its record")
 	}
+	// A revoked certificate is refused whatever the account's state, but
+	// the sentence names the cause the person can act on: a removed or
+	// locked account says so (logging in again would not help). CertValid
+	// tells whether the lock is the one reason to refuse.
+	revoked := !rec.RevokedAt.IsZero()
 	switch id.Kind {
 	case identity.User:
 		u, err := st.GetUser(ctx, id.Name)
@@ -115,7 +123,7 @@ func Verify(ctx context.Context, st store.Store, ca *certs.Authority, chain []*x
 		case err != nil:
 			return Peer{}, &Error{Message: "the gateway cannot check your account right now", Internal: err}
 		case u.Locked:
-			return Peer{}, &Error{Message: "your account is locked: ask an administrator", Locked: true}
+			return Peer{}, &Error{Message: "your account is locked: ask an administrator", Locked: true, CertValid: !revoked}
 		}
 		p.User = &u
 	case identity.Agent:
@@ -126,8 +134,11 @@ func Verify(ctx context.Context, st store.Store, ca *certs.Authority, chain []*x
 		case err != nil:
 			return Peer{}, &Error{Message: "the gateway cannot check the agent right now", Internal: err}
 		case a.Locked:
-			return Peer{}, &Error{Message: fmt.Sprintf("agent %s is locked by an administrator: tunnel admin agents unlock %s", id.Name, id.Name), Locked: true}
+			return Peer{}, &Error{Message: fmt.Sprintf("agent %s is locked by an administrator: tunnel admin agents unlock %s", id.Name, id.Name), Locked: true, CertValid: !revoked}
 		}
+	}
+	if revoked {
+		return Peer{}, refuse("your certificate was revoked by an administrator")
 	}
 	return p, nil
 }

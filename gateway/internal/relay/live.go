@@ -55,9 +55,12 @@ type liveStream struct {
 	to      string // target node
 	session string
 	abort   func()
+	// meter counts the bytes of an SSH session's stream; nil for others.
+	meter *meter
 }
 
-// track registers a live stream; the returned func unregisters it.
+// track registers a live stream; the returned func unregisters it (safe
+// to call twice).
 func (s *Server) track(l *liveStream) func() {
 	s.mu.Lock()
 	if s.live == nil {

@@ -10,6 +10,13 @@
 //	                     └─▶ user:  no control stream
 //	streams: dial ─▶ policy ─▶ audit ─▶ open deliver on target ─▶ splice
 //	close:   peer gone, Close, or a newer connection of the same agent
+//
+// A refused connection's audit event goes through an auditlog.Folder
+// (repeats from one source cost one event per interval). A panic serving
+// one connection or stream is recovered at its boundary (pkg/panics): that
+// one is closed, the others go on. The bytes of running SSH sessions reach
+// the store every BytesEvery (bytes.go), so that sessions ls shows them
+// live.
 package relay
 
 import (
@@ -31,6 +38,8 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/audit"
 	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/netguard"
+	"github.com/tunnelhq/tunnel/pkg/panics"
 	"github.com/tunnelhq/tunnel/pkg/policy"
 	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/transport"
@@ -42,14 +51,21 @@ type Server struct {
 	Store store.Store
 	CA    *certs.Authority
 	Audit *auditlog.Writer
+	// Denials records refused QUIC connections (anonymous callers),
+	// folding repeats; nil means one event each.
+	Denials *auditlog.Folder
 	// Sessions checks the session of every stream to a node's SSH
 	// endpoint; nil refuses them all.
 	Sessions SessionChecker
 	// IdleTimeout closes an SSH session after this long without traffic;
 	// zero means the node's default (15 min).
 	IdleTimeout time.Duration
-	Clock       func() time.Time
-	Log         *slog.Logger
+	// BytesEvery is how often the bytes of running SSH sessions are added
+	// to their totals in the store (so that sessions ls shows them live);
+	// zero means DefaultBytesEvery.
+	BytesEvery time.Duration
+	Clock      func() time.Time
+	Log        *slog.Logger
 
 	mu        sync.Mutex // guards the fields below
 	agents    map[string]*agentConn
@@ -100,9 +116,17 @@ func (s *Server) log() *slog.Logger {
 }
 
 // Serve accepts connections from ln until ctx ends, then closes every
-// connection and waits for all goroutines.
+// connection and waits for all goroutines. A panic while serving one
+// connection or stream closes that one and is logged and counted
+// (pkg/panics); the others go on.
 func (s *Server) Serve(ctx context.Context, ln *quic.Listener) error {
 	defer s.wg.Wait()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer panics.Recover(s.log(), "session bytes reporter", nil)
+		s.reportBytes(ctx)
+	}()
 	for {
 		conn, err := ln.Accept(ctx)
 		if err != nil {
@@ -114,8 +138,16 @@ func (s *Server) Serve(ctx context.Context, ln *quic.Listener) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer panics.Recover(s.log(), "QUIC connection from "+conn.RemoteAddr().String(), closeOnPanic(conn))
 			s.handleConn(ctx, conn)
 		}()
+	}
+}
+
+// closeOnPanic closes a connection whose goroutine panicked.
+func closeOnPanic(conn *quic.Conn) func() error {
+	return func() error {
+		return conn.CloseWithError(transport.CodeShutdown, "the gateway hit an internal error on this connection; reconnect")
 	}
 }
 
@@ -165,12 +197,19 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 		if errors.As(err, &pe) && pe.Internal != nil {
 			s.log().Error("verify QUIC peer", "remote", conn.RemoteAddr().String(), "err", pe.Internal)
 		}
-		s.log().Info("QUIC connection refused", "remote", conn.RemoteAddr().String(), "reason", msg)
-		s.auditNow(audit.Event{Type: audit.AgentDenied, Actor: "anonymous", Outcome: audit.Failure,
-			Reason: msg, SourceIP: hostOf(conn.RemoteAddr().String())})
+		ev := audit.Event{Type: audit.AgentDenied, Actor: "anonymous", Outcome: audit.Failure,
+			Reason: msg, SourceIP: hostOf(conn.RemoteAddr().String())}
+		if s.deny(ev) {
+			s.log().Debug("QUIC connection refused (a repeat: folded into one audit event per minute)", "remote", conn.RemoteAddr().String(), "reason", msg)
+		} else {
+			s.log().Info("QUIC connection refused", "remote", conn.RemoteAddr().String(), "reason", msg)
+		}
 		conn.CloseWithError(transport.CodeUnauthorized, msg)
 		return
 	}
+	// The peer is known: its connection no longer counts against its
+	// source's share of unauthenticated connections.
+	netguard.Authenticated(conn.Context())
 	// A connection ends no later than its certificate.
 	expiry := time.AfterFunc(time.Until(p.NotAfter), func() {
 		conn.CloseWithError(transport.CodeUnauthorized, "certificate expired: renew it")
@@ -192,6 +231,9 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 	src := hostOf(conn.RemoteAddr().String())
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// A panic below closes the connection before waiting for its streams
+	// (which end with it).
+	defer panics.Recover(s.log(), "QUIC connection of "+p.String(), closeOnPanic(conn))
 	for {
 		st, err := conn.AcceptStream(cctx)
 		if err != nil {
@@ -206,6 +248,11 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 			if ac != nil {
 				defer ac.active.Add(-1)
 			}
+			defer panics.Recover(s.log(), "QUIC stream of "+p.String(), func() error {
+				st.CancelRead(transport.StreamCanceled)
+				st.CancelWrite(transport.StreamCanceled)
+				return nil
+			})
 			s.handleStream(cctx, p, src, st)
 		}()
 	}
@@ -255,6 +302,7 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*a
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer panics.Recover(s.log(), "retiring agent connection "+old.name, nil)
 			s.retire(old)
 		}()
 	}
@@ -273,6 +321,7 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*a
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer panics.Recover(s.log(), "control stream of agent "+ac.name, closeOnPanic(conn))
 		s.control(ac, st)
 	}()
 	return ac, nil
@@ -352,6 +401,29 @@ func (s *Server) Online() map[string]api.Agent {
 		out[name] = a
 	}
 	return out
+}
+
+// deny records a refusal of an anonymous caller without making it wait,
+// through the Folder when there is one; it reports whether the event was
+// folded into a later one.
+func (s *Server) deny(ev audit.Event) (folded bool) {
+	if s.Denials == nil {
+		s.auditNow(ev)
+		return false
+	}
+	ev.Time = s.now()
+	done, folded := s.Denials.Record(ev)
+	if folded {
+		return true
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := <-done; err != nil {
+			s.log().Error("write audit event", "type", ev.Type, "err", err)
+		}
+	}()
+	return false
 }
 
 // auditNow writes an event without making anyone wait for it (connection

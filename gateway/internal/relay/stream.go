@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -136,6 +137,15 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s is not answering", node))
 		return
 	}
+	// If this goroutine panics from here on, the target's stream is cut
+	// too (the caller's is cut by the recover at the stream's boundary).
+	spliced := false
+	defer func() {
+		if !spliced {
+			ts.CancelRead(transport.StreamCanceled)
+			ts.CancelWrite(transport.StreamCanceled)
+		}
+	}()
 	dh := wire.Header{Kind: wire.KindDeliver, Target: service, Caller: p.ID.String()}
 	if isSSH {
 		dh.Session, dh.Login, dh.Deadline = sess.ID, sess.Login, sess.Deadline.Unix()
@@ -145,29 +155,40 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	err = wire.WriteHeader(ts, dh)
 	if err != nil {
 		_ = gate.wait()
-		ts.CancelRead(transport.StreamCanceled)
-		ts.CancelWrite(transport.StreamCanceled)
 		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s is not answering", node))
 		return
 	}
 	// The audit write overlapped the stream's opening; no byte of the
 	// caller's flows, and no reply goes back, before it is durable.
-	caller := &gatedCaller{Stream: transport.Stream{Stream: st}, gate: gate}
-	reply := &relayedReply{Stream: transport.Stream{Stream: ts}, gate: gate, node: node}
-	l := &liveStream{session: sess.ID, to: node, abort: func() { caller.Abort(); reply.Abort() }}
+	m := &meter{}
+	caller := &gatedCaller{Stream: transport.Stream{Stream: st}, gate: gate, read: &m.in}
+	reply := &relayedReply{Stream: transport.Stream{Stream: ts}, gate: gate, node: node, read: &m.out}
+	// abort is called only when access ends (revocation, lock, removal):
+	// both sides are reset with StreamRevoked, so the caller's side can say
+	// why (tunnel proxy db prints "closed by the gateway: access revoked
+	// by an administrator") instead of showing a plain reset.
+	l := &liveStream{session: sess.ID, to: node, abort: func() {
+		for _, x := range []*quic.Stream{st, ts} {
+			x.CancelRead(transport.StreamRevoked)
+			x.CancelWrite(transport.StreamRevoked)
+		}
+	}}
 	if p.ID.Kind == identity.User {
 		l.user = p.ID.Name
 	} else {
 		l.from = p.ID.Name
 	}
+	if isSSH {
+		l.meter = m
+	}
 	untrack := s.track(l)
+	defer untrack()
 	res := transport.Splice(caller, reply)
+	spliced = true
 	untrack()
 	s.log().Debug("stream done", "caller", p.String(), "target", h.Target, "up", res.AToB, "down", res.BToA, "err", res.Err)
 	if isSSH {
-		if err := s.Store.AddSessionBytes(context.Background(), sess.ID, res.AToB, res.BToA); err != nil {
-			s.log().Warn("record session bytes", "session", sess.ID, "err", err)
-		}
+		s.reportSession(l, res.AToB, res.BToA)
 		s.Sessions.Closed(context.Background(), sess.ID)
 	}
 }
@@ -214,6 +235,7 @@ type gatedCaller struct {
 	transport.Stream
 	gate  *auditGate
 	first bool
+	read  *atomic.Int64 // bytes read, for live session totals
 }
 
 func (c *gatedCaller) Read(p []byte) (int, error) {
@@ -223,7 +245,9 @@ func (c *gatedCaller) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return c.Stream.Read(p)
+	n, err := c.Stream.Read(p)
+	c.read.Add(int64(n))
+	return n, err
 }
 
 // relayedReply is the target's stream. Its first Read hands the caller
@@ -236,6 +260,7 @@ type relayedReply struct {
 	node    string
 	started bool
 	refused bool
+	read    *atomic.Int64 // bytes read, for live session totals
 }
 
 func (r *relayedReply) Read(p []byte) (int, error) {
@@ -243,7 +268,9 @@ func (r *relayedReply) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	if r.started {
-		return r.Stream.Read(p)
+		n, err := r.Stream.Read(p)
+		r.read.Add(int64(n))
+		return n, err
 	}
 	r.started = true
 	_ = r.Stream.SetReadDeadline(time.Now().Add(transport.HeaderTimeout))
@@ -263,27 +290,53 @@ func (r *relayedReply) Read(p []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	r.read.Add(int64(len(b)))
 	return len(b), nil
 }
 
 // SSHStream is a stream to a node's SSH endpoint opened by the gateway
-// itself (the jump host), tracked like any other for revocation.
+// itself (the jump host), tracked like any other for revocation. Splice
+// Endpoint(), not the bare Stream, so that the session's bytes are
+// reported while it runs.
 type SSHStream struct {
 	*quic.Stream
 	s       *Server
-	sess    store.Session
+	l       *liveStream
 	untrack func()
 }
 
-// Done reports the bytes carried and ends the session.
+// Endpoint is the stream as a splice endpoint that counts the bytes it
+// carries: read from the node (out) and written to it (in).
+func (x *SSHStream) Endpoint() transport.Endpoint {
+	return countedStream{Stream: transport.Stream{Stream: x.Stream}, m: x.l.meter}
+}
+
+// Done reports the bytes carried (what was not reported yet) and ends the
+// session.
 func (x *SSHStream) Done(in, out int64) {
 	x.untrack()
-	if err := x.s.Store.AddSessionBytes(context.Background(), x.sess.ID, in, out); err != nil {
-		x.s.log().Warn("record session bytes", "session", x.sess.ID, "err", err)
-	}
+	x.s.reportSession(x.l, in, out)
 	if x.s.Sessions != nil {
-		x.s.Sessions.Closed(context.Background(), x.sess.ID)
+		x.s.Sessions.Closed(context.Background(), x.l.session)
 	}
+}
+
+// countedStream counts the bytes through a stream to a node.
+type countedStream struct {
+	transport.Stream
+	m *meter
+}
+
+func (c countedStream) Read(p []byte) (int, error) {
+	n, err := c.Stream.Read(p)
+	c.m.out.Add(int64(n))
+	return n, err
+}
+
+func (c countedStream) Write(p []byte) (int, error) {
+	n, err := c.Stream.Write(p)
+	c.m.in.Add(int64(n))
+	return n, err
 }
 
 // OpenSSH opens a stream to sess.Node's SSH endpoint for sess, with logins
@@ -326,12 +379,13 @@ func (s *Server) OpenSSH(ctx context.Context, user string, sess store.Session, l
 		ts.CancelWrite(transport.StreamCanceled)
 		return nil, fmt.Errorf("node %s refused the connection: %w", sess.Node, err)
 	}
-	x := &SSHStream{Stream: ts, s: s, sess: sess}
-	l := &liveStream{user: user, to: sess.Node, session: sess.ID, abort: func() {
+	l := &liveStream{user: user, to: sess.Node, session: sess.ID, meter: &meter{}, abort: func() {
 		ts.CancelRead(transport.StreamRevoked)
 		ts.CancelWrite(transport.StreamRevoked)
 	}}
+	x := &SSHStream{Stream: ts, s: s, l: l}
 	untrack := s.track(l)
-	x.untrack = func() { untrack(); target.active.Add(-1) }
+	var once sync.Once
+	x.untrack = func() { once.Do(func() { untrack(); target.active.Add(-1) }) }
 	return x, nil
 }

@@ -8,9 +8,13 @@
 // close the SSH connection with the reason ("session expired", "access
 // revoked by an administrator").
 //
-// Users and agents are revoked the same way: their certificates go on the
-// deny list (store.RevokeCertificates), their sessions end, their live
-// streams and connections are closed.
+// Users and agents are revoked alike, with one difference: a locked user's
+// certificates go on the deny list (store.RevokeCertificates, for that user
+// only, never an agent of the same name), so that unlocking does not bring
+// them back, while a locked agent keeps its certificates, refused by the
+// lock itself on every connection, enrolment and renewal, so that it comes
+// back by itself once unlocked. Either way their sessions end and their live
+// streams and connections are closed, by every Killer registered.
 package sessions
 
 import (
@@ -54,8 +58,10 @@ type Killer interface {
 // Manager grants and ends sessions. Start must be called before use;
 // Close stops its timers.
 type Manager struct {
-	Store  store.Store
-	CA     *certs.Authority
+	Store store.Store
+	CA    *certs.Authority
+	// Killer is told first; more can be added with AddKiller (the jump
+	// host, which holds SSH connections of its own).
 	Killer Killer
 	Clock  func() time.Time
 	Log    *slog.Logger
@@ -64,6 +70,44 @@ type Manager struct {
 	timers map[string]*time.Timer
 	closed bool
 	wg     sync.WaitGroup // running timer callbacks
+
+	kmu     sync.Mutex // guards killers and nextKey
+	killers map[int]Killer
+	nextKey int
+}
+
+// AddKiller registers k to be told, like Killer, of every session, user
+// and agent whose live access ends. The returned func unregisters it.
+func (m *Manager) AddKiller(k Killer) (remove func()) {
+	m.kmu.Lock()
+	defer m.kmu.Unlock()
+	if m.killers == nil {
+		m.killers = map[int]Killer{}
+	}
+	key := m.nextKey
+	m.nextKey++
+	m.killers[key] = k
+	return func() {
+		m.kmu.Lock()
+		defer m.kmu.Unlock()
+		delete(m.killers, key)
+	}
+}
+
+// each calls f for Killer and every killer added.
+func (m *Manager) each(f func(Killer)) {
+	m.kmu.Lock()
+	ks := make([]Killer, 0, len(m.killers)+1)
+	if m.Killer != nil {
+		ks = append(ks, m.Killer)
+	}
+	for _, k := range m.killers {
+		ks = append(ks, k)
+	}
+	m.kmu.Unlock()
+	for _, k := range ks {
+		f(k)
+	}
 }
 
 func (m *Manager) now() time.Time {
@@ -187,9 +231,12 @@ func (m *Manager) GrantOn(ctx context.Context, u store.User, node string) (Grant
 	return g, nil
 }
 
-// Create grants u a session for req, from src, and returns it with its
-// certificate.
-func (m *Manager) Create(ctx context.Context, u store.User, req api.CreateSessionRequest, src string) (*api.SessionGrant, error) {
+// CreateUntil grants u a session for req, from src, and returns it with
+// its certificate. loginNotAfter is the expiry of the login certificate the
+// caller authenticated with: the session never outlives it (the default
+// length is shortened to fit; a length asked for with --ttl that does not
+// fit is refused). A zero loginNotAfter means unknown (no cap).
+func (m *Manager) CreateUntil(ctx context.Context, u store.User, req api.CreateSessionRequest, src string, loginNotAfter time.Time) (*api.SessionGrant, error) {
 	node := identity.CanonicalName(req.Node)
 	if err := identity.ValidateName("node", node); err != nil {
 		return nil, refuse(400, "%v", err)
@@ -213,14 +260,9 @@ func (m *Manager) Create(ctx context.Context, u store.User, req api.CreateSessio
 	if !slices.Contains(g.Logins, req.Login) {
 		return nil, m.deny(ctx, u.Name, node, req.Login, src, refuse(403, "your roles do not allow login %q on %s; they allow %s", req.Login, node, strings.Join(g.Logins, ", ")))
 	}
-	ttl := time.Duration(req.TTL)
-	switch {
-	case ttl < 0:
-		return nil, refuse(400, "the session length must not be negative")
-	case ttl == 0:
-		ttl = min(certs.DefaultUserTTL, g.MaxTTL)
-	case ttl > g.MaxTTL:
-		return nil, refuse(400, "a session of %s is longer than your roles allow on %s (%s): ask for less with --ttl", ttl, node, g.MaxTTL)
+	ttl, err := sessionTTL(time.Duration(req.TTL), g.MaxTTL, node, m.now(), loginNotAfter)
+	if err != nil {
+		return nil, err
 	}
 	id, err := newID()
 	if err != nil {
@@ -237,7 +279,7 @@ func (m *Manager) Create(ctx context.Context, u store.User, req api.CreateSessio
 	s := store.Session{ID: id, User: u.Name, Node: node, Login: req.Login, CreatedAt: now,
 		Deadline: time.Unix(int64(cert.ValidBefore), 0), State: store.SessionActive, SourceIP: src,
 		CertSerial: certs.SSHSerialHex(cert)}
-	rec := store.IssuedCert{Serial: s.CertSerial, Kind: store.CertSSHUser, Subject: u.Name,
+	rec := store.IssuedCert{Serial: s.CertSerial, Kind: store.CertSSHUser, Subject: u.Name, SubjectKind: identity.User,
 		NotBefore: time.Unix(int64(cert.ValidAfter), 0), NotAfter: s.Deadline, IssuedAt: now, Principals: []string{req.Login}}
 	evs := []audit.Event{
 		{Time: now, Type: audit.SessionCreated, Actor: u.Name, Subject: id, Outcome: audit.Success, SourceIP: src,
@@ -258,6 +300,32 @@ func (m *Manager) Create(ctx context.Context, u store.User, req api.CreateSessio
 	}
 	m.log().Info("session created", "session", id, "user", u.Name, "node", node, "login", req.Login, "deadline", s.Deadline)
 	return grant, nil
+}
+
+// sessionTTL is the length of a session: asked (0 for the default), at
+// most the roles' maximum for node, and ending no later than loginNotAfter
+// (zero: unknown). The certificate's validity is counted in whole seconds
+// from the CA's clock, so a second is kept in hand below the login's end.
+func sessionTTL(asked, maxTTL time.Duration, node string, now, loginNotAfter time.Time) (time.Duration, error) {
+	left := time.Duration(1<<63 - 1)
+	if !loginNotAfter.IsZero() {
+		left = loginNotAfter.Sub(now).Truncate(time.Second) - time.Second
+		if left <= 0 {
+			return 0, refuse(401, "your login has expired: run tunnel login")
+		}
+	}
+	switch {
+	case asked < 0:
+		return 0, refuse(400, "the session length must not be negative")
+	case asked == 0:
+		return min(certs.DefaultUserTTL, maxTTL, left), nil
+	case asked > maxTTL:
+		return 0, refuse(400, "a session of %s is longer than your roles allow on %s (%s): ask for less with --ttl", asked, node, maxTTL)
+	case asked > left:
+		return 0, refuse(400, "a session of %s would outlive your login, which ends at %s UTC (in %s): ask for less with --ttl, or run tunnel login --ttl for a longer login",
+			asked, loginNotAfter.UTC().Format("15:04:05"), loginNotAfter.Sub(now).Round(time.Second))
+	}
+	return asked, nil
 }
 
 // OpenForJump opens a session for a user who connects with plain OpenSSH
@@ -343,7 +411,10 @@ func (m *Manager) Closed(ctx context.Context, id string) {
 	m.end(ctx, id, store.SessionClosed, "closed by the client", "system")
 }
 
-// Revoke ends a session at once.
+// Revoke ends a session at once and revokes the certificate it was opened
+// with, so that it opens nothing more: a session certificate (tunnel ssh)
+// or, for a session opened through the jump host, the login certificate
+// the jump connection holds (its user logs in again).
 func (m *Manager) Revoke(ctx context.Context, id, actor string) (store.Session, error) {
 	s, err := m.Store.GetSession(ctx, id)
 	if err != nil {
@@ -351,6 +422,15 @@ func (m *Manager) Revoke(ctx context.Context, id, actor string) (store.Session, 
 	}
 	if s.State != store.SessionActive {
 		return s, refuse(409, "session %s already ended (%s)", id, s.EndReason)
+	}
+	if s.CertSerial != "" {
+		now := m.now()
+		ev := audit.Event{Time: now, Type: audit.CertRevoked, Actor: actor, Subject: s.CertSerial, Outcome: audit.Success,
+			Reason: "session revoked", Details: map[string]string{"session": id, "user": s.User, "kind": string(store.CertSSHUser)}}
+		_, err := m.Store.RevokeCertificates(ctx, store.RevokeFilter{Serial: s.CertSerial, Kind: store.CertSSHUser}, now, ev)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return store.Session{}, fmt.Errorf("revoke the certificate of session %s: %w", id, err)
+		}
 	}
 	return m.end(ctx, id, store.SessionRevoked, ReasonRevoked, actor), nil
 }
@@ -377,21 +457,22 @@ func (m *Manager) end(ctx context.Context, id string, state store.SessionState, 
 	if err == nil && s.State != state {
 		return s // another end won the race
 	}
-	if m.Killer != nil {
-		m.Killer.EndSession(s, reason)
-	}
+	m.each(func(k Killer) { k.EndSession(s, reason) })
 	m.log().Info("session ended", "session", id, "state", state, "reason", reason)
 	return s
 }
 
 // RevokeUser ends every active session of a user, puts the user's
-// certificates on the deny list and closes their live streams. The caller
-// has locked the user.
+// certificates (the user's only, not those of an agent of the same name)
+// on the deny list, and closes their live streams and connections. The
+// caller has locked or is removing the user. The certificates stay revoked
+// after an unlock: the user logs in again.
 func (m *Manager) RevokeUser(ctx context.Context, name, actor string) error {
 	now := m.now()
-	ev := audit.Event{Time: now, Type: audit.CertRevoked, Actor: actor, Subject: name, Outcome: audit.Success, Reason: "user locked"}
-	if _, err := m.Store.RevokeCertificates(ctx, store.RevokeFilter{Subject: name}, now, ev); err != nil {
-		return fmt.Errorf("revoke certificates of %s: %w", name, err)
+	ev := audit.Event{Time: now, Type: audit.CertRevoked, Actor: actor, Subject: name, Outcome: audit.Success, Reason: "user locked",
+		Details: map[string]string{"subject_kind": string(identity.User)}}
+	if _, err := m.Store.RevokeCertificates(ctx, store.RevokeFilter{Subject: name, SubjectKind: identity.User}, now, ev); err != nil {
+		return fmt.Errorf("revoke certificates of user %s: %w", name, err)
 	}
 	active, err := m.Store.ListSessions(ctx, store.SessionFilter{User: name, ActiveOnly: true})
 	if err != nil {
@@ -400,20 +481,15 @@ func (m *Manager) RevokeUser(ctx context.Context, name, actor string) error {
 	for _, s := range active {
 		m.end(ctx, s.ID, store.SessionRevoked, ReasonRevoked, actor)
 	}
-	if m.Killer != nil {
-		m.Killer.EndUser(name, ReasonRevoked)
-	}
+	m.each(func(k Killer) { k.EndUser(name, ReasonRevoked) })
 	return nil
 }
 
-// RevokeAgent puts an agent's certificates on the deny list, ends the
-// sessions on its node and closes its connection. The caller has locked it.
+// RevokeAgent ends the sessions on an agent's node and closes its
+// connection and streams. The caller has locked it. Its certificates are
+// not revoked: the lock refuses them on every connection, enrolment and
+// renewal, and once unlocked the agent reconnects by itself with them.
 func (m *Manager) RevokeAgent(ctx context.Context, name, actor string) error {
-	now := m.now()
-	ev := audit.Event{Time: now, Type: audit.CertRevoked, Actor: actor, Subject: name, Outcome: audit.Success, Reason: "agent locked"}
-	if _, err := m.Store.RevokeCertificates(ctx, store.RevokeFilter{Subject: name}, now, ev); err != nil {
-		return fmt.Errorf("revoke certificates of %s: %w", name, err)
-	}
 	active, err := m.Store.ListSessions(ctx, store.SessionFilter{Node: name, ActiveOnly: true})
 	if err != nil {
 		return err
@@ -421,9 +497,7 @@ func (m *Manager) RevokeAgent(ctx context.Context, name, actor string) error {
 	for _, s := range active {
 		m.end(ctx, s.ID, store.SessionRevoked, ReasonRevoked, actor)
 	}
-	if m.Killer != nil {
-		m.Killer.EndAgent(name, ReasonRevoked)
-	}
+	m.each(func(k Killer) { k.EndAgent(name, ReasonRevoked) })
 	return nil
 }
 

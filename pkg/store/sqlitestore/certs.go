@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/tunnelhq/tunnel/pkg/audit"
+	"github.com/tunnelhq/tunnel/pkg/identity"
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
@@ -34,10 +35,13 @@ func insertCerts(ctx context.Context, tx *sql.Tx, certs []store.IssuedCert) erro
 		if c.Serial == "" || c.Kind == "" {
 			return fmt.Errorf("certificate %q %q: empty kind or serial", c.Kind, c.Serial)
 		}
+		if c.SubjectKind != identity.User && c.SubjectKind != identity.Agent {
+			return fmt.Errorf("%s certificate %s: subject kind %q is neither user nor agent", c.Kind, c.Serial, c.SubjectKind)
+		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO issued_certs
-			(kind, serial, subject, principals, not_before, not_after, issued_at, revoked_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			string(c.Kind), c.Serial, c.Subject, encodeList(c.Principals),
+			(kind, serial, subject, subject_kind, principals, not_before, not_after, issued_at, revoked_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			string(c.Kind), c.Serial, c.Subject, string(c.SubjectKind), encodeList(c.Principals),
 			micros(c.NotBefore), micros(c.NotAfter), micros(c.IssuedAt), nullMicros(c.RevokedAt))
 		if isDuplicate(err) {
 			return fmt.Errorf("%s certificate %s: %w", c.Kind, c.Serial, store.ErrExists)
@@ -54,13 +58,14 @@ func insertCerts(ctx context.Context, tx *sql.Tx, certs []store.IssuedCert) erro
 func (s *Store) GetCertificate(ctx context.Context, kind store.CertKind, serial string) (store.IssuedCert, error) {
 	var (
 		c                             = store.IssuedCert{Kind: kind, Serial: serial}
-		principals                    string
+		principals, subjectKind       string
 		notBefore, notAfter, issuedAt int64
 		revokedAt                     sql.NullInt64
 	)
-	err := s.db.QueryRowContext(ctx, `SELECT subject, principals, not_before, not_after, issued_at, revoked_at
+	err := s.db.QueryRowContext(ctx, `SELECT subject, subject_kind, principals, not_before, not_after, issued_at, revoked_at
 		FROM issued_certs WHERE kind = ? AND serial = ?`, string(kind), serial).
-		Scan(&c.Subject, &principals, &notBefore, &notAfter, &issuedAt, &revokedAt)
+		Scan(&c.Subject, &subjectKind, &principals, &notBefore, &notAfter, &issuedAt, &revokedAt)
+	c.SubjectKind = identity.Kind(subjectKind)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound
 	}

@@ -42,14 +42,16 @@ func loginFailures(ctx context.Context, tx *sql.Tx, name string) (store.LoginFai
 	return lf, nil
 }
 
-// RecordLoginFailure counts one more failed login for name and appends ev,
-// in one transaction, and returns the new counter.
+// ReserveLoginAttempt counts one attempt for name before its credentials
+// are checked, in one write transaction, so that however many attempts run
+// at once at most max are reserved before the lockout begins.
 //
-// If the counter was locked out and the lockout has ended (LockedUntil is
-// not after now) it restarts at 1. When the count reaches max (max > 0; a
-// max of 0 or less never locks out) LockedUntil becomes now+lockout, so each
-// further failure while locked out extends the lockout.
-func (s *Store) RecordLoginFailure(ctx context.Context, name string, now time.Time, max int, lockout time.Duration, ev audit.Event) (store.LoginFailures, error) {
+// A name locked out at now gets the counter and store.ErrLockedOut, and
+// nothing changes. A lockout that has ended (LockedUntil not after now)
+// restarts the counter. The reservation that brings the count to max (max >
+// 0) sets LockedUntil to now+lockout; that attempt is still evaluated, and a
+// successful login clears the counter (ClearLoginFailures).
+func (s *Store) ReserveLoginAttempt(ctx context.Context, name string, now time.Time, max int, lockout time.Duration) (store.LoginFailures, error) {
 	var lf store.LoginFailures
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		// The write transaction holds SQLite's write lock from its start, so
@@ -59,22 +61,26 @@ func (s *Store) RecordLoginFailure(ctx context.Context, name string, now time.Ti
 		if err != nil {
 			return err
 		}
-		if !lf.LockedUntil.IsZero() && !lf.LockedUntil.After(now) {
+		if lf.LockedUntil.After(now) {
+			return store.ErrLockedOut
+		}
+		if !lf.LockedUntil.IsZero() {
 			lf.Count, lf.LockedUntil = 0, time.Time{}
 		}
 		lf.Count++
 		if max > 0 && lf.Count >= max {
 			lf.LockedUntil = audit.Normalize(now.Add(lockout))
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO login_failures (name, count, locked_until) VALUES (?, ?, ?)
+		_, err = tx.ExecContext(ctx, `INSERT INTO login_failures (name, count, locked_until) VALUES (?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET count = excluded.count, locked_until = excluded.locked_until`,
-			name, lf.Count, nullMicros(lf.LockedUntil)); err != nil {
-			return err
-		}
-		return appendEvents(ctx, tx, ev)
+			name, lf.Count, nullMicros(lf.LockedUntil))
+		return err
 	})
+	if errors.Is(err, store.ErrLockedOut) {
+		return lf, fmt.Errorf("login attempt for %s: %w", name, err)
+	}
 	if err != nil {
-		return store.LoginFailures{}, fmt.Errorf("record login failure of %s: %w", name, err)
+		return store.LoginFailures{}, fmt.Errorf("reserve a login attempt for %s: %w", name, err)
 	}
 	return lf, nil
 }

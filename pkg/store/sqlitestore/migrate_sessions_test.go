@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tunnelhq/tunnel/pkg/audit"
+	"github.com/tunnelhq/tunnel/pkg/identity"
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
@@ -128,7 +129,7 @@ func TestMigrateFromVersion2(t *testing.T) {
 	}
 	ss := store.Session{ID: "s1", User: "alice", Node: "web-1", Login: "ubuntu", CreatedAt: now,
 		Deadline: now.Add(time.Hour), State: store.SessionActive, SourceIP: "192.0.2.9", CertSerial: "0c"}
-	cert := store.IssuedCert{Serial: "0c", Kind: store.CertSSHUser, Subject: "alice", NotBefore: now,
+	cert := store.IssuedCert{Serial: "0c", Kind: store.CertSSHUser, Subject: "alice", SubjectKind: identity.User, NotBefore: now,
 		NotAfter: now.Add(time.Hour), IssuedAt: now, Principals: []string{"ubuntu"}}
 	if err := s.CreateSession(ctx, ss, []store.IssuedCert{cert}, []audit.Event{ev(audit.CertIssued, "0c"), ev(audit.SessionCreated, "s1")}); err != nil {
 		t.Fatalf("CreateSession: %v", err)
@@ -141,7 +142,11 @@ func TestMigrateFromVersion2(t *testing.T) {
 	if err != nil || !cmp.Equal(got, ss) {
 		t.Errorf("GetSession = %+v, %v; want %+v", got, err, ss)
 	}
-	revoked, err := s.RevokeCertificates(ctx, store.RevokeFilter{Subject: "alice"}, now, ev(audit.CertRevoked, "alice"))
+	// 0005 classified the old certificates by their subject's kind.
+	if c, err := s.GetCertificate(ctx, store.CertX509, "0b"); err != nil || c.SubjectKind != identity.Agent {
+		t.Errorf("GetCertificate(x509 0b of the agent web-1) = %+v, %v; want subject kind agent", c, err)
+	}
+	revoked, err := s.RevokeCertificates(ctx, store.RevokeFilter{Subject: "alice", SubjectKind: identity.User}, now, ev(audit.CertRevoked, "alice"))
 	if err != nil || len(revoked) != 2 || revoked[0].Serial != "0a" || revoked[1].Serial != "0c" {
 		t.Errorf("RevokeCertificates(alice) = %+v, %v; want 0a (from version 2) and 0c", revoked, err)
 	}

@@ -9,21 +9,23 @@ import (
 	"time"
 
 	"github.com/tunnelhq/tunnel/pkg/audit"
+	"github.com/tunnelhq/tunnel/pkg/identity"
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
-const certColumns = `kind, serial, subject, principals, not_before, not_after, issued_at, revoked_at`
+const certColumns = `kind, serial, subject, subject_kind, principals, not_before, not_after, issued_at, revoked_at`
 
 func scanCert(row scanner) (store.IssuedCert, error) {
 	var (
 		c                             store.IssuedCert
-		kind, principals              string
+		kind, subjectKind, principals string
 		notBefore, notAfter, issuedAt int64
 		revokedAt                     sql.NullInt64
 	)
-	if err := row.Scan(&kind, &c.Serial, &c.Subject, &principals, &notBefore, &notAfter, &issuedAt, &revokedAt); err != nil {
+	if err := row.Scan(&kind, &c.Serial, &c.Subject, &subjectKind, &principals, &notBefore, &notAfter, &issuedAt, &revokedAt); err != nil {
 		return store.IssuedCert{}, err
 	}
+	c.SubjectKind = identity.Kind(subjectKind)
 	var err error
 	if c.Principals, err = decodeList(principals); err != nil {
 		return store.IssuedCert{}, fmt.Errorf("%s certificate %s: %w", kind, c.Serial, err)
@@ -65,7 +67,7 @@ func (s *Store) RevokeCertificates(ctx context.Context, f store.RevokeFilter, at
 	at = audit.Normalize(at)
 	var conds []string
 	var args []any
-	for _, c := range []struct{ col, v string }{{"subject", f.Subject}, {"serial", f.Serial}, {"kind", string(f.Kind)}} {
+	for _, c := range []struct{ col, v string }{{"subject", f.Subject}, {"subject_kind", string(f.SubjectKind)}, {"serial", f.Serial}, {"kind", string(f.Kind)}} {
 		if c.v != "" {
 			conds = append(conds, c.col+" = ?")
 			args = append(args, c.v)
@@ -76,6 +78,8 @@ func (s *Store) RevokeCertificates(ctx context.Context, f store.RevokeFilter, at
 		switch {
 		case f.Subject == "" && f.Serial == "":
 			return errors.New("no subject or serial: refusing to revoke every certificate")
+		case f.Subject != "" && f.SubjectKind != identity.User && f.SubjectKind != identity.Agent:
+			return fmt.Errorf("subject %s without its kind (user or agent): refusing to revoke another principal's certificates", f.Subject)
 		case at.IsZero():
 			return errors.New("no revocation time")
 		}

@@ -65,6 +65,29 @@ func (s *Store) CreateRole(ctx context.Context, r store.Role, ev audit.Event) er
 	return nil
 }
 
+// UpdateRole replaces every field of the role r.Name but CreatedAt and
+// appends ev. It returns an error wrapping store.ErrNotFound if there is no
+// such role.
+func (s *Store) UpdateRole(ctx context.Context, r store.Role, ev audit.Event) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE roles SET logins = ?, max_ttl = ?, admin = ?, nodes = ?, services = ?,
+			port_forwarding = ?, agent_forwarding = ? WHERE name = ?`,
+			encodeList(r.Logins), int64(r.MaxTTL), r.Admin, encodeList(r.Nodes), encodeList(r.Services),
+			r.PortForwarding, r.AgentForwarding, r.Name)
+		if err != nil {
+			return err
+		}
+		if err := mustAffect(res); err != nil {
+			return err
+		}
+		return appendEvents(ctx, tx, ev)
+	})
+	if err != nil {
+		return fmt.Errorf("update role %s: %w", r.Name, err)
+	}
+	return nil
+}
+
 // GetRole returns the role called name, or an error wrapping
 // store.ErrNotFound.
 func (s *Store) GetRole(ctx context.Context, name string) (store.Role, error) {

@@ -80,6 +80,10 @@ const (
 	SyncFull
 )
 
+// MaxConns is the most connections a Store opens to its database at once;
+// further calls wait for one (or for their context to end).
+const MaxConns = 8
+
 // Options tune Open. The zero value is the default.
 type Options struct {
 	Sync Sync
@@ -107,6 +111,14 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite store %s: %w", abs, err)
 	}
+	// A bounded pool: every connection holds descriptors on the database
+	// and its WAL, and SQLite keeps a closed connection's descriptor while
+	// another connection of the process holds a lock on the file, so an
+	// unbounded pool grows with the peak of concurrent calls (a flood of
+	// streams) and never gives it back. Writers are serialised by SQLite
+	// anyway; a few connections serve concurrent readers in WAL mode.
+	db.SetMaxOpenConns(MaxConns)
+	db.SetMaxIdleConns(MaxConns)
 	if err := migrate(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite store %s: %w", abs, err)

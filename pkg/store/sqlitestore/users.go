@@ -45,17 +45,8 @@ func (s *Store) CreateUser(ctx context.Context, u store.User, ev audit.Event) er
 		if err != nil {
 			return err
 		}
-		for _, r := range slices.Compact(slices.Sorted(slices.Values(u.Roles))) {
-			var exists bool
-			if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM roles WHERE name = ?)`, r).Scan(&exists); err != nil {
-				return err
-			}
-			if !exists {
-				return fmt.Errorf("role %s: %w", r, store.ErrNotFound)
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO user_roles (user_name, role_name) VALUES (?, ?)`, u.Name, r); err != nil {
-				return fmt.Errorf("role %s: %w", r, err)
-			}
+		if err := insertUserRoles(ctx, tx, u.Name, u.Roles); err != nil {
+			return err
 		}
 		return appendEvents(ctx, tx, ev)
 	})
@@ -220,4 +211,47 @@ func (s *Store) AcceptTOTPStep(ctx context.Context, name string, step int64) (bo
 		return false, fmt.Errorf("accept TOTP step of user %s: %w", name, store.ErrNotFound)
 	}
 	return false, nil
+}
+
+// insertUserRoles gives the user name the roles, each of which must exist.
+func insertUserRoles(ctx context.Context, tx *sql.Tx, name string, roles []string) error {
+	for _, r := range slices.Compact(slices.Sorted(slices.Values(roles))) {
+		var exists bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM roles WHERE name = ?)`, r).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			return fmt.Errorf("role %s: %w", r, store.ErrNotFound)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO user_roles (user_name, role_name) VALUES (?, ?)`, name, r); err != nil {
+			return fmt.Errorf("role %s: %w", r, err)
+		}
+	}
+	return nil
+}
+
+// SetUserRoles replaces the roles of the user name and appends ev. An
+// unknown user or role gives an error wrapping store.ErrNotFound that names
+// it; then nothing changes.
+func (s *Store) SetUserRoles(ctx context.Context, name string, roles []string, ev audit.Event) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var exists bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE name = ?)`, name).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			return fmt.Errorf("user %s: %w", name, store.ErrNotFound)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM user_roles WHERE user_name = ?`, name); err != nil {
+			return err
+		}
+		if err := insertUserRoles(ctx, tx, name, roles); err != nil {
+			return err
+		}
+		return appendEvents(ctx, tx, ev)
+	})
+	if err != nil {
+		return fmt.Errorf("set roles of %s: %w", name, err)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/tunnelhq/tunnel/pkg/audit"
+	"github.com/tunnelhq/tunnel/pkg/identity"
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
@@ -32,13 +34,14 @@ func newSession(id, user, node string, created time.Time) store.Session {
 // sessionCert returns the SSH user certificate issued for ss.
 func sessionCert(ss store.Session) store.IssuedCert {
 	return store.IssuedCert{
-		Serial:     ss.CertSerial,
-		Kind:       store.CertSSHUser,
-		Subject:    ss.User,
-		NotBefore:  ss.CreatedAt.Add(-time.Minute),
-		NotAfter:   ss.Deadline,
-		IssuedAt:   ss.CreatedAt,
-		Principals: []string{ss.Login},
+		Serial:      ss.CertSerial,
+		Kind:        store.CertSSHUser,
+		Subject:     ss.User,
+		SubjectKind: identity.User,
+		NotBefore:   ss.CreatedAt.Add(-time.Minute),
+		NotAfter:    ss.Deadline,
+		IssuedAt:    ss.CreatedAt,
+		Principals:  []string{ss.Login},
 	}
 }
 
@@ -135,7 +138,7 @@ func testSessions(t *testing.T, s store.Store) {
 	// certificates.
 	dup := newSession(in.ID, "mallory", "db-1", t0.Add(time.Minute))
 	dup.CertSerial = "dd01"
-	dupCerts := []store.IssuedCert{sessionCert(dup), {Serial: "dd02", Kind: store.CertX509, Subject: "mallory", NotBefore: t0, NotAfter: t0.Add(time.Hour), IssuedAt: t0}}
+	dupCerts := []store.IssuedCert{sessionCert(dup), {Serial: "dd02", Kind: store.CertX509, Subject: "mallory", SubjectKind: identity.User, NotBefore: t0, NotAfter: t0.Add(time.Hour), IssuedAt: t0}}
 	err = s.CreateSession(ctx, dup, dupCerts, []audit.Event{ev(audit.CertIssued, "dd01"), ev(audit.SessionCreated, dup.ID)})
 	checkErr(t, "CreateSession with a duplicate ID", err, store.ErrExists)
 	for _, c := range dupCerts {
@@ -407,7 +410,7 @@ func testRevokeCertificates(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	now := t0.Add(2 * time.Hour)
 	cert := func(kind store.CertKind, serial, subject string, notAfter, revoked time.Time) store.IssuedCert {
-		return store.IssuedCert{Serial: serial, Kind: kind, Subject: subject, NotBefore: t0, NotAfter: notAfter,
+		return store.IssuedCert{Serial: serial, Kind: kind, Subject: subject, SubjectKind: kindOf(subject), NotBefore: t0, NotAfter: notAfter,
 			IssuedAt: t0, Principals: []string{subject}, RevokedAt: revoked}
 	}
 	live, expired := now.Add(6*time.Hour), now.Add(-time.Hour)
@@ -422,8 +425,11 @@ func testRevokeCertificates(t *testing.T, s store.Store) {
 		webX509      = cert(store.CertX509, "w1", "web-1", live, time.Time{})
 		webHost      = cert(store.CertSSHHost, "w2", "web-1", live, time.Time{})
 		sameSerial   = cert(store.CertX509, "b1", "bob", live, time.Time{}) // b1 in another kind
+		// The agent alice shares the user alice's name: never revoked with her.
+		agentAlice = store.IssuedCert{Serial: "aa1", Kind: store.CertX509, Subject: "alice", SubjectKind: identity.Agent,
+			NotBefore: t0, NotAfter: live, IssuedAt: t0, Principals: []string{"tunnel://prod/agent/alice"}}
 	)
-	all := []*store.IssuedCert{&aliceSSH, &aliceX509, &aliceExpired, &aliceAtNow, &aliceRevoked, &bobSSH, &bobSSH2, &webX509, &webHost, &sameSerial}
+	all := []*store.IssuedCert{&aliceSSH, &aliceX509, &aliceExpired, &aliceAtNow, &aliceRevoked, &bobSSH, &bobSSH2, &webX509, &webHost, &sameSerial, &agentAlice}
 	var certs []store.IssuedCert
 	for _, c := range all {
 		certs = append(certs, *c)
@@ -457,19 +463,21 @@ func testRevokeCertificates(t *testing.T, s store.Store) {
 	// By subject: only the unexpired, unrevoked certificates of alice, of
 	// every kind, by kind and serial.
 	n := logLen()
-	revoke("revoke alice", store.RevokeFilter{Subject: "alice"}, now, &aliceSSH, &aliceX509)
+	revoke("revoke alice", store.RevokeFilter{Subject: "alice", SubjectKind: identity.User}, now, &aliceSSH, &aliceX509)
 	if got := logLen(); got != n+1 {
 		t.Errorf("revoking alice appended %d events; want 1", got-n)
 	}
 	// Again: nothing left, no event.
 	n = logLen()
-	revoke("revoke alice again", store.RevokeFilter{Subject: "alice"}, now.Add(time.Minute))
+	revoke("revoke alice again", store.RevokeFilter{Subject: "alice", SubjectKind: identity.User}, now.Add(time.Minute))
 	if got := logLen(); got != n {
 		t.Errorf("revoking alice again appended %d events; want 0", got-n)
 	}
 
 	// By subject and kind.
-	revoke("revoke web-1 x509", store.RevokeFilter{Subject: "web-1", Kind: store.CertX509}, now, &webX509)
+	revoke("revoke web-1 x509", store.RevokeFilter{Subject: "web-1", SubjectKind: identity.Agent, Kind: store.CertX509}, now, &webX509)
+	// The agent alice, apart from the user alice.
+	revoke("revoke the agent alice", store.RevokeFilter{Subject: "alice", SubjectKind: identity.Agent}, now, &agentAlice)
 	// By serial: every kind with that serial, or one kind.
 	revoke("revoke serial b1 ssh-user", store.RevokeFilter{Serial: "b1", Kind: store.CertSSHUser}, now, &bobSSH)
 	revoke("revoke serial b1", store.RevokeFilter{Serial: "b1"}, now, &sameSerial)
@@ -485,9 +493,10 @@ func testRevokeCertificates(t *testing.T, s store.Store) {
 	checkErr(t, "RevokeCertificates of an unknown serial", err, store.ErrNotFound)
 	_, err = s.RevokeCertificates(ctx, store.RevokeFilter{Serial: "w2", Kind: store.CertSSHUser}, now, ev(audit.CertRevoked, "w2"))
 	checkErr(t, "RevokeCertificates of a serial of another kind", err, store.ErrNotFound)
-	_, err = s.RevokeCertificates(ctx, store.RevokeFilter{Serial: "b2", Subject: "alice"}, now, ev(audit.CertRevoked, "b2"))
+	_, err = s.RevokeCertificates(ctx, store.RevokeFilter{Serial: "b2", Subject: "alice", SubjectKind: identity.User}, now, ev(audit.CertRevoked, "b2"))
 	checkErr(t, "RevokeCertificates of a serial of another subject", err, store.ErrNotFound)
-	for _, f := range []store.RevokeFilter{{}, {Kind: store.CertSSHUser}} {
+	// A subject without its kind could name either principal: refused.
+	for _, f := range []store.RevokeFilter{{}, {Kind: store.CertSSHUser}, {Subject: "bob"}, {Subject: "bob", SubjectKind: "gateway"}} {
 		if _, err := s.RevokeCertificates(ctx, f, now, ev(audit.CertRevoked, "")); err == nil {
 			t.Errorf("RevokeCertificates(%+v) succeeded; want a refusal", f)
 		}
@@ -504,7 +513,7 @@ func testRevokeCertificates(t *testing.T, s store.Store) {
 	revoke("revoke a session's certificate", store.RevokeFilter{Serial: c.Serial}, now.Add(time.Minute), &c)
 
 	wantTypes := []audit.Type{audit.CertIssued, audit.CertRevoked, audit.CertRevoked, audit.CertRevoked,
-		audit.CertRevoked, audit.SessionCreated, audit.CertRevoked}
+		audit.CertRevoked, audit.CertRevoked, audit.SessionCreated, audit.CertRevoked}
 	if diff := cmp.Diff(wantTypes, types(verified(t, s))); diff != "" {
 		t.Errorf("audit event types (-want +got):\n%s", diff)
 	}
@@ -516,7 +525,7 @@ func testRevokedCertificates(t *testing.T, s store.Store) {
 		t.Errorf("RevokedCertificates of an empty store = %v, %v; want none", got, err)
 	}
 	cert := func(kind store.CertKind, serial, subject string, notAfter time.Time) store.IssuedCert {
-		return store.IssuedCert{Serial: serial, Kind: kind, Subject: subject, NotBefore: t0, NotAfter: notAfter, IssuedAt: t0}
+		return store.IssuedCert{Serial: serial, Kind: kind, Subject: subject, SubjectKind: kindOf(subject), NotBefore: t0, NotAfter: notAfter, IssuedAt: t0}
 	}
 	certs := []store.IssuedCert{
 		cert(store.CertSSHUser, "01", "alice", t0.Add(time.Hour)),
@@ -532,7 +541,7 @@ func testRevokedCertificates(t *testing.T, s store.Store) {
 	must(t, "RecordCertificates", s.RecordCertificates(ctx, certs, []audit.Event{ev(audit.CertIssued, "batch")}))
 
 	at := t0.Add(30 * time.Minute)
-	_, err := s.RevokeCertificates(ctx, store.RevokeFilter{Subject: "alice"}, at, ev(audit.CertRevoked, "alice"))
+	_, err := s.RevokeCertificates(ctx, store.RevokeFilter{Subject: "alice", SubjectKind: identity.User}, at, ev(audit.CertRevoked, "alice"))
 	must(t, "RevokeCertificates alice", err)
 	_, err = s.RevokeCertificates(ctx, store.RevokeFilter{Serial: "04"}, at, ev(audit.CertRevoked, "04"))
 	must(t, "RevokeCertificates 04", err)
@@ -639,7 +648,7 @@ func testSessionAuditChain(t *testing.T, s store.Store) {
 	ss := mustCreateSession(t, s, newSession("a", "alice", "web-1", t0))
 	must(t, "AddSessionBytes", s.AddSessionBytes(ctx, "a", 10, 20))
 	must(t, "SetUserLocked", s.SetUserLocked(ctx, "alice", true, ev(audit.UserLocked, "alice")))
-	revoked, err := s.RevokeCertificates(ctx, store.RevokeFilter{Subject: "alice"}, t0.Add(time.Minute), ev(audit.CertRevoked, "alice"))
+	revoked, err := s.RevokeCertificates(ctx, store.RevokeFilter{Subject: "alice", SubjectKind: identity.User}, t0.Add(time.Minute), ev(audit.CertRevoked, "alice"))
 	must(t, "RevokeCertificates", err)
 	if len(revoked) != 1 || revoked[0].Serial != ss.CertSerial {
 		t.Errorf("RevokeCertificates = %+v; want the session's certificate", revoked)
@@ -668,4 +677,12 @@ func testSessionAuditChain(t *testing.T, s store.Store) {
 	if final.State != store.SessionRevoked || !final.Recording || final.BytesIn != 10 || final.BytesOut != 20 {
 		t.Errorf("GetSession = %+v; want revoked, recorded, 10 bytes in, 20 out", final)
 	}
+}
+
+// kindOf classifies the test's subjects: web-* are agents, the rest users.
+func kindOf(subject string) identity.Kind {
+	if strings.HasPrefix(subject, "web-") {
+		return identity.Agent
+	}
+	return identity.User
 }

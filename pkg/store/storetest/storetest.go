@@ -40,8 +40,9 @@
 //   - a mutating call that fails changes nothing and appends no event, and
 //     the events that succeeding calls append form a chain that
 //     [audit.Verify] accepts against AuditHead;
-//   - RecordLoginFailure restarts an expired lockout's counter at 1, and
-//     (re)sets LockedUntil to now+lockout whenever the count is at least max;
+//   - ReserveLoginAttempt restarts an ended lockout's counter at 1, sets
+//     LockedUntil to now+lockout when the count reaches max, appends no
+//     event, and reserves at most max attempts however many run at once;
 //   - errors wrap store.ErrNotFound for an unknown session (also from
 //     EndSession, AddSessionBytes and SaveRecording), a missing recording
 //     and a RevokeFilter.Serial that matches no certificate, and
@@ -62,6 +63,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,6 +71,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/tunnelhq/tunnel/pkg/audit"
+	"github.com/tunnelhq/tunnel/pkg/identity"
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
@@ -88,6 +91,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"TOTPStep", testTOTPStep},
 		{"TOTPStepConcurrent", testTOTPStepConcurrent},
 		{"LoginFailures", testLoginFailures},
+		{"LoginFailuresConcurrent", testLoginFailuresConcurrent},
+		{"UpdateRole", testUpdateRole},
+		{"SetUserRoles", testSetUserRoles},
 		{"Certificates", testCertificates},
 		{"AuditAppend", testAuditAppend},
 		{"AuditChain", testAuditChain},
@@ -595,12 +601,10 @@ func testLoginFailures(t *testing.T, s store.Store) {
 			t.Errorf("LoginFailures after %s mismatch (-want +got):\n%s", what, diff)
 		}
 	}
-	record := func(name string, now time.Time) store.LoginFailures {
+	reserve := func(name string, now time.Time) store.LoginFailures {
 		t.Helper()
-		e := ev(audit.LoginFailure, name)
-		e.Outcome, e.Reason, e.Actor = audit.Failure, "bad password", "anonymous"
-		lf, err := s.RecordLoginFailure(ctx, name, now, max, lockout, e)
-		must(t, "RecordLoginFailure", err)
+		lf, err := s.ReserveLoginAttempt(ctx, name, now, max, lockout)
+		must(t, "ReserveLoginAttempt", err)
 		return lf
 	}
 
@@ -612,74 +616,122 @@ func testLoginFailures(t *testing.T, s store.Store) {
 
 	// Counted whether or not the user exists.
 	now := t0
-	check("failure 1", record("mallory", now), store.LoginFailures{Name: "mallory", Count: 1})
-	check("failure 2", record("mallory", now.Add(time.Second)), store.LoginFailures{Name: "mallory", Count: 2})
+	check("attempt 1", reserve("mallory", now), store.LoginFailures{Name: "mallory", Count: 1})
+	check("attempt 2", reserve("mallory", now.Add(time.Second)), store.LoginFailures{Name: "mallory", Count: 2})
 	lockedUntil := audit.Normalize(now.Add(2*time.Second + lockout))
-	check("failure 3", record("mallory", now.Add(2*time.Second)), store.LoginFailures{Name: "mallory", Count: 3, LockedUntil: lockedUntil})
+	// The attempt that reaches max is reserved (and evaluated) and locks out.
+	check("attempt 3", reserve("mallory", now.Add(2*time.Second)), store.LoginFailures{Name: "mallory", Count: 3, LockedUntil: lockedUntil})
 
-	// A failure while locked out counts and extends the lockout.
+	// While locked out nothing is reserved and nothing changes.
 	during := lockedUntil.Add(-time.Minute)
-	lockedUntil = audit.Normalize(during.Add(lockout))
-	check("failure during the lockout", record("mallory", during), store.LoginFailures{Name: "mallory", Count: 4, LockedUntil: lockedUntil})
+	lf, err := s.ReserveLoginAttempt(ctx, "mallory", during, max, lockout)
+	checkErr(t, "ReserveLoginAttempt while locked out", err, store.ErrLockedOut)
+	if diff := cmp.Diff(store.LoginFailures{Name: "mallory", Count: 3, LockedUntil: lockedUntil}, lf); diff != "" {
+		t.Errorf("ReserveLoginAttempt while locked out returned (-want +got):\n%s", diff)
+	}
+	check("after a refused attempt", mustFailures(t, s, "mallory"), store.LoginFailures{Name: "mallory", Count: 3, LockedUntil: lockedUntil})
 
 	// Once the lockout has ended, counting starts again.
-	check("failure after the lockout", record("mallory", lockedUntil), store.LoginFailures{Name: "mallory", Count: 1})
-	check("failure 2 after the lockout", record("mallory", lockedUntil.Add(time.Second)), store.LoginFailures{Name: "mallory", Count: 2})
+	check("attempt after the lockout", reserve("mallory", lockedUntil), store.LoginFailures{Name: "mallory", Count: 1})
+	check("attempt 2 after the lockout", reserve("mallory", lockedUntil.Add(time.Second)), store.LoginFailures{Name: "mallory", Count: 2})
 
 	// Another name has its own counter.
-	check("failure of another name", record("trudy", now), store.LoginFailures{Name: "trudy", Count: 1})
+	check("attempt of another name", reserve("trudy", now), store.LoginFailures{Name: "trudy", Count: 1})
 
+	// A success releases the reservation.
 	must(t, "ClearLoginFailures", s.ClearLoginFailures(ctx, "mallory"))
-	got, err = s.LoginFailures(ctx, "mallory")
-	must(t, "LoginFailures after ClearLoginFailures", err)
-	if diff := cmp.Diff(store.LoginFailures{Name: "mallory"}, got); diff != "" {
-		t.Errorf("LoginFailures after ClearLoginFailures (-want +got):\n%s", diff)
-	}
+	check("after ClearLoginFailures", mustFailures(t, s, "mallory"), store.LoginFailures{Name: "mallory"})
 	must(t, "ClearLoginFailures of a clean name", s.ClearLoginFailures(ctx, "nobody"))
-	check("failure after ClearLoginFailures", record("mallory", lockedUntil.Add(2*time.Second)), store.LoginFailures{Name: "mallory", Count: 1})
+	check("attempt after ClearLoginFailures", reserve("mallory", lockedUntil.Add(2*time.Second)), store.LoginFailures{Name: "mallory", Count: 1})
 	if got, err := s.LoginFailures(ctx, "trudy"); err != nil || got.Count != 1 {
 		t.Errorf("LoginFailures(trudy) = %+v, %v; want a count of 1", got, err)
 	}
-
-	evs := verified(t, s)
-	if len(evs) != 8 {
-		t.Errorf("the log has %d events; want 8 (one per RecordLoginFailure)", len(evs))
-	}
-	for _, e := range evs {
-		if e.Type != audit.LoginFailure || e.Outcome != audit.Failure || e.Reason != "bad password" {
-			t.Errorf("event %d = %+v; want a login.failure with its reason", e.Seq, e)
+	// max <= 0 never locks out.
+	for i := range 10 {
+		lf, err := s.ReserveLoginAttempt(ctx, "nolimit", now, 0, lockout)
+		must(t, "ReserveLoginAttempt with max 0", err)
+		if lf.Count != i+1 || !lf.LockedUntil.IsZero() {
+			t.Fatalf("attempt %d with max 0 = %+v; want a count of %d and no lockout", i+1, lf, i+1)
 		}
+	}
+	if evs := verified(t, s); len(evs) != 0 {
+		t.Errorf("reservations appended %d events; want none (the caller records failures)", len(evs))
+	}
+}
+
+func mustFailures(t *testing.T, s store.Store, name string) store.LoginFailures {
+	t.Helper()
+	lf, err := s.LoginFailures(t.Context(), name)
+	must(t, "LoginFailures", err)
+	return lf
+}
+
+// testLoginFailuresConcurrent: however many attempts run at once, at most
+// max are reserved before the lockout; the rest are refused.
+func testLoginFailuresConcurrent(t *testing.T, s store.Store) {
+	const max, goroutines = 5, 64
+	var (
+		wg                sync.WaitGroup
+		mu                sync.Mutex
+		reserved, refused int
+	)
+	start := make(chan struct{})
+	for range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, err := s.ReserveLoginAttempt(context.Background(), "alice", t0, max, time.Hour)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				reserved++
+			case errors.Is(err, store.ErrLockedOut):
+				refused++
+			default:
+				t.Errorf("ReserveLoginAttempt: %v", err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if reserved != max || refused != goroutines-max {
+		t.Errorf("%d concurrent attempts: %d reserved, %d refused; want %d and %d", goroutines, reserved, refused, max, goroutines-max)
 	}
 }
 
 func testCertificates(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	sshCert := store.IssuedCert{
-		Serial:     "0a1b2c3d4e5f",
-		Kind:       store.CertSSHUser,
-		Subject:    "alice",
-		NotBefore:  t0.Add(-time.Minute),
-		NotAfter:   t0.Add(8 * time.Hour),
-		IssuedAt:   t0,
-		Principals: []string{"ubuntu", "alice", "root"},
+		Serial:      "0a1b2c3d4e5f",
+		Kind:        store.CertSSHUser,
+		Subject:     "alice",
+		SubjectKind: identity.User,
+		NotBefore:   t0.Add(-time.Minute),
+		NotAfter:    t0.Add(8 * time.Hour),
+		IssuedAt:    t0,
+		Principals:  []string{"ubuntu", "alice", "root"},
 	}
 	x509Cert := store.IssuedCert{ // the same serial in another kind is another certificate
-		Serial:     "0a1b2c3d4e5f",
-		Kind:       store.CertX509,
-		Subject:    "alice",
-		NotBefore:  t0.Add(-time.Minute),
-		NotAfter:   t0.Add(8 * time.Hour),
-		IssuedAt:   t0,
-		Principals: []string{"spiffe://prod/user/alice"},
+		Serial:      "0a1b2c3d4e5f",
+		Kind:        store.CertX509,
+		Subject:     "alice",
+		SubjectKind: identity.User,
+		NotBefore:   t0.Add(-time.Minute),
+		NotAfter:    t0.Add(8 * time.Hour),
+		IssuedAt:    t0,
+		Principals:  []string{"spiffe://prod/user/alice"},
 	}
 	hostCert := store.IssuedCert{
-		Serial:    "ff",
-		Kind:      store.CertSSHHost,
-		Subject:   "web-1",
-		NotBefore: t0,
-		NotAfter:  t0.Add(24 * time.Hour),
-		IssuedAt:  t0,
-		RevokedAt: t0.Add(time.Hour),
+		Serial:      "ff",
+		Kind:        store.CertSSHHost,
+		Subject:     "web-1",
+		SubjectKind: identity.Agent,
+		NotBefore:   t0,
+		NotAfter:    t0.Add(24 * time.Hour),
+		IssuedAt:    t0,
+		RevokedAt:   t0.Add(time.Hour),
 	}
 	certEv := func(c store.IssuedCert) audit.Event {
 		e := ev(audit.CertIssued, c.Serial)
@@ -773,9 +825,9 @@ func testAuditChain(t *testing.T, s store.Store) {
 	must(t, "SetUserLocked", s.SetUserLocked(ctx, "alice", false, ev(audit.UserUnlocked, "alice")))
 	must(t, "ResetMFA", s.ResetMFA(ctx, "alice", []byte("s"), ev(audit.UserMFAReset, "alice")))
 	must(t, "SetPasswordHash", s.SetPasswordHash(ctx, "alice", "h", ev(audit.PasswordRehashed, "alice")))
-	_, err := s.RecordLoginFailure(ctx, "alice", t0, 5, time.Minute, ev(audit.LoginFailure, "alice"))
-	must(t, "RecordLoginFailure", err)
-	cert := store.IssuedCert{Serial: "01", Kind: store.CertSSHUser, Subject: "alice", NotBefore: t0, NotAfter: t0, IssuedAt: t0}
+	_, err := s.ReserveLoginAttempt(ctx, "alice", t0, 5, time.Minute)
+	must(t, "ReserveLoginAttempt", err)
+	cert := store.IssuedCert{Serial: "01", Kind: store.CertSSHUser, Subject: "alice", SubjectKind: identity.User, NotBefore: t0, NotAfter: t0, IssuedAt: t0}
 	x509 := cert
 	x509.Kind = store.CertX509
 	must(t, "RecordCertificates", s.RecordCertificates(ctx, []store.IssuedCert{cert, x509},
@@ -787,13 +839,13 @@ func testAuditChain(t *testing.T, s store.Store) {
 
 	evs := verified(t, s)
 	wantTypes := []audit.Type{audit.ClusterInit, audit.RoleCreated, audit.UserCreated, audit.UserLocked,
-		audit.UserUnlocked, audit.UserMFAReset, audit.PasswordRehashed, audit.LoginFailure,
+		audit.UserUnlocked, audit.UserMFAReset, audit.PasswordRehashed,
 		audit.CertIssued, audit.CertIssued, audit.LoginSuccess, audit.UserDeleted, audit.RoleDeleted}
 	if diff := cmp.Diff(wantTypes, types(evs)); diff != "" {
 		t.Errorf("audit event types (-want +got):\n%s", diff)
 	}
 	// The events are the callers' own, with only the chain filled in.
-	if got := evs[9]; got.Subject != "x509/01" || got.Actor != "admin" || got.SourceIP != "192.0.2.1" {
+	if got := evs[8]; got.Subject != "x509/01" || got.Actor != "admin" || got.SourceIP != "192.0.2.1" {
 		t.Errorf("event 10 = %+v; want the caller's x509/01 event", got)
 	}
 }
@@ -862,7 +914,7 @@ func testFailedCallsChangeNothing(t *testing.T, s store.Store) {
 	must(t, "Initialize", s.Initialize(ctx, map[string]string{"cluster": "prod"}, nil, ev(audit.ClusterInit, "prod")))
 	mustCreateRole(t, s, "ops", "root")
 	alice := stored(mustCreateUser(t, s, "alice", "ops"))
-	cert := store.IssuedCert{Serial: "01", Kind: store.CertSSHUser, Subject: "alice", NotBefore: t0, NotAfter: t0, IssuedAt: t0}
+	cert := store.IssuedCert{Serial: "01", Kind: store.CertSSHUser, Subject: "alice", SubjectKind: identity.User, NotBefore: t0, NotAfter: t0, IssuedAt: t0}
 	must(t, "RecordCertificates", s.RecordCertificates(ctx, []store.IssuedCert{cert}, []audit.Event{ev(audit.CertIssued, "01")}))
 	used := joinToken("used", "web-1", t0, time.Hour)
 	mustCreateToken(t, s, used)
@@ -1007,4 +1059,61 @@ func testCloseTwice(t *testing.T, s store.Store) {
 	if _, err := s.ListUsers(context.Background()); err == nil {
 		t.Errorf("ListUsers after Close succeeded; want an error")
 	}
+}
+
+func testUpdateRole(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	orig := mustCreateRole(t, s, "ops", "ubuntu")
+	upd := store.Role{Name: "ops", Logins: []string{"root", "ubuntu"}, MaxTTL: time.Hour, Admin: true,
+		Nodes: []string{"web-*"}, Services: []string{"db-1/postgres"}, PortForwarding: true, AgentForwarding: true,
+		CreatedAt: t0.Add(time.Hour)} // CreatedAt is not updated
+	must(t, "UpdateRole", s.UpdateRole(ctx, upd, ev(audit.Type("role.updated"), "ops")))
+	got, err := s.GetRole(ctx, "ops")
+	must(t, "GetRole", err)
+	want := upd
+	want.CreatedAt = audit.Normalize(orig.CreatedAt)
+	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("role after UpdateRole (-want +got):\n%s", diff)
+	}
+	n := len(verified(t, s))
+	err = s.UpdateRole(ctx, store.Role{Name: "nobody"}, ev(audit.Type("role.updated"), "nobody"))
+	checkErr(t, "UpdateRole of an unknown role", err, store.ErrNotFound)
+	if got := len(verified(t, s)); got != n {
+		t.Errorf("a failed UpdateRole appended %d events; want 0", got-n)
+	}
+}
+
+func testSetUserRoles(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mustCreateRole(t, s, "ops", "ubuntu")
+	mustCreateRole(t, s, "dba", "postgres")
+	mustCreateUser(t, s, "alice", "ops")
+	must(t, "SetUserRoles", s.SetUserRoles(ctx, "alice", []string{"dba", "ops", "dba"}, ev(audit.Type("user.roles"), "alice")))
+	u, err := s.GetUser(ctx, "alice")
+	must(t, "GetUser", err)
+	if diff := cmp.Diff([]string{"dba", "ops"}, slices.Sorted(slices.Values(u.Roles))); diff != "" {
+		t.Errorf("roles after SetUserRoles (-want +got):\n%s", diff)
+	}
+	n := len(verified(t, s))
+	err = s.SetUserRoles(ctx, "alice", []string{"ops", "nosuch"}, ev(audit.Type("user.roles"), "alice"))
+	checkErr(t, "SetUserRoles with an unknown role", err, store.ErrNotFound)
+	if err != nil && !strings.Contains(err.Error(), "nosuch") {
+		t.Errorf("SetUserRoles with an unknown role: %v; want the role named", err)
+	}
+	err = s.SetUserRoles(ctx, "bob", []string{"ops"}, ev(audit.Type("user.roles"), "bob"))
+	checkErr(t, "SetUserRoles of an unknown user", err, store.ErrNotFound)
+	if got := len(verified(t, s)); got != n {
+		t.Errorf("failed SetUserRoles appended %d events; want 0", got-n)
+	}
+	u, err = s.GetUser(ctx, "alice")
+	must(t, "GetUser", err)
+	if diff := cmp.Diff([]string{"dba", "ops"}, slices.Sorted(slices.Values(u.Roles))); diff != "" {
+		t.Errorf("roles after a failed SetUserRoles (-want +got):\n%s", diff)
+	}
+	must(t, "SetUserRoles to none", s.SetUserRoles(ctx, "alice", nil, ev(audit.Type("user.roles"), "alice")))
+	if u, err := s.GetUser(ctx, "alice"); err != nil || len(u.Roles) != 0 {
+		t.Errorf("GetUser after SetUserRoles(nil) = %+v, %v; want no roles", u.Roles, err)
+	}
+	// A role that no one holds any more can be deleted.
+	must(t, "DeleteRole", s.DeleteRole(ctx, "dba", ev(audit.RoleDeleted, "dba")))
 }

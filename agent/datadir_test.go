@@ -1,0 +1,38 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// A second agent on a data directory is refused with a sentence naming
+// the first one; once the first is gone, the directory can be used again.
+func TestDataDirLock(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	first, err := lockDataDir(dir)
+	if err != nil {
+		t.Fatalf("lockDataDir: %v", err)
+	}
+	want := fmt.Sprintf("another tunnel-agent (pid %d) is already running on %s: stop it first or use another --data-dir", os.Getpid(), dir)
+	if _, err := lockDataDir(dir); err == nil || err.Error() != want {
+		t.Errorf("second lock: %v; want %s", err, want)
+	}
+	// Run refuses before it touches anything (here: before asking for a
+	// token).
+	if err := Run(context.Background(), Config{DataDir: dir}); err == nil || err.Error() != want {
+		t.Errorf("Run on a locked data dir: %v; want %s", err, want)
+	}
+	first.release()
+	first.release() // safe twice
+	again, err := lockDataDir(dir)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	again.release()
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("data dir mode: %v, %v; want 0700", fi.Mode(), err)
+	}
+}

@@ -332,60 +332,12 @@ func TestStatusAsksTheGateway(t *testing.T) {
 // retried and passes, and go test's output is shown for both.
 func TestFuzzScript(t *testing.T) {
 	dir := t.TempDir()
-	files := map[string]string{
-		"go.mod": "module example.com/fz\n\ngo 1.26\n",
-		"ok/ok_test.go": `package ok
-
-import "testing"
-
-func FuzzOK(f *testing.F) {
-	f.Add([]byte("a"))
-	f.Fuzz(func(t *testing.T, b []byte) {})
-}
-`,
-		"crash/crash_test.go": `package crash
-
-import "testing"
-
-func FuzzCrash(f *testing.F) {
-	f.Add([]byte("a"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		if len(b) > 3 && b[0] == 'x' {
-			t.Fatalf("found %q", b)
-		}
-	})
-}
-`,
-		// SIGKILL is not a crash signal: go test records no failing input.
-		"flaky/flaky_test.go": `package flaky
-
-import (
-	"os"
-	"syscall"
-	"testing"
-)
-
-func FuzzFlaky(f *testing.F) {
-	f.Add([]byte("a"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		mark := os.Getenv("FLAKY_MARK")
-		if _, err := os.Stat(mark); err == nil || len(b) < 3 {
-			return
-		}
-		os.WriteFile(mark, nil, 0o600)
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
-	})
-}
-`,
-	}
-	for name, body := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	// The module is in testdata (which the go tool, and the fuzz script's
+	// own search for targets, skip): a passing target, a target with a
+	// failing input, and one whose worker is killed once. SIGKILL is not
+	// a crash signal: go test records no failing input for it.
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join("testdata", "fuzzscript"))); err != nil {
+		t.Fatal(err)
 	}
 	script := filepath.Join(clientRepoRoot(t), "scripts", "fuzz.sh")
 	run := func(pkgs ...string) (string, error) {

@@ -129,6 +129,16 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// The token is used: from here on a failure costs the agent its token.
+	//
+	// A new enrolment replaces the agent's identity: the certificates of an
+	// earlier enrolment of this name (another VM, a copied or wiped data
+	// dir) are revoked and its live connections cut, so that two
+	// identities never share the name (they would replace each other's
+	// connection and split its streams).
+	if err := s.replaceAgentIdentity(ctx, r, t.Agent, now); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	resp, err := s.issueAgent(ctx, r, t.Agent, keys, ttl, now, nil)
 	if err != nil {
 		s.log().Error("issue agent certificates after enrolment", "agent", t.Agent, "token_id", tokenID(hash), "err", err)
@@ -148,6 +158,26 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log().Info("agent enrolled", "agent", t.Agent, "token_id", tokenID(hash), "remote", remoteAddr(r).String())
 	writeJSON(w, 200, resp)
+}
+
+// replaceAgentIdentity revokes the certificates of earlier enrolments of
+// the agent name and cuts its live connections and sessions.
+func (s *Server) replaceAgentIdentity(ctx context.Context, r *http.Request, name string, now time.Time) error {
+	ev := audit.Event{Time: now, Type: audit.CertRevoked, Actor: name, Subject: name, Outcome: audit.Success,
+		Reason: "replaced by a new enrolment", SourceIP: remoteAddr(r).String()}
+	revoked, err := s.Store.RevokeCertificates(ctx, store.RevokeFilter{Subject: name, SubjectKind: identity.Agent}, now, ev)
+	if err != nil {
+		return fmt.Errorf("revoke the earlier identity of agent %s: %w", name, err)
+	}
+	if len(revoked) > 0 {
+		s.log().Warn("agent enrolled again: its earlier identity is revoked", "agent", name, "certificates", len(revoked))
+		if s.Sessions != nil {
+			if err := s.Sessions.RevokeAgent(ctx, name, name); err != nil {
+				s.log().Error("cut the earlier identity's connections", "agent", name, "err", err)
+			}
+		}
+	}
+	return nil
 }
 
 // handleRenew issues new certificates to an agent that presents its

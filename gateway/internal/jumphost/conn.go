@@ -1,6 +1,8 @@
 package jumphost
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -27,11 +29,14 @@ type conn struct {
 	who     *who       // set once authenticated
 	revoked string     // why, once EndUser revoked it
 	chans   int        // open channels
-	closing bool
-	hs      *time.Timer // handshake deadline
-	idle    *time.Timer // no channel open for IdleTimeout
-	expiry  *time.Timer // the certificate's expiry
-	kill    *time.Timer // EndUser's grace
+	// handlers counts direct-tcpip channels being served (opening or
+	// open), capped by the server's MaxChannels.
+	handlers int
+	closing  bool
+	hs       *time.Timer // handshake deadline
+	idle     *time.Timer // no channel open for IdleTimeout
+	expiry   *time.Timer // the certificate's expiry
+	kill     *time.Timer // EndUser's grace
 
 	wg        sync.WaitGroup // channel goroutines, added under mu while !closing
 	closeOnce sync.Once
@@ -122,6 +127,33 @@ func (c *conn) enter() bool {
 	}
 	c.wg.Add(1)
 	return true
+}
+
+// errClosing refuses a channel on a connection that is closing.
+var errClosing = errors.New("the connection is closing")
+
+// admit registers a direct-tcpip channel handler, at most max at once: a
+// refusal the client is shown once the connection closes or is full.
+func (c *conn) admit(max int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closing:
+		return errClosing
+	case c.handlers >= max:
+		return fmt.Errorf("this connection already carries %d channels, the most one connection may: close some, or open another connection", max)
+	}
+	c.handlers++
+	c.wg.Add(1)
+	return nil
+}
+
+// release ends a handler admit registered.
+func (c *conn) release() {
+	c.mu.Lock()
+	c.handlers--
+	c.mu.Unlock()
+	c.wg.Done()
 }
 
 // channelOpened and channelClosed count open channels for the idle timer.

@@ -28,11 +28,11 @@ func (j *Server) directTCPIP(_ *gliderssh.Server, sc *gossh.ServerConn, nc gossh
 		return
 	}
 	defer panics.Recover(j.log(), "jump host direct-tcpip channel", c.Close)
-	if !c.enter() {
-		_ = nc.Reject(gossh.ResourceShortage, "the connection is closing")
+	if err := c.admit(j.maxChannels()); err != nil {
+		_ = nc.Reject(gossh.ResourceShortage, err.Error())
 		return
 	}
-	defer c.wg.Done()
+	defer c.release()
 	j.serveChannel(ctx, c, sc, nc)
 }
 

@@ -215,3 +215,36 @@ func TestCloseWithConnections(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// TestChannelCap: one connection carries at most MaxChannels channels at
+// once (one caller must not take a node's capacity); past it a channel is
+// refused with the sentence, and closing one lets the next one in.
+func TestChannelCap(t *testing.T) {
+	e := newEnv(t, func(s *Server) { s.MaxChannels = 3 })
+	c, _ := e.login("bob")
+	var chans []io.Closer
+	for i := range 3 {
+		ch, err := c.Dial("tcp", "web-1:22")
+		if err != nil {
+			t.Fatalf("channel %d of 3: %v", i+1, err)
+		}
+		chans = append(chans, ch)
+	}
+	_, err := c.Dial("tcp", "web-1:22")
+	if err == nil || !strings.Contains(err.Error(), "already carries 3 channels") {
+		t.Fatalf("a fourth channel: %v; want the refusal naming the cap", err)
+	}
+	chans[0].Close()
+	var last error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if last = echoThrough(c, "web-1:22"); last == nil {
+			break
+		}
+	}
+	if last != nil {
+		t.Errorf("a channel after one closed: %v; want it served", last)
+	}
+	for _, ch := range chans[1:] {
+		ch.Close()
+	}
+}

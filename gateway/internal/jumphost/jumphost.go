@@ -55,6 +55,10 @@ const (
 	// DefaultIdleTimeout closes an authenticated connection that has had
 	// no channel open for this long.
 	DefaultIdleTimeout = 15 * time.Minute
+	// DefaultMaxChannels bounds the channels (each a session to a node)
+	// one connection carries at once: OpenSSH multiplexes several over a
+	// ControlMaster, but one connection must not take a node's capacity.
+	DefaultMaxChannels = 32
 )
 
 // revokeGrace is how long a revoked user's connection stays open so that
@@ -79,6 +83,10 @@ type Server struct {
 	// IdleTimeout: an authenticated connection without any open channel
 	// for this long is closed. Zero means DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// MaxChannels: the most direct-tcpip channels one connection carries
+	// at once; more are refused with a sentence. Zero means
+	// DefaultMaxChannels.
+	MaxChannels int
 
 	// open carries a granted channel to the node; nil means through Relay.
 	// Tests replace it.
@@ -121,6 +129,13 @@ func (j *Server) idleTimeout() time.Duration {
 		return DefaultIdleTimeout
 	}
 	return j.IdleTimeout
+}
+
+func (j *Server) maxChannels() int {
+	if j.MaxChannels <= 0 {
+		return DefaultMaxChannels
+	}
+	return j.MaxChannels
 }
 
 // Serve serves the jump host on ln until Close; it returns nil after

@@ -34,16 +34,26 @@ func newAuditLsCmd(env Env) *cobra.Command {
 		Short: "List audit events, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			q := url.Values{}
-			if after > 0 {
-				q.Set("after", strconv.FormatInt(after, 10))
-			}
-			if limit > 0 {
-				q.Set("limit", strconv.Itoa(limit))
-			}
+			// The gateway answers at most api.AuditPage events at a time:
+			// page through the log from after, up to limit (0: all).
 			var evs []audit.Event
-			if err := adminCall(cmd.Context(), env, http.MethodGet, api.PathAudit, q, nil, &evs); err != nil {
-				return err
+			for {
+				want := api.AuditPage
+				if limit > 0 {
+					want = min(want, limit-len(evs))
+				}
+				q := url.Values{}
+				q.Set("after", strconv.FormatInt(after, 10))
+				q.Set("limit", strconv.Itoa(want))
+				var page []audit.Event
+				if err := adminCall(cmd.Context(), env, http.MethodGet, api.PathAudit, q, nil, &page); err != nil {
+					return err
+				}
+				evs = append(evs, page...)
+				if len(page) < want || len(page) == 0 || (limit > 0 && len(evs) >= limit) {
+					break
+				}
+				after = page[len(page)-1].Seq
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), evs)

@@ -29,6 +29,7 @@ import (
 // adminRequest is a request the fake gateway received.
 type adminRequest struct {
 	Method, Path string
+	Query        string // the raw query; "" for none
 	Body         map[string]any
 }
 
@@ -88,7 +89,7 @@ func newAdminTestGateway(t *testing.T, answer func(r adminRequest) (int, any)) *
 }
 
 func (g *adminTestGateway) serve(w http.ResponseWriter, r *http.Request) {
-	req := adminRequest{Method: r.Method, Path: r.URL.Path}
+	req := adminRequest{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery}
 	if b, _ := io.ReadAll(r.Body); len(b) > 0 {
 		if err := json.Unmarshal(b, &req.Body); err != nil {
 			g.t.Errorf("%s %s: body %q is not a JSON object: %v", r.Method, r.URL.Path, b, err)

@@ -10,9 +10,10 @@
 //
 // Goroutines, all owned by Run and waited for before it returns:
 //
-//	Run ─┬─ connection manager ── one session per QUIC connection
-//	     │                          ├─ control stream reader
-//	     │                          └─ one goroutine per delivered stream
+//	Run ─┬─ connection manager ── one loop per gateway (keep)
+//	     │                           └─ one session per QUIC connection
+//	     │                               ├─ control stream reader
+//	     │                               └─ one goroutine per delivered stream
 //	     ├─ renewal timer
 //	     ├─ one forwarder per listener ── one goroutine per local connection
 //	     └─ recording uploads (one per recording until the gateway has it)
@@ -54,7 +55,9 @@ import (
 type Config struct {
 	// DataDir holds the sealed identity and its key-encryption key.
 	DataDir string
-	// Gateway is HOST:PORT (API over TCP and QUIC over UDP share it).
+	// Gateway is HOST:PORT (API over TCP and QUIC over UDP share it), or
+	// several separated by commas: gateways that share one store. The
+	// agent keeps a connection to every one of them.
 	Gateway string
 	// Pin is the cluster CA pin; needed to enrol.
 	Pin string
@@ -66,9 +69,10 @@ type Config struct {
 	// Ready, if set, is called once every listener is bound (before the
 	// agent has connected to the gateway).
 	Ready func()
-	// Connected, if set, is called with the gateway's address each time
-	// the agent becomes connected: after the QUIC handshake and the
-	// gateway's welcome, never before.
+	// Connected, if set, is called with a gateway's address each time
+	// the agent becomes connected to it: after the QUIC handshake and the
+	// gateway's welcome, never before. With several gateways it is called
+	// for each, from their own goroutines.
 	Connected func(gateway string)
 }
 
@@ -81,12 +85,18 @@ type Agent struct {
 	mu       sync.Mutex // guards id
 	id       *Identity
 	cert     atomic.Pointer[tls.Certificate]
-	renewed  chan struct{} // a new certificate is ready: reconnect with it
 	services map[string]Expose
 
-	sess atomic.Pointer[session] // the current connection, nil when none
-	sshd *sshd.Server            // the node's SSH endpoint
-	recs *recordings             // session recordings on their way to the gateway
+	// links are the connections to every gateway, made once from the
+	// identity's list (gatewayLinks); opener opens the local listeners'
+	// streams through the first of them, in the list's order, that is
+	// connected.
+	linksOnce sync.Once
+	links     []*link
+	opener    *transport.Failover
+
+	sshd *sshd.Server // the node's SSH endpoint
+	recs *recordings  // session recordings on their way to the gateway
 
 	// probeTCP checks the gateway's TCP port after a QUIC timeout (to tell
 	// a blocked UDP port from a gateway that is down); nil skips it.
@@ -111,6 +121,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.DataDir == "" {
 		return errors.New("no data directory: give --data-dir")
 	}
+	if cfg.Gateway != "" {
+		gws, err := apiclient.SplitGateways(cfg.Gateway)
+		if err != nil {
+			return fmt.Errorf("--gateway: %w", err)
+		}
+		cfg.Gateway = strings.Join(gws, ",")
+	}
 	lock, err := lockDataDir(cfg.DataDir)
 	if err != nil {
 		return err
@@ -120,8 +137,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, store: st, renewed: make(chan struct{}, 1), services: map[string]Expose{},
-		probeTCP: probeTCP}
+	a := &Agent{cfg: cfg, log: cfg.Log, store: st, services: map[string]Expose{}, probeTCP: probeTCP}
 	for _, e := range cfg.File.Expose {
 		a.services[e.Name] = e
 	}
@@ -240,13 +256,23 @@ func (a *Agent) run(ctx context.Context) error {
 	}
 }
 
-// OpenStream implements transport.StreamOpener on the current connection.
+// OpenStream implements transport.StreamOpener: it opens the stream
+// through the first gateway of the list that is connected, so it fails
+// over to the next at once when one is gone, and back when it returns.
 func (a *Agent) OpenStream(ctx context.Context) (*quicStream, error) {
-	s := a.sess.Load()
-	if s == nil {
-		return nil, transport.ErrNotConnected
+	a.gatewayLinks()
+	return a.opener.OpenStream(ctx)
+}
+
+// connected reports the gateways the agent is connected to now.
+func (a *Agent) connected() []string {
+	var out []string
+	for _, l := range a.gatewayLinks() {
+		if s := l.sess.Load(); s != nil && s.conn.Context().Err() == nil {
+			out = append(out, l.addr)
+		}
 	}
-	return s.conn.OpenStreamSync(ctx)
+	return out
 }
 
 // apiClient returns a client of the gateway's HTTPS API, with the agent's
@@ -379,11 +405,19 @@ func (a *Agent) renew(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("certificate renewed", "expires", a.cert.Load().Leaf.NotAfter)
-	select {
-	case a.renewed <- struct{}{}:
-	default:
-	}
+	a.reconnectAll()
 	return nil
+}
+
+// reconnectAll replaces the connection to every gateway by one with the
+// current certificate; the old ones drain their streams.
+func (a *Agent) reconnectAll() {
+	for _, l := range a.gatewayLinks() {
+		select {
+		case l.renewed <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func agentVersion() string { return version.Version }

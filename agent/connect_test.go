@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,7 +37,20 @@ type fakeGateway struct {
 	// refusals counts the connections refused.
 	refusals atomic.Int32
 	welcomed atomic.Int32
+	// streams counts the streams the agent opened after the welcome.
+	streams atomic.Int32
+	// down makes the gateway close every connection and refuse new ones,
+	// as a gateway that is shutting down.
+	down     atomic.Bool
+	downNow  chan struct{}
+	downOnce sync.Once
 	wg       sync.WaitGroup
+}
+
+// goDown closes every connection and refuses the next ones.
+func (g *fakeGateway) goDown() {
+	g.down.Store(true)
+	g.downOnce.Do(func() { close(g.downNow) })
 }
 
 const lockedReason = "agent db-1 is locked by an administrator: tunnel admin agents unlock db-1"
@@ -67,7 +81,7 @@ func startFakeGateway(t *testing.T, ca *certs.Authority) *fakeGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &fakeGateway{ca: ca, ln: ln}
+	g := &fakeGateway{ca: ca, ln: ln, downNow: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	g.wg.Add(1)
 	go func() {
@@ -95,6 +109,10 @@ func startFakeGateway(t *testing.T, ca *certs.Authority) *fakeGateway {
 func (g *fakeGateway) addr() string { return g.ln.Addr().String() }
 
 func (g *fakeGateway) serve(ctx context.Context, c *quic.Conn) {
+	if g.down.Load() {
+		c.CloseWithError(transport.CodeShutdown, "gateway shutting down")
+		return
+	}
 	if g.locked.Load() {
 		g.refusals.Add(1)
 		c.CloseWithError(transport.CodeUnauthorized, lockedReason)
@@ -116,9 +134,24 @@ func (g *fakeGateway) serve(ctx context.Context, c *quic.Conn) {
 		return
 	}
 	g.welcomed.Add(1)
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		for {
+			st, err := c.AcceptStream(ctx)
+			if err != nil {
+				return
+			}
+			g.streams.Add(1)
+			st.CancelRead(transport.StreamCanceled)
+			st.CancelWrite(transport.StreamCanceled)
+		}
+	}()
 	select {
 	case <-ctx.Done():
 		c.CloseWithError(transport.CodeShutdown, "test over")
+	case <-g.downNow:
+		c.CloseWithError(transport.CodeShutdown, "gateway shutting down")
 	case <-c.Context().Done():
 	}
 }
@@ -140,7 +173,6 @@ func testAgent(t *testing.T, ca *certs.Authority, gateway string) (*Agent, *sync
 	a := &Agent{
 		cfg:      Config{File: &FileConfig{}},
 		log:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		renewed:  make(chan struct{}, 1),
 		services: map[string]Expose{},
 		id: &Identity{Name: "db-1", Cluster: ca.Cluster(), Gateway: gateway, Pin: ca.Pin(),
 			CertPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))},
@@ -209,7 +241,7 @@ func TestConnectRetriesWhileLockedAndComesBack(t *testing.T) {
 		t.Errorf("a refused agent said it was connected (%v):\n%s", connected, out)
 	}
 	mu.Unlock()
-	if a.sess.Load() != nil {
+	if len(a.connected()) != 0 {
 		t.Error("a refused agent has a session")
 	}
 
@@ -219,8 +251,8 @@ func TestConnectRetriesWhileLockedAndComesBack(t *testing.T) {
 		defer mu.Unlock()
 		return len(connected) == 1
 	})
-	if got := connected[0]; got != g.addr() || g.welcomed.Load() != 1 || a.sess.Load() == nil {
-		t.Errorf("connected to %q, welcomed %d times, session %v; want %s, once, a session", got, g.welcomed.Load(), a.sess.Load(), g.addr())
+	if got := connected[0]; got != g.addr() || g.welcomed.Load() != 1 || len(a.connected()) != 1 {
+		t.Errorf("connected to %q, welcomed %d times, sessions to %v; want %s, once, one session", got, g.welcomed.Load(), a.connected(), g.addr())
 	}
 }
 
@@ -261,7 +293,7 @@ func TestDialNoAnswerIsExplained(t *testing.T) {
 	a, _ := testAgent(t, ca, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, err = a.dial(ctx, tr)
+	_, err = a.dial(ctx, tr, addr)
 	if err == nil {
 		t.Fatal("dial to a silent UDP port succeeded")
 	}
@@ -335,4 +367,77 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// openOne opens a stream through the agent and sends a byte on it, so the
+// gateway that carries it sees it.
+func openOne(t *testing.T, a *Agent) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := a.OpenStream(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = st.Write([]byte{0})
+	return err
+}
+
+// An agent given several gateways connects to every one (saying so for
+// each), opens its streams through one that is connected, and when that
+// gateway goes away opens the next stream through another at once.
+func TestConnectsToEveryGatewayAndFailsOver(t *testing.T) {
+	ca := newCA(t, "prod")
+	g1, g2 := startFakeGateway(t, ca), startFakeGateway(t, ca)
+	a, logs := testAgent(t, ca, g1.addr()+","+g2.addr())
+	var mu sync.Mutex
+	var connected []string
+	a.cfg.Connected = func(gw string) {
+		mu.Lock()
+		defer mu.Unlock()
+		connected = append(connected, gw)
+	}
+	runConnect(t, a)
+	waitUntil(t, "connections to both gateways", func() bool { return len(a.connected()) == 2 })
+	mu.Lock()
+	if len(connected) != 2 || !slices.Contains(connected, g1.addr()) || !slices.Contains(connected, g2.addr()) {
+		t.Errorf("Connected called with %v; want each of %s and %s once", connected, g1.addr(), g2.addr())
+	}
+	mu.Unlock()
+
+	if err := openOne(t, a); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the first gateway to see the stream", func() bool { return g1.streams.Load() == 1 })
+
+	g1.goDown()
+	waitUntil(t, "the agent to notice the first gateway is gone", func() bool { return len(a.connected()) == 1 })
+	if err := openOne(t, a); err != nil {
+		t.Fatalf("with the first gateway gone, opening a stream failed: %v", err)
+	}
+	waitUntil(t, "the second gateway to see the stream", func() bool { return g2.streams.Load() == 1 })
+	if got := a.connected(); len(got) != 1 || got[0] != g2.addr() {
+		t.Errorf("connected to %v; want only %s", got, g2.addr())
+	}
+	out := logs.String()
+	if !strings.Contains(out, `msg="disconnected from the gateway; reconnecting" gateway=`+g1.addr()) {
+		t.Errorf("the loss of the first gateway is not logged with its address:\n%s", out)
+	}
+
+	g2.goDown()
+	waitUntil(t, "the agent to notice the second gateway is gone", func() bool { return len(a.connected()) == 0 })
+	if err := openOne(t, a); !errors.Is(err, transport.ErrNotConnected) {
+		t.Errorf("with no gateway, OpenStream = %v; want ErrNotConnected", err)
+	}
+}
+
+// A renewal replaces the connection to every gateway.
+func TestRenewalReconnectsToEveryGateway(t *testing.T) {
+	ca := newCA(t, "prod")
+	g1, g2 := startFakeGateway(t, ca), startFakeGateway(t, ca)
+	a, _ := testAgent(t, ca, g1.addr()+","+g2.addr())
+	runConnect(t, a)
+	waitUntil(t, "connections to both gateways", func() bool { return len(a.connected()) == 2 })
+	a.reconnectAll()
+	waitUntil(t, "a second welcome from each gateway", func() bool { return g1.welcomed.Load() == 2 && g2.welcomed.Load() == 2 })
 }

@@ -8,11 +8,13 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/apiclient"
 	"github.com/tunnelhq/tunnel/pkg/panics"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/trust"
@@ -21,22 +23,62 @@ import (
 
 type quicStream = quic.Stream
 
-// session is one QUIC connection to the gateway and what runs on it.
+// session is one QUIC connection to a gateway and what runs on it.
 type session struct {
 	conn *quic.Conn
 	ctl  *quic.Stream  // the control stream
 	done chan struct{} // closed when every goroutine of the session ended
 }
 
-// connect keeps a connection to the gateway until ctx ends: it dials with
-// backoff and jitter, and after a renewal opens a new connection with the
-// new certificate while the old one drains its streams.
-//
-// It says "connected" only once the QUIC handshake and the hello have
-// succeeded, and logs each failure once per change of state, as a sentence
-// that says what failed and what to check. A refusal by the gateway (a
-// locked agent) is retried, at most every refusedBackoffMax, until the
-// gateway accepts the agent again.
+// link is the agent's connection to one gateway. An agent keeps one to
+// every gateway it was given, each with its own reconnect loop: any of
+// them delivers streams, and streams from the local listeners go out
+// through one that is connected (see [Agent.OpenStream]).
+type link struct {
+	addr    string
+	sess    atomic.Pointer[session] // the current connection, nil when none
+	renewed chan struct{}           // a new certificate is ready: reconnect with it
+}
+
+func newLink(addr string) *link { return &link{addr: addr, renewed: make(chan struct{}, 1)} }
+
+// OpenStream implements transport.StreamOpener on this gateway's current
+// connection; it fails at once while there is none.
+func (l *link) OpenStream(ctx context.Context) (*quic.Stream, error) {
+	s := l.sess.Load()
+	if s == nil || s.conn.Context().Err() != nil {
+		return nil, transport.ErrNotConnected
+	}
+	st, err := s.conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open a stream through the gateway at %s: %w", l.addr, err)
+	}
+	return st, nil
+}
+
+// gatewayLinks returns the links to every gateway of the identity, made
+// once: the list is fixed for the agent's life.
+func (a *Agent) gatewayLinks() []*link {
+	a.linksOnce.Do(func() {
+		addrs, err := apiclient.SplitGateways(a.identity().Gateway)
+		if err != nil {
+			// Checked at start (Run); a test may give a single bad address.
+			addrs = []string{a.identity().Gateway}
+		}
+		ls := make([]*link, len(addrs))
+		openers := make([]transport.StreamOpener, len(addrs))
+		for i, addr := range addrs {
+			ls[i] = newLink(addr)
+			openers[i] = ls[i]
+		}
+		a.links = ls
+		a.opener = &transport.Failover{Openers: openers, InOrder: true}
+	})
+	return a.links
+}
+
+// connect keeps a connection to every gateway until ctx ends, each with
+// its own reconnect loop (see keep), on one UDP socket.
 func (a *Agent) connect(ctx context.Context) {
 	udp, err := net.ListenUDP("udp", nil)
 	if err != nil {
@@ -46,6 +88,27 @@ func (a *Agent) connect(ctx context.Context) {
 	defer udp.Close() // a Transport does not close a socket it was given
 	tr := &quic.Transport{Conn: udp}
 	defer tr.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, l := range a.gatewayLinks() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.keep(ctx, tr, l)
+		}()
+	}
+}
+
+// keep keeps a connection to one gateway until ctx ends: it dials with
+// backoff and jitter, and after a renewal opens a new connection with the
+// new certificate while the old one drains its streams.
+//
+// It says "connected" only once the QUIC handshake and the hello have
+// succeeded, and logs each failure once per change of state, as a sentence
+// that says what failed and what to check. A refusal by the gateway (a
+// locked agent) is retried, at most every refusedBackoffMax, until the
+// gateway accepts the agent again.
+func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 	var sessions sync.WaitGroup
 	defer sessions.Wait()
 
@@ -56,11 +119,11 @@ func (a *Agent) connect(ctx context.Context) {
 	}
 	connected := false
 	last := ""
-	a.log.Info("connecting to the gateway", "gateway", a.identity().Gateway)
+	gw := l.addr
+	a.log.Info("connecting to the gateway", "gateway", gw)
 	for ctx.Err() == nil {
 		start := time.Now()
-		gw := a.identity().Gateway
-		s, err := a.dial(ctx, tr)
+		s, err := a.dial(ctx, tr, gw)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -101,11 +164,11 @@ func (a *Agent) connect(ctx context.Context) {
 		}
 		// After a renewal the old connection keeps serving its streams
 		// until they end; the gateway closes it then.
-		a.sess.Swap(s)
+		l.sess.Swap(s)
 		sessions.Add(1)
 		go func() {
 			defer sessions.Done()
-			defer panics.Recover(a.log, "connection to the gateway", func() error {
+			defer panics.Recover(a.log, "connection to the gateway "+gw, func() error {
 				return s.conn.CloseWithError(transport.CodeProtocol, "internal error in the agent")
 			})
 			a.serve(ctx, s)
@@ -115,7 +178,7 @@ func (a *Agent) connect(ctx context.Context) {
 			s.conn.CloseWithError(transport.CodeShutdown, "agent shutting down")
 			return
 		case <-s.done:
-			a.sess.CompareAndSwap(s, nil)
+			l.sess.CompareAndSwap(s, nil)
 			connected = false
 			reason := closeReason(s.conn)
 			a.log.Warn("disconnected from the gateway; reconnecting", "gateway", gw, "reason", reason)
@@ -125,7 +188,7 @@ func (a *Agent) connect(ctx context.Context) {
 			if !sleep(ctx, bo.Next()) {
 				return
 			}
-		case <-a.renewed:
+		case <-l.renewed:
 			// Loop: dial again with the new certificate.
 		}
 	}
@@ -163,13 +226,14 @@ func closeReason(c *quic.Conn) string {
 	return "connection closed"
 }
 
-func (a *Agent) dial(ctx context.Context, tr *quic.Transport) (*session, error) {
+// dial connects to the gateway at gw (HOST:PORT) and says hello.
+func (a *Agent) dial(ctx context.Context, tr *quic.Transport, gw string) (*session, error) {
 	id := a.identity()
-	addr, err := net.ResolveUDPAddr("udp", id.Gateway)
+	addr, err := net.ResolveUDPAddr("udp", gw)
 	if err != nil {
 		return nil, err
 	}
-	host, _, _ := net.SplitHostPort(id.Gateway)
+	host, _, _ := net.SplitHostPort(gw)
 	tlsConf := transport.ClientTLS(trust.PinnedClientConfig(id.Pin, host, nil),
 		func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.cert.Load(), nil })
 	dctx, cancel := context.WithTimeout(ctx, transport.HandshakeTimeout)
@@ -230,6 +294,10 @@ func (a *Agent) catalog() []wire.Service {
 // ends, then waits for them.
 func (a *Agent) serve(ctx context.Context, s *session) {
 	defer close(s.done)
+	// On shutdown every connection closes, also one still draining after
+	// a renewal (its control stream reader would wait for it otherwise).
+	stop := context.AfterFunc(ctx, func() { s.conn.CloseWithError(transport.CodeShutdown, "agent shutting down") })
+	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Add(1)

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/sshcert"
 )
 
 // SSHPermissions are the permit-* extensions of an SSH user certificate.
@@ -73,8 +74,8 @@ type SSHUserRequest struct {
 }
 
 // IssueSSHUser signs an SSH user certificate with the active user CA. Its
-// key id is "user=NAME serial=HEX", followed by " session=ID" when the
-// request has a session id.
+// key id is sshcert.Format's: "user=NAME serial=HEX", followed by
+// " session=ID" when the request has a session id.
 func (a *Authority) IssueSSHUser(req SSHUserRequest) (*ssh.Certificate, error) {
 	cert, err := a.issueSSHUser(req)
 	if err != nil {
@@ -116,10 +117,7 @@ func (a *Authority) issueSSHUser(req SSHUserRequest) (*ssh.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	keyID := "user=" + req.User + " serial=" + strconv.FormatUint(serial, 16)
-	if req.SessionID != "" {
-		keyID += " session=" + req.SessionID
-	}
+	keyID := sshcert.Format(sshcert.KeyID{User: req.User, Serial: strconv.FormatUint(serial, 16), Session: req.SessionID})
 	now := a.now()
 	cert := &ssh.Certificate{
 		Key:             pub,

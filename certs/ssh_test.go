@@ -11,6 +11,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelhq/tunnel/pkg/sshcert"
 )
 
 func TestIssueSSHUser(t *testing.T) {
@@ -91,6 +93,9 @@ func TestIssueSSHUser(t *testing.T) {
 			}
 			if got, want := c.KeyId, fmt.Sprintf(tt.wantKeyID, c.Serial); got != want {
 				t.Errorf("KeyId = %q; want %q", got, want)
+			}
+			if id, err := sshcert.Parse(c.KeyId); err != nil || id.User != tt.req.User || id.Serial != SSHSerialHex(c) || id.Session != tt.req.SessionID {
+				t.Errorf("sshcert.Parse(%q) = %+v, %v; want the request's user and session and the serial", c.KeyId, id, err)
 			}
 			if got, want := c.ValidAfter, uint64(testNow.Add(-ClockSkew).Unix()); got != want {
 				t.Errorf("ValidAfter = %d; want %d", got, want)

@@ -3,8 +3,17 @@
 //
 // The data directory (mode 0700) holds:
 //
-//	kek          the key-encryption key (hex, 0600) sealing every secret
-//	gateway.db   the SQLite store (0600): users, roles, sealed CA keys, audit
+//	kek             the key-encryption key (hex, 0600) sealing every secret
+//	gateway.db      the SQLite store (0600): users, roles, sealed CA keys, audit
+//	quic-reset.key  the QUIC stateless reset key (0600)
+//
+// With a PostgreSQL store (--store postgres://...), the state lives in the
+// database that every gateway of the cluster shares, and the data directory
+// keeps only the KEK (unless --kek-file puts it elsewhere) and the reset
+// key. Every gateway of a cluster needs the same KEK: copy the first
+// gateway's to the others. Each gateway has an id (--id, the host name by
+// default), announces itself in the store every HeartbeatInterval
+// (heartbeat.go), and acts on the changes other gateways make (fanout.go).
 //
 // The command-line front end is gateway/internal/cli; tests drive this
 // package directly or through the real binary.
@@ -31,7 +40,6 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/netguard"
 	"github.com/tunnelhq/tunnel/pkg/seal"
 	"github.com/tunnelhq/tunnel/pkg/store"
-	"github.com/tunnelhq/tunnel/pkg/store/sqlitestore"
 )
 
 // Names of files in the data directory.
@@ -65,7 +73,10 @@ type InitConfig struct {
 	AdminPassword string
 	// MaxTTL is the cluster's certificate maximum; zero means 12 h.
 	MaxTTL time.Duration
-	Clock  func() time.Time
+	// Store and StoreInsecure are as in Config.
+	Store         string
+	StoreInsecure bool
+	Clock         func() time.Time
 }
 
 // InitResult is what Init reports.
@@ -102,8 +113,25 @@ func Init(ctx context.Context, cfg InitConfig) (*InitResult, error) {
 	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	if _, err := os.Stat(filepath.Join(cfg.DataDir, DBFile)); err == nil {
-		return nil, fmt.Errorf("%w (%s): use tunnel-gateway run, or choose an empty --data-dir", ErrInitialized, cfg.DataDir)
+	if err := checkStoreURL(cfg.Store); err != nil {
+		return nil, err
+	}
+	so := storeOptions{dataDir: cfg.DataDir, url: cfg.Store, insecure: cfg.StoreInsecure}
+	var st store.Store
+	if cfg.Store == "" {
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, DBFile)); err == nil {
+			return nil, fmt.Errorf("%w (%s): use tunnel-gateway run, or choose an empty --data-dir", ErrInitialized, cfg.DataDir)
+		}
+	} else {
+		// A shared store is checked before anything is created here.
+		var err error
+		if st, err = openStore(ctx, so); err != nil {
+			return nil, err
+		}
+		defer st.Close()
+		if err := alreadyInitialized(ctx, st, so); err != nil {
+			return nil, err
+		}
 	}
 	kekPath := cfg.KEKFile
 	if kekPath == "" {
@@ -136,19 +164,23 @@ func Init(ctx context.Context, cfg InitConfig) (*InitResult, error) {
 			return nil, fmt.Errorf("first admin: %w", err)
 		}
 	}
-	st, err := sqlitestore.Open(ctx, filepath.Join(cfg.DataDir, DBFile))
-	if err != nil {
-		return nil, err
+	if st == nil {
+		if st, err = openStore(ctx, so); err != nil {
+			return nil, err
+		}
+		defer st.Close()
 	}
-	defer st.Close()
 	meta := map[string]string{"cluster": cfg.Cluster, "created_at": now().UTC().Format(time.RFC3339)}
 	ev := audit.Event{Time: now(), Type: audit.ClusterInit, Actor: "system", Subject: cfg.Cluster,
 		Outcome: audit.Success, Details: map[string]string{"ca_pin": ca.Pin()}}
 	if err := st.Initialize(ctx, meta, keys, ev); err != nil {
 		if errors.Is(err, store.ErrExists) {
+			if cfg.Store != "" {
+				return nil, alreadyInitialized(ctx, st, so)
+			}
 			return nil, fmt.Errorf("%w (%s)", ErrInitialized, cfg.DataDir)
 		}
-		return nil, err
+		return nil, storeError(err)
 	}
 	res := &InitResult{Cluster: cfg.Cluster, DataDir: cfg.DataDir, Pin: ca.Pin()}
 	if cfg.Admin != "" {
@@ -165,6 +197,20 @@ func Init(ctx context.Context, cfg InitConfig) (*InitResult, error) {
 		res.Admin = &enr
 	}
 	return res, nil
+}
+
+// alreadyInitialized says so if the shared store st already holds a
+// cluster: the gateway should join it with the first gateway's KEK.
+func alreadyInitialized(ctx context.Context, st store.Store, so storeOptions) error {
+	cluster, err := st.GetMeta(ctx, "cluster")
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return storeError(err)
+	}
+	return fmt.Errorf("%w: the store at %s already holds cluster %q: copy the KEK file from the first gateway to this one and run tunnel-gateway run --store ... with it (there is nothing to init)",
+		ErrInitialized, describeStore(so), cluster)
 }
 
 // Config says how to run a gateway. The zero value of every field but
@@ -231,6 +277,31 @@ type Config struct {
 	// type, source and reason) are written as one audit event with a count
 	// per interval, after the first. Zero means one minute.
 	AuditFoldInterval time.Duration
+	// Store is the URL of the PostgreSQL database the gateways of a cluster
+	// share (postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=verify-full&
+	// sslrootcert=CA.pem; see pkg/store/pgstore); empty means the SQLite
+	// store in DataDir.
+	Store string
+	// StoreInsecure allows a plaintext or unverified TLS connection to a
+	// PostgreSQL host other than loopback. Dangerous: the network between
+	// a gateway and its database is not trusted.
+	StoreInsecure bool
+	// ID names this gateway in the cluster (tunnel admin gateways ls); it
+	// must be unique among the gateways sharing the store. Empty means the
+	// host name.
+	ID string
+	// AdvertiseAddr is the host (or host:port) at which others reach this
+	// gateway, recorded in its heartbeats; empty means the addresses it is
+	// bound to.
+	AdvertiseAddr string
+	// HeartbeatInterval is how often the gateway records itself in the
+	// store (one write); it counts as alive for three intervals after each
+	// heartbeat. Zero means 10 s.
+	HeartbeatInterval time.Duration
+	// ReconcileInterval is how often the gateway checks its live access
+	// against the store, as a safety net under the change notifications.
+	// Zero means 60 s.
+	ReconcileInterval time.Duration
 	// Version is reported by /v1/ping.
 	Version string
 	Log     *slog.Logger
@@ -268,6 +339,15 @@ func (c *Config) setDefaults() {
 	if c.Version == "" {
 		c.Version = "dev"
 	}
+	if c.ID == "" {
+		c.ID = hostname()
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = DefaultReconcileInterval
+	}
 }
 
 func (c *Config) validate() error {
@@ -285,6 +365,15 @@ func (c *Config) validate() error {
 	}
 	if c.MaxConnsPerSource < 0 || c.MaxConns < 0 {
 		return errors.New("--max-conns-per-source and --max-conns must not be negative (0 means the default)")
+	}
+	if err := checkStoreURL(c.Store); err != nil {
+		return err
+	}
+	if c.Store != "" && c.StoreSync != "" && c.StoreSync != "normal" {
+		return errors.New("--store-sync applies to the SQLite store only: PostgreSQL's durability is its own (synchronous_commit)")
+	}
+	if c.HeartbeatInterval < 0 || c.ReconcileInterval < 0 {
+		return errors.New("--heartbeat-interval and --reconcile-interval must not be negative (0 means the default)")
 	}
 	if c.HandshakeTimeout < 0 || c.AuditFoldInterval < 0 || c.SSHHandshakeTimeout < 0 || c.SSHIdleConnTimeout < 0 {
 		return errors.New("timeouts and intervals must not be negative (0 means the default)")

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/access"
 	"github.com/tunnelhq/tunnel/gateway/internal/apiserver"
 	"github.com/tunnelhq/tunnel/gateway/internal/auditlog"
 	"github.com/tunnelhq/tunnel/gateway/internal/auth"
@@ -32,7 +33,6 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/netguard"
 	"github.com/tunnelhq/tunnel/pkg/seal"
 	"github.com/tunnelhq/tunnel/pkg/store"
-	"github.com/tunnelhq/tunnel/pkg/store/sqlitestore"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/trust"
 )
@@ -69,6 +69,14 @@ type Gateway struct {
 	ctx    context.Context // ends the relay
 	cancel context.CancelFunc
 
+	// Cluster membership and the changes of other gateways (heartbeat.go,
+	// fanout.go): bg ends them, bgWG waits for them.
+	started  time.Time
+	changes  <-chan store.Change
+	fan      *fanout
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -81,43 +89,87 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	cfg.setDefaults()
 	cfg.applyFileLimit()
-	dbPath := filepath.Join(cfg.DataDir, DBFile)
-	if _, err := os.Stat(dbPath); err != nil {
-		return nil, fmt.Errorf("no cluster in %s: run tunnel-gateway init --data-dir %s first", cfg.DataDir, cfg.DataDir)
+	so := storeOptions{dataDir: cfg.DataDir, url: cfg.Store, insecure: cfg.StoreInsecure, sync: cfg.StoreSync, origin: cfg.ID}
+	if cfg.Store == "" {
+		dbPath := filepath.Join(cfg.DataDir, DBFile)
+		if _, err := os.Stat(dbPath); err != nil {
+			return nil, fmt.Errorf("no cluster in %s: run tunnel-gateway init --data-dir %s first", cfg.DataDir, cfg.DataDir)
+		}
+	} else if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	sealer, err := seal.NewKeyFileSealer(cfg.KEKFile)
 	if err != nil {
+		if cfg.Store != "" {
+			return nil, fmt.Errorf("%w: every gateway of a cluster needs the first gateway's KEK file, copied here (or --kek-file)", err)
+		}
 		return nil, err
 	}
-	opts := sqlitestore.Options{}
-	if cfg.StoreSync == "full" {
-		opts.Sync = sqlitestore.SyncFull
-	}
-	st, err := sqlitestore.OpenWith(ctx, dbPath, opts)
+	st, err := openStore(ctx, so)
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, store: st}
+	g := &Gateway{cfg: cfg, store: st, started: cfg.Clock()}
+	// Watch before anything is read, so that no change falls between what
+	// setup reads and what the fan-out hears.
+	bgCtx, bgCancel := context.WithCancel(context.Background())
+	g.bgCancel = bgCancel
+	if g.changes, err = st.Watch(bgCtx); err != nil {
+		bgCancel()
+		st.Close()
+		return nil, fmt.Errorf("watch the store's changes: %w", storeError(err))
+	}
 	if err := g.setup(ctx, sealer); err != nil {
+		bgCancel()
 		st.Close()
 		return nil, err
 	}
+	if err := g.join(ctx); err != nil {
+		bgCancel()
+		g.closeAll(context.Background())
+		return nil, err
+	}
+	g.startBackground(bgCtx)
 	return g, nil
+}
+
+// startBackground starts the heartbeat and the fan-out of other gateways'
+// changes; Close stops them.
+func (g *Gateway) startBackground(ctx context.Context) {
+	var killers []sessions.Killer
+	killers = append(killers, g.relay)
+	if g.jump != nil {
+		killers = append(killers, g.jump)
+	}
+	g.fan = &fanout{self: g.cfg.ID, store: g.store, killers: killers, reevaluate: g.relay.Reevaluate,
+		interval: g.cfg.ReconcileInterval, clock: g.cfg.Clock, log: g.cfg.Log.With("component", "fanout")}
+	g.bgWG.Add(2)
+	go func() {
+		defer g.bgWG.Done()
+		g.heartbeat(ctx)
+	}()
+	go func() {
+		defer g.bgWG.Done()
+		g.fan.run(ctx, g.changes)
+	}()
 }
 
 func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	cfg := g.cfg
 	cluster, err := g.store.GetMeta(ctx, "cluster")
+	if errors.Is(err, store.ErrNotFound) && cfg.Store != "" {
+		return fmt.Errorf("the store at %s holds no cluster yet: run tunnel-gateway init --store ... on the first gateway", describeStore(storeOptions{url: cfg.Store}))
+	}
 	if err != nil {
-		return fmt.Errorf("read cluster name: %w", err)
+		return fmt.Errorf("read cluster name: %w", storeError(err))
 	}
 	keys, err := g.store.CAKeys(ctx)
 	if err != nil {
-		return fmt.Errorf("read CA keys: %w", err)
+		return fmt.Errorf("read CA keys: %w", storeError(err))
 	}
 	g.ca, err = certs.Load(certs.Config{Cluster: cluster, Clock: cfg.Clock}, keys, sealer)
 	if err != nil {
-		return err
+		return kekError(cfg.KEKFile, err)
 	}
 	if cfg.TLSCertFile != "" {
 		g.certs, err = servercert.FromFiles(cfg.TLSCertFile, cfg.TLSKeyFile, cfg.Log)
@@ -166,8 +218,13 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	g.denials.Start()
 	loginSvc.Denials = g.denials
 	undo = append(undo, g.audit.Close, func() { g.denials.Close() })
-	g.relay = &relay.Server{Store: g.store, CA: g.ca, Audit: g.audit, Denials: g.denials, Clock: cfg.Clock, Log: cfg.Log, IdleTimeout: cfg.IdleTimeout}
-	g.sess = &sessions.Manager{Store: g.store, CA: g.ca, Killer: g.relay, Clock: cfg.Clock, Log: cfg.Log}
+	// One access decider (one home for "who may reach what") shared by
+	// login, sessions, the relay and the admin API; the relay gives it the
+	// live streams and sessions to re-evaluate.
+	dec := &access.Decider{Store: g.store, MaxTTL: g.ca.MaxTTL, Audit: g.audit, Denials: g.denials, Clock: cfg.Clock, Log: cfg.Log}
+	loginSvc.Access = dec
+	g.relay = &relay.Server{Store: g.store, CA: g.ca, Audit: g.audit, Denials: g.denials, Access: dec, Clock: cfg.Clock, Log: cfg.Log, IdleTimeout: cfg.IdleTimeout}
+	g.sess = &sessions.Manager{Store: g.store, CA: g.ca, Killer: g.relay, Access: dec, Clock: cfg.Clock, Log: cfg.Log}
 	g.relay.Sessions = g.sess
 	if cfg.SSHAddr != "" {
 		sshLn, err := net.Listen("tcp", cfg.SSHAddr)
@@ -198,7 +255,7 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	// ReadTimeout and WriteTimeout: a connection silent from its first
 	// byte, or stalled in mid-handshake, is closed after HandshakeTimeout.
 	g.http = &http.Server{
-		Handler:           api.Handler(),
+		Handler:           storeUnavailable(api.Handler()),
 		TLSConfig:         trust.ServerConfig(g.certs.GetCertificate),
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
 		ReadTimeout:       max(30*time.Second, cfg.HandshakeTimeout),
@@ -295,6 +352,9 @@ func (g *Gateway) QUICAddr() net.Addr { return g.udp.LocalAddr() }
 // Addr is the address the API listens on.
 func (g *Gateway) Addr() net.Addr { return g.ln.Addr() }
 
+// ID is this gateway's id in the cluster.
+func (g *Gateway) ID() string { return g.cfg.ID }
+
 // Cluster is the cluster's name.
 func (g *Gateway) Cluster() string { return g.ca.Cluster() }
 
@@ -344,6 +404,23 @@ func (g *Gateway) SSHAddr() net.Addr {
 // until ctx ends. Safe to call more than once.
 func (g *Gateway) Close(ctx context.Context) error {
 	g.closeOnce.Do(func() {
+		// The fan-out and heartbeat stop first; then this gateway leaves
+		// the cluster's list.
+		g.bgCancel()
+		g.bgWG.Wait()
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := g.store.DeleteGateway(dctx, g.cfg.ID); err != nil {
+			g.cfg.Log.Warn("remove this gateway from the store's list; it shows as not alive once its heartbeat is old", "err", storeError(err))
+		}
+		cancel()
+		g.closeAll(ctx)
+	})
+	return g.closeErr
+}
+
+// closeAll closes what New opened, gracefully until ctx ends.
+func (g *Gateway) closeAll(ctx context.Context) {
+	{
 		err := g.http.Shutdown(ctx)
 		if err != nil {
 			g.http.Close()
@@ -372,6 +449,5 @@ func (g *Gateway) Close(ctx context.Context) error {
 		g.qgate.Close()
 		g.errLog.Close()
 		g.closeErr = errors.Join(err, g.store.Close())
-	})
-	return g.closeErr
+	}
 }

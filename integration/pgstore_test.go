@@ -134,6 +134,7 @@ func TestPGStore(t *testing.T) {
 		})
 	})
 	t.Run("TwoGateways", func(t *testing.T) { testPGTwoGateways(t, dbs) })
+	t.Run("WatchAcrossGateways", func(t *testing.T) { testPGWatchAcrossGateways(t, dbs) })
 	t.Run("MigrateConcurrently", func(t *testing.T) { testPGMigrateConcurrently(t, dbs) })
 	t.Run("SchemaTooNew", func(t *testing.T) { testPGSchemaTooNew(t, dbs) })
 	t.Run("TamperDetected", func(t *testing.T) { testPGTamperDetected(t, dbs) })
@@ -698,5 +699,61 @@ func testPGUnavailable(t *testing.T, dbs *pgDatabases) {
 	}
 	if err != nil && strings.Contains(err.Error(), dbs.srv.Password) {
 		t.Errorf("Open error %q shows the password", err)
+	}
+}
+
+// testPGWatchAcrossGateways: a change committed through one gateway's store
+// reaches another's watcher with the first gateway's id; when the watcher's
+// LISTEN connection is killed, it gets a Resync and then the changes made
+// afterwards.
+func testPGWatchAcrossGateways(t *testing.T, dbs *pgDatabases) {
+	ctx := t.Context()
+	db := dbs.create(t)
+	url := dbs.url(db)
+	open := func(origin string) *pgstore.Store {
+		s, err := pgstore.OpenWith(ctx, url, pgstore.Options{Origin: origin})
+		if err != nil {
+			t.Fatalf("pgstore.OpenWith: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open("gw-a"), open("gw-b")
+	ch, err := b.Watch(ctx)
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	next := func(want store.Change) {
+		t.Helper()
+		select {
+		case c := <-ch:
+			if c != want {
+				t.Fatalf("change = %+v, want %+v", c, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no change within 30s; want %+v", want)
+		}
+	}
+	u := store.User{Name: "alice", PasswordHash: "x", TOTPSecret: []byte("s"), CreatedAt: pgT0}
+	if err := a.CreateUser(ctx, u, pgEvent(audit.UserCreated, "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetUserLocked(ctx, "alice", true, pgEvent(audit.UserLocked, "alice")); err != nil {
+		t.Fatal(err)
+	}
+	next(store.Change{Kind: store.ChangeUser, ID: "alice", Origin: "gw-a"})
+
+	killed := dbs.srv.SuperPSQL(t, fmt.Sprintf(`SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = '%s' AND query LIKE 'LISTEN%%'`, db))
+	if killed != "1" {
+		t.Fatalf("killed %s LISTEN connections, want 1", killed)
+	}
+	next(store.Change{Kind: store.ChangeResync})
+	if err := a.SetUserLocked(ctx, "alice", false, pgEvent(audit.UserUnlocked, "alice")); err != nil {
+		t.Fatal(err)
+	}
+	next(store.Change{Kind: store.ChangeUser, ID: "alice", Origin: "gw-a"})
+	if b.ListenReconnects() < 1 {
+		t.Errorf("ListenReconnects = %d after the LISTEN connection was killed", b.ListenReconnects())
 	}
 }

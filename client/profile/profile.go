@@ -1,5 +1,5 @@
 // Package profile keeps the engineer's login state under TUNNEL_HOME
-// (default ~/.tunnel): which gateway and CA pin, the private key made on
+// (default ~/.tunnel): which gateways and CA pin, the private key made on
 // this machine, and the certificates the gateway signed for it.
 //
 //	TUNNEL_HOME/            0700
@@ -60,6 +60,9 @@ func Home() (string, error) {
 
 // Profile is the non-secret part of the login state.
 type Profile struct {
+	// Gateway is HOST:PORT, or several separated by commas (gateways
+	// that share one store): every command tries them in this order and
+	// fails over to the next (pkg/apiclient).
 	Gateway  string    `json:"gateway"`
 	CAPin    string    `json:"ca_pin"`
 	Cluster  string    `json:"cluster,omitempty"`
@@ -67,6 +70,25 @@ type Profile struct {
 	Roles    []string  `json:"roles,omitempty"`
 	Logins   []string  `json:"logins,omitempty"`
 	NotAfter time.Time `json:"not_after,omitzero"`
+}
+
+// Gateways returns the profile's gateways, in order.
+func (p Profile) Gateways() []string {
+	var out []string
+	for _, g := range strings.Split(p.Gateway, ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// FirstGateway returns the first of the profile's gateways ("" if none).
+func (p Profile) FirstGateway() string {
+	if gws := p.Gateways(); len(gws) > 0 {
+		return gws[0]
+	}
+	return ""
 }
 
 // ErrNotLoggedIn is returned when there is no profile or no certificate.

@@ -392,4 +392,23 @@ type Store interface {
 	// GetRecording returns the sealed recording of a session, or ErrNotFound
 	// if there is none.
 	GetRecording(ctx context.Context, sessionID string) ([]byte, error)
+
+	// UpsertGateway records g (a heartbeat): it inserts the gateway g.ID or
+	// replaces every field of it. It appends no event.
+	UpsertGateway(ctx context.Context, g Gateway) error
+	// ListGateways returns every gateway recorded, by ID.
+	ListGateways(ctx context.Context) ([]Gateway, error)
+	// DeleteGateway removes the gateway id (on a clean shutdown); removing
+	// one that is not there is not an error.
+	DeleteGateway(ctx context.Context, id string) error
+
+	// Watch returns the changes committed from now on (see Change), from
+	// every gateway sharing the store, until ctx ends or the store closes,
+	// when the channel is closed. A change is emitted in the transaction
+	// that makes it, so it is seen only once committed. Delivery is
+	// at-least-once in effect: whenever changes may have been missed (the
+	// store lost its notification connection and got it back, or the
+	// watcher fell behind) a ChangeResync is delivered, after which the
+	// watcher must reconcile everything from the store.
+	Watch(ctx context.Context) (<-chan Change, error)
 }

@@ -35,6 +35,9 @@ const (
 	StreamCanceled = quic.StreamErrorCode(wire.CutCanceled) // the stream was abandoned (shutdown, error)
 	StreamRevoked  = quic.StreamErrorCode(wire.CutRevoked)  // access revoked by an administrator
 	StreamExpired  = quic.StreamErrorCode(wire.CutExpired)  // the caller's certificate expired
+	// StreamAccessChanged: a change of roles or policy no longer allows
+	// the stream.
+	StreamAccessChanged = quic.StreamErrorCode(wire.CutAccessChanged)
 )
 
 // Timeouts and limits of every QUIC connection.

@@ -23,6 +23,9 @@ const (
 	// CutExpired: the caller's certificate expired while the stream was
 	// open.
 	CutExpired uint64 = 0x4
+	// CutAccessChanged: an administrator changed a role, a user's roles or
+	// the policy, and the new rules no longer allow the stream.
+	CutAccessChanged uint64 = 0x5
 )
 
 // CutReason returns the sentence for a stream cut with code, and false
@@ -34,6 +37,8 @@ func CutReason(code uint64) (string, bool) {
 		return "access revoked by an administrator", true
 	case CutExpired:
 		return "your login certificate expired", true
+	case CutAccessChanged:
+		return "access changed by an administrator: the new rules no longer allow this connection", true
 	}
 	return "", false
 }

@@ -59,6 +59,13 @@ cannot, it logs what failed and what to check, and keeps retrying (also
 while an administrator has locked the agent: it comes back by itself once
 unlocked).
 
+With several gateways sharing one store (--gateway a:8443,b:8443,c:8443)
+the agent keeps a connection to every one, each retried on its own, and
+serves the streams any of them delivers. Its local listeners' connections go
+out through the first gateway of the list that is connected: at once
+through the next one when it is gone, and back to it when it returns. Enrolment and renewal use the first
+gateway that answers.
+
 FILE (YAML; unknown keys are errors, named with their line):
   expose:                      # services on this VM that others may reach
     - name: postgres
@@ -106,7 +113,7 @@ The token may also come from --token-file or TUNNEL_JOIN_TOKEN.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the sealed identity (created, 0700)")
-	f.StringVar(&cfg.Gateway, "gateway", "", "gateway address HOST:PORT")
+	f.StringVar(&cfg.Gateway, "gateway", "", "gateway address HOST:PORT, or several separated by commas (the agent connects to every one)")
 	f.StringVar(&cfg.Pin, "ca-pin", "", "cluster CA pin, sha256:HEX (tunnel-gateway init printed it)")
 	f.StringVar(&cfg.Token, "token", "", "join token, needed only to enrol")
 	f.StringVar(&tokenFile, "token-file", "", "read the join token from this file")

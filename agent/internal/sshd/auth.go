@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/tunnelhq/tunnel/pkg/sshcert"
 )
 
 // certInfo is what a certificate says, once checked.
@@ -37,126 +37,31 @@ func (g *grant) can(ext string) bool {
 	return ok
 }
 
-const sourceAddressOption = "source-address"
-
 // errNoSession: a key id without a session (a login certificate).
 var errNoSession = errors.New("session")
 
-// parseKeyID parses "user=NAME serial=HEX session=ID". The session is
-// required; unknown fields are ignored, repeated ones refused.
-func parseKeyID(id string) (user, session string, err error) {
-	seen := map[string]bool{}
-	for _, f := range strings.Fields(id) {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok {
-			continue
-		}
-		if seen[k] {
-			return "", "", fmt.Errorf("key id %q names %s twice", id, k)
-		}
-		seen[k] = true
-		switch k {
-		case "user":
-			user = v
-		case "session":
-			session = v
-		}
-	}
-	if session == "" {
-		return user, "", fmt.Errorf("key id %q names no %w", id, errNoSession)
-	}
-	return user, session, nil
-}
-
 // checkCert checks key as a user certificate for login, connecting from
-// remote. It does everything that needs no proof of possession: the
-// session is looked up only later, in verify.
+// remote, with the cluster's one check (sshcert): CA trust, validity at the
+// injected clock, principal, revocation, source-address and key id. It does
+// everything that needs no proof of possession: the session is looked up
+// only later, in verify. A key id without a session is accepted only with
+// Config.SessionFromConn.
 func (s *Server) checkCert(login string, remote net.Addr, key gossh.PublicKey) (*certInfo, error) {
-	cert, ok := key.(*gossh.Certificate)
-	if !ok {
-		return nil, errors.New("plain keys are not accepted, only certificates from the user CA")
-	}
-	if cert.CertType != gossh.UserCert {
-		return nil, fmt.Errorf("certificate serial %d is not a user certificate", cert.Serial)
-	}
-	if _, ok := cert.SignatureKey.(*gossh.Certificate); ok {
-		return nil, fmt.Errorf("certificate serial %d is signed by a certificate, not by a CA key", cert.Serial)
-	}
-	if len(cert.ValidPrincipals) == 0 {
-		// OpenSSH reads no principals as "anyone"; we never do.
-		return nil, fmt.Errorf("certificate serial %d names no principals", cert.Serial)
-	}
-	if !s.isUserAuthority(cert.SignatureKey) {
-		return nil, fmt.Errorf("certificate serial %d is not signed by a trusted user CA", cert.Serial)
-	}
-	checker := gossh.CertChecker{
-		SupportedCriticalOptions: []string{sourceAddressOption},
-		Clock:                    s.clock,
+	checker := &sshcert.Checker{
+		UserCAs: s.cfg.UserCAs,
+		Clock:   s.clock,
 		IsRevoked: func(c *gossh.Certificate) bool {
 			return s.cfg.IsRevoked != nil && s.cfg.IsRevoked(c.Serial)
 		},
 	}
-	// CheckCert verifies the CA signature, revocation, principals and the
-	// validity window.
-	if err := checker.CheckCert(login, cert); err != nil {
+	c, err := checker.Check(key, login, remote)
+	if err != nil {
 		return nil, err
 	}
-	if opt, ok := cert.CriticalOptions[sourceAddressOption]; ok {
-		if err := checkSourceAddress(remote, opt); err != nil {
-			return nil, err
-		}
+	if c.KeyID.Session == "" && !s.cfg.SessionFromConn {
+		return nil, fmt.Errorf("key id %q names no %w", c.KeyId, errNoSession)
 	}
-	user, session, err := parseKeyID(cert.KeyId)
-	if err != nil && !(s.cfg.SessionFromConn && errors.Is(err, errNoSession) && user != "") {
-		return nil, err
-	}
-	return &certInfo{cert: cert, user: user, sessionID: session}, nil
-}
-
-func (s *Server) isUserAuthority(k gossh.PublicKey) bool {
-	for _, ca := range s.cfg.UserCAs() {
-		if _, isCert := ca.(*gossh.Certificate); isCert || ca == nil {
-			continue // a certificate is never an authority
-		}
-		if keysEqual(ca, k) {
-			return true
-		}
-	}
-	return false
-}
-
-func keysEqual(a, b gossh.PublicKey) bool {
-	return a != nil && b != nil && string(a.Marshal()) == string(b.Marshal())
-}
-
-// checkSourceAddress enforces the source-address critical option: a
-// comma-separated list of addresses and CIDR prefixes.
-func checkSourceAddress(remote net.Addr, list string) error {
-	var ip netip.Addr
-	switch a := remote.(type) {
-	case *net.TCPAddr:
-		ip, _ = netip.AddrFromSlice(a.IP)
-	case *net.UDPAddr:
-		ip, _ = netip.AddrFromSlice(a.IP)
-	default:
-		if remote != nil {
-			if ap, err := netip.ParseAddrPort(remote.String()); err == nil {
-				ip = ap.Addr()
-			}
-		}
-	}
-	ip = ip.Unmap()
-	if ip.IsValid() {
-		for _, s := range strings.Split(list, ",") {
-			if p, err := netip.ParsePrefix(s); err == nil && p.Contains(ip) {
-				return nil
-			}
-			if a, err := netip.ParseAddr(s); err == nil && a.Unmap() == ip {
-				return nil
-			}
-		}
-	}
-	return fmt.Errorf("address %v is not allowed by the certificate's source-address %q", remote, list)
+	return &certInfo{cert: c.Certificate, user: c.KeyID.User, sessionID: c.KeyID.Session}, nil
 }
 
 // lookupTimeout bounds LookupSession.

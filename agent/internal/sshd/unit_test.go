@@ -83,28 +83,6 @@ func TestLookupOSUser(t *testing.T) {
 	}
 }
 
-func TestParseKeyID(t *testing.T) {
-	tests := []struct {
-		id            string
-		user, session string
-		wantErr       bool
-	}{
-		{id: "user=alice serial=1f session=s-1", user: "alice", session: "s-1"},
-		{id: "session=x", session: "x"},
-		// A login certificate: the user is returned with errNoSession, for
-		// Config.SessionFromConn.
-		{id: "user=alice serial=1f", user: "alice", wantErr: true},
-		{id: "user=alice session=", user: "alice", wantErr: true},
-		{id: "session=a session=b", wantErr: true},
-	}
-	for _, tt := range tests {
-		user, session, err := parseKeyID(tt.id)
-		if (err != nil) != tt.wantErr || user != tt.user || session != tt.session {
-			t.Errorf("parseKeyID(%q) = %q, %q, %v; want %q, %q, error %v", tt.id, user, session, err, tt.user, tt.session, tt.wantErr)
-		}
-	}
-}
-
 func TestEnvAllowed(t *testing.T) {
 	for name, want := range map[string]bool{
 		"LANG": true, "LC_ALL": true, "TERM": true, "LC_": false, "PATH": false, "LD_PRELOAD": false,
@@ -187,6 +165,9 @@ func TestCheckCert(t *testing.T) {
 		{name: "source address refused", cert: mk(func(c *gossh.Certificate) {
 			c.CriticalOptions = map[string]string{"source-address": "192.0.2.1"}
 		}, userCA), wantErr: "source-address"},
+		{name: "login certificate without SessionFromConn", cert: mk(func(c *gossh.Certificate) { c.KeyId = "user=alice serial=9" }, userCA), wantErr: "names no session"},
+		{name: "key id without a user", cert: mk(func(c *gossh.Certificate) { c.KeyId = "serial=9 session=s1" }, userCA), wantErr: "no valid user"},
+		{name: "key id with an empty session", cert: mk(func(c *gossh.Certificate) { c.KeyId = "user=alice session=" }, userCA), wantErr: "empty session"},
 		{name: "unknown critical option", cert: mk(func(c *gossh.Certificate) {
 			c.CriticalOptions = map[string]string{"force-command": "true"}
 		}, userCA), wantErr: "unsupported critical option"},

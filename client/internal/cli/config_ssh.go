@@ -129,9 +129,10 @@ its SSH port changes. It only reads your profile; no login is needed.`,
 // buildSSHConfig renders the ssh_config block for cluster, with the files
 // of TUNNEL_HOME home.
 func buildSSHConfig(p profile.Profile, cluster, home string, port int) (sshConfig, error) {
-	host, _, err := net.SplitHostPort(p.Gateway)
+	// The jump host is the first gateway's (ssh takes one ProxyJump).
+	host, _, err := net.SplitHostPort(p.FirstGateway())
 	if err != nil {
-		host = p.Gateway
+		host = p.FirstGateway()
 	}
 	for _, w := range []struct{ what, v string }{{"gateway host", host}, {"user", p.User}, {"cluster", cluster}} {
 		if err := checkSSHWord(w.v); err != nil {

@@ -37,18 +37,22 @@ signs for that key under TUNNEL_HOME. The private key never leaves this
 machine.
 
 The gateway is trusted through its CA pin (printed by tunnel-gateway init),
-never on first use. After the first login, --gateway, --user and --ca-pin
+never on first use. With several gateways (--gateway a:8443,b:8443, sharing
+one store) login tries them in order: one that cannot be reached, or that
+answers it cannot reach its store, is skipped; a refusal is final. Every
+later command uses the same list the same way. After the first login, --gateway, --user and --ca-pin
 default to the previous ones.
 
 For scripts: --password-file F (or TUNNEL_PASSWORD) and --otp CODE (or
 TUNNEL_OTP). Otherwise login prompts, without echo.`,
 		Example: `  tunnel login --gateway gw.example.com:8443 --ca-pin sha256:3f1c... --user alice
-  TUNNEL_PASSWORD=... tunnel login --otp 123456 --ttl 4h`,
+  TUNNEL_PASSWORD=... tunnel login --otp 123456 --ttl 4h
+  tunnel login --gateway gw-a.example.com:8443,gw-b.example.com:8443 --user alice`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runLogin(cmd, env, f) },
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.gateway, "gateway", "", "gateway address HOST:PORT")
+	fl.StringVar(&f.gateway, "gateway", "", "gateway address HOST:PORT, or several separated by commas (tried in order)")
 	fl.StringVar(&f.user, "user", "", "your user name")
 	fl.StringVar(&f.pin, "ca-pin", "", "the cluster CA pin, sha256:HEX")
 	fl.StringVar(&f.passwordFile, "password-file", "", "read the password from this file ('-' for stdin)")
@@ -68,6 +72,13 @@ func runLogin(cmd *cobra.Command, env Env, f loginFlags) error {
 		return err
 	}
 	p := prev
+	if f.gateway != "" {
+		gws, err := apiclient.SplitGateways(f.gateway)
+		if err != nil {
+			return fmt.Errorf("--gateway: %w", err)
+		}
+		f.gateway = strings.Join(gws, ",")
+	}
 	if f.gateway != "" && f.gateway != prev.Gateway {
 		// Another gateway: forget what belonged to the previous one.
 		p = profile.Profile{Gateway: f.gateway}

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/tunnelhq/tunnel/client/profile"
 	"github.com/tunnelhq/tunnel/pkg/transport"
-	"github.com/tunnelhq/tunnel/pkg/trust"
 )
 
 func newProxyCmd(env Env) *cobra.Command {
@@ -44,6 +42,10 @@ stderr, one line per connection:
 
   connection to db-1/postgres closed by the gateway: access revoked by an administrator
 
+With several gateways in your profile (tunnel login --gateway a:8443,b:8443)
+connections go through the first that answers; when it dies, its
+connections are cut and new ones go through the next.
+
 When your certificate expires the listener says so and stops accepting:
 run tunnel login and start it again.`,
 		Example: `  tunnel proxy db db-1/postgres --port 5432 &
@@ -72,16 +74,10 @@ run tunnel login and start it again.`,
 			if err := profile.CheckValid(cert.Leaf, env.Now()); err != nil {
 				return err
 			}
-			host, _, err := net.SplitHostPort(p.Gateway)
-			if err != nil {
-				return fmt.Errorf("gateway address %q in your profile: %w", p.Gateway, err)
-			}
-			pin, err := trust.ParsePin(p.CAPin)
+			conn, err := dialGateways(p, &cert)
 			if err != nil {
 				return err
 			}
-			conn := &transport.LazyConn{Addr: p.Gateway, TLS: transport.ClientTLS(trust.PinnedClientConfig(pin, host, nil),
-				func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil })}
 			defer conn.Close()
 			ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port)))
 			if err != nil {

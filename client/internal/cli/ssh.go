@@ -2,10 +2,8 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -18,8 +16,6 @@ import (
 	"github.com/tunnelhq/tunnel/client/profile"
 	"github.com/tunnelhq/tunnel/client/sshclient"
 	"github.com/tunnelhq/tunnel/pkg/api"
-	"github.com/tunnelhq/tunnel/pkg/transport"
-	"github.com/tunnelhq/tunnel/pkg/trust"
 )
 
 func sshAuthorizedKey(k *profile.Key) []byte { return ssh.MarshalAuthorizedKey(k.SSH) }
@@ -125,16 +121,10 @@ func openSSH(ctx context.Context, cmd *cobra.Command, env Env, node, login strin
 	if err != nil {
 		return nil, nil, err
 	}
-	host, _, err := net.SplitHostPort(s.profile.Gateway)
+	lc, err := dialGateways(s.profile, &cert)
 	if err != nil {
 		return nil, nil, err
 	}
-	pin, err := trust.ParsePin(s.profile.CAPin)
-	if err != nil {
-		return nil, nil, err
-	}
-	lc := &transport.LazyConn{Addr: s.profile.Gateway, TLS: transport.ClientTLS(trust.PinnedClientConfig(pin, host, nil),
-		func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil })}
 	c, err := sshclient.Dial(ctx, sshclient.Config{Opener: lc, Node: node, Login: login, SessionID: grant.Session.ID,
 		Signer: signer, HostCAs: hostCAs})
 	if err != nil {

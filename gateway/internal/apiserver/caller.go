@@ -41,6 +41,23 @@ func (s *Server) user(h http.HandlerFunc) http.Handler {
 	})
 }
 
+// recordDenial writes a refusal a caller can repeat at will through
+// Denials (folded: one event with a count per kind and interval), or
+// directly when there is no Denials.
+func (s *Server) recordDenial(ctx context.Context, ev audit.Event) error {
+	if s.Denials == nil {
+		_, err := s.Store.AppendAudit(ctx, ev)
+		return err
+	}
+	done, _ := s.Denials.Record(ev)
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // admin wraps a handler that needs a user holding an admin role. A refusal
 // is an audit event.
 func (s *Server) admin(h http.HandlerFunc) http.Handler {
@@ -50,7 +67,7 @@ func (s *Server) admin(h http.HandlerFunc) http.Handler {
 			ev := audit.Event{Time: s.now(), Type: audit.AdminDenied, Actor: c.user.Name,
 				Outcome: audit.Failure, Reason: "no admin role", SourceIP: remoteAddr(r).String(),
 				Details: map[string]string{"request": r.Method + " " + r.URL.Path}}
-			if _, err := s.Store.AppendAudit(r.Context(), ev); err != nil {
+			if err := s.recordDenial(r.Context(), ev); err != nil {
 				s.fail(w, r, fmt.Errorf("record admin denial: %w", err))
 				return
 			}

@@ -163,7 +163,10 @@ func (s *Server) handleDeletePolicy(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// policyChanged tells the relay to reload its rules. The change is already
+// policyChanged tells the relay (PolicyChanged: relay.Server.ReloadPolicy)
+// that access changed: it reloads the policy rules and re-evaluates every
+// live session and stream (access.Decider.Reevaluate). Called after every
+// change of policy rules, roles and users' roles. The change is already
 // recorded, so a failure says so: the caller must not retry it.
 func (s *Server) policyChanged(r *http.Request, done string) error {
 	if s.PolicyChanged == nil {

@@ -117,6 +117,11 @@ func (s *Server) handleDeleteRole(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, storeError(err, "remove role "+name))
 		return
 	}
+	// Live sessions and streams that only this role allowed end now.
+	if err := s.policyChanged(r, "role "+name+" was removed"); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -169,6 +174,11 @@ func (s *Server) handleUpdateRole(w http.ResponseWriter, r *http.Request) {
 		"port_forwarding": fmt.Sprint(ro.PortForwarding), "agent_forwarding": fmt.Sprint(ro.AgentForwarding)}
 	if err := s.Store.UpdateRole(r.Context(), ro, ev); err != nil {
 		s.fail(w, r, storeError(err, "update role "+name))
+		return
+	}
+	// Live sessions and streams the role no longer allows end now.
+	if err := s.policyChanged(r, "role "+name+" was updated"); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, roleOut(ro))

@@ -127,6 +127,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET "+api.PathNodes, s.user(s.handleListNodes))
 
 	mux.Handle("POST "+api.PathSessions, s.user(s.handleCreateSession))
+	mux.Handle("GET "+api.PathAdminGateways, s.admin(s.handleListGateways))
 	mux.Handle("GET "+api.PathAdminSessions, s.admin(s.handleListSessions))
 	mux.Handle("POST "+api.PathAdminSessions+"/{id}/revoke", s.admin(s.handleRevokeSession))
 	mux.Handle("GET "+api.PathAdminSessions+"/{id}/recording", s.admin(s.handleGetRecording))
@@ -191,6 +192,12 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var le *login.Error
 	var he *httpError
 	switch {
+	case errors.Is(err, store.ErrUnavailable):
+		// Whatever asked (a login included): the request may be fine, the
+		// gateway's database is not reachable now.
+		s.log().Error("store unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, &api.Error{Code: api.CodeStoreUnavailable,
+			Message: "the gateway cannot reach its store: try again in a moment (the gateway log says why)"}, http.StatusServiceUnavailable)
 	case errors.As(err, &le):
 		if le.Status >= 500 {
 			s.log().Error("login failed", "err", err)

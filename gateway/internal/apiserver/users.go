@@ -152,7 +152,15 @@ func (s *Server) handleLockUser(lock bool) http.HandlerFunc {
 		if lock {
 			verb, t = "lock", audit.UserLocked
 		}
-		name, err := s.target(r, verb)
+		// An admin may unlock their own account: being signed in, they are
+		// not locked by an administrator, so this only lifts a lockout
+		// after failed logins, which anyone can set off with five wrong
+		// passwords (and which could otherwise keep the only admin out).
+		refuseSelf := verb
+		if !lock {
+			refuseSelf = ""
+		}
+		name, err := s.target(r, refuseSelf)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -238,6 +246,11 @@ func (s *Server) handleChangeUserRoles(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, storeError(err, "change the roles of "+name))
 		return
 	}
+	// Live sessions and streams the user's roles no longer allow end now.
+	if err := s.policyChanged(r, "the roles of "+name+" were changed"); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	var granted, revoked []string
 	roles := slices.Clone(u.Roles)
 	for _, rn := range grant {
@@ -269,6 +282,11 @@ func (s *Server) handleChangeUserRoles(w http.ResponseWriter, r *http.Request) {
 		"roles": strings.Join(roles, ",")}
 	if err := s.Store.SetUserRoles(r.Context(), name, roles, ev); err != nil {
 		s.fail(w, r, storeError(err, "change the roles of "+name))
+		return
+	}
+	// Live sessions and streams the user's roles no longer allow end now.
+	if err := s.policyChanged(r, "the roles of "+name+" were changed"); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	out := api.User{Name: u.Name, Roles: roles, Locked: u.Locked, CreatedAt: u.CreatedAt}

@@ -30,7 +30,15 @@ With --admin it also creates the first admin user and a role "admin" that
 grants the admin API and a login of the admin's own name, and prints the
 admin's TOTP enrolment (otpauth:// URI and secret; a QR code on a terminal).
 The password comes from --admin-password-file, TUNNEL_ADMIN_PASSWORD, or a
-prompt on a terminal.`,
+prompt on a terminal.
+
+With --store postgres://... the cluster lives in that PostgreSQL database,
+which every gateway of the cluster shares; the data directory keeps the KEK
+(copy it to every other gateway, which then runs tunnel-gateway run --store
+with the same URL, without init). Use TLS to the database:
+  --store 'postgres://tunnel:PW@db:5432/tunnel?sslmode=verify-full&sslrootcert=/etc/tunnel/pg-ca.pem'
+A host other than loopback is refused without a verified TLS connection
+unless --store-insecure (dangerous) is given.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.DataDir == "" {
@@ -60,6 +68,10 @@ prompt on a terminal.`,
 				fmt.Fprintln(out)
 				termqr.PrintEnrollment(out, res.Admin.User, res.Admin.URI, res.Admin.Secret)
 			}
+			if cfg.Store != "" {
+				fmt.Fprintf(out, "\nNext: tunnel-gateway run --data-dir %s --store ... (the same URL); on every other gateway, copy the KEK file first\n", res.DataDir)
+				return nil
+			}
 			fmt.Fprintf(out, "\nNext: tunnel-gateway run --data-dir %s\n", res.DataDir)
 			return nil
 		},
@@ -72,6 +84,8 @@ prompt on a terminal.`,
 	f.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key file (default DIR/kek, created if missing)")
 	f.DurationVar(&cfg.MaxTTL, "max-ttl", 12*time.Hour, "cluster maximum lifetime of user certificates (at most 12h)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	f.StringVar(&cfg.Store, "store", "", "PostgreSQL URL of the store the cluster's gateways share (default: SQLite in the data directory); use sslmode=verify-full&sslrootcert=CA.pem")
+	f.BoolVar(&cfg.StoreInsecure, "store-insecure", false, "DANGEROUS: allow plaintext or unverified TLS to a PostgreSQL host other than loopback")
 	return cmd
 }
 

@@ -30,9 +30,21 @@ instead, reloaded when the files change.
 Before anyone authenticates, every stage has a deadline and a budget
 (docs/SECURITY.md, "Limits before authentication"): --handshake-timeout,
 --ssh-handshake-timeout, --max-conns-per-source, --max-conns, --login-rate
-and --login-burst; repeated refusals of anonymous callers are folded into
-one audit event per --audit-fold-interval. The soft open-file limit is
-raised to the hard limit at start.`,
+and --login-burst; repeated refusals (of anonymous and signed-in callers
+alike) are folded into one audit event per --audit-fold-interval. Streams
+are capped per caller and per session. The soft open-file limit is raised
+to the hard limit at start.
+
+Several gateways: run each with the same --store postgres://... and the same
+KEK (copy the first gateway's kek file to the others' data directories, or
+pass --kek-file), a unique --id (default: the host name), and
+--advertise-addr if others reach it at another address than the one it
+binds. Each records a heartbeat every --heartbeat-interval (listed by
+tunnel admin gateways ls; not alive after three missed), and carries out at
+once the revocations and access changes made on the others (PostgreSQL
+LISTEN/NOTIFY), with a reconciliation every --reconcile-interval as a
+safety net. TLS to the database: sslmode=verify-full&sslrootcert=CA.pem in
+the URL; --store-insecure (dangerous) allows plaintext off loopback.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logs.logger(cmd.ErrOrStderr())
@@ -71,7 +83,13 @@ raised to the hard limit at start.`,
 	f.DurationVar(&cfg.SSHIdleConnTimeout, "ssh-idle-conn-timeout", 0,
 		"close an authenticated jump host connection with no channel open for this long (default 15m)")
 	f.DurationVar(&cfg.AuditFoldInterval, "audit-fold-interval", time.Minute,
-		"write repeated refusals of anonymous callers (same kind, source and reason) as one audit event with a count per interval")
+		"write repeated refusals (same kind, caller, source and reason: failed enrolments, denied streams, non-admins on the admin API...) as one audit event with a count per interval")
+	f.StringVar(&cfg.Store, "store", "", "PostgreSQL URL of the store the cluster's gateways share (default: SQLite in the data directory); use sslmode=verify-full&sslrootcert=CA.pem")
+	f.BoolVar(&cfg.StoreInsecure, "store-insecure", false, "DANGEROUS: allow plaintext or unverified TLS to a PostgreSQL host other than loopback")
+	f.StringVar(&cfg.ID, "id", "", "this gateway's id, unique in the cluster (default: the host name)")
+	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "host or host:port at which others reach this gateway (default: the bound addresses)")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", gateway.DefaultHeartbeatInterval, "how often this gateway records itself in the store; not alive after three missed")
+	f.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", gateway.DefaultReconcileInterval, "how often live access is checked against the store, besides the change notifications")
 	logs.register(cmd)
 	return cmd
 }
@@ -83,7 +101,7 @@ func serve(ctx context.Context, cfg gateway.Config, out io.Writer, ready func(*g
 	if err != nil {
 		return err
 	}
-	cfg.Log.Info("gateway listening", "api", g.Addr().String(), "cluster", g.Cluster(), "ca_pin", g.Pin(), "version", version.Version)
+	cfg.Log.Info("gateway listening", "id", g.ID(), "api", g.Addr().String(), "cluster", g.Cluster(), "ca_pin", g.Pin(), "version", version.Version)
 	fmt.Fprintf(out, "Gateway for cluster %q listening on %s (CA pin %s)\n", g.Cluster(), g.Addr(), g.Pin())
 	if a := g.SSHAddr(); a != nil {
 		fmt.Fprintf(out, "SSH jump host listening on %s\n", a)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"strings"
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/tunnelhq/tunnel/certs"
 	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/sshcert"
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
@@ -89,13 +89,14 @@ func (j *Server) screen(key gossh.PublicKey) bool {
 	return ok && cert.CertType == gossh.UserCert && j.isUserCA(cert.SignatureKey)
 }
 
+// checker is the cluster's one SSH user-certificate check, at this jump
+// host's clock.
+func (j *Server) checker() *sshcert.Checker {
+	return &sshcert.Checker{UserCAs: j.CA.SSHUserCAs, Clock: j.now}
+}
+
 func (j *Server) isUserCA(auth gossh.PublicKey) bool {
-	for _, ca := range j.CA.SSHUserCAs() {
-		if string(ca.Marshal()) == string(auth.Marshal()) {
-			return true
-		}
-	}
-	return false
+	return j.checker().IsUserCA(auth)
 }
 
 // checkCert checks key as the login certificate of the SSH user login,
@@ -104,40 +105,28 @@ func (j *Server) isUserCA(auth gossh.PublicKey) bool {
 // not revoked, that user's) and the user (exists, not locked). It runs at
 // login and again for every new channel.
 func (j *Server) checkCert(login string, remote net.Addr, key gossh.PublicKey) (*who, error) {
-	cert, ok := key.(*gossh.Certificate)
-	if !ok || cert.CertType != gossh.UserCert {
-		return nil, errNotCert
-	}
-	if !j.isUserCA(cert.SignatureKey) {
-		return nil, errNotFromCluster
-	}
-	if len(cert.ValidPrincipals) == 0 {
-		return nil, errNoPrincipals
-	}
-	checker := &gossh.CertChecker{
-		Clock:                    j.now,
-		IsUserAuthority:          j.isUserCA,
-		SupportedCriticalOptions: []string{sourceAddressOption},
-	}
 	// The principals are the logins on the nodes, checked by the nodes;
-	// here only the validity and the signature matter.
-	if err := checker.CheckCert(cert.ValidPrincipals[0], cert); err != nil {
-		return nil, fmt.Errorf("certificate refused: %v (run tunnel login)", err)
-	}
-	id, err := parseKeyID(cert.KeyId)
+	// here any principal will do.
+	c, err := j.checker().Check(key, "", remote)
 	switch {
-	case err != nil:
+	case errors.Is(err, sshcert.ErrNotCertificate), errors.Is(err, sshcert.ErrNotUserCert):
+		return nil, errNotCert
+	case errors.Is(err, sshcert.ErrUntrustedCA), errors.Is(err, sshcert.ErrSignedByCert):
+		return nil, errNotFromCluster
+	case errors.Is(err, sshcert.ErrNoPrincipals):
+		return nil, errNoPrincipals
+	case errors.Is(err, sshcert.ErrSourceAddress):
+		return nil, err
+	case errors.Is(err, sshcert.ErrKeyID):
 		return nil, fmt.Errorf("certificate refused: %w (run tunnel login)", err)
-	case id.session != "":
+	case err != nil:
+		return nil, fmt.Errorf("%w (run tunnel login)", err)
+	case c.KeyID.Session != "":
 		return nil, errSessionCert
-	case id.user != identity.CanonicalName(login):
-		return nil, fmt.Errorf("connect to the jump host as your tunnel user (%s@gateway)", id.user)
+	case c.KeyID.User != identity.CanonicalName(login):
+		return nil, fmt.Errorf("connect to the jump host as your tunnel user (%s@gateway)", c.KeyID.User)
 	}
-	if list, ok := cert.CriticalOptions[sourceAddressOption]; ok {
-		if err := checkSourceAddress(remote, list); err != nil {
-			return nil, err
-		}
-	}
+	cert, id := c.Certificate, c.KeyID
 	ctx := context.Background()
 	serial := certs.SSHSerialHex(cert)
 	rec, err := j.Store.GetCertificate(ctx, store.CertSSHUser, serial)
@@ -149,76 +138,12 @@ func (j *Server) checkCert(login string, remote net.Addr, key gossh.PublicKey) (
 		return nil, errStoreDown
 	case !rec.RevokedAt.IsZero():
 		return nil, errRevoked
-	case rec.Subject != id.user || rec.SubjectKind != identity.User:
+	case rec.Subject != id.User || rec.SubjectKind != identity.User:
 		return nil, errUnknownSerial
 	}
-	u, err := j.Store.GetUser(ctx, id.user)
+	u, err := j.Store.GetUser(ctx, id.User)
 	if err != nil || u.Locked {
 		return nil, errLocked
 	}
 	return &who{login: login, user: u, cert: cert, serial: serial}, nil
-}
-
-// keyID is what a user certificate's key id says: "user=NAME serial=HEX",
-// followed by " session=ID" for a session certificate (certs.IssueSSHUser
-// writes it).
-type keyID struct {
-	user, serial, session string
-}
-
-// parseKeyID parses a user certificate's key id. Unknown fields are
-// ignored; a repeated field, or a missing or invalid user, is refused.
-func parseKeyID(s string) (keyID, error) {
-	var id keyID
-	seen := map[string]bool{}
-	for _, f := range strings.Fields(s) {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok {
-			continue
-		}
-		if seen[k] {
-			return keyID{}, fmt.Errorf("its key id names %s twice", k)
-		}
-		seen[k] = true
-		switch k {
-		case "user":
-			id.user = v
-		case "serial":
-			id.serial = v
-		case "session":
-			id.session = v
-		}
-	}
-	if identity.ValidateName("user", id.user) != nil {
-		return keyID{}, errors.New("its key id names no valid user")
-	}
-	if seen["session"] && id.session == "" {
-		return keyID{}, errors.New("its key id has an empty session")
-	}
-	return id, nil
-}
-
-// sourceAddressOption is the critical option that restricts where a
-// certificate may be used from.
-const sourceAddressOption = "source-address"
-
-// checkSourceAddress enforces a certificate's source-address option: a
-// comma-separated list of addresses and CIDR prefixes.
-func checkSourceAddress(remote net.Addr, list string) error {
-	ta, ok := remote.(*net.TCPAddr)
-	if !ok {
-		return fmt.Errorf("the certificate may be used only from %s", list)
-	}
-	for _, item := range strings.Split(list, ",") {
-		if _, n, err := net.ParseCIDR(item); err == nil {
-			if n.Contains(ta.IP) {
-				return nil
-			}
-			continue
-		}
-		if ip := net.ParseIP(item); ip != nil && ip.Equal(ta.IP) {
-			return nil
-		}
-	}
-	return fmt.Errorf("address %s is not allowed by the certificate's source-address %q", ta.IP, list)
 }

@@ -204,31 +204,3 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
-func TestParseKeyID(t *testing.T) {
-	for _, tc := range []struct {
-		in      string
-		want    keyID
-		wantErr string
-	}{
-		{in: "user=bob serial=1f", want: keyID{user: "bob", serial: "1f"}},
-		{in: "user=bob serial=1f session=abc", want: keyID{user: "bob", serial: "1f", session: "abc"}},
-		{in: "serial=1f user=bob extra=1 junk", want: keyID{user: "bob", serial: "1f"}},
-		{in: "user=bob user=alice", wantErr: "names user twice"},
-		{in: "user=bob session=a session=b", wantErr: "names session twice"},
-		{in: "user=bob session=", wantErr: "empty session"},
-		{in: "serial=1f", wantErr: "no valid user"},
-		{in: "user=Bob!", wantErr: "no valid user"},
-		{in: "", wantErr: "no valid user"},
-	} {
-		got, err := parseKeyID(tc.in)
-		switch {
-		case tc.wantErr != "":
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("parseKeyID(%q) = %+v, %v; want an error with %q", tc.in, got, err, tc.wantErr)
-			}
-		case err != nil || got != tc.want:
-			t.Errorf("parseKeyID(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
-		}
-	}
-}

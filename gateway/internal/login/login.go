@@ -31,11 +31,13 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/access"
 	"github.com/tunnelhq/tunnel/gateway/internal/auditlog"
 	"github.com/tunnelhq/tunnel/gateway/internal/auth"
 	"github.com/tunnelhq/tunnel/pkg/api"
@@ -60,6 +62,10 @@ type Service struct {
 	Denials *auditlog.Folder
 	Clock   func() time.Time
 	Log     *slog.Logger
+	// Access decides what a user's roles grant at login; nil means one of
+	// the Service's own over Store and CA.
+	Access     *access.Decider
+	accessOnce sync.Once
 }
 
 // recordRefusal writes ev through Denials when set, else directly.
@@ -132,7 +138,9 @@ func (s *Service) Login(ctx context.Context, req api.LoginRequest, src netip.Add
 		if identity.ValidateName("user", name) != nil {
 			e.Actor, e.Subject = "anonymous", ""
 		}
-		if _, err := s.Store.AppendAudit(ctx, e); err != nil {
+		// Folded: a malformed request proves nothing and anyone can send
+		// it at will.
+		if err := s.recordRefusal(ctx, e); err != nil {
 			return internal("record login failure", err)
 		}
 		return &Error{Status: 400, Code: api.CodeBadRequest, Message: msg}
@@ -251,7 +259,7 @@ func (s *Service) Login(ctx context.Context, req api.LoginRequest, src netip.Add
 	if err != nil {
 		return nil, err
 	}
-	ttl, err := chooseTTL(time.Duration(req.TTL), grant.maxTTL)
+	ttl, err := chooseTTL(time.Duration(req.TTL), grant.MaxTTL)
 	if err != nil {
 		if ferr := failed(err.Error()); ferr != nil {
 			return nil, ferr
@@ -286,49 +294,39 @@ func (s *Service) Login(ctx context.Context, req api.LoginRequest, src netip.Add
 	return resp, nil
 }
 
-// grant is what a user's roles add up to.
-type grant struct {
-	roles  []string
-	logins []string
-	admin  bool
-	maxTTL time.Duration
+// grant is what a user's roles add up to at login (access.LoginDecision).
+type grant = access.LoginDecision
+
+// access returns the decider (Access, or the Service's own).
+func (s *Service) access() *access.Decider {
+	s.accessOnce.Do(func() {
+		if s.Access != nil {
+			return
+		}
+		d := &access.Decider{Store: s.Store, Clock: s.Clock}
+		if s.CA != nil {
+			d.MaxTTL = s.CA.MaxTTL
+		}
+		s.Access = d
+	})
+	return s.Access
 }
 
+// Decider returns the access decider the Service uses.
+func (s *Service) Decider() *access.Decider { return s.access() }
+
 func (s *Service) grant(ctx context.Context, u store.User) (grant, error) {
-	g := grant{roles: slices.Clone(u.Roles)}
-	for _, rn := range u.Roles {
-		r, err := s.Store.GetRole(ctx, rn)
-		if err != nil {
-			return grant{}, internal("read role "+rn, err)
-		}
-		g.logins = append(g.logins, r.Logins...)
-		g.admin = g.admin || r.Admin
-		max := r.MaxTTL
-		if max == 0 || max > s.CA.MaxTTL() {
-			max = s.CA.MaxTTL()
-		}
-		g.maxTTL = maxDuration(g.maxTTL, max)
+	g, err := s.access().Login(ctx, u)
+	if err != nil {
+		return grant{}, internal("read roles", err)
 	}
-	if g.maxTTL == 0 {
-		// No role: the default TTL, capped by the cluster.
-		g.maxTTL = min(certs.DefaultUserTTL, s.CA.MaxTTL())
-	}
-	slices.Sort(g.logins)
-	g.logins = slices.Compact(g.logins)
 	return g, nil
 }
 
-// GrantOf returns the roles, logins and admin flag a user currently holds.
+// GrantOf returns the logins and admin flag a user currently holds.
 func (s *Service) GrantOf(ctx context.Context, u store.User) (logins []string, admin bool, err error) {
 	g, err := s.grant(ctx, u)
-	return g.logins, g.admin, err
-}
-
-func maxDuration(a, b time.Duration) time.Duration {
-	if a > b {
-		return a
-	}
-	return b
+	return g.Logins, g.Admin, err
 }
 
 // chooseTTL applies the default and refuses a TTL above the maximum rather
@@ -345,7 +343,7 @@ func chooseTTL(asked, max time.Duration) (time.Duration, error) {
 
 func (s *Service) issue(ctx context.Context, u store.User, g grant, csr *x509.CertificateRequest, sshKey ssh.PublicKey, ttl time.Duration, now time.Time, src netip.Addr) (*api.LoginResponse, error) {
 	id := identity.ID{Cluster: s.CA.Cluster(), Kind: identity.User, Name: u.Name}
-	xc, err := s.CA.IssueX509Client(certs.X509Request{ID: id, PublicKey: csr.PublicKey, TTL: ttl, MaxTTL: g.maxTTL})
+	xc, err := s.CA.IssueX509Client(certs.X509Request{ID: id, PublicKey: csr.PublicKey, TTL: ttl, MaxTTL: g.MaxTTL})
 	if err != nil {
 		return nil, issueError(err)
 	}
@@ -355,13 +353,13 @@ func (s *Service) issue(ctx context.Context, u store.User, g grant, csr *x509.Ce
 	}}
 	events := []audit.Event{certEvent(now, u.Name, records[0], src)}
 	resp := &api.LoginResponse{
-		User: u.Name, Roles: g.roles, Logins: g.logins, NotAfter: xc.NotAfter,
+		User: u.Name, Roles: g.Roles, Logins: g.Logins, NotAfter: xc.NotAfter,
 		X509Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: xc.Raw})),
 		CA:              CABundle(s.CA),
 	}
-	if len(g.logins) > 0 {
+	if len(g.Logins) > 0 {
 		sc, err := s.CA.IssueSSHUser(certs.SSHUserRequest{
-			User: u.Name, Principals: g.logins, PublicKey: sshKey, TTL: ttl, MaxTTL: g.maxTTL,
+			User: u.Name, Principals: g.Logins, PublicKey: sshKey, TTL: ttl, MaxTTL: g.MaxTTL,
 		})
 		if err != nil {
 			return nil, issueError(err)
@@ -379,7 +377,7 @@ func (s *Service) issue(ctx context.Context, u store.User, g grant, csr *x509.Ce
 	}
 	events = append(events, audit.Event{Time: now, Type: audit.LoginSuccess, Actor: u.Name, Subject: u.Name,
 		Outcome: audit.Success, SourceIP: addrString(src),
-		Details: map[string]string{"ttl": ttl.String(), "roles": strings.Join(g.roles, ",")}})
+		Details: map[string]string{"ttl": ttl.String(), "roles": strings.Join(g.Roles, ",")}})
 	if err := s.Store.RecordCertificates(ctx, records, events); err != nil {
 		return nil, internal("record issued certificates", err)
 	}

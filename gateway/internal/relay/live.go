@@ -5,8 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
 	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/wire"
@@ -48,65 +46,9 @@ func (s *Server) permit(ctx context.Context, user, node string) string {
 // the user before the gateway cuts the stream itself.
 const sshGrace = 500 * time.Millisecond
 
-// liveStream is a relayed stream that revocation may have to cut.
-type liveStream struct {
-	user    string // caller user, "" for agents
-	from    string // caller agent, "" for users
-	to      string // target node
-	session string
-	abort   func()
-	// meter counts the bytes of an SSH session's stream; nil for others.
-	meter *meter
-}
-
-// track registers a live stream; the returned func unregisters it (safe
-// to call twice).
-func (s *Server) track(l *liveStream) func() {
-	s.mu.Lock()
-	if s.live == nil {
-		s.live = map[*liveStream]struct{}{}
-	}
-	s.live[l] = struct{}{}
-	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		delete(s.live, l)
-		s.mu.Unlock()
-	}
-}
-
 // streamsWhere returns the live streams matching f.
 func (s *Server) streamsWhere(f func(*liveStream) bool) []*liveStream {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []*liveStream
-	for l := range s.live {
-		if f(l) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
-// trackConn records a user's connection so EndUser can close it.
-func (s *Server) trackConn(user string, c *quic.Conn) func() {
-	s.mu.Lock()
-	if s.userConns == nil {
-		s.userConns = map[string]map[*quic.Conn]struct{}{}
-	}
-	if s.userConns[user] == nil {
-		s.userConns[user] = map[*quic.Conn]struct{}{}
-	}
-	s.userConns[user][c] = struct{}{}
-	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		delete(s.userConns[user], c)
-		if len(s.userConns[user]) == 0 {
-			delete(s.userConns, user)
-		}
-		s.mu.Unlock()
-	}
+	return s.streams.where(f)
 }
 
 // EndSession implements sessions.Killer: the node closes the session's SSH
@@ -127,7 +69,7 @@ func (s *Server) EndSession(sess store.Session, reason string) {
 		defer s.wg.Done()
 		time.Sleep(sshGrace)
 		for _, l := range streams {
-			l.abort()
+			l.abort(transport.StreamRevoked)
 		}
 	}()
 }
@@ -136,14 +78,9 @@ func (s *Server) EndSession(sess store.Session, reason string) {
 // user is cut now. (Their SSH sessions were ended first, with the reason.)
 func (s *Server) EndUser(name, reason string) {
 	for _, l := range s.streamsWhere(func(l *liveStream) bool { return l.user == name && l.session == "" }) {
-		l.abort()
+		l.abort(transport.StreamRevoked)
 	}
-	s.mu.Lock()
-	var conns []*quic.Conn
-	for c := range s.userConns[name] {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
+	conns := s.reg.userConnsOf(name)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -160,20 +97,9 @@ func (s *Server) EndUser(name, reason string) {
 // connection closes after the grace that lets its SSH sessions' messages
 // through.
 func (s *Server) EndAgent(name, reason string) {
-	s.mu.Lock()
-	var conns []*quic.Conn
-	if ac := s.agents[name]; ac != nil {
-		delete(s.agents, name)
-		conns = append(conns, ac.conn)
-	}
-	for ac := range s.retiring {
-		if ac.name == name {
-			conns = append(conns, ac.conn)
-		}
-	}
-	s.mu.Unlock()
+	conns := s.reg.dropAgent(name)
 	for _, l := range s.streamsWhere(func(l *liveStream) bool { return l.session == "" && (l.from == name || l.to == name) }) {
-		l.abort()
+		l.abort(transport.StreamRevoked)
 	}
 	s.wg.Add(1)
 	go func() {

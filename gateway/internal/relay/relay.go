@@ -1,14 +1,17 @@
 // Package relay is the gateway's QUIC side: it accepts connections from
 // agents and clients (mutual TLS, verified by package peer), keeps the
-// registry of connected agents and their services, and relays each stream
-// from its caller to the target agent over the target's own connection,
-// after policy allowed it and the decision was written to the audit log.
+// registry of connected agents and their services (registry.go), and relays
+// each stream from its caller to the target agent over the target's own
+// connection, after package access allowed it and the decision was written
+// to the audit log. The streams relayed now are tracked (tracker.go) so that
+// revocation and access re-evaluation can cut them; the registry and the
+// tracker each have their own lock.
 //
 // Connection lifecycle (one goroutine per connection, owned by Serve):
 //
 //	accept ─▶ verify peer ─▶ agent: control stream + hello ─▶ registered
 //	                     └─▶ user:  no control stream
-//	streams: dial ─▶ policy ─▶ audit ─▶ open deliver on target ─▶ splice
+//	streams: dial ─▶ access (decision + audit) ─▶ open deliver on target ─▶ splice
 //	close:   peer gone, Close, or a newer connection of the same agent
 //
 // A refused connection's audit event goes through an auditlog.Folder
@@ -24,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +35,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/access"
 	"github.com/tunnelhq/tunnel/gateway/internal/auditlog"
 	"github.com/tunnelhq/tunnel/gateway/internal/peer"
 	"github.com/tunnelhq/tunnel/pkg/api"
@@ -40,7 +43,6 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/identity"
 	"github.com/tunnelhq/tunnel/pkg/netguard"
 	"github.com/tunnelhq/tunnel/pkg/panics"
-	"github.com/tunnelhq/tunnel/pkg/policy"
 	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/wire"
@@ -60,6 +62,20 @@ type Server struct {
 	// IdleTimeout closes an SSH session after this long without traffic;
 	// zero means the node's default (15 min).
 	IdleTimeout time.Duration
+	// MaxStreamsPerUser caps the streams one user has relayed at once,
+	// over all their connections, so that one person cannot take a node's
+	// capacity (a node accepts transport.MaxStreams at once) from
+	// everyone; zero means DefaultMaxStreamsPerUser.
+	MaxStreamsPerUser int
+	// MaxStreamsPerAgent is the same cap for an agent, which carries the
+	// connection pools of the applications on its VM; zero means
+	// DefaultMaxStreamsPerAgent.
+	MaxStreamsPerAgent int
+	// MaxStreamsPerSession caps the streams to a node's SSH endpoint that
+	// one bastion session carries at once (tunnel ssh uses one; each one
+	// the node holds for its SSH handshake); zero means
+	// DefaultMaxStreamsPerSession.
+	MaxStreamsPerSession int
 	// BytesEvery is how often the bytes of running SSH sessions are added
 	// to their totals in the store (so that sessions ls shows them live);
 	// zero means DefaultBytesEvery.
@@ -67,13 +83,16 @@ type Server struct {
 	Clock      func() time.Time
 	Log        *slog.Logger
 
-	mu        sync.Mutex // guards the fields below
-	agents    map[string]*agentConn
-	retiring  map[*agentConn]struct{} // replaced after a renewal, draining
-	rules     []policy.Rule
-	loaded    bool
-	live      map[*liveStream]struct{}
-	userConns map[string]map[*quic.Conn]struct{}
+	// Access makes every stream decision and holds the policy cache; nil
+	// means one of the relay's own, over Store, CA and Audit. Its Live and
+	// Sessions, if unset, are filled with this relay and Sessions (if it
+	// can end sessions) for re-evaluation. Share one Decider between the
+	// relay, the session manager and the login service.
+	Access     *access.Decider
+	accessOnce sync.Once
+
+	reg     registry // who is connected
+	streams tracker  // the streams relayed now
 
 	wg sync.WaitGroup // every connection and stream goroutine
 }
@@ -155,35 +174,44 @@ func closeOnPanic(conn *quic.Conn) func() error {
 // context given to Serve ended).
 func (s *Server) Wait() { s.wg.Wait() }
 
-// ReloadPolicy reads the policy rules again; the admin API calls it after
-// every change.
-func (s *Server) ReloadPolicy(ctx context.Context) error {
-	rs, err := s.Store.ListPolicyRules(ctx)
-	if err != nil {
-		return fmt.Errorf("load policy: %w", err)
-	}
-	rules := make([]policy.Rule, 0, len(rs))
-	for _, r := range rs {
-		rules = append(rules, policy.Rule{ID: r.ID, Allow: r.Effect == store.Allow, From: r.From, To: r.To})
-	}
-	s.mu.Lock()
-	s.rules, s.loaded = rules, true
-	s.mu.Unlock()
-	return nil
+// access returns the decider (Access, or the relay's own). On first use
+// it fills what Access lacks for re-evaluation: this relay's live streams
+// (Live) and Sessions, if it can end sessions.
+func (s *Server) access() *access.Decider {
+	s.accessOnce.Do(func() {
+		if s.Access == nil {
+			s.Access = &access.Decider{Store: s.Store, Audit: s.Audit, Clock: s.Clock, Log: s.Log}
+			if s.Denials != nil {
+				s.Access.Denials = s.Denials
+			}
+			if s.CA != nil {
+				s.Access.MaxTTL = s.CA.MaxTTL
+			}
+		}
+		if s.Access.Live == nil {
+			s.Access.Live = s
+		}
+		if e, ok := s.Sessions.(access.SessionEnder); ok && s.Access.Sessions == nil {
+			s.Access.Sessions = e
+		}
+	})
+	return s.Access
 }
 
-func (s *Server) policyRules(ctx context.Context) ([]policy.Rule, error) {
-	s.mu.Lock()
-	loaded := s.loaded
-	rules := s.rules
-	s.mu.Unlock()
-	if loaded {
-		return rules, nil
-	}
-	if err := s.ReloadPolicy(ctx); err != nil {
-		return nil, err
-	}
-	return s.policyRules(ctx)
+// Decider returns the access decider the relay uses (for callers that
+// share it: the admin API, the fan-out of changes from other gateways).
+func (s *Server) Decider() *access.Decider { return s.access() }
+
+// ReloadPolicy reads the policy rules again and re-evaluates every live
+// session and stream (access.Decider.Reevaluate): the admin API calls it
+// after every change of policy rules, roles or users' roles.
+func (s *Server) ReloadPolicy(ctx context.Context) error {
+	return s.Reevaluate(ctx)
+}
+
+// Reevaluate is access.Decider.Reevaluate on the relay's decider.
+func (s *Server) Reevaluate(ctx context.Context) error {
+	return s.access().Reevaluate(ctx)
 }
 
 func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
@@ -226,7 +254,7 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 		}
 		defer s.unregister(ac)
 	} else {
-		defer s.trackConn(p.ID.Name, conn)()
+		defer s.reg.addUserConn(p.ID.Name, conn)()
 	}
 	src := hostOf(conn.RemoteAddr().String())
 	var wg sync.WaitGroup
@@ -283,22 +311,9 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*a
 	}
 	_ = st.SetWriteDeadline(time.Time{})
 	ac := &agentConn{name: p.ID.Name, conn: conn, since: s.now(), services: hello.Services, ctl: st}
-	s.mu.Lock()
-	if s.agents == nil {
-		s.agents = map[string]*agentConn{}
-	}
-	old := s.agents[ac.name]
-	s.agents[ac.name] = ac
-	s.mu.Unlock()
-	if old != nil {
+	if old := s.reg.addAgent(ac); old != nil {
 		// New streams go to the new connection; the old one closes when its
 		// last stream ends (at the latest when its certificate expires).
-		s.mu.Lock()
-		if s.retiring == nil {
-			s.retiring = map[*agentConn]struct{}{}
-		}
-		s.retiring[old] = struct{}{}
-		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -329,11 +344,7 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*a
 
 // retire closes a replaced connection once it carries no stream.
 func (s *Server) retire(old *agentConn) {
-	defer func() {
-		s.mu.Lock()
-		delete(s.retiring, old)
-		s.mu.Unlock()
-	}()
+	defer s.reg.retired(old)
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for old.active.Load() > 0 {
@@ -360,48 +371,24 @@ func (s *Server) control(ac *agentConn, st *quic.Stream) {
 				return
 			}
 		case wire.MsgCatalog:
-			s.mu.Lock()
-			ac.services = m.Services
-			s.mu.Unlock()
+			s.reg.setServices(ac, m.Services)
 		}
 	}
 }
 
 func (s *Server) unregister(ac *agentConn) {
-	s.mu.Lock()
-	if s.agents[ac.name] == ac {
-		delete(s.agents, ac.name)
-	}
-	s.mu.Unlock()
+	s.reg.removeAgent(ac)
 	if err := s.Store.TouchAgent(context.Background(), ac.name, s.now()); err != nil {
 		s.log().Warn("record agent disconnection", "agent", ac.name, "err", err)
 	}
 	s.log().Info("agent disconnected", "agent", ac.name)
 }
 
-func (s *Server) lookup(node string) *agentConn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.agents[node]
-}
+func (s *Server) lookup(node string) *agentConn { return s.reg.agent(node) }
 
 // Online reports, for the admin API, which agents are connected, since
 // when, and with which services.
-func (s *Server) Online() map[string]api.Agent {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]api.Agent, len(s.agents))
-	for name, ac := range s.agents {
-		since := ac.since
-		a := api.Agent{Name: name, Online: true, Since: &since}
-		for _, sv := range ac.services {
-			a.Services = append(a.Services, sv.Name)
-		}
-		slices.Sort(a.Services)
-		out[name] = a
-	}
-	return out
-}
+func (s *Server) Online() map[string]api.Agent { return s.reg.online() }
 
 // deny records a refusal of an anonymous caller without making it wait,
 // through the Folder when there is one; it reports whether the event was

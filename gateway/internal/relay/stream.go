@@ -12,6 +12,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/tunnelhq/tunnel/gateway/internal/access"
 	"github.com/tunnelhq/tunnel/gateway/internal/peer"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/audit"
@@ -48,78 +49,62 @@ func refuse(st *quic.Stream, status wire.Status, msg string) {
 	st.CancelRead(transport.StreamCanceled)
 }
 
-// authorize decides whether p may reach node/service.
-func (s *Server) authorize(ctx context.Context, p peer.Peer, node, service string) (policy.Decision, error) {
-	switch p.ID.Kind {
-	case identity.Agent:
-		rules, err := s.policyRules(ctx)
-		if err != nil {
-			return policy.Decision{}, err
-		}
-		return policy.Decide(rules, p.ID.Name, node, service), nil
-	case identity.User:
-		// Roles are read now, not at connection time, so a change applies
-		// to the next stream.
-		u, err := s.Store.GetUser(ctx, p.ID.Name)
-		if err != nil {
-			return policy.Decision{}, err
-		}
-		if u.Locked {
-			return policy.Decision{Reason: "your account is locked"}, nil
-		}
-		for _, rn := range u.Roles {
-			r, err := s.Store.GetRole(ctx, rn)
-			if err != nil {
-				return policy.Decision{}, err
-			}
-			if policy.AllowedByPatterns(r.Services, node, service) {
-				return policy.Decision{Allowed: true, Reason: "allowed by role " + r.Name}, nil
-			}
-		}
-		return policy.Decision{Reason: fmt.Sprintf("none of your roles allows %s/%s: ask an admin to add it to a role with --service %s/%s", node, service, node, service)}, nil
-	}
-	return policy.Decision{Reason: "unknown caller kind"}, nil
-}
-
 func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Stream, h wire.Header) {
 	node, service, ok := strings.Cut(h.Target, "/")
 	if !ok || identity.ValidateName("node", node) != nil || identity.ValidateName("service", service) != nil {
 		refuse(st, wire.StatusBadRequest, fmt.Sprintf("target %q is not NODE/SERVICE", h.Target))
 		return
 	}
-	ev := audit.Event{Time: s.now(), Actor: p.String(), Subject: h.Target, SourceIP: src}
-	var d policy.Decision
+	// Caps before any decision: one caller cannot take a node's capacity,
+	// nor one session hold many half-open SSH streams on a node.
+	sessID := ""
+	if service == api.SSHService {
+		sessID = h.Session
+	}
+	maxCaller := orDefault(s.MaxStreamsPerUser, DefaultMaxStreamsPerUser)
+	if p.ID.Kind == identity.Agent {
+		maxCaller = orDefault(s.MaxStreamsPerAgent, DefaultMaxStreamsPerAgent)
+	}
+	release, err := s.streams.admit(p.ID, sessID, maxCaller, orDefault(s.MaxStreamsPerSession, DefaultMaxStreamsPerSession))
+	if err != nil {
+		s.log().Debug("stream refused: over a cap", "caller", p.String(), "target", h.Target, "err", err)
+		refuse(st, wire.StatusDenied, err.Error())
+		return
+	}
+	defer release()
+	// The decision and its audit event come from package access: a denial
+	// is durable before the refusal goes out; an allowance is written
+	// while the stream opens, and gates its first byte.
+	ev := audit.Event{Actor: p.String(), Subject: h.Target, SourceIP: src}
+	var d access.StreamDecision
 	var sess store.Session
-	var err error
 	isSSH := service == api.SSHService
 	if isSSH {
-		sess, d, err = s.authorizeSSH(ctx, p, node, h.Session)
+		var sd policy.Decision
+		sess, sd, err = s.authorizeSSH(ctx, p, node, h.Session)
 		if sess.ID != "" {
 			ev.Details = map[string]string{"session": sess.ID, "login": sess.Login}
 		}
+		if err == nil {
+			d, err = s.access().Record(ctx, sd, ev)
+		}
 	} else {
-		d, err = s.authorize(ctx, p, node, service)
+		d, err = s.access().Stream(ctx, access.StreamRequest{Caller: p.ID, Node: node, Service: service, Event: ev})
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, access.ErrAuditWrite):
+		refuse(st, wire.StatusInternal, err.Error())
+		return
+	case err != nil:
 		s.log().Error("authorize stream", "caller", p.String(), "target", h.Target, "err", err)
 		refuse(st, wire.StatusInternal, "the gateway cannot check its policy right now")
 		return
-	}
-	if !d.Allowed {
-		ev.Type, ev.Outcome, ev.Reason = audit.StreamDenied, audit.Failure, d.Reason
-		// A refusal waits for its record too: if it cannot be written, the
-		// caller learns that rather than a reason the log does not show.
-		if err := s.Audit.Write(ctx, ev); err != nil {
-			refuse(st, wire.StatusInternal, "the gateway cannot write its audit log; stream refused")
-			return
-		}
+	case !d.Allowed:
 		s.log().Info("stream denied", "caller", p.String(), "target", h.Target, "reason", d.Reason)
 		refuse(st, wire.StatusDenied, d.Reason)
 		return
 	}
-	ev.Type, ev.Outcome, ev.Reason = audit.StreamAllowed, audit.Success, d.Reason
-	audited := s.Audit.Append(ev)
-	gate := &auditGate{done: audited}
+	gate := &auditGate{done: d.Audited}
 
 	target := s.lookup(node)
 	if target == nil {
@@ -163,15 +148,20 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	m := &meter{}
 	caller := &gatedCaller{Stream: transport.Stream{Stream: st}, gate: gate, read: &m.in}
 	reply := &relayedReply{Stream: transport.Stream{Stream: ts}, gate: gate, node: node, read: &m.out}
-	// abort is called only when access ends (revocation, lock, removal):
-	// both sides are reset with StreamRevoked, so the caller's side can say
+	// abort is called only when access ends (revocation, lock, removal:
+	// StreamRevoked; a change of roles or policy: StreamAccessChanged):
+	// both sides are reset with that code, so the caller's side can say
 	// why (tunnel proxy db prints "closed by the gateway: access revoked
 	// by an administrator") instead of showing a plain reset.
-	l := &liveStream{session: sess.ID, to: node, abort: func() {
-		for _, x := range []*quic.Stream{st, ts} {
-			x.CancelRead(transport.StreamRevoked)
-			x.CancelWrite(transport.StreamRevoked)
-		}
+	//
+	// Both write sides are reset first: cancelling a read side first would
+	// let the splice see the error and reset the other side with its own
+	// code before this one.
+	l := &liveStream{caller: p.ID, session: sess.ID, to: node, service: service, abort: func(code quic.StreamErrorCode) {
+		st.CancelWrite(code)
+		ts.CancelWrite(code)
+		st.CancelRead(code)
+		ts.CancelRead(code)
 	}}
 	if p.ID.Kind == identity.User {
 		l.user = p.ID.Name
@@ -181,7 +171,7 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	if isSSH {
 		l.meter = m
 	}
-	untrack := s.track(l)
+	untrack := s.streams.track(l)
 	defer untrack()
 	res := transport.Splice(caller, reply)
 	spliced = true
@@ -347,10 +337,13 @@ func (s *Server) OpenSSH(ctx context.Context, user string, sess store.Session, l
 		return nil, fmt.Errorf("node %s is offline (its agent is not connected)", sess.Node)
 	}
 	id := identity.ID{Cluster: s.CA.Cluster(), Kind: identity.User, Name: user}
-	ev := audit.Event{Time: s.now(), Type: audit.StreamAllowed, Actor: user, Subject: sess.Node + "/" + api.SSHService,
-		Outcome: audit.Success, Reason: "session " + sess.ID + " (jump host)", SourceIP: src,
+	ev := audit.Event{Actor: user, Subject: sess.Node + "/" + api.SSHService, SourceIP: src,
 		Details: map[string]string{"session": sess.ID}}
-	if err := s.Audit.Write(ctx, ev); err != nil {
+	d, err := s.access().Record(ctx, policy.Decision{Allowed: true, Reason: "session " + sess.ID + " (jump host)"}, ev)
+	if err == nil {
+		err = <-d.Audited
+	}
+	if err != nil {
 		return nil, errors.New("the gateway cannot write its audit log; connection refused")
 	}
 	target.active.Add(1)
@@ -379,13 +372,20 @@ func (s *Server) OpenSSH(ctx context.Context, user string, sess store.Session, l
 		ts.CancelWrite(transport.StreamCanceled)
 		return nil, fmt.Errorf("node %s refused the connection: %w", sess.Node, err)
 	}
-	l := &liveStream{user: user, to: sess.Node, session: sess.ID, meter: &meter{}, abort: func() {
-		ts.CancelRead(transport.StreamRevoked)
-		ts.CancelWrite(transport.StreamRevoked)
+	l := &liveStream{caller: id, user: user, to: sess.Node, service: api.SSHService, session: sess.ID, meter: &meter{}, abort: func(code quic.StreamErrorCode) {
+		ts.CancelWrite(code)
+		ts.CancelRead(code)
 	}}
 	x := &SSHStream{Stream: ts, s: s, l: l}
-	untrack := s.track(l)
+	untrack := s.streams.track(l)
 	var once sync.Once
 	x.untrack = func() { once.Do(func() { untrack(); target.active.Add(-1) }) }
 	return x, nil
+}
+
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
 }

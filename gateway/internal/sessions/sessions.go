@@ -32,10 +32,10 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/access"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/audit"
 	"github.com/tunnelhq/tunnel/pkg/identity"
-	"github.com/tunnelhq/tunnel/pkg/policy"
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
@@ -65,6 +65,10 @@ type Manager struct {
 	Killer Killer
 	Clock  func() time.Time
 	Log    *slog.Logger
+	// Access decides what a user's roles allow on a node; nil means one
+	// of the Manager's own over Store and CA.
+	Access     *access.Decider
+	accessOnce sync.Once
 
 	mu     sync.Mutex // guards timers and closed
 	timers map[string]*time.Timer
@@ -194,41 +198,28 @@ func refuse(status int, format string, a ...any) error {
 	return &Error{Status: status, Message: fmt.Sprintf(format, a...)}
 }
 
-// Grant is what a user's roles allow on one node.
-type Grant struct {
-	Logins []string
-	MaxTTL time.Duration
-	// PortForwarding and AgentForwarding: some matching role allows them.
-	PortForwarding, AgentForwarding bool
+// access returns the decider (Access, or the Manager's own).
+func (m *Manager) access() *access.Decider {
+	m.accessOnce.Do(func() {
+		if m.Access != nil {
+			return
+		}
+		d := &access.Decider{Store: m.Store, Clock: m.Clock, Log: m.Log}
+		if m.CA != nil {
+			d.MaxTTL = m.CA.MaxTTL
+		}
+		m.Access = d
+	})
+	return m.Access
 }
 
-// GrantOn returns the logins u may use on node and the longest session.
+// Grant is what a user's roles allow on one node (access.SSHDecision).
+type Grant = access.SSHDecision
+
+// GrantOn returns the logins u may use on node and the longest session:
+// access.Decider.SSH.
 func (m *Manager) GrantOn(ctx context.Context, u store.User, node string) (Grant, error) {
-	var g Grant
-	for _, rn := range u.Roles {
-		r, err := m.Store.GetRole(ctx, rn)
-		if err != nil {
-			return Grant{}, err
-		}
-		matched := false
-		for _, p := range r.Nodes {
-			matched = matched || policy.Match(p, node)
-		}
-		if !matched {
-			continue
-		}
-		g.Logins = append(g.Logins, r.Logins...)
-		g.PortForwarding = g.PortForwarding || r.PortForwarding
-		g.AgentForwarding = g.AgentForwarding || r.AgentForwarding
-		limit := r.MaxTTL
-		if limit == 0 || limit > m.CA.MaxTTL() {
-			limit = m.CA.MaxTTL()
-		}
-		g.MaxTTL = max(g.MaxTTL, limit)
-	}
-	slices.Sort(g.Logins)
-	g.Logins = slices.Compact(g.Logins)
-	return g, nil
+	return m.access().SSH(ctx, u, node)
 }
 
 // CreateUntil grants u a session for req, from src, and returns it with
@@ -368,10 +359,8 @@ func (m *Manager) OpenForJump(ctx context.Context, u store.User, node string, lo
 }
 
 func (m *Manager) deny(ctx context.Context, user, node, login, src string, err error) error {
-	ev := audit.Event{Time: m.now(), Type: audit.SessionCreated, Actor: user, Subject: node, Outcome: audit.Failure,
-		Reason: err.Error(), SourceIP: src, Details: map[string]string{"login": login}}
-	if _, aerr := m.Store.AppendAudit(ctx, ev); aerr != nil {
-		return fmt.Errorf("record session refusal: %w", aerr)
+	if aerr := m.access().RecordSSHDenial(ctx, user, node, login, src, err.Error()); aerr != nil {
+		return aerr
 	}
 	return err
 }
@@ -379,11 +368,7 @@ func (m *Manager) deny(ctx context.Context, user, node, login, src string, err e
 // Forwarding says whether the user's roles allow port and agent
 // forwarding on node (for the node's SSH endpoint).
 func (m *Manager) Forwarding(ctx context.Context, user, node string) (port, agent bool, err error) {
-	u, err := m.Store.GetUser(ctx, user)
-	if err != nil {
-		return false, false, err
-	}
-	g, err := m.GrantOn(ctx, u, node)
+	g, err := m.access().SSHUser(ctx, user, node)
 	return g.PortForwarding, g.AgentForwarding, err
 }
 
@@ -460,6 +445,15 @@ func (m *Manager) end(ctx context.Context, id string, state store.SessionState, 
 	m.each(func(k Killer) { k.EndSession(s, reason) })
 	m.log().Info("session ended", "session", id, "state", state, "reason", reason)
 	return s
+}
+
+// EndChanged implements access.SessionEnder: it ends an active session
+// that a change of roles no longer allows, with reason, which the user
+// sees. Its certificate is left alone: the session it names has ended, so
+// it opens nothing more (and a jump host session holds the user's login
+// certificate, which other access still needs).
+func (m *Manager) EndChanged(ctx context.Context, s store.Session, reason string) {
+	m.end(ctx, s.ID, store.SessionRevoked, reason, "system")
 }
 
 // RevokeUser ends every active session of a user, puts the user's

@@ -330,3 +330,33 @@ func TestRevokeUserEndsSessionsAndTellsEveryKiller(t *testing.T) {
 		t.Errorf("revoking an ended session: %v; want a 409 refusal", err)
 	}
 }
+
+// TestEndChangedTellsTheReason: a session whose access changed ends as
+// revoked with the reason, every killer is told it (the node shows it to
+// the user), and it no longer carries streams; ending it again tells
+// nobody.
+func TestEndChangedTellsTheReason(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	g, err := e.create("bob", "web-1", 0, time.Time{})
+	must(t, err)
+	s, err := e.store.GetSession(ctx, g.Session.ID)
+	must(t, err)
+	const reason = "access changed by an administrator: none of your roles allows web-1 any more"
+	e.m.EndChanged(ctx, s, reason)
+	after, err := e.store.GetSession(ctx, s.ID)
+	must(t, err)
+	if after.State != store.SessionRevoked || after.EndReason != reason {
+		t.Errorf("session after EndChanged: %s %q; want revoked with the reason", after.State, after.EndReason)
+	}
+	if want := "session " + s.ID + ": " + reason; !contains(e.killed.got(), want) {
+		t.Errorf("killer calls %q; want %q", e.killed.got(), want)
+	}
+	if _, err := e.m.Check(ctx, "bob", "web-1", s.ID); err == nil {
+		t.Error("the ended session still carries streams")
+	}
+	e.m.EndChanged(ctx, s, reason)
+	if n := len(e.killed.got()); n != 1 {
+		t.Errorf("ending it again told the killers again: %q", e.killed.got())
+	}
+}

@@ -244,6 +244,9 @@ func (s *Store) SetAgentLocked(ctx context.Context, name string, locked bool, ev
 		if tag.RowsAffected() == 0 {
 			return store.ErrNotFound
 		}
+		if err := s.notify(ctx, tx, store.ChangeAgent, name, ""); err != nil {
+			return err
+		}
 		_, err = log.append(ctx, ev)
 		return err
 	})

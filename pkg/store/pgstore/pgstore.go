@@ -123,6 +123,7 @@ import (
 	neturl "net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -146,6 +147,18 @@ const DefaultConnectTimeout = 10 * time.Second
 // database.
 type Store struct {
 	pool *pgxpool.Pool
+	// connCfg opens the LISTEN connection (watch.go); origin is the gateway
+	// id carried by the changes this store emits.
+	connCfg *pgx.ConnConfig
+	origin  string
+
+	changes     store.Broker
+	listenOnce  sync.Once
+	listenReady chan struct{}
+	listenCtx   context.Context
+	listenStop  context.CancelFunc
+	listenWG    sync.WaitGroup
+	listenErrs  atomic.Int64
 
 	closeOnce sync.Once
 }
@@ -158,6 +171,10 @@ type Options struct {
 	// other than loopback or a unix socket. Leave it off unless the network
 	// between the gateway and PostgreSQL is trusted.
 	Insecure bool
+	// Origin is the id of the gateway using the store, carried by the
+	// changes it emits (store.Change.Origin), so that a gateway can tell
+	// its own changes from the others'.
+	Origin string
 }
 
 // Open connects to the PostgreSQL database at url (postgres://... or
@@ -188,11 +205,13 @@ func OpenWith(ctx context.Context, url string, opts Options) (*Store, error) {
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "tunnel-gateway"
 	}
+	listenCfg := cfg.ConnConfig.Copy()
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open PostgreSQL store %s: %w", where, classify(ctx, err))
 	}
-	s := &Store{pool: pool}
+	s := &Store{pool: pool, connCfg: listenCfg, origin: opts.Origin}
+	s.listenCtx, s.listenStop = context.WithCancel(context.Background())
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("open PostgreSQL store %s: %w", where, err)
@@ -267,7 +286,14 @@ func isLocal(host string) bool {
 // Close closes every connection of the pool. It is safe to call more than
 // once; calls made after it fail.
 func (s *Store) Close() error {
-	s.closeOnce.Do(s.pool.Close)
+	s.closeOnce.Do(func() {
+		if s.listenStop != nil {
+			s.listenStop()
+		}
+		s.listenWG.Wait()
+		s.changes.Close()
+		s.pool.Close()
+	})
 	return nil
 }
 
@@ -324,7 +350,7 @@ func (s *Store) retry(ctx context.Context, attempt func() (err error, beforeComm
 			return nil
 		}
 		if n == MaxAttempts || !retryable(ctx, err, beforeCommit) {
-			return classify(ctx, err)
+			return store.NoteUnavailable(ctx, classify(ctx, err))
 		}
 		var ce *pgconn.ConnectError
 		if s.pool != nil && connectionLost(ctx, err) && !errors.As(err, &ce) {
@@ -339,8 +365,19 @@ func (s *Store) retry(ctx context.Context, attempt func() (err error, beforeComm
 		backoff *= 2
 		select {
 		case <-ctx.Done():
-			return classify(ctx, err)
+			return store.NoteUnavailable(ctx, classify(ctx, err))
 		case <-time.After(d):
 		}
 	}
+}
+
+// Describe names the database a store URL points at, without its password
+// or parameters, for messages: "postgres://tunnel@db.internal:5432/tunnel".
+// A URL that does not parse is described as "the PostgreSQL store".
+func Describe(rawURL string) string {
+	cfg, err := pgx.ParseConfig(rawURL)
+	if err != nil {
+		return "the PostgreSQL store"
+	}
+	return "postgres://" + describe(cfg)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,9 @@ func (s *Store) AddPolicyRule(ctx context.Context, r store.PolicyRule, ev audit.
 			return store.ErrExists
 		}
 		if err != nil {
+			return err
+		}
+		if err := s.notify(ctx, tx, store.ChangePolicy, strconv.FormatInt(r.ID, 10), ""); err != nil {
 			return err
 		}
 		_, err = log.append(ctx, ev)
@@ -101,6 +105,9 @@ func (s *Store) DeletePolicyRule(ctx context.Context, id int64, ev audit.Event) 
 		}
 		if tag.RowsAffected() == 0 {
 			return store.ErrNotFound
+		}
+		if err := s.notify(ctx, tx, store.ChangePolicy, strconv.FormatInt(id, 10), ""); err != nil {
+			return err
 		}
 		_, err = log.append(ctx, ev)
 		return err

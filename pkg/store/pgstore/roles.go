@@ -48,6 +48,9 @@ func (s *Store) CreateRole(ctx context.Context, r store.Role, ev audit.Event) er
 		if tag.RowsAffected() == 0 {
 			return store.ErrExists
 		}
+		if err := s.notify(ctx, tx, store.ChangeRole, r.Name, ""); err != nil {
+			return err
+		}
 		_, err = log.append(ctx, ev)
 		return err
 	})
@@ -71,6 +74,9 @@ func (s *Store) UpdateRole(ctx context.Context, r store.Role, ev audit.Event) er
 		}
 		if tag.RowsAffected() == 0 {
 			return store.ErrNotFound
+		}
+		if err := s.notify(ctx, tx, store.ChangeRole, r.Name, ""); err != nil {
+			return err
 		}
 		_, err = log.append(ctx, ev)
 		return err
@@ -146,6 +152,9 @@ func (s *Store) DeleteRole(ctx context.Context, name string, ev audit.Event) err
 		}
 		if tag.RowsAffected() == 0 {
 			return store.ErrNotFound
+		}
+		if err := s.notify(ctx, tx, store.ChangeRole, name, ""); err != nil {
+			return err
 		}
 		_, err = log.append(ctx, ev)
 		return err

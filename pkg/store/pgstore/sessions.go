@@ -125,6 +125,9 @@ func (s *Store) CreateSession(ctx context.Context, ss store.Session, certs []sto
 		if err := insertCerts(ctx, tx, certs); err != nil {
 			return err
 		}
+		if err := s.notify(ctx, tx, store.ChangeSession, ss.ID, ss.User); err != nil {
+			return err
+		}
 		_, err = log.append(ctx, evs...)
 		return err
 	})
@@ -238,6 +241,9 @@ func (s *Store) EndSession(ctx context.Context, id string, state store.SessionSt
 			return fmt.Errorf("the session changed while it was being ended: %w", store.ErrNotFound)
 		}
 		ss.State, ss.EndedAt, ss.EndReason = state, at, reason
+		if err := s.notify(ctx, tx, store.ChangeSession, id, ss.User); err != nil {
+			return err
+		}
 		_, err = log.append(ctx, ev)
 		return err
 	})

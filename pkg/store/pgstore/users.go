@@ -169,6 +169,9 @@ func (s *Store) updateUser(ctx context.Context, op, name string, ev audit.Event,
 		if tag.RowsAffected() == 0 {
 			return store.ErrNotFound
 		}
+		if err := s.notify(ctx, tx, store.ChangeUser, name, ""); err != nil {
+			return err
+		}
 		_, err = log.append(ctx, ev)
 		return err
 	})
@@ -219,6 +222,9 @@ func (s *Store) SetUserRoles(ctx context.Context, name string, roles []string, e
 			return err
 		}
 		if err := insertUserRoles(ctx, tx, name, roles); err != nil {
+			return err
+		}
+		if err := s.notify(ctx, tx, store.ChangeUser, name, ""); err != nil {
 			return err
 		}
 		_, err := log.append(ctx, ev)

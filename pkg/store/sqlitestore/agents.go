@@ -241,6 +241,7 @@ func (s *Store) SetAgentLocked(ctx context.Context, name string, locked bool, ev
 		}
 		return fmt.Errorf("%s %s: %w", op, name, err)
 	}
+	s.emit(store.ChangeAgent, name, "")
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/tunnelhq/tunnel/pkg/audit"
@@ -38,6 +39,7 @@ func (s *Store) AddPolicyRule(ctx context.Context, r store.PolicyRule, ev audit.
 	if err != nil {
 		return store.PolicyRule{}, fmt.Errorf("add policy rule %s from %s to %s: %w", r.Effect, r.From, r.To, err)
 	}
+	s.emit(store.ChangePolicy, strconv.FormatInt(r.ID, 10), "")
 	return r, nil
 }
 
@@ -98,5 +100,6 @@ func (s *Store) DeletePolicyRule(ctx context.Context, id int64, ev audit.Event) 
 	if err != nil {
 		return fmt.Errorf("delete policy rule %d: %w", id, err)
 	}
+	s.emit(store.ChangePolicy, strconv.FormatInt(id, 10), "")
 	return nil
 }

@@ -62,6 +62,7 @@ func (s *Store) CreateRole(ctx context.Context, r store.Role, ev audit.Event) er
 	if err != nil {
 		return fmt.Errorf("create role %s: %w", r.Name, err)
 	}
+	s.emit(store.ChangeRole, r.Name, "")
 	return nil
 }
 
@@ -85,6 +86,7 @@ func (s *Store) UpdateRole(ctx context.Context, r store.Role, ev audit.Event) er
 	if err != nil {
 		return fmt.Errorf("update role %s: %w", r.Name, err)
 	}
+	s.emit(store.ChangeRole, r.Name, "")
 	return nil
 }
 
@@ -150,6 +152,7 @@ func (s *Store) DeleteRole(ctx context.Context, name string, ev audit.Event) err
 	if err != nil {
 		return fmt.Errorf("delete role %s: %w", name, err)
 	}
+	s.emit(store.ChangeRole, name, "")
 	return nil
 }
 

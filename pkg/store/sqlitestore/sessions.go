@@ -123,6 +123,7 @@ func (s *Store) CreateSession(ctx context.Context, ss store.Session, certs []sto
 	if err != nil {
 		return fmt.Errorf("create session %s: %w", ss.ID, err)
 	}
+	s.emit(store.ChangeSession, ss.ID, ss.User)
 	return nil
 }
 
@@ -225,6 +226,7 @@ func (s *Store) EndSession(ctx context.Context, id string, state store.SessionSt
 	if err != nil {
 		return store.Session{}, fmt.Errorf("end session %s: %w", id, err)
 	}
+	s.emit(store.ChangeSession, id, ss.User)
 	return ss, nil
 }
 

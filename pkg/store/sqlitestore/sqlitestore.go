@@ -59,6 +59,10 @@ const BusyTimeout = 10 * time.Second
 // concurrent use, also by several processes sharing the file.
 type Store struct {
 	db *sql.DB
+	// origin is the gateway id carried by the changes this store emits;
+	// changes go to Watch's watchers in this process only.
+	origin  string
+	changes store.Broker
 
 	closeOnce sync.Once
 	closeErr  error
@@ -87,6 +91,9 @@ const MaxConns = 8
 // Options tune Open. The zero value is the default.
 type Options struct {
 	Sync Sync
+	// Origin is the id of the gateway using the store, carried by the
+	// changes it emits (store.Change.Origin).
+	Origin string
 }
 
 // Open opens the SQLite database at path, creating it (mode 0600) if needed,
@@ -131,7 +138,7 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open sqlite store %s: %w", abs, err)
 		}
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, origin: opts.Origin}, nil
 }
 
 // createFile creates the database file with mode 0600 (whatever the umask)
@@ -173,6 +180,7 @@ func dsn(abs string, opts Options) string {
 // Close closes the database. It is safe to call more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.changes.Close()
 		if err := s.db.Close(); err != nil {
 			s.closeErr = fmt.Errorf("close sqlite store: %w", err)
 		}

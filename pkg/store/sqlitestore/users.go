@@ -137,7 +137,11 @@ func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
 // DeleteUser deletes the user called name (and its role grants) and appends
 // ev. Its login-failure counter is kept.
 func (s *Store) DeleteUser(ctx context.Context, name string, ev audit.Event) error {
-	return s.updateUser(ctx, "delete user", name, ev, `DELETE FROM users WHERE name = ?`, name)
+	if err := s.updateUser(ctx, "delete user", name, ev, `DELETE FROM users WHERE name = ?`, name); err != nil {
+		return err
+	}
+	s.emit(store.ChangeUser, name, "")
+	return nil
 }
 
 // SetUserLocked sets or clears the administrative lock of the user called
@@ -147,7 +151,11 @@ func (s *Store) SetUserLocked(ctx context.Context, name string, locked bool, ev 
 	if locked {
 		op = "lock user"
 	}
-	return s.updateUser(ctx, op, name, ev, `UPDATE users SET locked = ? WHERE name = ?`, locked, name)
+	if err := s.updateUser(ctx, op, name, ev, `UPDATE users SET locked = ? WHERE name = ?`, locked, name); err != nil {
+		return err
+	}
+	s.emit(store.ChangeUser, name, "")
+	return nil
 }
 
 // ResetMFA installs a new sealed TOTP secret, resets the last accepted step
@@ -253,5 +261,6 @@ func (s *Store) SetUserRoles(ctx context.Context, name string, roles []string, e
 	if err != nil {
 		return fmt.Errorf("set roles of %s: %w", name, err)
 	}
+	s.emit(store.ChangeUser, name, "")
 	return nil
 }

@@ -119,6 +119,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RevokedCertificates", testRevokedCertificates},
 		{"Recordings", testRecordings},
 		{"SessionAuditChain", testSessionAuditChain},
+		{"Gateways", testGateways},
+		{"Watch", testWatch},
 		{"CloseTwice", testCloseTwice},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,272 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/tunnelhq/tunnel/gateway/internal/sessions"
+	"github.com/tunnelhq/tunnel/pkg/audit"
+	"github.com/tunnelhq/tunnel/pkg/panics"
+	"github.com/tunnelhq/tunnel/pkg/store"
+)
+
+// fanout carries out, on this gateway, the changes other gateways commit to
+// the shared store (store.Store.Watch): what a change made here does to
+// local live access, without writing the store or the audit log again
+// (the gateway that made the change did):
+//
+//   - a session ended elsewhere: its streams here are closed and its node
+//     told (sessions.Killer.EndSession); a session created elsewhere: its
+//     deadline is scheduled here too, so that it is enforced even if the
+//     gateway that created it dies (the store's EndSession is idempotent:
+//     whichever gateway ends it first writes the one audit event);
+//   - a user locked or removed: their streams and connections here are
+//     closed (EndUser); an agent locked: its connection here (EndAgent);
+//   - a policy rule, a role or a user's roles changed: every live session
+//     and stream here is re-evaluated (access re-evaluation, which reloads
+//     the policy first).
+//
+// Changes this gateway made (Origin == its id) were carried out when they
+// were made, and are skipped. A Resync (changes may have been missed), and
+// a sweep every ReconcileInterval as a safety net, reconcile: close what
+// belongs to locked users and agents and to sessions ended lately, and
+// schedule every active session's deadline; a Resync also re-evaluates.
+// The mechanism is the push of changes; the sweep costs a few queries per
+// interval per gateway, never per agent or session.
+type fanout struct {
+	self  string
+	store store.Store
+	// killers close live access here: the relay and the jump host.
+	killers []sessions.Killer
+	// reevaluate re-evaluates every live session and stream against the
+	// current roles and rules, reloading the policy first.
+	reevaluate func(ctx context.Context) error
+	interval   time.Duration // of the reconciliation sweep
+	clock      func() time.Time
+	log        *slog.Logger
+
+	mu       sync.Mutex // guards timers and closed
+	timers   map[string]*time.Timer
+	closed   bool
+	timersWG sync.WaitGroup
+	// lastSweep bounds the sessions a sweep looks at.
+	lastSweep time.Time
+}
+
+// run applies the changes of ch until it closes or ctx ends, and sweeps
+// every interval.
+func (f *fanout) run(ctx context.Context, ch <-chan store.Change) {
+	defer f.stop()
+	f.lastSweep = f.clock()
+	t := time.NewTicker(f.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c, ok := <-ch:
+			if !ok {
+				return
+			}
+			f.apply(ctx, c)
+		case <-t.C:
+			f.reconcile(ctx, false)
+		}
+	}
+}
+
+// apply carries out one change.
+func (f *fanout) apply(ctx context.Context, c store.Change) {
+	defer panics.Recover(f.log, "apply a change from another gateway", nil)
+	if c.Kind != store.ChangeResync && c.Origin == f.self {
+		return
+	}
+	f.log.Debug("change from another gateway", "kind", c.Kind, "id", c.ID, "origin", c.Origin)
+	switch c.Kind {
+	case store.ChangeSession:
+		s, err := f.store.GetSession(ctx, c.ID)
+		if err != nil {
+			f.warn(c, err)
+			return
+		}
+		if s.State == store.SessionActive {
+			f.schedule(s)
+			return
+		}
+		f.unschedule(s.ID)
+		f.endSession(s)
+	case store.ChangeUser:
+		u, err := f.store.GetUser(ctx, c.ID)
+		switch {
+		case errors.Is(err, store.ErrNotFound) || err == nil && u.Locked:
+			for _, k := range f.killers {
+				k.EndUser(c.ID, sessions.ReasonRevoked)
+			}
+		case err != nil:
+			f.warn(c, err)
+			return
+		}
+		f.reeval(ctx) // the user's roles may have changed
+	case store.ChangeAgent:
+		a, err := f.store.GetAgent(ctx, c.ID)
+		switch {
+		case err == nil && a.Locked:
+			for _, k := range f.killers {
+				k.EndAgent(c.ID, sessions.ReasonRevoked)
+			}
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			f.warn(c, err)
+		}
+	case store.ChangeRole, store.ChangePolicy:
+		f.reeval(ctx)
+	case store.ChangeResync:
+		f.reconcile(ctx, true)
+	}
+}
+
+func (f *fanout) warn(c store.Change, err error) {
+	if !errors.Is(err, store.ErrNotFound) {
+		f.log.Warn("could not apply a change from another gateway; the next reconciliation will", "kind", c.Kind, "id", c.ID, "err", storeError(err))
+	}
+}
+
+func (f *fanout) reeval(ctx context.Context) {
+	if f.reevaluate == nil {
+		return
+	}
+	if err := f.reevaluate(ctx); err != nil {
+		f.log.Warn("re-evaluate live access after a change from another gateway", "err", storeError(err))
+	}
+}
+
+// endSession closes what runs here of a session that ended.
+func (f *fanout) endSession(s store.Session) {
+	reason := s.EndReason
+	if reason == "" {
+		reason = sessions.ReasonRevoked
+	}
+	for _, k := range f.killers {
+		k.EndSession(s, reason)
+	}
+}
+
+// reconcile brings local live access in line with the store, for when
+// changes may have been missed, in a few queries whatever the number of
+// agents and sessions. full (after a Resync) also re-evaluates every live
+// session and stream, which asks the store about each: the periodic sweep
+// does not, so that nothing is polled per session.
+func (f *fanout) reconcile(ctx context.Context, full bool) {
+	defer panics.Recover(f.log, "reconcile with the store", nil)
+	since := f.lastSweep.Add(-2 * f.interval)
+	f.lastSweep = f.clock()
+	if full {
+		f.reeval(ctx)
+	}
+	users, err := f.store.ListUsers(ctx)
+	if err != nil {
+		f.log.Warn("reconcile: list users", "err", storeError(err))
+		return
+	}
+	for _, u := range users {
+		if u.Locked {
+			for _, k := range f.killers {
+				k.EndUser(u.Name, sessions.ReasonRevoked)
+			}
+		}
+	}
+	agents, err := f.store.ListAgents(ctx)
+	if err != nil {
+		f.log.Warn("reconcile: list agents", "err", storeError(err))
+		return
+	}
+	for _, a := range agents {
+		if a.Locked {
+			for _, k := range f.killers {
+				k.EndAgent(a.Name, sessions.ReasonRevoked)
+			}
+		}
+	}
+	recent, err := f.store.ListSessions(ctx, store.SessionFilter{Limit: 1000})
+	if err != nil {
+		f.log.Warn("reconcile: list sessions", "err", storeError(err))
+		return
+	}
+	for _, s := range recent {
+		switch {
+		case s.State == store.SessionActive:
+			f.schedule(s)
+		case s.EndedAt.After(since):
+			f.unschedule(s.ID)
+			f.endSession(s)
+		}
+	}
+}
+
+// schedule ends the active session s at its deadline, unless it is
+// scheduled already.
+func (f *fanout) schedule(s store.Session) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return
+	}
+	if _, ok := f.timers[s.ID]; ok {
+		return
+	}
+	if f.timers == nil {
+		f.timers = map[string]*time.Timer{}
+	}
+	id := s.ID
+	f.timers[id] = time.AfterFunc(s.Deadline.Sub(f.clock()), func() {
+		f.mu.Lock()
+		if f.closed {
+			f.mu.Unlock()
+			return
+		}
+		delete(f.timers, id)
+		f.timersWG.Add(1)
+		f.mu.Unlock()
+		defer f.timersWG.Done()
+		f.expire(id)
+	})
+}
+
+func (f *fanout) unschedule(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if t, ok := f.timers[id]; ok {
+		t.Stop()
+		delete(f.timers, id)
+	}
+}
+
+// expire ends a session at its deadline: in the store (once, whichever
+// gateway comes first) and here.
+func (f *fanout) expire(id string) {
+	defer panics.Recover(f.log, "end a session at its deadline", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	now := f.clock()
+	ev := audit.Event{Time: now, Type: audit.SessionEnded, Actor: "system", Subject: id, Outcome: audit.Success, Reason: sessions.ReasonExpired}
+	s, err := f.store.EndSession(ctx, id, store.SessionExpired, sessions.ReasonExpired, now, ev)
+	if err != nil {
+		f.log.Error("end session at its deadline; the next reconciliation retries", "session", id, "err", storeError(err))
+		return
+	}
+	f.endSession(s)
+}
+
+// stop cancels the deadline timers and waits for those running.
+func (f *fanout) stop() {
+	f.mu.Lock()
+	f.closed = true
+	for id, t := range f.timers {
+		t.Stop()
+		delete(f.timers, id)
+	}
+	f.mu.Unlock()
+	f.timersWG.Wait()
+}

@@ -1,0 +1,45 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+)
+
+type unavailableKey struct{}
+
+// UnavailableNote records whether a store call made under a context failed
+// because the store could not be reached; see WithUnavailableNote.
+type UnavailableNote struct {
+	err atomic.Pointer[error]
+}
+
+// Err returns the first ErrUnavailable error noted, or nil.
+func (n *UnavailableNote) Err() error {
+	if p := n.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// WithUnavailableNote returns a context under which stores note an
+// ErrUnavailable they return (NoteUnavailable), so that the layer that
+// answers a request can tell "the gateway cannot reach its store" from any
+// other failure even when the error was wrapped into another on the way.
+func WithUnavailableNote(ctx context.Context) (context.Context, *UnavailableNote) {
+	n := &UnavailableNote{}
+	return context.WithValue(ctx, unavailableKey{}, n), n
+}
+
+// NoteUnavailable records err in ctx's note if err is an ErrUnavailable,
+// and returns err unchanged. Store implementations call it on their
+// errors.
+func NoteUnavailable(ctx context.Context, err error) error {
+	if err == nil || !errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	if n, ok := ctx.Value(unavailableKey{}).(*UnavailableNote); ok {
+		n.err.CompareAndSwap(nil, &err)
+	}
+	return err
+}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/auditlog"
 	"github.com/tunnelhq/tunnel/pkg/audit"
 	"github.com/tunnelhq/tunnel/pkg/policy"
 	"github.com/tunnelhq/tunnel/pkg/store"
@@ -37,13 +38,6 @@ type Auditor interface {
 
 // Decider answers access questions. Fill the exported fields; the zero
 // policy cache loads itself on first use.
-// DenialRecorder folds repeated refusals into one audit event per kind
-// and interval; *auditlog.Folder is one. done yields the outcome of a
-// write made now, or nil at once for a folded repeat.
-type DenialRecorder interface {
-	Record(ev audit.Event) (done <-chan error, folded bool)
-}
-
 type Decider struct {
 	Store store.Store
 	// MaxTTL is the cluster's longest user certificate
@@ -62,7 +56,7 @@ type Decider struct {
 	// first of a kind (caller, source, reason) at once, repeats as one
 	// event with a count per interval, so that a caller refused again and
 	// again cannot fill the audit log. Nil writes each one.
-	Denials DenialRecorder
+	Denials *auditlog.Folder
 	Clock   func() time.Time
 	Log     *slog.Logger
 

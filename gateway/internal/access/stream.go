@@ -67,16 +67,7 @@ func (d *Decider) Record(ctx context.Context, dec policy.Decision, ev audit.Even
 // writeDenial writes a denial through Denials when set (folded), else as
 // write does.
 func (d *Decider) writeDenial(ctx context.Context, ev audit.Event) error {
-	if d.Denials == nil {
-		return d.write(ctx, ev)
-	}
-	done, _ := d.Denials.Record(ev)
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return d.Denials.Write(ctx, d.write, ev)
 }
 
 func (d *Decider) write(ctx context.Context, ev audit.Event) error {

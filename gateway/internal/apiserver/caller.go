@@ -45,17 +45,10 @@ func (s *Server) user(h http.HandlerFunc) http.Handler {
 // Denials (folded: one event with a count per kind and interval), or
 // directly when there is no Denials.
 func (s *Server) recordDenial(ctx context.Context, ev audit.Event) error {
-	if s.Denials == nil {
+	return s.Denials.Write(ctx, func(ctx context.Context, ev audit.Event) error {
 		_, err := s.Store.AppendAudit(ctx, ev)
 		return err
-	}
-	done, _ := s.Denials.Record(ev)
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	}, ev)
 }
 
 // admin wraps a handler that needs a user holding an admin role. A refusal

@@ -58,19 +58,7 @@ func (s *Server) agentDenied(ctx context.Context, r *http.Request, actor, subjec
 	ev := audit.Event{Time: s.now(), Type: audit.AgentDenied, Actor: actor, Subject: subject,
 		Outcome: audit.Failure, Reason: reason, SourceIP: remoteAddr(r).String(),
 		Details: map[string]string{"request": r.Method + " " + r.URL.Path}}
-	if s.Denials != nil {
-		done, _ := s.Denials.Record(ev)
-		select {
-		case err := <-done:
-			if err != nil {
-				return fmt.Errorf("record agent refusal: %w", err)
-			}
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	if _, err := s.Store.AppendAudit(ctx, ev); err != nil {
+	if err := s.recordDenial(ctx, ev); err != nil {
 		return fmt.Errorf("record agent refusal: %w", err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package auditlog
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"log/slog"
 	"maps"
@@ -141,6 +142,23 @@ func (f *Folder) Record(ev audit.Event) (done <-chan error, folded bool) {
 	}
 	f.mu.Unlock()
 	return written, true
+}
+
+// Write records a refusal a caller can repeat at will: through f, folded,
+// when f is not nil (waiting for the outcome of a write made now, or not
+// at all for a folded repeat), else with write, at once. It is the one
+// way login, the admin API and access decisions record such refusals.
+func (f *Folder) Write(ctx context.Context, write func(context.Context, audit.Event) error, ev audit.Event) error {
+	if f == nil {
+		return write(ctx, ev)
+	}
+	done, _ := f.Record(ev)
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Flush writes the folded events of the windows that ended by now, and

@@ -68,19 +68,13 @@ type Service struct {
 	accessOnce sync.Once
 }
 
-// recordRefusal writes ev through Denials when set, else directly.
+// recordRefusal writes ev through Denials (folded) when set, else
+// directly.
 func (s *Service) recordRefusal(ctx context.Context, ev audit.Event) error {
-	if s.Denials == nil {
+	return s.Denials.Write(ctx, func(ctx context.Context, ev audit.Event) error {
 		_, err := s.Store.AppendAudit(ctx, ev)
 		return err
-	}
-	done, _ := s.Denials.Record(ev)
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	}, ev)
 }
 
 // Error is a login failure to show the caller.

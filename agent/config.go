@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/identity"
 )
 
@@ -343,6 +344,9 @@ func (c *FileConfig) validate(lines map[string]int) error {
 		}
 		if err := identity.ValidateName("service", e.Name); err != nil {
 			return &configError{item + ".name", line(item + ".name"), nameMessage(err)}
+		}
+		if e.Name == api.SSHService {
+			return &configError{item + ".name", line(item + ".name"), fmt.Sprintf("the service name %q is reserved for this node's SSH endpoint (tunnel ssh reaches it): choose another name", api.SSHService)}
 		}
 		if first, dup := names[e.Name]; dup {
 			return &configError{item + ".name", line(item + ".name"), fmt.Sprintf("service %q is exposed twice (first at %s)", e.Name, where(first, lines))}

@@ -68,6 +68,8 @@ func TestParseConfigErrors(t *testing.T) {
 			`expose[0].address (line 3): the host of "bad host!:5432" is neither an IP address nor a host name`},
 		{"listener host name", "listen:\n  - {name: a, address: 'db.internal:5432', target: db-1/pg}\n",
 			`listen[0].address (line 2): the host of "db.internal:5432" must be an IP address of this machine, such as 127.0.0.1 (a loopback address keeps the listener local)`},
+		{"reserved service name", "expose:\n  - {name: ssh, address: 127.0.0.1:22}\n",
+			`expose[0].name (line 2): the service name "ssh" is reserved for this node's SSH endpoint (tunnel ssh reaches it): choose another name`},
 		{"duplicate service", "expose:\n  - {name: pg, address: 127.0.0.1:1}\n  - {name: pg, address: 127.0.0.1:2}\n",
 			`expose[1].name (line 3): service "pg" is exposed twice (first at line 2)`},
 		{"duplicate listener", "listen:\n  - {name: a, address: 127.0.0.1:1, target: db-1/pg}\n  - {name: a, address: 127.0.0.1:2, target: db-1/pg}\n",

@@ -157,6 +157,10 @@ func Run(ctx context.Context, cfg Config) error {
 		if cfg.Token != "" {
 			a.log.Info("already enrolled; ignoring --token", "agent", id.Name)
 		}
+		if cfg.Pin != "" && !strings.EqualFold(cfg.Pin, id.Pin) {
+			return fmt.Errorf("--ca-pin %s is not the pin this agent enrolled with (%s): drop --ca-pin (the enrolled identity keeps it), or, if the cluster's CA really changed, enrol again with a new join token (remove %s first)",
+				cfg.Pin, id.Pin, st.dir+"/"+IdentityFile)
+		}
 		if cfg.Gateway != "" && cfg.Gateway != id.Gateway {
 			id.Gateway = cfg.Gateway
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -34,5 +35,25 @@ func TestDataDirLock(t *testing.T) {
 	again.release()
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("data dir mode: %v, %v; want 0700", fi.Mode(), err)
+	}
+}
+
+// TestEnrolledAgentRefusesAnotherPin: an enrolled agent started with a
+// --ca-pin other than the one it enrolled with says so instead of
+// ignoring it (its renewal would fail hours later).
+func TestEnrolledAgentRefusesAnotherPin(t *testing.T) {
+	dir := t.TempDir()
+	st, err := openIdentityStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrolled := "sha256:" + strings.Repeat("a", 64)
+	if err := st.save(&Identity{Name: "web-1", Cluster: "prod", Gateway: "127.0.0.1:8443", Pin: enrolled}); err != nil {
+		t.Fatal(err)
+	}
+	other := "sha256:" + strings.Repeat("b", 64)
+	err = Run(context.Background(), Config{DataDir: dir, Pin: other})
+	if err == nil || !strings.Contains(err.Error(), "--ca-pin "+other+" is not the pin this agent enrolled with ("+enrolled+")") {
+		t.Fatalf("Run with another pin: %v; want the refusal naming both pins", err)
 	}
 }

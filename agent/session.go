@@ -369,7 +369,13 @@ func (a *Agent) deliver(ctx context.Context, st *quic.Stream) {
 		return
 	}
 	a.log.Debug("stream delivered", "service", svc.Name, "caller", h.Caller)
-	transport.Splice(transport.TCP{TCPConn: c.(*net.TCPConn)}, transport.Stream{Stream: st})
+	local, remote := transport.TCP{TCPConn: c.(*net.TCPConn)}, transport.Stream{Stream: st}
+	// On shutdown both sides are reset: closing the QUIC connection does
+	// not wake a read from a local service that holds its side open after
+	// the caller's half-close, and the agent would wait for it forever.
+	stop := context.AfterFunc(ctx, func() { local.Abort(); remote.Abort() })
+	defer stop()
+	transport.Splice(local, remote)
 }
 
 // refuse answers with a refusal and ends the stream cleanly, draining

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -203,15 +204,10 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	g.qgate = netguard.NewQUICGate(netguard.Limits{PerSource: cfg.MaxConnsPerSource, Total: cfg.MaxConns}, cfg.Log)
 	g.errLog = netguard.NewErrorLog(cfg.Log)
 	undo = append(undo, g.tcpLim.Close, g.qgate.Close, g.errLog.Close)
-	ln, err := net.Listen("tcp", cfg.APIAddr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.APIAddr, err)
-	}
-	g.ln = netguard.NewListener(ln, g.tcpLim, "API")
-	undo = append(undo, func() { g.ln.Close() })
-	if err := g.listenQUIC(); err != nil {
+	if err := g.listenAPI(); err != nil {
 		return err
 	}
+	undo = append(undo, func() { g.ln.Close() })
 	undo = append(undo, func() { g.qtr.Close() })
 	g.audit = auditlog.New(g.store)
 	g.denials = auditlog.NewFolder(g.audit, cfg.AuditFoldInterval, cfg.Clock, cfg.Log)
@@ -288,6 +284,33 @@ func (c *Config) applyFileLimit() {
 
 // listenQUIC binds the UDP side: by default the port the API got, so one
 // host:port serves both.
+// listenAPI binds the API's TCP listener and the QUIC socket. With an
+// ephemeral port (--api-addr H:0, tests) and no --quic-addr, the UDP side
+// takes the port number TCP got, which another program may already hold
+// on UDP: then both are bound again on a new port, a few times.
+func (g *Gateway) listenAPI() error {
+	_, port, _ := net.SplitHostPort(g.cfg.APIAddr)
+	tries := 1
+	if port == "0" && g.cfg.QUICAddr == "" {
+		tries = 20
+	}
+	for i := 1; ; i++ {
+		ln, err := net.Listen("tcp", g.cfg.APIAddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", g.cfg.APIAddr, err)
+		}
+		g.ln = netguard.NewListener(ln, g.tcpLim, "API")
+		err = g.listenQUIC()
+		if err == nil {
+			return nil
+		}
+		g.ln.Close()
+		if i >= tries || !errors.Is(err, syscall.EADDRINUSE) {
+			return err
+		}
+	}
+}
+
 func (g *Gateway) listenQUIC() error {
 	addr := g.cfg.QUICAddr
 	if addr == "" {

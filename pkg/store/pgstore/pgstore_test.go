@@ -340,20 +340,6 @@ func TestCleanEvent(t *testing.T) {
 	}
 }
 
-func TestAgo(t *testing.T) {
-	for d, want := range map[time.Duration]string{
-		40 * time.Second:               "40s",
-		3*time.Minute + 10*time.Second: "3m",
-		2*time.Hour + 5*time.Minute:    "2h5m",
-		2 * time.Hour:                  "2h",
-		72 * time.Hour:                 "3d",
-	} {
-		if got := ago(d); got != want {
-			t.Errorf("ago(%v) = %q; want %q", d, got, want)
-		}
-	}
-}
-
 func TestValues(t *testing.T) {
 	in := time.Date(2025, 3, 14, 15, 9, 26, 535897932, time.FixedZone("CET", 3600))
 	if got := ts(in); got.Location() != time.UTC || got.Nanosecond() != 535897000 || !got.Equal(in.Truncate(time.Microsecond)) {

@@ -13,24 +13,6 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
-// maxSessionID is the longest session ID accepted, in bytes.
-const maxSessionID = 128
-
-// validSessionID reports whether id is a non-empty, URL-safe session ID:
-// RFC 3986 unreserved characters only, at most maxSessionID bytes.
-func validSessionID(id string) bool {
-	if id == "" || len(id) > maxSessionID {
-		return false
-	}
-	for _, c := range []byte(id) {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			c == '-' || c == '_' || c == '.' || c == '~') {
-			return false
-		}
-	}
-	return true
-}
-
 // sessionColumns are the columns scanSession reads, from "sessions s".
 // Recording is whether a recording row exists, so it cannot disagree with
 // the recordings table.
@@ -80,8 +62,8 @@ func (s *Store) CreateSession(ctx context.Context, ss store.Session, certs []sto
 	}
 	var bad error
 	switch {
-	case !validSessionID(ss.ID):
-		bad = fmt.Errorf("session ID %q is not URL-safe (letters, digits, '-', '_', '.', '~', at most %d bytes)", ss.ID, maxSessionID)
+	case store.CheckSessionID(ss.ID) != nil:
+		bad = store.CheckSessionID(ss.ID)
 	case ss.State != store.SessionActive:
 		bad = fmt.Errorf("a new session must be active, not %q", ss.State)
 	case !ss.EndedAt.IsZero() || ss.EndReason != "":

@@ -80,24 +80,18 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, hash string, now time.Time
 		err := tx.QueryRowContext(ctx, `SELECT agent, created_by, created_at, expires_at, used_at
 			FROM join_tokens WHERE hash = ?`, hash).Scan(&t.Agent, &t.CreatedBy, &created, &expires, &used)
 		if errors.Is(err, sql.ErrNoRows) {
-			return &refusal{msg: "unknown join token: check you copied it whole", err: store.ErrNotFound}
+			return store.UnknownJoinToken()
 		}
 		if err != nil {
 			return err
 		}
 		t.CreatedAt, t.ExpiresAt = fromMicros(created), fromMicros(expires)
-		remedy := "create a new one with tunnel admin tokens create --agent " + t.Agent
+		var usedAt time.Time
 		if used.Valid {
-			return &refusal{
-				msg: fmt.Sprintf("join token already used on %s: %s", fromMicros(used.Int64).Format("2006-01-02 15:04 UTC"), remedy),
-				err: store.ErrTokenUsed,
-			}
+			usedAt = fromMicros(used.Int64)
 		}
-		if !now.Before(t.ExpiresAt) {
-			return &refusal{
-				msg: fmt.Sprintf("join token expired %s ago: %s", ago(now.Sub(t.ExpiresAt)), remedy),
-				err: store.ErrTokenExpired,
-			}
+		if err := store.CheckJoinToken(t, usedAt, now); err != nil {
+			return err
 		}
 		var locked bool
 		err = tx.QueryRowContext(ctx, `SELECT locked FROM agents WHERE name = ?`, t.Agent).Scan(&locked)
@@ -105,10 +99,7 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, hash string, now time.Time
 			return err
 		}
 		if locked {
-			return &refusal{
-				msg: fmt.Sprintf("agent %s is locked by an administrator: it cannot enrol until it is unlocked", t.Agent),
-				err: store.ErrLocked,
-			}
+			return store.AgentLockedForEnrolment(t.Agent)
 		}
 
 		res, err := tx.ExecContext(ctx, `UPDATE join_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL`,
@@ -121,7 +112,7 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, hash string, now time.Time
 		} else if n != 1 {
 			// Not reached while the checks above run in the same write
 			// transaction; the condition is the statement's own guard.
-			return &refusal{msg: "join token already used: " + remedy, err: store.ErrTokenUsed}
+			return store.JoinTokenTaken(t.Agent)
 		}
 		t.UsedAt = now
 		if _, err := tx.ExecContext(ctx, `INSERT INTO agents (name, locked, created_at, enrolled_at, last_seen)
@@ -132,7 +123,7 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, hash string, now time.Time
 		}
 		return appendEvents(ctx, tx, ev)
 	})
-	var r *refusal
+	var r *store.Refusal
 	if errors.As(err, &r) {
 		return store.JoinToken{}, err // already says what it is about
 	}
@@ -140,35 +131,6 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, hash string, now time.Time
 		return store.JoinToken{}, fmt.Errorf("consume join token: %w", err)
 	}
 	return t, nil
-}
-
-// refusal is an error for the operator that wraps a sentinel without
-// showing its text.
-type refusal struct {
-	msg string
-	err error
-}
-
-func (r *refusal) Error() string { return r.msg }
-func (r *refusal) Unwrap() error { return r.err }
-
-// ago says how long d is, roughly, for an operator: "40s", "3m", "2h5m",
-// "3d".
-func ago(d time.Duration) string {
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d/time.Second))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d/time.Minute))
-	case d < 48*time.Hour:
-		h, m := int(d/time.Hour), int(d%time.Hour/time.Minute)
-		if m == 0 {
-			return fmt.Sprintf("%dh", h)
-		}
-		return fmt.Sprintf("%dh%dm", h, m)
-	default:
-		return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
-	}
 }
 
 const agentColumns = `name, locked, created_at, enrolled_at, last_seen`

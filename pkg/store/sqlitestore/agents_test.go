@@ -66,24 +66,6 @@ func TestConsumeJoinTokenMessages(t *testing.T) {
 	}
 }
 
-func TestAgo(t *testing.T) {
-	for d, want := range map[time.Duration]string{
-		0:                              "0s",
-		999 * time.Millisecond:         "0s",
-		59 * time.Second:               "59s",
-		3*time.Minute + 59*time.Second: "3m",
-		time.Hour:                      "1h",
-		2*time.Hour + 5*time.Minute:    "2h5m",
-		47*time.Hour + 59*time.Minute:  "47h59m",
-		48 * time.Hour:                 "2d",
-		30*24*time.Hour + 23*time.Hour: "30d",
-	} {
-		if got := ago(d); got != want {
-			t.Errorf("ago(%v) = %q; want %q", d, got, want)
-		}
-	}
-}
-
 func TestCreateJoinTokenRefusesBadInput(t *testing.T) {
 	ctx := t.Context()
 	s, _ := openTemp(t)

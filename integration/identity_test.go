@@ -312,7 +312,7 @@ func TestGatewayDataDirIsSealed(t *testing.T) {
 
 // addUser has admin create a user with the given roles and returns a
 // handle holding their password and TOTP secret.
-func addUser(t *testing.T, admin *user, name string, roles ...string) *user {
+func addUser(t testing.TB, admin *user, name string, roles ...string) *user {
 	t.Helper()
 	pw := name + "-password-long-enough"
 	args := []string{"admin", "users", "add", name, "--password-file", writeSecret(t, pw), "--json"}

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -153,45 +152,14 @@ func mgaRunFlags(url string, i int, addr string) []string {
 // UDP (fixed, so a gateway restarts on the same address).
 func mgaTwoGateways(t *testing.T, url string) (*cluster, *cluster) {
 	t.Helper()
-	base := t.TempDir()
-	first := &cluster{t: t, dataDir: filepath.Join(base, "gw1"), name: "itest", admin: "alice", adminPW: "correct horse battery staple"}
-	out, err := exec.Command(bin("tunnel-gateway"), "init", "--data-dir", first.dataDir, "--store", url, "--cluster", first.name,
-		"--admin", first.admin, "--admin-password-file", writeSecret(t, first.adminPW), "--json").CombinedOutput()
-	if err != nil {
-		t.Fatalf("tunnel-gateway init --store: %v\n%s", err, out)
-	}
-	var res struct {
-		Pin   string `json:"ca_pin"`
-		Admin struct {
-			Secret string `json:"secret"`
-		} `json:"admin"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil || res.Pin == "" {
-		t.Fatalf("init --json: %v\n%s", err, out)
-	}
-	kek, err := os.ReadFile(filepath.Join(first.dataDir, "kek"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	otp := newOTPSource(res.Admin.Secret)
-	var gws []*cluster
-	for i := 1; i <= 2; i++ {
-		c := &cluster{t: t, dataDir: filepath.Join(base, fmt.Sprintf("gw%d", i)), name: first.name, pin: res.Pin,
-			admin: first.admin, adminPW: first.adminPW, adminOTP: otp}
-		if i > 1 {
-			if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(c.dataDir, "kek"), kek, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
+	gws := initSharedGateways(t, url, 2)
+	for i, c := range gws {
+		i++
 		addr := mgaFreeAddr(t, fmt.Sprintf("127.0.0.2%d", i))
 		c.start(mgaRunFlags(url, i, addr)...)
 		if c.addr != addr {
 			t.Fatalf("gateway %d listens on %s; want %s", i, c.addr, addr)
 		}
-		gws = append(gws, c)
 	}
 	return gws[0], gws[1]
 }

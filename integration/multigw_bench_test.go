@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -35,7 +34,8 @@ import (
 //	CI=1 go test -run '^$' -bench BenchmarkRevokeFanout -benchtime 100x ./integration/
 func BenchmarkRevokeFanout(b *testing.B) {
 	srv := pgtest.Start(b)
-	gws := benchGateways(b, srv.URL(""), 3, "--heartbeat-interval", "1s", "--reconcile-interval", "5s")
+	gws := startSharedGateways(b, srv.URL(""), 3, "--heartbeat-interval", "1s", "--reconcile-interval", "5s",
+		"--login-burst", "100000", "--login-rate", "100000")
 	c1, c2, c3 := gws[0], gws[1], gws[2]
 	admin1 := c1.adminUser()
 	admin1.login()
@@ -53,7 +53,7 @@ func BenchmarkRevokeFanout(b *testing.B) {
 		// A fresh user each trial: a second login of one user waits for
 		// the next TOTP step (30 s), and a lock revokes their certificates.
 		name := fmt.Sprintf("bob%d", i)
-		bob1 := benchAddUser(b, admin1, name, "ops")
+		bob1 := addUser(b, admin1, name, "ops")
 		bob2 := c2.newUserHandle(name, bob1.pw, bob1.otp)
 		bob2.login()
 		port := freeLoopbackPort(b)
@@ -140,7 +140,7 @@ func BenchmarkIdleStoreQueries(b *testing.B) {
 	// not only transactions.
 	srv := pgtest.Start(b, pgtest.WithSetting("log_statement", "all"),
 		pgtest.WithSetting("log_line_prefix", "%m [%p] db=%d "))
-	gw := benchGateways(b, srv.URL(""), 1, "--max-conns-per-source", "100000")[0]
+	gw := startSharedGateways(b, srv.URL(""), 1, "--login-burst", "100000", "--login-rate", "100000", "--max-conns-per-source", "100000")[0]
 	admin := adminClient(b, gw)
 	defer admin.Close()
 
@@ -235,71 +235,6 @@ func BenchmarkIdleStoreQueries(b *testing.B) {
 	b.ReportMetric(baseQ, "base-queries/s")
 	b.ReportMetric(idleQ, "idle-queries/s")
 	b.ReportMetric(float64(n), "agents")
-}
-
-// benchGateways initialises a cluster on the store at url and runs n
-// gateways on it, on 127.0.0.11, .12, ..., with the first's KEK copied to
-// the others (as mgInit does, for benchmarks). extra flags go to run.
-func benchGateways(t testing.TB, url string, n int, extra ...string) []*cluster {
-	t.Helper()
-	base := t.TempDir()
-	first := &cluster{t: t, dataDir: filepath.Join(base, "gw1"), name: "itest", admin: "alice", adminPW: "correct horse battery staple"}
-	pwFile := writeSecret(t, first.adminPW)
-	out, err := exec.Command(bin("tunnel-gateway"), "init", "--data-dir", first.dataDir, "--store", url, "--cluster", first.name,
-		"--admin", first.admin, "--admin-password-file", pwFile, "--json").CombinedOutput()
-	if err != nil {
-		t.Fatalf("tunnel-gateway init --store: %v\n%s", err, out)
-	}
-	var res struct {
-		Pin   string `json:"ca_pin"`
-		Admin struct {
-			Secret string `json:"secret"`
-		} `json:"admin"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil || res.Pin == "" {
-		t.Fatalf("init --json: %v\n%s", err, out)
-	}
-	kek, err := os.ReadFile(filepath.Join(first.dataDir, "kek"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	otp := newOTPSource(res.Admin.Secret)
-	var gws []*cluster
-	for i := 1; i <= n; i++ {
-		c := &cluster{t: t, dataDir: filepath.Join(base, fmt.Sprintf("gw%d", i)), name: first.name, pin: res.Pin,
-			admin: first.admin, adminPW: first.adminPW, adminOTP: otp}
-		if i > 1 {
-			if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(c.dataDir, "kek"), kek, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		ip := fmt.Sprintf("127.0.0.1%d", i)
-		args := append([]string{"--store", url, "--id", fmt.Sprintf("gw-%d", i), "--api-addr", ip + ":0", "--name", ip,
-			"--login-burst", "100000", "--login-rate", "100000"}, extra...)
-		c.start(args...)
-		gws = append(gws, c)
-	}
-	return gws
-}
-
-// benchAddUser is addUser for benchmarks.
-func benchAddUser(t testing.TB, admin *user, name string, roles ...string) *user {
-	t.Helper()
-	pw := name + "-password-long-enough"
-	args := []string{"admin", "users", "add", name, "--password-file", writeSecret(t, pw), "--json"}
-	for _, r := range roles {
-		args = append(args, "--role", r)
-	}
-	var enr struct {
-		Secret string `json:"secret"`
-	}
-	if err := json.Unmarshal([]byte(admin.must(args...)), &enr); err != nil || enr.Secret == "" {
-		t.Fatalf("users add --json: %v", err)
-	}
-	return admin.c.newUserHandle(name, pw, newOTPSource(enr.Secret))
 }
 
 // benchStatements counts the statements PostgreSQL logged (log_statement

@@ -158,10 +158,11 @@ func TestMultiGateway(t *testing.T) {
 	c2.stop()
 }
 
-// mgInit initialises the cluster on the first gateway's data directory
-// with the store at url, copies its KEK to two more, and runs the three on
-// 127.0.0.11, .12 and .13 with a 1 s heartbeat.
-func mgInit(t *testing.T, url string) []*cluster {
+// initSharedGateways initialises a cluster on the store at url in the
+// first of n data directories and copies its KEK to the others: n
+// gateways of one cluster, not started (each caller starts them with its
+// own addresses and flags).
+func initSharedGateways(t testing.TB, url string, n int) []*cluster {
 	t.Helper()
 	base := t.TempDir()
 	first := &cluster{t: t, dataDir: filepath.Join(base, "gw1"), name: "itest", admin: "alice", adminPW: "correct horse battery staple"}
@@ -186,7 +187,7 @@ func mgInit(t *testing.T, url string) []*cluster {
 	}
 	otp := newOTPSource(res.Admin.Secret)
 	var gws []*cluster
-	for i := 1; i <= 3; i++ {
+	for i := 1; i <= n; i++ {
 		c := &cluster{t: t, dataDir: filepath.Join(base, fmt.Sprintf("gw%d", i)), name: first.name, pin: res.Pin,
 			admin: first.admin, adminPW: first.adminPW, adminOTP: otp}
 		if i > 1 {
@@ -197,12 +198,28 @@ func mgInit(t *testing.T, url string) []*cluster {
 				t.Fatal(err)
 			}
 		}
-		ip := fmt.Sprintf("127.0.0.1%d", i)
-		c.start("--store", url, "--id", fmt.Sprintf("gw-%d", i), "--api-addr", ip+":0", "--name", ip,
-			"--heartbeat-interval", "1s", "--reconcile-interval", "5s", "--login-burst", "1000")
 		gws = append(gws, c)
 	}
 	return gws
+}
+
+// startSharedGateways runs n gateways of one cluster on the store at url,
+// on 127.0.0.11, .12, ..., with extra run flags.
+func startSharedGateways(t testing.TB, url string, n int, extra ...string) []*cluster {
+	t.Helper()
+	gws := initSharedGateways(t, url, n)
+	for i, c := range gws {
+		ip := fmt.Sprintf("127.0.0.1%d", i+1)
+		c.start(append([]string{"--store", url, "--id", fmt.Sprintf("gw-%d", i+1), "--api-addr", ip + ":0", "--name", ip}, extra...)...)
+	}
+	return gws
+}
+
+// mgInit runs the three gateways of TestMultiGateway, with a 1 s
+// heartbeat.
+func mgInit(t *testing.T, url string) []*cluster {
+	t.Helper()
+	return startSharedGateways(t, url, 3, "--heartbeat-interval", "1s", "--reconcile-interval", "5s", "--login-burst", "1000")
 }
 
 // mgAlive lists the gateways as "ID alive" or "ID dead", by id.

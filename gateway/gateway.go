@@ -302,6 +302,9 @@ type Config struct {
 	// against the store, as a safety net under the change notifications.
 	// Zero means 60 s.
 	ReconcileInterval time.Duration
+	// DebugAddr, if set, is a loopback address serving Go's runtime
+	// profiles (net/http/pprof) without authentication (debug.go).
+	DebugAddr string
 	// Version is reported by /v1/ping.
 	Version string
 	Log     *slog.Logger
@@ -367,6 +370,9 @@ func (c *Config) validate() error {
 		return errors.New("--max-conns-per-source and --max-conns must not be negative (0 means the default)")
 	}
 	if err := checkStoreURL(c.Store); err != nil {
+		return err
+	}
+	if err := checkDebugAddr(c.DebugAddr); err != nil {
 		return err
 	}
 	if c.Store != "" && c.StoreSync != "" && c.StoreSync != "normal" {

@@ -78,6 +78,11 @@ type Gateway struct {
 	bgCancel context.CancelFunc
 	bgWG     sync.WaitGroup
 
+	// The debug listener (debug.go), nil when off.
+	debugLn net.Listener
+	debug   *http.Server
+	debugWG sync.WaitGroup
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -209,6 +214,10 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	}
 	undo = append(undo, func() { g.ln.Close() })
 	undo = append(undo, func() { g.qtr.Close() })
+	if err := g.listenDebug(); err != nil {
+		return err
+	}
+	undo = append(undo, g.closeDebug)
 	g.audit = auditlog.New(g.store)
 	g.denials = auditlog.NewFolder(g.audit, cfg.AuditFoldInterval, cfg.Clock, cfg.Log)
 	g.denials.Start()
@@ -251,7 +260,7 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	// ReadTimeout and WriteTimeout: a connection silent from its first
 	// byte, or stalled in mid-handshake, is closed after HandshakeTimeout.
 	g.http = &http.Server{
-		Handler:           storeUnavailable(api.Handler()),
+		Handler:           api.Handler(),
 		TLSConfig:         trust.ServerConfig(g.certs.GetCertificate),
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
 		ReadTimeout:       max(30*time.Second, cfg.HandshakeTimeout),
@@ -471,6 +480,7 @@ func (g *Gateway) closeAll(ctx context.Context) {
 		g.tcpLim.Close()
 		g.qgate.Close()
 		g.errLog.Close()
+		g.closeDebug()
 		g.closeErr = errors.Join(err, g.store.Close())
 	}
 }

@@ -43,3 +43,12 @@ func NoteUnavailable(ctx context.Context, err error) error {
 	}
 	return err
 }
+
+// UnavailableNoted returns the first ErrUnavailable error noted under ctx
+// (a context from WithUnavailableNote, or one derived from it), or nil.
+func UnavailableNoted(ctx context.Context) error {
+	if n, ok := ctx.Value(unavailableKey{}).(*UnavailableNote); ok {
+		return n.Err()
+	}
+	return nil
+}

@@ -43,9 +43,13 @@ const (
 // Timeouts and limits of every QUIC connection.
 const (
 	// KeepAlive is well below common NAT UDP timeouts (30 s and up).
-	KeepAlive = 5 * time.Second
-	// IdleTimeout closes a connection that hears nothing for this long.
-	IdleTimeout = 15 * time.Second
+	KeepAlive = 2 * time.Second
+	// IdleTimeout closes a connection that hears nothing for this long:
+	// four keepalives in a row lost. It is how a peer that died without a
+	// word (SIGKILL, power, network cut) is noticed, so that agents and
+	// clients move to another gateway within seconds; a restarted gateway
+	// is noticed at once instead (its persistent stateless reset key).
+	IdleTimeout = 8 * time.Second
 	// HandshakeTimeout bounds the handshake.
 	HandshakeTimeout = 10 * time.Second
 	// MaxStreams bounds the concurrent streams a peer may open.

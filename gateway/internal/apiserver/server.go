@@ -20,6 +20,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -136,7 +137,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Code: api.CodeNotFound, Message: "no such API endpoint: " + r.Method + " " + r.URL.Path + " (is your tunnel client newer than the gateway?)"}, http.StatusNotFound)
 	})
-	return s.recoverPanics(s.logRequests(s.limitAnonymous(mux)))
+	return s.recoverPanics(noteStore(s.logRequests(s.limitAnonymous(mux))))
 }
 
 // logRequests logs method, path, status and duration; never bodies.
@@ -187,19 +188,25 @@ func writeError(w http.ResponseWriter, e *api.Error, status int) {
 }
 
 // fail answers an error: a *login.Error or *httpError keeps its status and
-// message; anything else is logged and answered as an internal error.
+// message; anything else is logged and answered as an internal error. The
+// one exception is the store: when it could not be reached — err says so,
+// or a store call of this request noted it (store.NoteUnavailable) and the
+// answer would be a server error however the handler wrapped it — the
+// answer is 503 "the gateway cannot reach its store", so that clients
+// fail over to another gateway or try again. The cause (which may name the
+// database host) goes to the log, not to the caller.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var le *login.Error
 	var he *httpError
 	switch {
 	case errors.Is(err, store.ErrUnavailable):
-		// Whatever asked (a login included): the request may be fine, the
-		// gateway's database is not reachable now.
-		s.log().Error("store unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
-		writeError(w, &api.Error{Code: api.CodeStoreUnavailable,
-			Message: "the gateway cannot reach its store: try again in a moment (the gateway log says why)"}, http.StatusServiceUnavailable)
+		s.storeUnavailable(w, r, err)
 	case errors.As(err, &le):
 		if le.Status >= 500 {
+			if cause := unavailableNote(r); cause != nil {
+				s.storeUnavailable(w, r, cause)
+				return
+			}
 			s.log().Error("login failed", "err", err)
 		}
 		writeError(w, &api.Error{Code: le.Code, Message: le.Message, RetryAfter: int(le.RetryAfter.Seconds())}, le.Status)
@@ -208,9 +215,35 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, context.Canceled):
 		// The client went away; nothing to answer.
 	default:
+		if cause := unavailableNote(r); cause != nil {
+			s.storeUnavailable(w, r, fmt.Errorf("%w (noted by the store as: %w)", err, cause))
+			return
+		}
 		s.log().Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		writeError(w, &api.Error{Code: api.CodeInternal, Message: "the gateway hit an internal error; nothing was changed (see the gateway log)"}, http.StatusInternalServerError)
 	}
+}
+
+// storeUnavailable answers 503: whatever asked (a login included), the
+// request may be fine; the gateway's database is not reachable now.
+func (s *Server) storeUnavailable(w http.ResponseWriter, r *http.Request, cause error) {
+	s.log().Error("store unavailable", "method", r.Method, "path", r.URL.Path, "err", cause)
+	writeError(w, &api.Error{Code: api.CodeStoreUnavailable, RetryAfter: 5,
+		Message: "the gateway cannot reach its store: nothing was changed, try again in a moment (the gateway log says why)"}, http.StatusServiceUnavailable)
+}
+
+// noteStore puts a store.UnavailableNote in every request's context, read
+// back by fail (unavailableNote).
+func noteStore(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, _ := store.WithUnavailableNote(r.Context())
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// unavailableNote is the store's unreachability noted during r, or nil.
+func unavailableNote(r *http.Request) error {
+	return store.UnavailableNoted(r.Context())
 }
 
 // httpError is an error with a status and a message for the caller.

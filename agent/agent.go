@@ -41,6 +41,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/tunnelhq/tunnel/agent/internal/sshd"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/apiclient"
@@ -95,6 +97,16 @@ type Agent struct {
 	links     []*link
 	opener    *transport.Failover
 
+	// The direct path (peers.go): the UDP socket's transport shared by
+	// the gateway links and the peer links, this agent's outgoing peer
+	// links, the direct streams gateways announced to it, and whether a
+	// gateway brokers direct streams. ctx is Run's, for the peer dials.
+	ctx      context.Context
+	tr       atomic.Pointer[quic.Transport]
+	peers    *peerPool
+	expect   *expected
+	gwDirect atomic.Bool
+
 	sshd *sshd.Server // the node's SSH endpoint
 	recs *recordings  // session recordings on their way to the gateway
 
@@ -137,7 +149,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, store: st, services: map[string]Expose{}, probeTCP: probeTCP}
+	a := &Agent{cfg: cfg, log: cfg.Log, store: st, services: map[string]Expose{}, probeTCP: probeTCP, expect: newExpected()}
+	a.peers = newPeerPool(a)
 	for _, e := range cfg.File.Expose {
 		a.services[e.Name] = e
 	}
@@ -213,6 +226,7 @@ func (a *Agent) identity() *Identity {
 func (a *Agent) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	a.ctx = ctx
 	// Bind every listener first, so a port in use is an error at start.
 	var lns []net.Listener
 	for _, l := range a.cfg.File.Listen {
@@ -229,6 +243,7 @@ func (a *Agent) run(ctx context.Context) error {
 	errc := make(chan error, len(lns)+1)
 	for i, l := range a.cfg.File.Listen {
 		f := &transport.Forwarder{Listener: lns[i], Opener: a, Target: l.Target, Log: a.log.With("listener", l.Name)}
+		f.Carry = func(ctx context.Context, local transport.TCP) { a.carry(ctx, f, local) }
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -239,10 +254,14 @@ func (a *Agent) run(ctx context.Context) error {
 		}()
 		a.log.Info("listening", "listener", l.Name, "address", lns[i].Addr().String(), "target", l.Target)
 	}
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		a.connect(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		a.peers.run(ctx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -410,6 +429,7 @@ func (a *Agent) renew(ctx context.Context) error {
 	}
 	a.log.Info("certificate renewed", "expires", a.cert.Load().Leaf.NotAfter)
 	a.reconnectAll()
+	a.peers.retireAll()
 	return nil
 }
 

@@ -33,7 +33,16 @@ import (
 type FileConfig struct {
 	Expose []Expose `yaml:"expose"`
 	Listen []Listen `yaml:"listen"`
+	// Direct is "on" (the default, also when empty) or "off": whether
+	// this agent's streams to and from other agents may go directly
+	// between the agents (QUIC with mutual TLS on the agent's one UDP
+	// socket), or always through the gateway's relay.
+	Direct string `yaml:"direct"`
 }
+
+// DirectOn reports whether the direct path is allowed (direct: on, or not
+// given).
+func (c *FileConfig) DirectOn() bool { return c.Direct != "off" }
 
 // Expose is a local service other nodes may reach (policy permitting).
 type Expose struct {
@@ -56,7 +65,7 @@ type Listen struct {
 
 // The keys of each level of the file, in the order help shows them.
 var (
-	topKeys    = []string{"expose", "listen"}
+	topKeys    = []string{"expose", "listen", "direct"}
 	exposeKeys = []string{"name", "address", "protocol"}
 	listenKeys = []string{"name", "address", "target"}
 )
@@ -143,6 +152,12 @@ func (p *parser) file(doc *yaml.Node) (*FileConfig, error) {
 	err := p.mapping(root, "", topKeys, func(key, path string, v *yaml.Node) error {
 		var err error
 		switch key {
+		case "direct":
+			var d string
+			if d, err = p.scalar(v, path); err == nil && d != "on" && d != "off" {
+				err = &configError{path, v.Line, fmt.Sprintf("%q: use on (streams between agents go directly when the agents can reach each other) or off (always through the gateway)", d)}
+			}
+			cfg.Direct = d
 		case "expose":
 			err = p.list(v, path, "services to expose", func(_ int, item *yaml.Node, ipath string) error {
 				var e Expose

@@ -88,8 +88,24 @@ func (a *Agent) connect(ctx context.Context) {
 	defer udp.Close() // a Transport does not close a socket it was given
 	tr := &quic.Transport{Conn: udp}
 	defer tr.Close()
+	a.tr.Store(tr)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// The same socket accepts other agents' direct connections (peers.go).
+	if a.cfg.File.DirectOn() {
+		if tlsConf, err := a.peerTLS(true, ""); err != nil {
+			a.log.Warn("the direct path is off: no peer TLS configuration", "err", err)
+		} else if ln, err := tr.Listen(tlsConf, peerQUICConfig()); err != nil {
+			a.log.Warn("the direct path is off: cannot accept peer connections", "err", err)
+		} else {
+			a.log.Debug("accepting direct connections from other agents", "addr", udp.LocalAddr().String())
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a.servePeers(ctx, ln)
+			}()
+		}
+	}
 	for _, l := range a.gatewayLinks() {
 		wg.Add(1)
 		go func() {
@@ -251,7 +267,14 @@ func (a *Agent) dial(ctx context.Context, tr *quic.Transport, gw string) (*sessi
 		err = wire.WriteHeader(ctl, wire.Header{Kind: wire.KindControl})
 	}
 	if err == nil {
-		err = wire.WriteControl(ctl, wire.Control{Type: wire.MsgHello, Version: agentVersion(), Services: a.catalog()})
+		hello := wire.Control{Type: wire.MsgHello, Version: agentVersion(), Services: a.catalog()}
+		if a.cfg.File.DirectOn() {
+			hello.Direct = true
+			if ua, ok := tr.Conn.LocalAddr().(*net.UDPAddr); ok {
+				hello.Addrs = localCandidates(ua.Port)
+			}
+		}
+		err = wire.WriteControl(ctl, hello)
 	}
 	var welcome wire.Control
 	if err == nil {
@@ -261,6 +284,9 @@ func (a *Agent) dial(ctx context.Context, tr *quic.Transport, gw string) (*sessi
 	}
 	if err == nil && welcome.Type != wire.MsgWelcome {
 		err = fmt.Errorf("unexpected %q from the gateway", welcome.Type)
+	}
+	if err == nil && welcome.Direct {
+		a.gwDirect.Store(true)
 	}
 	if err != nil {
 		// A refusal closes the connection: its reason is the error. Give
@@ -314,8 +340,14 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 			if err != nil {
 				return
 			}
-			if m.Type == wire.MsgEndSession {
+			switch m.Type {
+			case wire.MsgEndSession:
 				a.endSession(m)
+			case wire.MsgExpect:
+				a.expect.add(m)
+				a.punch(m.Addrs)
+			case wire.MsgCut:
+				a.expect.cutTicket(m.Ticket, quic.StreamErrorCode(m.Code))
 			}
 		}
 	}()
@@ -350,9 +382,16 @@ func (a *Agent) deliver(ctx context.Context, st *quic.Stream) {
 		a.serveSSH(ctx, st, h)
 		return
 	}
-	svc, ok := a.services[h.Target]
+	a.serveService(ctx, st, h.Target, h.Caller, "")
+}
+
+// serveService connects a stream to the local service: a stream the
+// gateway delivers, or a direct stream from another agent (ticket set:
+// the gateway may cut it by its ticket).
+func (a *Agent) serveService(ctx context.Context, st *quic.Stream, service, caller, ticket string) {
+	svc, ok := a.services[service]
 	if !ok {
-		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s exposes no service %q", a.identity().Name, h.Target))
+		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s exposes no service %q", a.identity().Name, service))
 		return
 	}
 	d := net.Dialer{Timeout: 5 * time.Second}
@@ -368,8 +407,17 @@ func (a *Agent) deliver(ctx context.Context, st *quic.Stream) {
 		st.CancelWrite(transport.StreamCanceled)
 		return
 	}
-	a.log.Debug("stream delivered", "service", svc.Name, "caller", h.Caller)
+	a.log.Debug("stream delivered", "service", svc.Name, "caller", caller, "direct", ticket != "")
 	local, remote := transport.TCP{TCPConn: c.(*net.TCPConn)}, transport.Stream{Stream: st}
+	if ticket != "" {
+		// The gateway cuts a direct stream by its ticket: both sides are
+		// reset with its code, the stream's first.
+		defer a.expect.serving(ticket, func(code quic.StreamErrorCode) {
+			st.CancelWrite(code)
+			st.CancelRead(code)
+			local.Abort()
+		})()
+	}
 	// On shutdown both sides are reset: closing the QUIC connection does
 	// not wake a read from a local service that holds its side open after
 	// the caller's half-close, and the agent would wait for it forever.

@@ -23,10 +23,12 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/trust"
 )
 
-// TestTunnelFaults kills the gateway in the middle of a transfer and an
-// agent, and checks that nothing ends silently and everything comes back.
+// TestTunnelFaults kills the gateway in the middle of a relayed transfer
+// (app-1 has direct: off; a direct stream outlives the gateway, see
+// TestDirectPath) and an agent, and checks that nothing ends silently and
+// everything comes back.
 func TestTunnelFaults(t *testing.T) {
-	e := newTunnelEnv(t)
+	e := newTunnelEnvWith(t, "direct: off\n")
 
 	// SIGKILL the gateway during a 100 MiB download: the client must see
 	// an error, never a clean end of a truncated stream.

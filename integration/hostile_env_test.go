@@ -651,7 +651,7 @@ func (e *hostileEnv) inventory(t *testing.T) {
 				case slices.Contains(want[p.name], key):
 					found[key] = true
 				case s.Proto == "udp" && slices.Contains(want[p.name], "udp:*"):
-					found["udp:*"] = true // a QUIC client socket: agent-udp, proxy-udp
+					found["udp:*"] = true // a QUIC socket: agent-udp (client, and server of the direct path), proxy-udp
 				default:
 					t.Errorf("%s holds %s, which the hostile suite does not attack: add it to the table in hostile_test.go", p.name, s)
 				}
@@ -754,12 +754,17 @@ func (e *hostileEnv) userCert(t *testing.T, u *user) *tls.Certificate {
 // quicDial connects to the gateway's QUIC listener from src with cert (nil:
 // none) and alpn; close ends the connection and its transport.
 func (e *hostileEnv) quicDial(src string, cert *tls.Certificate, alpn string, cfg *quic.Config) (*quic.Conn, func(), error) {
+	return quicDialTo(src, e.c.addr, cert, alpn, cfg)
+}
+
+// quicDialTo is quicDial to any UDP address dst (an agent's socket).
+func quicDialTo(src, dst string, cert *tls.Certificate, alpn string, cfg *quic.Config) (*quic.Conn, func(), error) {
 	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(src)})
 	if err != nil {
 		return nil, nil, err
 	}
 	tr := &quic.Transport{Conn: udp}
-	raddr, err := net.ResolveUDPAddr("udp", e.c.addr)
+	raddr, err := net.ResolveUDPAddr("udp", dst)
 	if err != nil {
 		udp.Close()
 		return nil, nil, err

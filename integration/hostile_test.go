@@ -15,7 +15,10 @@ package integration
 //	quic          tunnel-gateway       UDP --api-addr (or --quic-addr)        QUIC v1, ALPN tunnel/1, mTLS  anyone
 //	jump-ssh      tunnel-gateway       TCP --ssh-addr                         SSH (gliderlabs/ssh)          anyone
 //	agent-listen  tunnel-agent (app-1) TCP, each `listen:` entry of its YAML  raw bytes, carried to a stream local processes
-//	agent-udp     tunnel-agent (each)  UDP, its QUIC client socket            QUIC, client side             anyone who finds the port
+//	agent-udp     tunnel-agent (each)  UDP, its one QUIC socket               QUIC client to the gateway;   anyone who finds the port
+//	                                                                          server of the direct path
+//	                                                                          (ALPN tunnel-peer/1, mTLS
+//	                                                                          with agent certificates)
 //	agent-sshd    tunnel-agent (web-1) none: a stream the gateway delivers    SSH (the node's endpoint)     an authenticated user, via the
 //	                                                                                                        jump host's direct-tcpip
 //	proxy-db      tunnel proxy db      TCP 127.0.0.1:--port                   raw bytes, carried to a stream local processes
@@ -56,7 +59,11 @@ package integration
 // certificate opens streams with a junk header, or one byte of a header and
 // then nothing: the gateway must refuse them, the latter within three times
 // its header timeout); flood (3,000 datagrams of mixed junk). On the agents'
-// and the proxy's QUIC client sockets: garbage, initial-junk and flood.
+// and the proxy's QUIC client sockets: garbage, initial-junk and flood; on
+// the agents' (which also accept other agents' direct connections):
+// foreign-cert, user-cert (a user's certificate of the cluster), no-cert and
+// wrong-alpn handshakes, each refused during the handshake, and 500 real
+// Initials never followed up.
 //
 // The legitimate user, after every attack: a user of a pool (so that TOTP
 // steps never run out) runs tunnel login, then a command on web-1 with stock
@@ -81,6 +88,7 @@ package integration
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
@@ -362,7 +370,7 @@ func (e *hostileEnv) listeners() []hostileListener {
 	return []hostileListener{
 		{"agent-listen", e.tcpAttacks("agent-listen", "127.0.0.14", func() string { return e.agentAd }, raw)},
 		{"proxy-db", e.tcpAttacks("proxy-db", "127.0.0.15", func() string { return e.proxyAd }, raw)},
-		{"agent-udp", e.udpAttacks("127.0.0.17", "web-1", "app-1")},
+		{"agent-udp", append(e.udpAttacks("127.0.0.17", "web-1", "app-1"), e.peerAttacks("127.0.0.17", "web-1", "app-1")...)},
 		{"proxy-udp", e.udpAttacks("127.0.0.18", "proxy")},
 		{"quic", e.quicAttacks("127.0.0.12", "127.0.0.19")},
 		// The listeners with held connections to judge come after the
@@ -487,6 +495,56 @@ func (e *hostileEnv) udpAttacks(src string, procs ...string) []hostileAttack {
 		{"garbage", send(func() [][]byte { return hostileChunks(hostile.Garbage(4096), 1024) })},
 		{"initial-junk", send(func() [][]byte { return hostileRepeat(10, hostile.InitialJunk) })},
 		{"flood", send(func() [][]byte { return hostile.Flood(hostileDatagrams) })},
+	}
+}
+
+// peerAttacks are handshakes the agents' direct-path listener must refuse
+// during the handshake (it needs an agent certificate of the cluster and
+// the peer ALPN), and real Initials never followed up.
+func (e *hostileEnv) peerAttacks(src string, procs ...string) []hostileAttack {
+	const peerALPN = "tunnel-peer/1"
+	quicConf := &quic.Config{HandshakeIdleTimeout: 10 * time.Second, MaxIdleTimeout: 30 * time.Second}
+	refusedHandshake := func(what string, cert func(t *testing.T) *tls.Certificate, alpn string) hostileAttack {
+		return hostileAttack{what, func(t *testing.T) {
+			c := cert(t)
+			for _, dst := range e.udpTargets(t, procs...) {
+				conn, closeConn, err := quicDialTo(src, dst, c, alpn, quicConf)
+				if err == nil {
+					// A TLS 1.3 client may finish before the server has
+					// checked its certificate: the server then closes.
+					select {
+					case <-conn.Context().Done():
+						err = context.Cause(conn.Context())
+					case <-time.After(15 * time.Second):
+					}
+					closeConn()
+				}
+				var te *quic.TransportError
+				if !errors.As(err, &te) || !te.Remote {
+					t.Errorf("%s to the agent at %s ended with %v; want the agent to refuse the handshake", what, dst, err)
+				}
+			}
+		}}
+	}
+	foreign := func(t *testing.T) *tls.Certificate {
+		c, err := hostile.ForeignClientCert("app-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &c
+	}
+	return []hostileAttack{
+		refusedHandshake("foreign-cert", foreign, peerALPN),
+		refusedHandshake("user-cert", func(t *testing.T) *tls.Certificate { return e.userCert(t, e.mallory) }, peerALPN),
+		refusedHandshake("no-cert", func(*testing.T) *tls.Certificate { return nil }, peerALPN),
+		refusedHandshake("wrong-alpn", func(t *testing.T) *tls.Certificate { return e.userCert(t, e.mallory) }, wire.ALPN),
+		{fmt.Sprintf("half-handshake-%d", hostileInitialFlood), func(t *testing.T) {
+			for _, dst := range e.udpTargets(t, procs...) {
+				if _, err := hostile.SendUDP(src, dst, e.initials[2:]); err != nil {
+					t.Errorf("send to %s: %v", dst, err)
+				}
+			}
+		}},
 	}
 }
 

@@ -37,6 +37,13 @@ type tunnelEnv struct {
 
 func newTunnelEnv(t *testing.T) *tunnelEnv {
 	t.Helper()
+	return newTunnelEnvWith(t, "")
+}
+
+// newTunnelEnvWith is newTunnelEnv with extra lines for app-1's file
+// ("direct: off" keeps its streams on the gateway relay).
+func newTunnelEnvWith(t *testing.T, appExtra string) *tunnelEnv {
+	t.Helper()
 	e := &tunnelEnv{}
 	e.c = startCluster(t, "--login-burst", "1000")
 	e.admin = e.c.adminUser()
@@ -81,7 +88,7 @@ func newTunnelEnv(t *testing.T) *tunnelEnv {
   - {name: hash, address: %s, target: db-1/hash}
   - {name: source, address: %s, target: db-1/source}
   - {name: canary, address: %s, target: db-1/canary}
-`, e.pgAddr, e.mysqlAddr, e.echoAddr, e.hashAddr, e.sourceAddr, e.canaryAddr)
+`, e.pgAddr, e.mysqlAddr, e.echoAddr, e.hashAddr, e.sourceAddr, e.canaryAddr) + appExtra
 	e.app = e.c.startAgent("app-1", e.admin.token("app-1"), appYAML)
 	for _, svc := range []string{"postgres", "mysql", "echo", "hash", "source"} {
 		e.admin.must("admin", "policy", "allow", "--from", "app-1", "--to", "db-1/"+svc)

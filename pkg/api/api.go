@@ -224,6 +224,15 @@ type Agent struct {
 	LastSeen   *time.Time `json:"last_seen,omitempty"`
 	CreatedAt  time.Time  `json:"created_at"`
 	EnrolledAt time.Time  `json:"enrolled_at"`
+	// Direct is "on" when the connected agent takes the direct path
+	// (streams between agents off the gateway), "off" when it does not
+	// (direct: off in its file, or the gateway does not broker it); empty
+	// when it is offline. DirectStreams and RelayedStreams count the
+	// streams it opened that are live now, as the gateway answering sees
+	// them.
+	Direct         string `json:"direct,omitempty"`
+	DirectStreams  int    `json:"direct_streams,omitempty"`
+	RelayedStreams int    `json:"relayed_streams,omitempty"`
 }
 
 // PolicyRule is a policy rule in the admin API. POST PathPolicy takes one

@@ -39,6 +39,10 @@ type Forwarder struct {
 	// refuses the connection and is logged (for example an expired
 	// certificate). If it returns ErrStop the forwarder stops.
 	Allow func() error
+	// Carry, if set, carries each accepted connection instead of the
+	// relayed path (the agent's direct path); it may hand a connection back
+	// to the relay with Relay. It owns local, and must end or reset it.
+	Carry func(ctx context.Context, local TCP)
 }
 
 // ErrStop, returned by Allow, stops the forwarder.
@@ -96,7 +100,15 @@ func (f *Forwarder) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f.carry(ctx, tc, log)
+			if f.Carry == nil {
+				f.Relay(ctx, TCP{tc})
+				return
+			}
+			defer panics.Recover(log, "local listener connection to "+f.Target, func() error {
+				TCP{tc}.Abort()
+				return nil
+			})
+			f.Carry(ctx, TCP{tc})
 		}()
 	}
 }
@@ -112,8 +124,13 @@ func (f *Forwarder) allow(log *slog.Logger) (err error) {
 	return f.Allow()
 }
 
-func (f *Forwarder) carry(ctx context.Context, tc *net.TCPConn, log *slog.Logger) {
-	local := TCP{tc}
+// Relay carries local through the gateway: a dial stream from Opener,
+// spliced to local until either ends.
+func (f *Forwarder) Relay(ctx context.Context, local TCP) {
+	log := f.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	var s *quic.Stream
 	// A panic ends this one connection (both ends reset), never the
 	// process.
@@ -180,4 +197,14 @@ func (r *replyFirst) Read(p []byte) (int, error) {
 		}
 	}
 	return r.Stream.Read(p)
+}
+
+// AwaitReply returns s as a splice endpoint whose first Read reads the
+// reply to the header already written on s (a refusal becomes an error,
+// so that Splice resets the other side) before the first byte.
+func AwaitReply(s *quic.Stream, target string, log *slog.Logger) Endpoint {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &replyFirst{Stream: Stream{s}, target: target, log: log}
 }

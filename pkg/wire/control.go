@@ -21,6 +21,23 @@ const (
 	// MsgEndSession tells a node to end a session's SSH connections now;
 	// Message is the reason shown to the user.
 	MsgEndSession = "end_session"
+
+	// The direct path (agent to agent, off the gateway).
+	//
+	// MsgDirect follows a StatusDirect reply on a dial stream: Ticket, the
+	// target Node and its candidate Addrs; the caller dials them and opens
+	// a KindPeer stream with the ticket.
+	MsgDirect = "direct"
+	// MsgExpect tells the target agent, on its control stream, to accept
+	// one KindPeer stream under Ticket, from Caller (identity URI, with the
+	// certificate Serial the gateway verified) to Service; Addrs are the
+	// caller's candidate addresses, to send a packet to first (so that a
+	// stateful firewall or NAT in front of the target lets the caller in).
+	MsgExpect = "expect"
+	// MsgCut tells the target agent to reset the direct stream of Ticket
+	// with Code (a stream error code: revoked, access changed); Message
+	// is the reason.
+	MsgCut = "cut"
 )
 
 // Control is one message on a control stream. Fields unknown to the reader
@@ -34,7 +51,24 @@ type Control struct {
 	Message  string    `json:"message,omitempty"`
 	// Session names the session of MsgEndSession.
 	Session string `json:"session,omitempty"`
+	// Direct: in a hello, the agent accepts and opens direct streams; in a
+	// welcome, the gateway brokers them.
+	Direct bool `json:"direct,omitempty"`
+	// Addrs are candidate UDP addresses (host:port) of an agent: its own
+	// in a hello; the target's in MsgDirect; the caller's in MsgExpect.
+	Addrs []string `json:"addrs,omitempty"`
+	// Ticket, Node, Caller, Serial, Service and Code: see MsgDirect,
+	// MsgExpect and MsgCut.
+	Ticket  string `json:"ticket,omitempty"`
+	Node    string `json:"node,omitempty"`
+	Caller  string `json:"caller,omitempty"`
+	Serial  string `json:"serial,omitempty"`
+	Service string `json:"service,omitempty"`
+	Code    uint64 `json:"code,omitempty"`
 }
+
+// MaxAddrs bounds the candidate addresses of one agent.
+const MaxAddrs = 8
 
 // Service is one service an agent exposes.
 type Service struct {

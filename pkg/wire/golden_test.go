@@ -68,13 +68,16 @@ func goldenHeaders() map[string]wire.Header {
 		Deadline: 1795500000,
 		Idle:     900,
 	}
+	// The direct path: a dial offering it, and a peer stream's ticket.
+	m["header-dial-direct"] = wire.Header{Kind: wire.KindDial, Target: "db-1/postgres", Direct: wire.DirectOffer}
+	m["header-peer-ticket"] = wire.Header{Kind: wire.KindPeer, Target: "postgres", Ticket: "0123456789abcdef0123456789abcdef"}
 	return m
 }
 
 // goldenReplies lists a reply of every status, with and without a message.
 func goldenReplies() map[string]wire.Reply {
 	m := make(map[string]wire.Reply)
-	for st := wire.StatusOK; st <= wire.StatusInternal; st++ {
+	for st := wire.StatusOK; st <= wire.StatusDirect; st++ {
 		name := "reply-" + strings.ReplaceAll(st.String(), " ", "-")
 		m[name+"-empty"] = wire.Reply{Status: st}
 		m[name+"-message"] = wire.Reply{Status: st, Message: fmt.Sprintf("%s: because ✓", st)}
@@ -90,12 +93,19 @@ func goldenControls() map[string]wire.Control {
 			{Name: "postgres", Protocol: "postgres"},
 			{Name: "ssh"},
 		}},
-		"control-hello-bare":  {Type: wire.MsgHello},
-		"control-catalog":     {Type: wire.MsgCatalog, Services: []wire.Service{{Name: "mysql", Protocol: "mysql"}}},
-		"control-ping":        {Type: wire.MsgPing, Seq: 42},
-		"control-pong":        {Type: wire.MsgPong, Seq: 42},
-		"control-welcome":     {Type: wire.MsgWelcome, Message: "welcome db-1 <&>"},
-		"control-end-session": {Type: wire.MsgEndSession, Session: "s-0123456789abcdef", Message: "access revoked by admin"},
+		"control-hello-bare":     {Type: wire.MsgHello},
+		"control-catalog":        {Type: wire.MsgCatalog, Services: []wire.Service{{Name: "mysql", Protocol: "mysql"}}},
+		"control-ping":           {Type: wire.MsgPing, Seq: 42},
+		"control-pong":           {Type: wire.MsgPong, Seq: 42},
+		"control-welcome":        {Type: wire.MsgWelcome, Message: "welcome db-1 <&>"},
+		"control-end-session":    {Type: wire.MsgEndSession, Session: "s-0123456789abcdef", Message: "access revoked by admin"},
+		"control-hello-direct":   {Type: wire.MsgHello, Version: "1.2.3", Direct: true, Addrs: []string{"10.0.0.5:41641", "[fd00::5]:41641"}},
+		"control-welcome-direct": {Type: wire.MsgWelcome, Direct: true},
+		"control-direct": {Type: wire.MsgDirect, Ticket: "0123456789abcdef0123456789abcdef", Node: "db-1",
+			Addrs: []string{"203.0.113.7:41641", "10.0.0.5:41641"}},
+		"control-expect": {Type: wire.MsgExpect, Ticket: "0123456789abcdef0123456789abcdef", Caller: "tunnel://prod/agent/app-1",
+			Serial: "0a1b2c", Service: "postgres", Addrs: []string{"198.51.100.9:50000"}},
+		"control-cut": {Type: wire.MsgCut, Ticket: "0123456789abcdef0123456789abcdef", Code: 3, Message: "access revoked by an administrator"},
 	}
 }
 
@@ -326,7 +336,7 @@ func TestEncodeRefuses(t *testing.T) {
 		h    wire.Header
 	}{
 		{"kind 0", wire.Header{}},
-		{"kind 4", wire.Header{Kind: 4, Target: "a/b"}},
+		{"kind 5", wire.Header{Kind: 5, Target: "a/b"}},
 		{"field too long", wire.Header{Kind: wire.KindDial, Target: strings.Repeat("x", 256)}},
 		{"not UTF-8", wire.Header{Kind: wire.KindDial, Caller: "\xff"}},
 	}

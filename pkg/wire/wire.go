@@ -59,6 +59,10 @@ const (
 	// connect the stream to the local service Target. Caller says on whose
 	// behalf.
 	KindDeliver Kind = 3
+	// KindPeer is opened by a calling agent on its direct connection to
+	// the target agent (the direct path): connect the stream to the local
+	// service Target, as the gateway authorised under Ticket.
+	KindPeer Kind = 4
 )
 
 func (k Kind) String() string {
@@ -69,6 +73,8 @@ func (k Kind) String() string {
 		return "dial"
 	case KindDeliver:
 		return "deliver"
+	case KindPeer:
+		return "peer"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -93,7 +99,17 @@ type Header struct {
 	// Permit lists what the session may do beyond a shell, comma-separated:
 	// "port-forwarding", "agent-forwarding".
 	Permit string
+	// Ticket names the gateway's authorisation of a KindPeer stream (see
+	// Control.Ticket).
+	Ticket string
+	// Direct, on a KindDial stream of an agent, offers the direct path:
+	// the gateway may answer StatusDirect and a MsgDirect instead of
+	// relaying (DirectOffer).
+	Direct string
 }
+
+// DirectOffer is the value of Header.Direct that offers the direct path.
+const DirectOffer = "1"
 
 // Field tags inside a header body.
 const (
@@ -104,6 +120,8 @@ const (
 	tagDeadline = 5
 	tagIdle     = 6
 	tagPermit   = 7
+	tagTicket   = 8
+	tagDirect   = 9
 )
 
 // ErrMalformed is wrapped by every decoding error.
@@ -119,7 +137,7 @@ func malformed(format string, a ...any) error {
 //	body: fields, each tag u8 | length u8 (1 to 255) | UTF-8 bytes, tags ascending;
 //	      an empty field is left out
 func AppendHeader(b []byte, h Header) ([]byte, error) {
-	if h.Kind < KindControl || h.Kind > KindDeliver {
+	if h.Kind < KindControl || h.Kind > KindPeer {
 		return nil, fmt.Errorf("encode header: unknown kind %d", h.Kind)
 	}
 	start := len(b)
@@ -135,7 +153,7 @@ func AppendHeader(b []byte, h Header) ([]byte, error) {
 	for _, f := range []struct {
 		tag byte
 		v   string
-	}{{tagTarget, h.Target}, {tagCaller, h.Caller}, {tagSession, h.Session}, {tagLogin, h.Login}, {tagDeadline, deadline}, {tagIdle, idle}, {tagPermit, h.Permit}} {
+	}{{tagTarget, h.Target}, {tagCaller, h.Caller}, {tagSession, h.Session}, {tagLogin, h.Login}, {tagDeadline, deadline}, {tagIdle, idle}, {tagPermit, h.Permit}, {tagTicket, h.Ticket}, {tagDirect, h.Direct}} {
 		if f.v == "" {
 			continue
 		}
@@ -200,7 +218,7 @@ func ParseHeader(b []byte) (Header, error) {
 		return Header{}, malformed("header version %d, this side speaks %d (upgrade the older side)", b[0], Version)
 	}
 	h := Header{Kind: Kind(b[1])}
-	if h.Kind < KindControl || h.Kind > KindDeliver {
+	if h.Kind < KindControl || h.Kind > KindPeer {
 		return Header{}, malformed("unknown stream kind %d", b[1])
 	}
 	n := int(binary.BigEndian.Uint16(b[2:]))
@@ -253,6 +271,10 @@ func ParseHeader(b []byte) (Header, error) {
 			h.Idle = d
 		case tagPermit:
 			h.Permit = string(v)
+		case tagTicket:
+			h.Ticket = string(v)
+		case tagDirect:
+			h.Direct = string(v)
 		default:
 			return Header{}, malformed("unknown field %d", tag)
 		}
@@ -271,6 +293,12 @@ const (
 	StatusDialFailed  Status = 3 // the target service refused the connection
 	StatusBadRequest  Status = 4 // the header made no sense
 	StatusInternal    Status = 5
+	// StatusDirect answers a dial that offered the direct path: the
+	// gateway authorised the stream, and a MsgDirect follows with the
+	// ticket and the target agent's addresses; the caller connects to the
+	// target itself, and keeps this stream open while its direct stream
+	// lives (the gateway resets it to cut the stream).
+	StatusDirect Status = 6
 )
 
 func (s Status) String() string {
@@ -287,6 +315,8 @@ func (s Status) String() string {
 		return "bad request"
 	case StatusInternal:
 		return "internal error"
+	case StatusDirect:
+		return "direct"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
@@ -365,7 +395,7 @@ func ReadReply(r io.Reader) (Reply, error) {
 		return Reply{}, malformed("reply message is not UTF-8")
 	}
 	st := Status(pre[1])
-	if st > StatusInternal {
+	if st > StatusDirect {
 		return Reply{}, malformed("unknown status %d", pre[1])
 	}
 	return Reply{Status: st, Message: string(msg)}, nil

@@ -30,7 +30,7 @@ func newAgentsLsCmd(env Env) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "ls",
-		Short: "List agents, whether they are connected, and the services they expose",
+		Short: "List agents: connected or not, direct path on or off, the streams they have open (direct or relayed, on this gateway), their services",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var agents []api.Agent
@@ -41,7 +41,7 @@ func newAgentsLsCmd(env Env) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), agents)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tONLINE\tSINCE/LAST SEEN\tSERVICES")
+			fmt.Fprintln(tw, "NAME\tSTATE\tONLINE\tSINCE/LAST SEEN\tDIRECT\tSTREAMS\tSERVICES")
 			for _, a := range agents {
 				state := "active"
 				if a.Locked {
@@ -56,7 +56,12 @@ func newAgentsLsCmd(env Env) *cobra.Command {
 				case a.LastSeen != nil:
 					when = fmtTime(*a.LastSeen)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.Name, state, online, when, orNone(a.Services))
+				direct, streams := "-", "-"
+				if a.Online {
+					direct = a.Direct
+					streams = fmt.Sprintf("%d direct, %d relayed", a.DirectStreams, a.RelayedStreams)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, state, online, when, direct, streams, orNone(a.Services))
 			}
 			return tw.Flush()
 		},

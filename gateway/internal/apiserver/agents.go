@@ -23,7 +23,8 @@ func (s *Server) online() map[string]api.Agent {
 // agentOut merges an agent's record with its presence (zero when offline).
 func agentOut(a store.Agent, p api.Agent) api.Agent {
 	out := api.Agent{Name: a.Name, Locked: a.Locked, Online: p.Online, Since: p.Since,
-		Services: slices.Clone(p.Services), CreatedAt: a.CreatedAt, EnrolledAt: a.EnrolledAt}
+		Services: slices.Clone(p.Services), CreatedAt: a.CreatedAt, EnrolledAt: a.EnrolledAt,
+		Direct: p.Direct, DirectStreams: p.DirectStreams, RelayedStreams: p.RelayedStreams}
 	if out.Services == nil {
 		out.Services = []string{}
 	}

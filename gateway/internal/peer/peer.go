@@ -19,6 +19,7 @@ import (
 	"github.com/tunnelhq/tunnel/certs"
 	"github.com/tunnelhq/tunnel/pkg/identity"
 	"github.com/tunnelhq/tunnel/pkg/store"
+	"github.com/tunnelhq/tunnel/pkg/trust"
 )
 
 // Peer is a verified caller.
@@ -62,33 +63,22 @@ func refuse(format string, a ...any) error { return &Error{Message: fmt.Sprintf(
 // Verify checks chain (leaf first) at now and returns the peer. kinds
 // lists the principal kinds accepted.
 func Verify(ctx context.Context, st store.Store, ca *certs.Authority, chain []*x509.Certificate, now time.Time, kinds ...identity.Kind) (Peer, error) {
-	if len(chain) == 0 {
+	id, err := trust.VerifyClusterChain(chain, ca.X509Pool(), ca.Cluster(), now)
+	switch {
+	case errors.Is(err, trust.ErrNoCertificate):
 		return Peer{}, refuse("you are not logged in: run tunnel login")
-	}
-	leaf := chain[0]
-	if now.After(leaf.NotAfter) {
-		return Peer{}, refuse("your certificate expired %s ago: run tunnel login", now.Sub(leaf.NotAfter).Round(time.Second))
-	}
-	if now.Before(leaf.NotBefore) {
+	case errors.Is(err, trust.ErrExpired):
+		return Peer{}, refuse("your certificate expired %s ago: run tunnel login", now.Sub(chain[0].NotAfter).Round(time.Second))
+	case errors.Is(err, trust.ErrNotYetValid):
 		return Peer{}, refuse("your certificate is not valid yet: check this machine's clock")
-	}
-	inter := x509.NewCertPool()
-	for _, c := range chain[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots: ca.X509Pool(), Intermediates: inter, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}); err != nil {
+	case errors.Is(err, trust.ErrNotIssued):
 		return Peer{}, refuse("your certificate was not issued by this cluster")
-	}
-	if len(leaf.URIs) != 1 {
+	case errors.Is(err, trust.ErrNoIdentity):
 		return Peer{}, refuse("your certificate carries no tunnel identity")
-	}
-	id, err := identity.ParseURI(leaf.URIs[0])
-	if err != nil || id.Cluster != ca.Cluster() {
+	case err != nil:
 		return Peer{}, refuse("your certificate is not an identity of this cluster")
 	}
+	leaf := chain[0]
 	kindOK := false
 	for _, k := range kinds {
 		kindOK = kindOK || k == id.Kind

@@ -94,7 +94,10 @@ func (r *registry) online() map[string]api.Agent {
 	out := make(map[string]api.Agent, len(r.agents))
 	for name, ac := range r.agents {
 		since := ac.since
-		a := api.Agent{Name: name, Online: true, Since: &since}
+		a := api.Agent{Name: name, Online: true, Since: &since, Direct: "off"}
+		if ac.direct {
+			a.Direct = "on"
+		}
 		for _, sv := range ac.services {
 			a.Services = append(a.Services, sv.Name)
 		}

@@ -80,8 +80,11 @@ type Server struct {
 	// to their totals in the store (so that sessions ls shows them live);
 	// zero means DefaultBytesEvery.
 	BytesEvery time.Duration
-	Clock      func() time.Time
-	Log        *slog.Logger
+	// NoDirect stops the relay from brokering direct streams between
+	// agents (direct.go): every stream then goes through it.
+	NoDirect bool
+	Clock    func() time.Time
+	Log      *slog.Logger
 
 	// Access makes every stream decision and holds the policy cache; nil
 	// means one of the relay's own, over Store, CA and Audit. Its Live and
@@ -103,6 +106,10 @@ type agentConn struct {
 	conn     *quic.Conn
 	since    time.Time
 	services []wire.Service
+	// direct: the agent takes direct streams (its hello said so), at
+	// addrs (the address the gateway sees first, then its own).
+	direct bool
+	addrs  []string
 	// active counts the streams on this connection, so a connection
 	// replaced after a certificate renewal is closed only once idle.
 	active atomic.Int64
@@ -306,11 +313,14 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*a
 	}
 	_ = st.SetReadDeadline(time.Time{})
 	_ = st.SetWriteDeadline(time.Now().Add(transport.HeaderTimeout))
-	if err := wire.WriteControl(st, wire.Control{Type: wire.MsgWelcome, Message: "welcome " + p.ID.Name}); err != nil {
+	if err := wire.WriteControl(st, wire.Control{Type: wire.MsgWelcome, Message: "welcome " + p.ID.Name, Direct: !s.NoDirect}); err != nil {
 		return nil, err
 	}
 	_ = st.SetWriteDeadline(time.Time{})
 	ac := &agentConn{name: p.ID.Name, conn: conn, since: s.now(), services: hello.Services, ctl: st}
+	if hello.Direct && !s.NoDirect {
+		ac.direct, ac.addrs = true, candidates(conn.RemoteAddr(), hello.Addrs)
+	}
 	if old := s.reg.addAgent(ac); old != nil {
 		// New streams go to the new connection; the old one closes when its
 		// last stream ends (at the latest when its certificate expires).
@@ -388,7 +398,22 @@ func (s *Server) lookup(node string) *agentConn { return s.reg.agent(node) }
 
 // Online reports, for the admin API, which agents are connected, since
 // when, and with which services.
-func (s *Server) Online() map[string]api.Agent { return s.reg.online() }
+func (s *Server) Online() map[string]api.Agent {
+	out := s.reg.online()
+	for _, l := range s.streams.where(func(l *liveStream) bool { return l.from != "" }) {
+		a, ok := out[l.from]
+		if !ok {
+			continue
+		}
+		if l.path == "direct" {
+			a.DirectStreams++
+		} else {
+			a.RelayedStreams++
+		}
+		out[l.from] = a
+	}
+	return out
+}
 
 // deny records a refusal of an anonymous caller without making it wait,
 // through the Folder when there is one; it reports whether the event was

@@ -89,6 +89,9 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 			d, err = s.access().Record(ctx, sd, ev)
 		}
 	} else {
+		if _, direct := s.directFor(p, h, s.lookup(node)); direct {
+			ev.Details = map[string]string{"path": "direct"}
+		}
 		d, err = s.access().Stream(ctx, access.StreamRequest{Caller: p.ID, Node: node, Service: service, Event: ev})
 	}
 	switch {
@@ -111,6 +114,17 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 		_ = gate.wait()
 		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s is offline (its agent is not connected)", node))
 		return
+	}
+	if caller, ok := s.directFor(p, h, target); ok && !isSSH {
+		// The direct path: the decision is durable before the grant.
+		if err := gate.wait(); err != nil {
+			refuse(st, wire.StatusInternal, "the gateway cannot write its audit log; stream refused")
+			return
+		}
+		l := &liveStream{caller: p.ID, from: p.ID.Name, to: node, service: service}
+		if s.goDirect(p, st, node, service, target, caller, l) {
+			return
+		}
 	}
 	target.active.Add(1)
 	defer target.active.Add(-1)

@@ -25,6 +25,9 @@ type liveStream struct {
 	abort func(code quic.StreamErrorCode)
 	// meter counts the bytes of an SSH session's stream; nil for others.
 	meter *meter
+	// path is "direct" for a stream between two agents off the relay
+	// (direct.go), "" for a relayed one.
+	path string
 }
 
 // Defaults of the per-caller and per-session stream caps.

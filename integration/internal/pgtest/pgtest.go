@@ -21,6 +21,10 @@
 // The server log is saved in the temp dir and printed with t.Log when the test
 // fails. t.Cleanup stops the server (fast shutdown), waits for it and removes
 // the temp dir.
+//
+// For tests of what clients do when their database goes away and comes back,
+// Stop stops the server (every client connection is cut) and StartAgain starts
+// it again on the same port and data directory; Restart does both.
 package pgtest
 
 import (
@@ -91,7 +95,9 @@ type Server struct {
 	PSQLPath    string // absolute path of psql
 	PgbenchPath string // absolute path of pgbench ("" if not installed)
 
-	p *proc
+	cred     *syscall.Credential // who postgres runs as (nil: the current user)
+	settings [][2]string         // the caller's extra settings, for StartAgain
+	p        *proc
 }
 
 // proc is one postmaster process.
@@ -148,6 +154,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	s.PgbenchPath = clientPath(t, bin, "pgbench", false)
 
 	cred := serverCredential(t)
+	s.cred, s.settings = cred, cfg.settings
 	s.Dir = makeDir(t, cred)
 	s.DataDir = filepath.Join(s.Dir, "data")
 	s.SocketDir = s.Dir
@@ -163,7 +170,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for attempt := 1; ; attempt++ {
 		s.Port = testenv.FreePort(t)
 		s.Addr = net.JoinHostPort(s.Host, strconv.Itoa(s.Port))
-		err := s.start(t, cred, cfg.settings)
+		err := s.start(t, cred, cfg.settings, false)
 		if err == nil {
 			break
 		}
@@ -234,8 +241,9 @@ func (s *Server) initDB(t testing.TB, cred *syscall.Credential, hostAuth string)
 }
 
 // start runs postgres once and waits until it is ready. On error the process
-// has been reaped. On success it registers the cleanup.
-func (s *Server) start(t testing.TB, cred *syscall.Credential, extra [][2]string) error {
+// has been reaped. On success it registers the cleanup. With appendLog the
+// log file is kept and added to (a restart), else it is truncated.
+func (s *Server) start(t testing.TB, cred *syscall.Credential, extra [][2]string, appendLog bool) error {
 	settings := [][2]string{
 		{"listen_addresses", s.Host},
 		{"port", strconv.Itoa(s.Port)},
@@ -256,7 +264,11 @@ func (s *Server) start(t testing.TB, cred *syscall.Credential, extra [][2]string
 		args = append(args, "-c", kv[0]+"="+kv[1])
 	}
 
-	logf, err := os.OpenFile(s.LogFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o644)
+	flags := os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	if !appendLog {
+		flags |= os.O_TRUNC
+	}
+	logf, err := os.OpenFile(s.LogFile, flags, 0o644)
 	if err != nil {
 		return err
 	}
@@ -281,6 +293,9 @@ func (s *Server) start(t testing.TB, cred *syscall.Credential, extra [][2]string
 	if err := s.waitReady(startTimeout); err != nil {
 		s.stop()
 		return err
+	}
+	if appendLog {
+		return nil // the first start's cleanup stops whichever process runs
 	}
 	t.Cleanup(func() {
 		s.stop()
@@ -360,8 +375,47 @@ func (s *Server) stop() {
 }
 
 // Stop stops postgres now and waits for it to exit (it is also stopped in
-// t.Cleanup). The temp dir is kept until the cleanup.
+// t.Cleanup). The temp dir is kept until the cleanup, so StartAgain can
+// start the same server again.
 func (s *Server) Stop() { s.stop() }
+
+// StartAgain starts a server stopped by Stop again: the same data directory,
+// port, settings and credentials, so clients that knew its address (with
+// their connections cut by the stop) find it where it was. It waits until
+// the server accepts connections; the log file is appended to. Binding the
+// port is retried for a while (a socket of the old server may linger), but
+// the port is never changed: a failure fails t. The server is still stopped
+// in the cleanup of the test that called Start.
+func (s *Server) StartAgain(t testing.TB) {
+	t.Helper()
+	select {
+	case <-s.p.done:
+	default:
+		t.Fatalf("pgtest: StartAgain on %s while postgres is still running: call Stop first", s.Addr)
+	}
+	deadline := time.Now().Add(startTimeout)
+	for {
+		err := s.start(t, s.cred, s.settings, true)
+		if err == nil {
+			return
+		}
+		if time.Now().Before(deadline) && strings.Contains(tailFile(s.LogFile), "could not bind") {
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		t.Fatalf("pgtest: starting postgres again on %s (dir %s): %v\n--- tail of postgres log %s ---\n%s",
+			s.Addr, s.Dir, err, s.LogFile, tailFile(s.LogFile))
+	}
+}
+
+// Restart stops the server (fast shutdown: every client connection is cut)
+// and starts it again on the same port and data directory: Stop then
+// StartAgain.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Stop()
+	s.StartAgain(t)
+}
 
 // PID returns the postmaster's process id; it is also the process group id
 // of the postmaster and all its backends.

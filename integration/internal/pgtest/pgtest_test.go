@@ -121,3 +121,39 @@ func checkGone(t *testing.T, s *pgtest.Server) {
 		t.Errorf("%s still exists after cleanup (stat: %v)", s.Dir, err)
 	}
 }
+
+// TestRestart: Restart stops the server, cutting its clients, and starts it
+// again on the same port and data directory: the data is still there and
+// the old process group is gone.
+func TestRestart(t *testing.T) {
+	t.Parallel()
+	s := pgtest.Start(t)
+	s.PSQL(t, "", "CREATE TABLE kept (n int); INSERT INTO kept VALUES (7)")
+	oldPID, addr := s.PID(), s.Addr
+
+	s.Stop()
+	if _, err := s.TryPSQL("", "SELECT 1"); err == nil {
+		t.Fatal("psql worked while the server was stopped")
+	}
+	s.StartAgain(t)
+	if s.Addr != addr {
+		t.Errorf("restarted on %s; want the same address %s", s.Addr, addr)
+	}
+	if got := s.PSQL(t, "", "SELECT n FROM kept"); got != "7" {
+		t.Errorf("after StartAgain: kept = %q; want 7", got)
+	}
+	if err := syscall.Kill(-oldPID, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("the first postmaster's group %d still exists (kill 0: %v)", oldPID, err)
+	}
+	if s.PID() == oldPID {
+		t.Errorf("PID is still the first postmaster's %d", oldPID)
+	}
+
+	s.Restart(t)
+	if got := s.PSQL(t, s.Addr, "SELECT n FROM kept"); got != "7" {
+		t.Errorf("after Restart: kept = %q; want 7", got)
+	}
+	if !strings.Contains(s.Log(), "database system is shut down") {
+		t.Errorf("the log was not kept across the restart:\n%s", s.Log())
+	}
+}

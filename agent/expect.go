@@ -1,0 +1,152 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/tunnelhq/tunnel/pkg/wire"
+)
+
+const (
+	// expectTTL is how long an announced direct stream may take to arrive.
+	expectTTL = 30 * time.Second
+	// maxExpected bounds the announced streams not arrived yet.
+	maxExpected = 4096
+)
+
+// expectation is a direct stream a gateway announced (wire.MsgExpect).
+type expectation struct {
+	caller, serial, service string
+	expires                 time.Time
+}
+
+var (
+	errNotAnnounced = errors.New("no gateway announced this stream")
+	errCut          = errors.New("the gateway cut this stream before it began")
+)
+
+// expected holds the direct streams gateways announced to this agent as a
+// target, until each arrives (once), and the direct streams being served,
+// so that the gateway can cut them (wire.MsgCut).
+type expected struct {
+	mu      sync.Mutex
+	pending map[string]expectation
+	waiters map[string][]chan struct{}
+	cut     map[string]time.Time // tickets cut before their stream arrived
+	live    map[string]func(quic.StreamErrorCode)
+	clock   func() time.Time
+}
+
+func newExpected() *expected {
+	return &expected{pending: map[string]expectation{}, waiters: map[string][]chan struct{}{},
+		cut: map[string]time.Time{}, live: map[string]func(quic.StreamErrorCode){}, clock: time.Now}
+}
+
+// add records an announcement and wakes a stream already waiting for it.
+func (e *expected) add(m wire.Control) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.clock()
+	e.expire(now)
+	if len(e.pending) >= maxExpected || m.Ticket == "" {
+		return
+	}
+	e.pending[m.Ticket] = expectation{caller: m.Caller, serial: m.Serial, service: m.Service, expires: now.Add(expectTTL)}
+	for _, w := range e.waiters[m.Ticket] {
+		close(w)
+	}
+	delete(e.waiters, m.Ticket)
+}
+
+func (e *expected) expire(now time.Time) {
+	for t, x := range e.pending {
+		if now.After(x.expires) {
+			delete(e.pending, t)
+		}
+	}
+	for t, at := range e.cut {
+		if now.Sub(at) > expectTTL {
+			delete(e.cut, t)
+		}
+	}
+}
+
+// take removes and returns the announcement of ticket, waiting until ctx
+// ends for it if it has not arrived yet (the gateway's message and the
+// caller's stream race each other).
+func (e *expected) take(ctx context.Context, ticket string) (expectation, error) {
+	for {
+		e.mu.Lock()
+		if _, ok := e.cut[ticket]; ok {
+			e.mu.Unlock()
+			return expectation{}, errCut
+		}
+		if x, ok := e.pending[ticket]; ok {
+			delete(e.pending, ticket)
+			e.mu.Unlock()
+			return x, nil
+		}
+		if len(e.waiters) >= maxExpected {
+			e.mu.Unlock()
+			return expectation{}, errNotAnnounced
+		}
+		w := make(chan struct{})
+		e.waiters[ticket] = append(e.waiters[ticket], w)
+		e.mu.Unlock()
+		select {
+		case <-w:
+		case <-ctx.Done():
+			e.mu.Lock()
+			ws := e.waiters[ticket]
+			for i, x := range ws {
+				if x == w {
+					ws = append(ws[:i], ws[i+1:]...)
+					break
+				}
+			}
+			if len(ws) == 0 {
+				delete(e.waiters, ticket)
+			} else {
+				e.waiters[ticket] = ws
+			}
+			e.mu.Unlock()
+			return expectation{}, errNotAnnounced
+		}
+	}
+}
+
+// serving records a direct stream being served under ticket, with the
+// function that resets it; the returned func forgets it.
+func (e *expected) serving(ticket string, abort func(quic.StreamErrorCode)) func() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.live[ticket] = abort
+	return func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		delete(e.live, ticket)
+	}
+}
+
+// cutTicket resets the direct stream of ticket with code, or, if it has
+// not arrived yet, makes sure it will be refused.
+func (e *expected) cutTicket(ticket string, code quic.StreamErrorCode) {
+	e.mu.Lock()
+	abort := e.live[ticket]
+	if abort == nil {
+		delete(e.pending, ticket)
+		e.cut[ticket] = e.clock()
+		for _, w := range e.waiters[ticket] {
+			close(w)
+		}
+		delete(e.waiters, ticket)
+	}
+	e.mu.Unlock()
+	if abort != nil {
+		abort(code)
+	}
+}

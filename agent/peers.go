@@ -1,0 +1,347 @@
+package agent
+
+// The direct path: streams between two agents over a QUIC connection of
+// their own (a peer link) instead of through the gateway's relay.
+//
+// Every stream is still decided and audited by a gateway: the calling
+// agent offers the direct path on its dial stream (wire.Header.Direct);
+// the gateway decides, writes the audit event, tells the target agent to
+// expect the stream (wire.MsgExpect: a random ticket, the caller's
+// identity and certificate serial, the service, the caller's addresses),
+// and answers the caller with wire.StatusDirect and wire.MsgDirect (the
+// ticket and the target's addresses). The caller opens a wire.KindPeer
+// stream with the ticket on its peer link to the target; the target
+// serves it only if the gateway announced that ticket for that caller,
+// certificate and service, once. The dial stream stays open while the
+// direct stream lives: the gateway resets it, and tells the target
+// (wire.MsgCut), to cut the stream (revocation, lock, access change).
+//
+// Peer links use each agent's one UDP socket (the quic.Transport that
+// dials the gateways also accepts peers), so no port is opened for them;
+// both sides present their cluster agent certificates and check the
+// other's (trust.VerifyClusterChain, and the name the gateway gave). When
+// a target cannot be reached directly within directDialTimeout, the
+// stream goes through the gateway relay instead, and the pair stays on
+// the relay for directRetryAfter. `direct: off` in the agent's file turns
+// the direct path off for that agent, both ways.
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/transport"
+	"github.com/tunnelhq/tunnel/pkg/trust"
+	"github.com/tunnelhq/tunnel/pkg/wire"
+)
+
+const (
+	// peerALPN is the TLS application protocol of peer links.
+	peerALPN = "tunnel-peer/1"
+	// directDialTimeout bounds the setup of a peer link; past it the
+	// stream goes through the relay.
+	directDialTimeout = 2 * time.Second
+	// directRetryAfter: after a failed peer link to a node, its streams go
+	// through the relay for this long before the direct path is tried again.
+	directRetryAfter = time.Minute
+	// peerIdleClose closes a peer link that carried no stream for this long.
+	peerIdleClose = time.Minute
+	// maxPeerConns bounds the peer links an agent accepts at once.
+	maxPeerConns = 1024
+)
+
+// peerQUICConfig is the QUIC configuration of peer links.
+func peerQUICConfig() *quic.Config {
+	c := transport.QUICConfig()
+	c.HandshakeIdleTimeout = directDialTimeout * 2
+	return c
+}
+
+// peerTLS returns the TLS configuration of a peer link: TLS 1.3, the peer
+// ALPN, this agent's certificate, and the other side's checked against the
+// cluster CA; node, if set, is the agent the other side must be.
+func (a *Agent) peerTLS(server bool, node string) (*tls.Config, error) {
+	id := a.identity()
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(id.CAPEM)) {
+		return nil, errors.New("the agent's identity holds no CA certificate")
+	}
+	verify := func(cs tls.ConnectionState) error {
+		pid, err := trust.VerifyClusterChain(cs.PeerCertificates, roots, id.Cluster, time.Now())
+		if err != nil {
+			return fmt.Errorf("peer certificate: %w", err)
+		}
+		if pid.Kind != identity.Agent {
+			return fmt.Errorf("peer certificate: a %s, not an agent", pid.Kind)
+		}
+		if node != "" && pid.Name != node {
+			return fmt.Errorf("peer certificate: agent %s, not %s", pid.Name, node)
+		}
+		return nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS13, NextProtos: []string{peerALPN}, VerifyConnection: verify}
+	if server {
+		c.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return a.cert.Load(), nil }
+		c.ClientAuth = tls.RequireAnyClientCert
+	} else {
+		// The name is checked by verify, against the cluster CA: agent
+		// certificates carry an identity URI, not a DNS name.
+		c.InsecureSkipVerify = true
+		c.ServerName = "tunnel-peer"
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.cert.Load(), nil }
+	}
+	return c, nil
+}
+
+// localCandidates returns this agent's candidate addresses for peers: each
+// of its interface addresses (but link-local ones) with the port of its
+// UDP socket. The gateway adds the address it observes.
+func localCandidates(port int) []string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range addrs {
+		pfx, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		ip := pfx.Addr()
+		if ip.IsLinkLocalUnicast() || ip.IsMulticast() || ip.IsUnspecified() {
+			continue
+		}
+		out = append(out, netip.AddrPortFrom(ip, uint16(port)).String())
+		if len(out) == wire.MaxAddrs-1 { // one left for the observed address
+			break
+		}
+	}
+	return out
+}
+
+// peerLink is a QUIC connection to another agent, for direct streams.
+type peerLink struct {
+	node   string
+	conn   *quic.Conn
+	active atomic.Int64
+	last   atomic.Int64 // unix nanoseconds of the last stream's end
+}
+
+func (l *peerLink) alive() bool { return l.conn.Context().Err() == nil }
+
+// peerPool holds this agent's outgoing peer links, one per target node.
+type peerPool struct {
+	a       *Agent
+	mu      sync.Mutex
+	links   map[string]*peerLink
+	retired map[*peerLink]struct{} // replaced after a renewal, draining
+	failed  map[string]time.Time   // node → when the direct path may be tried again
+	dialing map[string]*peerDial
+	wg      sync.WaitGroup
+}
+
+type peerDial struct {
+	done chan struct{}
+	link *peerLink
+	err  error
+}
+
+func newPeerPool(a *Agent) *peerPool {
+	return &peerPool{a: a, links: map[string]*peerLink{}, retired: map[*peerLink]struct{}{},
+		failed: map[string]time.Time{}, dialing: map[string]*peerDial{}}
+}
+
+// usable reports whether the direct path to node may be tried now.
+func (p *peerPool) usable(node string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return time.Now().After(p.failed[node])
+}
+
+// fail keeps node's streams on the relay for directRetryAfter.
+func (p *peerPool) fail(node string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failed[node] = time.Now().Add(directRetryAfter)
+	if l := p.links[node]; l != nil && !l.alive() {
+		delete(p.links, node)
+	}
+}
+
+// open opens a stream to node on its peer link, dialling addrs first if
+// there is none; release must be called when the stream ends.
+func (p *peerPool) open(ctx context.Context, node string, addrs []string) (*quic.Stream, func(), error) {
+	l, err := p.link(ctx, node, addrs)
+	if err != nil {
+		return nil, nil, err
+	}
+	octx, cancel := context.WithTimeout(ctx, directDialTimeout)
+	defer cancel()
+	l.active.Add(1)
+	st, err := l.conn.OpenStreamSync(octx)
+	if err != nil {
+		l.active.Add(-1)
+		return nil, nil, fmt.Errorf("open a stream to agent %s: %w", node, err)
+	}
+	var once sync.Once
+	return st, func() {
+		once.Do(func() {
+			l.last.Store(time.Now().UnixNano())
+			l.active.Add(-1)
+		})
+	}, nil
+}
+
+// link returns the live peer link to node, dialling it (once for all
+// concurrent callers) if there is none.
+func (p *peerPool) link(ctx context.Context, node string, addrs []string) (*peerLink, error) {
+	p.mu.Lock()
+	if l := p.links[node]; l != nil && l.alive() {
+		p.mu.Unlock()
+		return l, nil
+	}
+	d := p.dialing[node]
+	if d == nil {
+		d = &peerDial{done: make(chan struct{})}
+		p.dialing[node] = d
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			d.link, d.err = p.dial(node, addrs)
+			p.mu.Lock()
+			delete(p.dialing, node)
+			if d.err == nil {
+				p.links[node] = d.link
+			}
+			p.mu.Unlock()
+			close(d.done)
+		}()
+	}
+	p.mu.Unlock()
+	select {
+	case <-d.done:
+		return d.link, d.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// dial races a QUIC handshake to each of node's candidate addresses; the
+// first to complete wins and the others are closed.
+func (p *peerPool) dial(node string, addrs []string) (*peerLink, error) {
+	tr := p.a.tr.Load()
+	if tr == nil {
+		return nil, errors.New("no UDP socket yet")
+	}
+	tlsConf, err := p.a.peerTLS(false, node)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(p.a.ctx, directDialTimeout)
+	defer cancel()
+	type result struct {
+		conn *quic.Conn
+		err  error
+	}
+	results := make(chan result, len(addrs))
+	n := 0
+	for _, s := range addrs {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil || n == wire.MaxAddrs {
+			continue
+		}
+		n++
+		go func() {
+			c, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(ap), tlsConf, peerQUICConfig())
+			results <- result{c, err}
+		}()
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("agent %s has no usable address", node)
+	}
+	var win *quic.Conn
+	var errs []error
+	for range n {
+		r := <-results
+		switch {
+		case r.err != nil:
+			errs = append(errs, r.err)
+		case win == nil:
+			win = r.conn
+			cancel() // the other handshakes give up
+		default:
+			r.conn.CloseWithError(transport.CodeNoError, "another address won")
+		}
+	}
+	if win == nil {
+		return nil, fmt.Errorf("agent %s is not reachable directly: %w", node, errors.Join(errs...))
+	}
+	l := &peerLink{node: node, conn: win}
+	l.last.Store(time.Now().UnixNano())
+	return l, nil
+}
+
+// retireAll moves every link out of use (after a renewal: new streams use
+// links with the new certificate); each closes once its streams end.
+func (p *peerPool) retireAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for node, l := range p.links {
+		p.retired[l] = struct{}{}
+		delete(p.links, node)
+	}
+}
+
+// sweep closes links idle for peerIdleClose, retired links with no
+// stream, and forgets dead ones.
+func (p *peerPool) sweep(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for node, l := range p.links {
+		idle := l.active.Load() == 0 && now.Sub(time.Unix(0, l.last.Load())) > peerIdleClose
+		if !l.alive() || idle {
+			l.conn.CloseWithError(transport.CodeNoError, "idle")
+			delete(p.links, node)
+		}
+	}
+	for l := range p.retired {
+		if !l.alive() || l.active.Load() == 0 {
+			l.conn.CloseWithError(transport.CodeNoError, "replaced")
+			delete(p.retired, l)
+		}
+	}
+}
+
+// run sweeps until ctx ends, then closes every link and waits for the
+// dials in flight.
+func (p *peerPool) run(ctx context.Context) {
+	t := time.NewTicker(peerIdleClose / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			p.mu.Lock()
+			for _, l := range p.links {
+				l.conn.CloseWithError(transport.CodeShutdown, "agent shutting down")
+			}
+			for l := range p.retired {
+				l.conn.CloseWithError(transport.CodeShutdown, "agent shutting down")
+			}
+			p.mu.Unlock()
+			p.wg.Wait()
+			return
+		case now := <-t.C:
+			p.sweep(now)
+		}
+	}
+}

@@ -1,0 +1,116 @@
+package relay
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/tunnelhq/tunnel/gateway/internal/peer"
+	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/transport"
+	"github.com/tunnelhq/tunnel/pkg/wire"
+)
+
+// The direct path (see agent/peers.go for the agents' side): for a dial
+// of an agent that offers it, to an agent that takes it, the relay
+// decides and audits as for any stream, then, instead of relaying, tells
+// the target to expect the stream (wire.MsgExpect, with a random ticket)
+// and answers the caller wire.StatusDirect and wire.MsgDirect. The dial
+// stream stays open while the direct stream lives; it is tracked like a
+// relayed stream, and cutting it resets the dial stream and sends the
+// target wire.MsgCut, so that both agents reset the stream.
+
+// candidates returns an agent's candidate addresses: the one the gateway
+// sees first, then those the agent gave, without repeats, unspecified,
+// multicast or malformed ones, at most wire.MaxAddrs.
+func candidates(observed net.Addr, given []string) []string {
+	var out []string
+	seen := map[netip.AddrPort]bool{}
+	add := func(ap netip.AddrPort) {
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		a := ap.Addr()
+		if !ap.IsValid() || ap.Port() == 0 || a.IsUnspecified() || a.IsMulticast() || seen[ap] || len(out) == wire.MaxAddrs {
+			return
+		}
+		seen[ap] = true
+		out = append(out, ap.String())
+	}
+	if ua, ok := observed.(*net.UDPAddr); ok {
+		add(ua.AddrPort())
+	}
+	for _, s := range given {
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			add(ap)
+		}
+	}
+	return out
+}
+
+// directFor returns the target's connection if the stream from p may take
+// the direct path: both agents take it, and the caller offered it.
+func (s *Server) directFor(p peer.Peer, h wire.Header, target *agentConn) (caller *agentConn, ok bool) {
+	if s.NoDirect || h.Direct != wire.DirectOffer || p.ID.Kind != identity.Agent || target == nil || !target.direct {
+		return nil, false
+	}
+	caller = s.lookup(p.ID.Name)
+	if caller == nil || !caller.direct || len(target.addrs) == 0 {
+		return nil, false
+	}
+	return caller, true
+}
+
+// newTicket returns a random ticket naming one direct stream.
+func newTicket() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// goDirect hands an authorised stream to the direct path: the target is
+// told to expect it, the caller gets the grant, and the stream is tracked
+// until the caller closes its dial stream (the direct stream's lease).
+// It returns false, having sent nothing to the caller, if the target
+// could not be told: the stream is then relayed.
+func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service string, target, caller *agentConn, l *liveStream) bool {
+	ticket := newTicket()
+	if err := target.sendControl(wire.Control{Type: wire.MsgExpect, Ticket: ticket, Caller: p.ID.String(),
+		Serial: p.Serial, Service: service, Addrs: caller.addrs}); err != nil {
+		s.log().Info("direct path: cannot tell the target; relaying", "node", node, "err", err)
+		return false
+	}
+	_ = st.SetWriteDeadline(time.Now().Add(transport.HeaderTimeout))
+	err := wire.WriteReply(st, wire.Reply{Status: wire.StatusDirect})
+	if err == nil {
+		err = wire.WriteControl(st, wire.Control{Type: wire.MsgDirect, Ticket: ticket, Node: node, Addrs: target.addrs})
+	}
+	_ = st.SetWriteDeadline(time.Time{})
+	if err != nil {
+		_ = target.sendControl(wire.Control{Type: wire.MsgCut, Ticket: ticket, Code: uint64(transport.StreamCanceled)})
+		st.CancelRead(transport.StreamCanceled)
+		st.CancelWrite(transport.StreamCanceled)
+		return true
+	}
+	l.path = "direct"
+	l.abort = func(code quic.StreamErrorCode) {
+		reason, _ := wire.CutReason(uint64(code))
+		st.CancelWrite(code)
+		st.CancelRead(code)
+		if err := target.sendControl(wire.Control{Type: wire.MsgCut, Ticket: ticket, Code: uint64(code), Message: reason}); err != nil {
+			s.log().Warn("direct path: cannot tell the target to cut a stream", "node", node, "err", err)
+		}
+	}
+	untrack := s.streams.track(l)
+	defer untrack()
+	s.log().Debug("direct stream granted", "caller", p.String(), "node", node, "service", service)
+	// The caller sends nothing more on the lease; it ends it (FIN) with
+	// the direct stream.
+	_, _ = io.Copy(io.Discard, io.LimitReader(st, 1<<16))
+	_ = st.Close()
+	st.CancelRead(transport.StreamCanceled)
+	return true
+}

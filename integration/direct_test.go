@@ -1,0 +1,201 @@
+package integration
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestDirectPath: with both agents on their defaults, app-1's streams to
+// db-1 go directly between the agents (QUIC with mutual TLS on each
+// agent's one UDP socket), decided and audited by the gateway: a 100 MiB
+// download arrives whole, a revocation resets a direct stream on both
+// agents, and a direct stream outlives the gateway (SIGKILL).
+func TestDirectPath(t *testing.T) {
+	e := newTunnelEnv(t)
+
+	t.Run("100 MiB over the direct path", func(t *testing.T) {
+		c, err := net.Dial("tcp", e.sourceAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Minute))
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		if err != nil || n != sourceSize || hex.EncodeToString(h.Sum(nil)) != sourceDigest() {
+			t.Fatalf("read %d bytes (%v) with digest %x; want %d identical bytes", n, err, h.Sum(nil), sourceSize)
+		}
+		// The agents say which path each stream took; the gateway's audit
+		// event says it too.
+		waitFor(t, 10*time.Second, "app-1 logs a direct stream to db-1/source", func() bool {
+			return strings.Contains(e.app.log.String(), `"direct stream","listener":"source"`) ||
+				strings.Contains(e.app.log.String(), "msg=\"direct stream\" listener=source")
+		})
+		if !strings.Contains(e.db.log.String(), "direct=true") && !strings.Contains(e.db.log.String(), `"direct":true`) {
+			t.Errorf("db-1 delivered no direct stream:\n%s", e.db.log.String())
+		}
+		if n := directEvents(t, e.admin); n == 0 {
+			t.Errorf("no stream.allowed event says path=direct")
+		}
+	})
+
+	t.Run("agents ls shows the path", func(t *testing.T) {
+		c := dialEcho(t, e.echoAddr)
+		defer c.Close()
+		var agents []struct {
+			Name          string `json:"name"`
+			Direct        string `json:"direct"`
+			DirectStreams int    `json:"direct_streams"`
+		}
+		if err := json.Unmarshal([]byte(e.admin.must("admin", "agents", "ls", "--json")), &agents); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range agents {
+			if a.Name == "app-1" && (a.Direct != "on" || a.DirectStreams < 1) {
+				t.Errorf("agents ls says app-1 has direct %q with %d direct streams; want on, at least 1", a.Direct, a.DirectStreams)
+			}
+		}
+		if ls := e.admin.must("admin", "agents", "ls"); !strings.Contains(ls, "direct, 0 relayed") {
+			t.Errorf("agents ls does not show the streams by path:\n%s", ls)
+		}
+	})
+
+	t.Run("a revocation resets a direct stream", func(t *testing.T) {
+		c := dialEcho(t, e.echoAddr)
+		defer c.Close()
+		var rules []struct {
+			ID int64  `json:"id"`
+			To string `json:"to"`
+		}
+		if err := json.Unmarshal([]byte(e.admin.must("admin", "policy", "ls", "--json")), &rules); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rules {
+			if r.To == "db-1/echo" {
+				e.admin.must("admin", "policy", "rm", fmt.Sprint(r.ID))
+			}
+		}
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("read after the rule was removed: %v; want the connection reset", err)
+		}
+		waitFor(t, 10*time.Second, "app-1 logs the cut", func() bool {
+			return strings.Contains(e.app.log.String(), "direct stream cut by the gateway")
+		})
+		e.admin.must("admin", "policy", "allow", "--from", "app-1", "--to", "db-1/echo")
+	})
+
+	t.Run("a direct stream outlives the gateway", func(t *testing.T) {
+		var c net.Conn
+		waitFor(t, 30*time.Second, "an echo stream once the policy is back", func() bool {
+			cc, err := net.Dial("tcp", e.echoAddr)
+			if err == nil && echoOnce(cc) == nil {
+				c = cc
+				return true
+			}
+			if cc != nil {
+				cc.Close()
+			}
+			return false
+		})
+		defer c.Close()
+		// A download under way when the gateway dies arrives whole.
+		dl, err := net.Dial("tcp", e.sourceAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dl.Close()
+		_ = dl.SetReadDeadline(time.Now().Add(2 * time.Minute))
+		h := sha256.New()
+		if _, err := io.CopyN(h, dl, 4<<20); err != nil {
+			t.Fatalf("first 4 MiB: %v", err)
+		}
+		if err := e.c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-e.c.done
+		n, err := io.Copy(h, dl)
+		if err != nil || 4<<20+n != sourceSize || hex.EncodeToString(h.Sum(nil)) != sourceDigest() {
+			t.Errorf("download across the gateway's death: %d bytes (%v); want all %d, identical", 4<<20+n, err, sourceSize)
+		}
+		// Past the QUIC idle timeout (8 s), so that the agents have noticed
+		// the gateway is gone, the echo stream still works.
+		deadline := time.Now().Add(12 * time.Second)
+		for i := 0; time.Now().Before(deadline); i++ {
+			if err := echoOnce(c); err != nil {
+				t.Fatalf("echo %d after the gateway was killed: %v", i, err)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if !strings.Contains(e.app.log.String(), "disconnected from the gateway") {
+			t.Errorf("app-1 did not notice the gateway was gone:\n%s", e.app.log.String())
+		}
+	})
+}
+
+// TestRelayedPath: with `direct: off` on app-1, its streams go through the
+// gateway relay: the same 100 MiB arrives whole, and no stream is direct.
+func TestRelayedPath(t *testing.T) {
+	e := newTunnelEnvWith(t, "direct: off\n")
+	c, err := net.Dial("tcp", e.sourceAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	if err != nil || n != sourceSize || hex.EncodeToString(h.Sum(nil)) != sourceDigest() {
+		t.Fatalf("read %d bytes (%v); want %d identical bytes", n, err, sourceSize)
+	}
+	if strings.Contains(e.app.log.String(), "direct stream") || strings.Contains(e.db.log.String(), "direct=true") ||
+		strings.Contains(e.db.log.String(), `"direct":true`) {
+		t.Errorf("a stream went direct with direct: off on app-1")
+	}
+	if n := directEvents(t, e.admin); n != 0 {
+		t.Errorf("%d stream.allowed events say path=direct with direct: off on app-1", n)
+	}
+}
+
+// directEvents counts the stream.allowed events that say path=direct.
+func directEvents(t *testing.T, admin *user) int {
+	t.Helper()
+	var evs []struct {
+		Type    string            `json:"type"`
+		Details map[string]string `json:"details"`
+	}
+	if err := json.Unmarshal([]byte(admin.must("admin", "audit", "ls", "--json")), &evs); err != nil {
+		t.Fatalf("audit ls --json: %v", err)
+	}
+	n := 0
+	for _, ev := range evs {
+		if ev.Type == "stream.allowed" && ev.Details["path"] == "direct" {
+			n++
+		}
+	}
+	return n
+}
+
+// dialEcho connects to an echo listener and checks one round trip.
+func dialEcho(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := echoOnce(c); err != nil {
+		c.Close()
+		t.Fatalf("echo: %v", err)
+	}
+	return c
+}

@@ -1,0 +1,62 @@
+package trust
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tunnelhq/tunnel/pkg/identity"
+)
+
+// Why VerifyClusterChain refuses a chain; callers word them for their
+// audience.
+var (
+	ErrNoCertificate = errors.New("no certificate")
+	ErrExpired       = errors.New("certificate expired")
+	ErrNotYetValid   = errors.New("certificate not valid yet")
+	ErrNotIssued     = errors.New("certificate not issued by this cluster")
+	ErrNoIdentity    = errors.New("certificate carries no tunnel identity")
+	ErrOtherCluster  = errors.New("certificate is an identity of another cluster")
+)
+
+// VerifyClusterChain checks a client certificate chain (leaf first)
+// presented to a cluster member: valid at now, chaining to roots (the
+// cluster CA) for client authentication, and carrying exactly one tunnel
+// identity URI of cluster. It is the one chain check of the gateway (which
+// then checks the store: record, revocation, locks) and of an agent
+// accepting a direct connection from another agent (which then checks the
+// gateway's announcement of the stream). Errors wrap the Err values above.
+func VerifyClusterChain(chain []*x509.Certificate, roots *x509.CertPool, cluster string, now time.Time) (identity.ID, error) {
+	if len(chain) == 0 {
+		return identity.ID{}, ErrNoCertificate
+	}
+	leaf := chain[0]
+	if now.After(leaf.NotAfter) {
+		return identity.ID{}, fmt.Errorf("%w %s ago", ErrExpired, now.Sub(leaf.NotAfter).Round(time.Second))
+	}
+	if now.Before(leaf.NotBefore) {
+		return identity.ID{}, ErrNotYetValid
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots: roots, Intermediates: inter, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return identity.ID{}, fmt.Errorf("%w: %w", ErrNotIssued, err)
+	}
+	if len(leaf.URIs) != 1 {
+		return identity.ID{}, ErrNoIdentity
+	}
+	id, err := identity.ParseURI(leaf.URIs[0])
+	if err != nil {
+		return identity.ID{}, fmt.Errorf("%w: %w", ErrNoIdentity, err)
+	}
+	if id.Cluster != cluster {
+		return identity.ID{}, ErrOtherCluster
+	}
+	return id, nil
+}

@@ -52,3 +52,17 @@ func UnavailableNoted(ctx context.Context) error {
 	}
 	return nil
 }
+
+// UnavailableMessage is the one sentence for a person whose request needed
+// the store while it could not be reached (the cause, which may name the
+// database host, goes to the gateway's log).
+const UnavailableMessage = "the gateway cannot reach its store: nothing was changed, try again in a moment"
+
+// Sentence returns UnavailableMessage if err says the store could not be
+// reached, and otherwise otherwise.
+func Sentence(err error, otherwise string) string {
+	if errors.Is(err, ErrUnavailable) {
+		return UnavailableMessage
+	}
+	return otherwise
+}

@@ -1,7 +1,9 @@
 package apiserver
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -46,12 +48,7 @@ func (s *Server) handleListAudit(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleVerifyAudit(w http.ResponseWriter, r *http.Request) {
-	head, err := s.Store.AuditHead(r.Context())
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	evs, err := s.Store.ListAudit(r.Context(), store.AuditFilter{})
+	head, evs, err := s.auditSnapshot(r.Context())
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -74,4 +71,32 @@ func (s *Server) handleVerifyAudit(w http.ResponseWriter, r *http.Request) {
 		out.OK, out.BrokenAt, out.Problem = false, be.Seq, be.Reason
 	}
 	writeJSON(w, 200, out)
+}
+
+// auditSnapshot reads the recorded head and the whole log as of one
+// moment, while other gateways may be appending: the head is read before
+// and after the events, and the read is repeated until both agree (every
+// append changes the head in the same transaction as its event, so equal
+// heads mean no append committed in between).
+func (s *Server) auditSnapshot(ctx context.Context) (string, []audit.Event, error) {
+	const tries = 20
+	for range tries {
+		head, err := s.Store.AuditHead(ctx)
+		if err != nil {
+			return "", nil, err
+		}
+		evs, err := s.Store.ListAudit(ctx, store.AuditFilter{})
+		if err != nil {
+			return "", nil, err
+		}
+		after, err := s.Store.AuditHead(ctx)
+		if err != nil {
+			return "", nil, err
+		}
+		if after == head {
+			return head, evs, nil
+		}
+	}
+	return "", nil, &httpError{http.StatusServiceUnavailable, api.CodeConflict,
+		fmt.Sprintf("the audit log grew during each of %d reads (other gateways are appending fast): try again in a moment", tries)}
 }

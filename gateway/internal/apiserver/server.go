@@ -229,7 +229,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 func (s *Server) storeUnavailable(w http.ResponseWriter, r *http.Request, cause error) {
 	s.log().Error("store unavailable", "method", r.Method, "path", r.URL.Path, "err", cause)
 	writeError(w, &api.Error{Code: api.CodeStoreUnavailable, RetryAfter: 5,
-		Message: "the gateway cannot reach its store: nothing was changed, try again in a moment (the gateway log says why)"}, http.StatusServiceUnavailable)
+		Message: store.UnavailableMessage + " (the gateway log says why)"}, http.StatusServiceUnavailable)
 }
 
 // noteStore puts a store.UnavailableNote in every request's context, read

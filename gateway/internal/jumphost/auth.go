@@ -26,6 +26,7 @@ var (
 	errUnknownSerial  = errors.New("this gateway has no record of your certificate: run tunnel login")
 	errLocked         = errors.New("your account is locked or gone: ask an administrator")
 	errStoreDown      = errors.New("the gateway cannot check your certificate right now")
+	errNoStore        = errors.New(store.UnavailableMessage)
 	errAccessRevoked  = errors.New("your access through this connection was revoked by an administrator: run tunnel login")
 	errNotAuthed      = errors.New("not authenticated")
 	errNoPrincipals   = errors.New("certificate without principals refused")
@@ -135,6 +136,9 @@ func (j *Server) checkCert(login string, remote net.Addr, key gossh.PublicKey) (
 		return nil, errUnknownSerial
 	case err != nil:
 		j.log().Warn("jump host: read certificate record", "serial", serial, "err", err)
+		if errors.Is(err, store.ErrUnavailable) {
+			return nil, errNoStore
+		}
 		return nil, errStoreDown
 	case !rec.RevokedAt.IsZero():
 		return nil, errRevoked

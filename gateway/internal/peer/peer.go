@@ -95,7 +95,7 @@ func Verify(ctx context.Context, st store.Store, ca *certs.Authority, chain []*x
 		}
 		return Peer{}, refuse("this gateway has no record of your certificate: enrol again with a new join token")
 	case err != nil:
-		return Peer{}, &Error{Message: "the gateway cannot check your certificate right now", Internal: err}
+		return Peer{}, &Error{Message: store.Sentence(err, "the gateway cannot check your certificate right now"), Internal: err}
 	case rec.Subject != id.Name, rec.SubjectKind != "" && rec.SubjectKind != id.Kind:
 		return Peer{}, refuse("your certificate does not match its record")
 	}
@@ -111,7 +111,7 @@ func Verify(ctx context.Context, st store.Store, ca *certs.Authority, chain []*x
 		case errors.Is(err, store.ErrNotFound):
 			return Peer{}, refuse("user %s no longer exists", id.Name)
 		case err != nil:
-			return Peer{}, &Error{Message: "the gateway cannot check your account right now", Internal: err}
+			return Peer{}, &Error{Message: store.Sentence(err, "the gateway cannot check your account right now"), Internal: err}
 		case u.Locked:
 			return Peer{}, &Error{Message: "your account is locked: ask an administrator", Locked: true, CertValid: !revoked}
 		}
@@ -122,7 +122,7 @@ func Verify(ctx context.Context, st store.Store, ca *certs.Authority, chain []*x
 		case errors.Is(err, store.ErrNotFound):
 			return Peer{}, refuse("agent %s is not enrolled here", id.Name)
 		case err != nil:
-			return Peer{}, &Error{Message: "the gateway cannot check the agent right now", Internal: err}
+			return Peer{}, &Error{Message: store.Sentence(err, "the gateway cannot check the agent right now"), Internal: err}
 		case a.Locked:
 			return Peer{}, &Error{Message: fmt.Sprintf("agent %s is locked by an administrator: tunnel admin agents unlock %s", id.Name, id.Name), Locked: true, CertValid: !revoked}
 		}

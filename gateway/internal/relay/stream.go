@@ -100,7 +100,7 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 		return
 	case err != nil:
 		s.log().Error("authorize stream", "caller", p.String(), "target", h.Target, "err", err)
-		refuse(st, wire.StatusInternal, "the gateway cannot check its policy right now")
+		refuse(st, wire.StatusInternal, store.Sentence(err, "the gateway cannot check its policy right now"))
 		return
 	case !d.Allowed:
 		s.log().Info("stream denied", "caller", p.String(), "target", h.Target, "reason", d.Reason)

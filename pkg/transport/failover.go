@@ -15,19 +15,29 @@ import (
 // dial failed) tries the next at once, so a local client is reset only
 // when no gateway can take its stream. Opening a stream sends nothing to
 // the gateway before it succeeds, so trying the next one is always safe.
-// Under a deadline each opener gets a share of the time left, so a dial
-// that hangs on a dead gateway leaves time to try the next.
+// An opener that has not answered after HedgeAfter (a dial to a gateway
+// that died without a word waits for the handshake timeout) gets the next
+// one tried beside it: the first stream opened wins, and a late one is
+// cancelled (it carried nothing yet).
 type Failover struct {
 	Openers []StreamOpener
 	// InOrder starts every attempt with the first opener instead of the
 	// one that opened the last stream: for openers that fail at once when
 	// their gateway is down (an agent's connections), so streams go back
-	// to the first gateway when it is back.
+	// to the first gateway when it is back. They are tried one after the
+	// other, each with a share of the deadline.
 	InOrder bool
+	// HedgeAfter is how long an opener may take before the next is tried
+	// beside it; zero means DefaultHedgeAfter.
+	HedgeAfter time.Duration
 
 	mu   sync.Mutex // guards pref
 	pref int        // the opener that opened the last stream
 }
+
+// DefaultHedgeAfter: far above a handshake with a live gateway, even
+// across the world, far below the handshake timeout.
+const DefaultHedgeAfter = time.Second
 
 // OpenStream implements StreamOpener.
 func (f *Failover) OpenStream(ctx context.Context) (*quic.Stream, error) {
@@ -38,8 +48,85 @@ func (f *Failover) OpenStream(ctx context.Context) (*quic.Stream, error) {
 	first := f.pref
 	f.mu.Unlock()
 	if f.InOrder {
-		first = 0
+		return f.inOrder(ctx)
 	}
+	return f.hedged(ctx, first)
+}
+
+// hedged tries the openers from first on, the next one at once when one
+// fails, or beside it when it has not answered after HedgeAfter.
+func (f *Failover) hedged(ctx context.Context, first int) (*quic.Stream, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		s   *quic.Stream
+		err error
+		i   int
+	}
+	n := len(f.Openers)
+	results := make(chan result, n)
+	started, pending := 0, 0
+	start := func() {
+		i := (first + started) % n
+		started++
+		pending++
+		go func() {
+			s, err := f.Openers[i].OpenStream(ctx)
+			results <- result{s, err, i}
+		}()
+	}
+	// On return every opener has answered: a late stream is cancelled.
+	defer func() {
+		cancel()
+		for ; pending > 0; pending-- {
+			if r := <-results; r.s != nil {
+				r.s.CancelWrite(StreamCanceled)
+				r.s.CancelRead(StreamCanceled)
+			}
+		}
+	}()
+	hedge := f.HedgeAfter
+	if hedge <= 0 {
+		hedge = DefaultHedgeAfter
+	}
+	timer := time.NewTimer(hedge)
+	defer timer.Stop()
+	start()
+	var errs []error
+	for pending > 0 {
+		select {
+		case r := <-results:
+			pending--
+			if r.err == nil {
+				f.mu.Lock()
+				f.pref = r.i
+				f.mu.Unlock()
+				return r.s, nil
+			}
+			if ctx.Err() != nil {
+				return nil, r.err
+			}
+			errs = append(errs, r.err)
+			if started < n {
+				start()
+				timer.Reset(hedge)
+			}
+		case <-timer.C:
+			if started < n {
+				start()
+				timer.Reset(hedge)
+			}
+		}
+	}
+	if allNotConnected(errs) {
+		return nil, ErrNotConnected
+	}
+	return nil, errors.Join(errs...)
+}
+
+// inOrder tries the openers one after the other from the first.
+func (f *Failover) inOrder(ctx context.Context) (*quic.Stream, error) {
+	first := 0
 	var errs []error
 	for k := range f.Openers {
 		i := (first + k) % len(f.Openers)

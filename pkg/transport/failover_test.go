@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -142,4 +143,24 @@ func (s *switchOpener) OpenStream(ctx context.Context) (*quic.Stream, error) {
 		return nil, ErrNotConnected
 	}
 	return s.o.OpenStream(ctx)
+}
+
+// Without any deadline, an opener that hangs (a gateway that died without
+// a word) gets the next one tried beside it after HedgeAfter; the
+// hanging one is then cancelled, and the stream that won is the next
+// one's.
+func TestFailoverHedgesAHangingOpener(t *testing.T) {
+	cc, sc := quicConns(t)
+	startGateway(t, sc, wire.Reply{Status: wire.StatusOK}, "")
+	hang := &hangingOpener{}
+	next := &fakeOpener{conn: cc}
+	f := &Failover{Openers: []StreamOpener{hang, next}, HedgeAfter: 20 * time.Millisecond}
+	s, err := f.OpenStream(context.Background())
+	if err != nil {
+		t.Fatalf("OpenStream with the first opener hanging: %v", err)
+	}
+	s.CancelWrite(StreamCanceled)
+	if hang.calls.Load() != 1 || next.calls.Load() != 1 {
+		t.Errorf("calls = %d, %d; want each once", hang.calls.Load(), next.calls.Load())
+	}
 }

@@ -144,7 +144,7 @@ func TestDirectStreams(t *testing.T) {
 	appID := identity.ID{Cluster: "prod", Kind: identity.Agent, Name: "app-1"}.String()
 	serial := certs.X509SerialHex(app.cert.Load().Leaf)
 	announce := func(ticket, caller, serial, service string) {
-		db.expect.add(wire.Control{Type: wire.MsgExpect, Ticket: ticket, Caller: caller, Serial: serial, Service: service})
+		db.expect.add(wire.Control{Type: wire.MsgExpect, Ticket: ticket, Caller: caller, Serial: serial, Service: service}, nil)
 	}
 
 	announce("t1", appID, serial, "echo")
@@ -202,7 +202,7 @@ func TestDirectCutResetsBothWays(t *testing.T) {
 	db, dbAddr := peerAgent(t, ca, "db-1", map[string]Expose{"echo": echoService(t)})
 	app, _ := peerAgent(t, ca, "app-1", nil)
 	db.expect.add(wire.Control{Type: wire.MsgExpect, Ticket: "t1", Caller: identity.ID{Cluster: "prod", Kind: identity.Agent, Name: "app-1"}.String(),
-		Serial: certs.X509SerialHex(app.cert.Load().Leaf), Service: "echo"})
+		Serial: certs.X509SerialHex(app.cert.Load().Leaf), Service: "echo"}, nil)
 	st, release, err := app.peers.open(context.Background(), "db-1", []string{dbAddr})
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,15 @@ const (
 type expectation struct {
 	caller, serial, service string
 	expires                 time.Time
+	// from is the gateway connection that announced it: it tracks the
+	// stream through the caller's lease; the others are told (adopt).
+	from *session
+}
+
+// liveDirect is a direct stream being served.
+type liveDirect struct {
+	x     expectation
+	abort func(quic.StreamErrorCode)
 }
 
 var (
@@ -37,17 +46,18 @@ type expected struct {
 	pending map[string]expectation
 	waiters map[string][]chan struct{}
 	cut     map[string]time.Time // tickets cut before their stream arrived
-	live    map[string]func(quic.StreamErrorCode)
+	live    map[string]liveDirect
 	clock   func() time.Time
 }
 
 func newExpected() *expected {
 	return &expected{pending: map[string]expectation{}, waiters: map[string][]chan struct{}{},
-		cut: map[string]time.Time{}, live: map[string]func(quic.StreamErrorCode){}, clock: time.Now}
+		cut: map[string]time.Time{}, live: map[string]liveDirect{}, clock: time.Now}
 }
 
-// add records an announcement and wakes a stream already waiting for it.
-func (e *expected) add(m wire.Control) {
+// add records an announcement from the gateway connection s and wakes a
+// stream already waiting for it.
+func (e *expected) add(m wire.Control, s *session) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.clock()
@@ -55,7 +65,7 @@ func (e *expected) add(m wire.Control) {
 	if len(e.pending) >= maxExpected || m.Ticket == "" {
 		return
 	}
-	e.pending[m.Ticket] = expectation{caller: m.Caller, serial: m.Serial, service: m.Service, expires: now.Add(expectTTL)}
+	e.pending[m.Ticket] = expectation{caller: m.Caller, serial: m.Serial, service: m.Service, expires: now.Add(expectTTL), from: s}
 	for _, w := range e.waiters[m.Ticket] {
 		close(w)
 	}
@@ -121,10 +131,10 @@ func (e *expected) take(ctx context.Context, ticket string) (expectation, error)
 
 // serving records a direct stream being served under ticket, with the
 // function that resets it; the returned func forgets it.
-func (e *expected) serving(ticket string, abort func(quic.StreamErrorCode)) func() {
+func (e *expected) serving(ticket string, x expectation, abort func(quic.StreamErrorCode)) func() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.live[ticket] = abort
+	e.live[ticket] = liveDirect{x: x, abort: abort}
 	return func() {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -136,7 +146,7 @@ func (e *expected) serving(ticket string, abort func(quic.StreamErrorCode)) func
 // not arrived yet, makes sure it will be refused.
 func (e *expected) cutTicket(ticket string, code quic.StreamErrorCode) {
 	e.mu.Lock()
-	abort := e.live[ticket]
+	abort := e.live[ticket].abort
 	if abort == nil {
 		delete(e.pending, ticket)
 		e.cut[ticket] = e.clock()
@@ -149,4 +159,15 @@ func (e *expected) cutTicket(ticket string, code quic.StreamErrorCode) {
 	if abort != nil {
 		abort(code)
 	}
+}
+
+// serving returns the direct streams being served, by ticket.
+func (e *expected) liveStreams() map[string]expectation {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]expectation, len(e.live))
+	for t, l := range e.live {
+		out[t] = l.x
+	}
+	return out
 }

@@ -113,7 +113,7 @@ func (a *Agent) servePeerStream(ctx context.Context, st *quic.Stream, caller ide
 		refuse(st, wire.StatusDenied, "this stream was authorised for another caller or service")
 		return
 	}
-	a.serveService(ctx, st, h.Target, caller.String(), h.Ticket)
+	a.serveService(ctx, st, h.Target, caller.String(), h.Ticket, x)
 }
 
 // punch sends one small non-QUIC datagram to each of a caller's candidate
@@ -134,6 +134,37 @@ func (a *Agent) punch(addrs []string) {
 		}
 		if _, err := tr.WriteTo([]byte{0}, ua); err != nil {
 			a.log.Debug("punch", "addr", s, "err", fmt.Sprint(err))
+		}
+	}
+}
+
+// adoptDirect tells every gateway connection but the one that announced
+// it about a direct stream now served (wire.MsgAdopt), so that each
+// tracks it and can cut it; the returned func tells them it ended.
+func (a *Agent) adoptDirect(ticket string, x expectation) func() {
+	m := wire.Control{Type: wire.MsgAdopt, Ticket: ticket, Caller: x.caller, Serial: x.serial, Service: x.service}
+	for _, l := range a.gatewayLinks() {
+		if s := l.sess.Load(); s != nil && s != x.from && s.conn.Context().Err() == nil {
+			_ = s.send(m)
+		}
+	}
+	return func() {
+		// To every gateway connected now (one that never heard of the
+		// ticket ignores it).
+		for _, l := range a.gatewayLinks() {
+			if s := l.sess.Load(); s != nil && s.conn.Context().Err() == nil {
+				_ = s.send(wire.Control{Type: wire.MsgEnded, Ticket: ticket})
+			}
+		}
+	}
+}
+
+// reportDirect tells a new gateway connection about every direct stream
+// served now: a gateway that restarted, or joined, tracks them too.
+func (a *Agent) reportDirect(s *session) {
+	for ticket, x := range a.expect.liveStreams() {
+		if err := s.send(wire.Control{Type: wire.MsgAdopt, Ticket: ticket, Caller: x.caller, Serial: x.serial, Service: x.service}); err != nil {
+			return
 		}
 	}
 }

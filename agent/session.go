@@ -25,9 +25,19 @@ type quicStream = quic.Stream
 
 // session is one QUIC connection to a gateway and what runs on it.
 type session struct {
-	conn *quic.Conn
-	ctl  *quic.Stream  // the control stream
-	done chan struct{} // closed when every goroutine of the session ended
+	conn  *quic.Conn
+	ctl   *quic.Stream  // the control stream
+	ctlMu sync.Mutex    // serialises writes on ctl
+	done  chan struct{} // closed when every goroutine of the session ended
+}
+
+// send writes one control message to the gateway.
+func (s *session) send(m wire.Control) error {
+	s.ctlMu.Lock()
+	defer s.ctlMu.Unlock()
+	_ = s.ctl.SetWriteDeadline(time.Now().Add(transport.HeaderTimeout))
+	defer s.ctl.SetWriteDeadline(time.Time{})
+	return wire.WriteControl(s.ctl, m)
 }
 
 // link is the agent's connection to one gateway. An agent keeps one to
@@ -181,6 +191,8 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 		// After a renewal the old connection keeps serving its streams
 		// until they end; the gateway closes it then.
 		l.sess.Swap(s)
+		// This gateway tracks the direct streams served here too.
+		a.reportDirect(s)
 		sessions.Add(1)
 		go func() {
 			defer sessions.Done()
@@ -344,7 +356,7 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 			case wire.MsgEndSession:
 				a.endSession(m)
 			case wire.MsgExpect:
-				a.expect.add(m)
+				a.expect.add(m, s)
 				a.punch(m.Addrs)
 			case wire.MsgCut:
 				a.expect.cutTicket(m.Ticket, quic.StreamErrorCode(m.Code))
@@ -382,13 +394,13 @@ func (a *Agent) deliver(ctx context.Context, st *quic.Stream) {
 		a.serveSSH(ctx, st, h)
 		return
 	}
-	a.serveService(ctx, st, h.Target, h.Caller, "")
+	a.serveService(ctx, st, h.Target, h.Caller, "", expectation{})
 }
 
 // serveService connects a stream to the local service: a stream the
-// gateway delivers, or a direct stream from another agent (ticket set:
-// the gateway may cut it by its ticket).
-func (a *Agent) serveService(ctx context.Context, st *quic.Stream, service, caller, ticket string) {
+// gateway delivers, or a direct stream from another agent (ticket set, x
+// its announcement: the gateways may cut it by its ticket).
+func (a *Agent) serveService(ctx context.Context, st *quic.Stream, service, caller, ticket string, x expectation) {
 	svc, ok := a.services[service]
 	if !ok {
 		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s exposes no service %q", a.identity().Name, service))
@@ -412,11 +424,12 @@ func (a *Agent) serveService(ctx context.Context, st *quic.Stream, service, call
 	if ticket != "" {
 		// The gateway cuts a direct stream by its ticket: both sides are
 		// reset with its code, the stream's first.
-		defer a.expect.serving(ticket, func(code quic.StreamErrorCode) {
+		defer a.expect.serving(ticket, x, func(code quic.StreamErrorCode) {
 			st.CancelWrite(code)
 			st.CancelRead(code)
 			local.Abort()
 		})()
+		defer a.adoptDirect(ticket, x)()
 	}
 	// On shutdown both sides are reset: closing the QUIC connection does
 	// not wake a read from a local service that holds its side open after

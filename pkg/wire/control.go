@@ -38,6 +38,13 @@ const (
 	// with Code (a stream error code: revoked, access changed); Message
 	// is the reason.
 	MsgCut = "cut"
+	// MsgAdopt tells a gateway, from the target agent, that it serves the
+	// direct stream of Ticket from Caller (with certificate Serial) to
+	// Service: every gateway the target is connected to tracks it, so that
+	// a revocation made on any of them cuts it even after the gateway that
+	// decided it died (MsgCut). MsgEnded says the stream of Ticket ended.
+	MsgAdopt = "adopt"
+	MsgEnded = "ended"
 )
 
 // Control is one message on a control stream. Fields unknown to the reader

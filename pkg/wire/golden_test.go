@@ -105,7 +105,10 @@ func goldenControls() map[string]wire.Control {
 			Addrs: []string{"203.0.113.7:41641", "10.0.0.5:41641"}},
 		"control-expect": {Type: wire.MsgExpect, Ticket: "0123456789abcdef0123456789abcdef", Caller: "tunnel://prod/agent/app-1",
 			Serial: "0a1b2c", Service: "postgres", Addrs: []string{"198.51.100.9:50000"}},
-		"control-cut": {Type: wire.MsgCut, Ticket: "0123456789abcdef0123456789abcdef", Code: 3, Message: "access revoked by an administrator"},
+		"control-adopt": {Type: wire.MsgAdopt, Ticket: "0123456789abcdef0123456789abcdef", Caller: "tunnel://prod/agent/app-1",
+			Serial: "0a1b2c", Service: "postgres"},
+		"control-ended": {Type: wire.MsgEnded, Ticket: "0123456789abcdef0123456789abcdef"},
+		"control-cut":   {Type: wire.MsgCut, Ticket: "0123456789abcdef0123456789abcdef", Code: 3, Message: "access revoked by an administrator"},
 	}
 }
 

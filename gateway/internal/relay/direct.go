@@ -1,17 +1,21 @@
 package relay
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"time"
 
 	"github.com/quic-go/quic-go"
 
 	"github.com/tunnelhq/tunnel/gateway/internal/peer"
 	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/wire"
 )
@@ -113,4 +117,92 @@ func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service string, ta
 	_ = st.Close()
 	st.CancelRead(transport.StreamCanceled)
 	return true
+}
+
+// maxAdopted bounds the direct streams one agent connection reports.
+const maxAdopted = DefaultMaxStreamsPerAgent
+
+// adopt tracks a direct stream the agent ac serves as target (wire.MsgAdopt),
+// so that revocations and access changes made now cut it, wherever it was
+// decided; and cuts it at once if the caller is no longer allowed (a lock,
+// a revoked certificate or a policy change made while no gateway tracked
+// it: the one that decided it died).
+func (s *Server) adopt(ac *agentConn, m wire.Control) {
+	u, err := url.Parse(m.Caller)
+	if err != nil {
+		return
+	}
+	caller, err := identity.ParseURI(u)
+	if err != nil || caller.Kind != identity.Agent || caller.Cluster != s.CA.Cluster() ||
+		identity.ValidateName("service", m.Service) != nil || m.Ticket == "" || len(m.Ticket) > 64 {
+		return
+	}
+	cut := func(code quic.StreamErrorCode) {
+		reason, _ := wire.CutReason(uint64(code))
+		if err := ac.sendControl(wire.Control{Type: wire.MsgCut, Ticket: m.Ticket, Code: uint64(code), Message: reason}); err != nil {
+			s.log().Warn("direct path: cannot tell the target to cut a stream", "node", ac.name, "err", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), transport.HeaderTimeout)
+	defer cancel()
+	if code, why := s.stillAllowed(ctx, caller, m.Serial, ac.name, m.Service); code != 0 {
+		s.log().Info("direct stream cut on report: no longer allowed", "caller", caller.Name, "node", ac.name, "service", m.Service, "reason", why)
+		cut(code)
+		return
+	}
+	l := &liveStream{caller: caller, from: caller.Name, to: ac.name, service: m.Service, path: "direct", abort: cut}
+	ac.adoptMu.Lock()
+	defer ac.adoptMu.Unlock()
+	if ac.adopted == nil {
+		ac.adopted = map[string]func(){}
+	}
+	if _, dup := ac.adopted[m.Ticket]; dup || len(ac.adopted) >= maxAdopted {
+		return
+	}
+	ac.adopted[m.Ticket] = s.streams.track(l)
+}
+
+// stillAllowed checks a direct stream reported by its target against the
+// store now: 0 if it may go on, else the code to cut it with and why.
+// When the store cannot say, the stream goes on (as relayed ones do while
+// the store is away).
+func (s *Server) stillAllowed(ctx context.Context, caller identity.ID, serial, node, service string) (quic.StreamErrorCode, string) {
+	a, err := s.Store.GetAgent(ctx, caller.Name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return transport.StreamRevoked, "the calling agent is gone"
+	case err != nil:
+		return 0, ""
+	case a.Locked:
+		return transport.StreamRevoked, "the calling agent is locked"
+	}
+	if serial != "" {
+		rec, err := s.Store.GetCertificate(ctx, store.CertX509, serial)
+		if errors.Is(err, store.ErrNotFound) || err == nil && (!rec.RevokedAt.IsZero() || rec.Subject != caller.Name) {
+			return transport.StreamRevoked, "the calling agent's certificate is revoked or unknown"
+		}
+	}
+	d, err := s.access().DecideStream(ctx, caller, node, service)
+	if err == nil && !d.Allowed {
+		return transport.StreamAccessChanged, d.Reason
+	}
+	return 0, ""
+}
+
+// untrackAdopted forgets the adopted stream of ticket, or all of them
+// when ticket is "" (the connection ended).
+func (ac *agentConn) untrackAdopted(ticket string) {
+	ac.adoptMu.Lock()
+	defer ac.adoptMu.Unlock()
+	if ticket != "" {
+		if untrack, ok := ac.adopted[ticket]; ok {
+			untrack()
+			delete(ac.adopted, ticket)
+		}
+		return
+	}
+	for t, untrack := range ac.adopted {
+		untrack()
+		delete(ac.adopted, t)
+	}
 }

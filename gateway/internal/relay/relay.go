@@ -116,6 +116,11 @@ type agentConn struct {
 
 	ctlMu sync.Mutex // serialises writes on ctl
 	ctl   *quic.Stream
+
+	// adopted are the direct streams this agent serves as target and
+	// reported (direct.go's adopt): ticket → untrack.
+	adoptMu sync.Mutex
+	adopted map[string]func()
 }
 
 // sendControl writes one control message to the agent.
@@ -370,6 +375,7 @@ func (s *Server) retire(old *agentConn) {
 // control answers pings and takes catalogue updates until the stream ends.
 func (s *Server) control(ac *agentConn, st *quic.Stream) {
 	defer st.CancelRead(transport.StreamCanceled)
+	defer ac.untrackAdopted("")
 	for {
 		m, err := wire.ReadControl(st)
 		if err != nil {
@@ -382,6 +388,10 @@ func (s *Server) control(ac *agentConn, st *quic.Stream) {
 			}
 		case wire.MsgCatalog:
 			s.reg.setServices(ac, m.Services)
+		case wire.MsgAdopt:
+			s.adopt(ac, m)
+		case wire.MsgEnded:
+			ac.untrackAdopted(m.Ticket)
 		}
 	}
 }

@@ -178,7 +178,9 @@ func testAgent(t *testing.T, ca *certs.Authority, gateway string) (*Agent, *sync
 			CertPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))},
 		retry:        transport.Backoff{Min: 20 * time.Millisecond, Max: 100 * time.Millisecond},
 		retryRefused: transport.Backoff{Min: 20 * time.Millisecond, Max: 100 * time.Millisecond},
+		expect:       newExpected(),
 	}
+	a.peers = newPeerPool(a)
 	a.cert.Store(&tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: priv, Leaf: c})
 	return a, logs
 }

@@ -303,18 +303,19 @@ func TestDialNoAnswerIsExplained(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
 		probe func(string) error
+		kind  failKind
 		want  string
 	}{
-		{"TCP answers", func(string) error { return nil },
+		{"TCP answers", func(string) error { return nil }, failUDPBlocked,
 			base + ", yet its TCP port answers: UDP to " + addr + " is probably blocked; open UDP port " + port + " in the firewalls between this machine and the gateway"},
-		{"TCP refused", func(string) error { return &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED} },
+		{"TCP refused", func(string) error { return &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED} }, failNoAnswer,
 			base + ", and nothing listens on TCP port " + port + " there either: check that tunnel-gateway is running on 127.0.0.1 and that --gateway " + addr + " is its address (UDP to " + addr + " may also be blocked by a firewall)"},
-		{"TCP silent", func(string) error { return context.DeadlineExceeded },
+		{"TCP silent", func(string) error { return context.DeadlineExceeded }, failNoAnswer,
 			base + ": UDP to " + addr + " may be blocked; check the firewalls for UDP port " + port + " (the gateway's QUIC port, the same number as its API port) and that tunnel-gateway is running there"},
 	} {
 		ce := explainConnect(err, addr, tt.probe)
-		if ce.kind != failNoAnswer || ce.Error() != tt.want {
-			t.Errorf("%s: got kind %d, %q\nwant kind %d, %q", tt.name, ce.kind, ce.Error(), failNoAnswer, tt.want)
+		if ce.kind != tt.kind || ce.Error() != tt.want {
+			t.Errorf("%s: got kind %d, %q\nwant kind %d, %q", tt.name, ce.kind, ce.Error(), tt.kind, tt.want)
 		}
 	}
 }

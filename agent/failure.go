@@ -20,12 +20,13 @@ import (
 type failKind int
 
 const (
-	failOther    failKind = iota
-	failDNS               // the gateway's host name does not resolve
-	failNoAnswer          // no answer over UDP (QUIC) in time
-	failTLS               // the gateway is not the pinned cluster's
-	failRefused           // the gateway refused this agent's certificate
-	failLocked            // ... because an administrator locked the agent
+	failOther      failKind = iota
+	failDNS                 // the gateway's host name does not resolve
+	failNoAnswer            // no answer over UDP (QUIC) in time
+	failUDPBlocked          // ... but the gateway's TCP port answers
+	failTLS                 // the gateway is not the pinned cluster's
+	failRefused             // the gateway refused this agent's certificate
+	failLocked              // ... because an administrator locked the agent
 )
 
 // connectError is why a connection to the gateway failed, in one sentence
@@ -118,7 +119,7 @@ func explainConnect(err error, gateway string, probe func(string) error) *connec
 		}
 		switch {
 		case perr == nil:
-			return wrap(failNoAnswer, "%s, yet its TCP port answers: UDP to %s is probably blocked; open UDP port %s in the firewalls between this machine and the gateway", base, gateway, port)
+			return wrap(failUDPBlocked, "%s, yet its TCP port answers: UDP to %s is probably blocked; open UDP port %s in the firewalls between this machine and the gateway", base, gateway, port)
 		case errors.Is(perr, syscall.ECONNREFUSED):
 			return wrap(failNoAnswer, "%s, and nothing listens on TCP port %s there either: check that tunnel-gateway is running on %s and that --gateway %s is its address (UDP to %s may also be blocked by a firewall)", base, port, host, gateway, gateway)
 		default:

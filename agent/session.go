@@ -25,6 +25,12 @@ type quicStream = quic.Stream
 
 // session is one QUIC connection to a gateway and what runs on it.
 type session struct {
+	// tcp: QUIC carried over TCP (UDP to the gateway is blocked); closer
+	// then ends the TCP connection and its transport once the session
+	// ended.
+	tcp    bool
+	closer func()
+
 	conn  *quic.Conn
 	ctl   *quic.Stream  // the control stream
 	ctlMu sync.Mutex    // serialises writes on ctl
@@ -150,11 +156,25 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 	for ctx.Err() == nil {
 		start := time.Now()
 		s, err := a.dial(ctx, tr, gw)
+		var ce *connectError
+		if err != nil && ctx.Err() == nil {
+			ce = explainConnect(err, gw, a.probeTCP)
+			if ce.kind == failUDPBlocked {
+				// UDP is blocked, the gateway's TCP port answers: carry
+				// QUIC over TCP meanwhile.
+				var terr error
+				if s, terr = a.dialTCP(ctx, gw); terr == nil {
+					err = nil
+					a.log.Warn(ce.Error()+"; meanwhile QUIC is carried over TCP (slower), and UDP is tried again every "+udpRetryInterval.String(), "gateway", gw)
+				} else {
+					a.log.Debug("QUIC over TCP failed too", "gateway", gw, "err", terr)
+				}
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			ce := explainConnect(err, gw, a.probeTCP)
 			d := bo.Next()
 			if ce.kind == failLocked || ce.kind == failRefused {
 				d = refused.Next()
@@ -181,45 +201,90 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 		refused.Reset()
 		if !connected {
 			connected = true
-			a.log.Info("connected to the gateway", "gateway", gw, "agent", a.identity().Name)
+			a.log.Info("connected to the gateway", "gateway", gw, "agent", a.identity().Name, "over", s.over())
 			if a.cfg.Connected != nil {
 				a.cfg.Connected(gw)
 			}
 		} else {
 			a.log.Debug("reconnected with the renewed certificate", "gateway", gw)
 		}
-		// After a renewal the old connection keeps serving its streams
-		// until they end; the gateway closes it then.
-		l.sess.Swap(s)
-		// This gateway tracks the direct streams served here too.
-		a.reportDirect(s)
-		sessions.Add(1)
-		go func() {
-			defer sessions.Done()
-			defer panics.Recover(a.log, "connection to the gateway "+gw, func() error {
-				return s.conn.CloseWithError(transport.CodeProtocol, "internal error in the agent")
-			})
-			a.serve(ctx, s)
-		}()
-		select {
-		case <-ctx.Done():
-			s.conn.CloseWithError(transport.CodeShutdown, "agent shutting down")
-			return
-		case <-s.done:
-			l.sess.CompareAndSwap(s, nil)
-			connected = false
-			reason := closeReason(s.conn)
-			a.log.Warn("disconnected from the gateway; reconnecting", "gateway", gw, "reason", reason)
-			if time.Since(start) > 30*time.Second {
-				bo.Reset()
+		a.install(ctx, l, s, &sessions)
+		// Wait for the connection to end, a renewal, or, over TCP, for UDP
+		// to work again: new streams then go over UDP, and the TCP
+		// connection serves its streams until they end (the gateway closes
+		// it then, as after a renewal).
+		redial := false
+		for !redial {
+			var retryUDP <-chan time.Time
+			if s.tcp {
+				retryUDP = time.After(udpRetryInterval)
 			}
-			if !sleep(ctx, bo.Next()) {
+			select {
+			case <-ctx.Done():
+				s.conn.CloseWithError(transport.CodeShutdown, "agent shutting down")
 				return
+			case <-s.done:
+				l.sess.CompareAndSwap(s, nil)
+				connected = false
+				reason := closeReason(s.conn)
+				a.log.Warn("disconnected from the gateway; reconnecting", "gateway", gw, "reason", reason)
+				if time.Since(start) > 30*time.Second {
+					bo.Reset()
+				}
+				if !sleep(ctx, bo.Next()) {
+					return
+				}
+				redial = true
+			case <-l.renewed:
+				redial = true // dial again with the new certificate
+			case <-retryUDP:
+				uctx, cancel := context.WithTimeout(ctx, udpRetryTimeout)
+				s2, err := a.dial(uctx, tr, gw)
+				cancel()
+				if err != nil {
+					a.log.Debug("UDP to the gateway still blocked", "gateway", gw, "err", err)
+					continue
+				}
+				a.log.Info("UDP to the gateway works again: new streams go over QUIC on UDP", "gateway", gw)
+				a.install(ctx, l, s2, &sessions)
+				s = s2
 			}
-		case <-l.renewed:
-			// Loop: dial again with the new certificate.
 		}
 	}
+}
+
+// udpRetryInterval is how often an agent on QUIC over TCP tries UDP again,
+// and udpRetryTimeout how long each try waits for an answer.
+const (
+	udpRetryInterval = 30 * time.Second
+	udpRetryTimeout  = 3 * time.Second
+)
+
+// install makes s the link's current connection and serves it; the
+// previous one, if any, keeps serving its streams until it ends.
+func (a *Agent) install(ctx context.Context, l *link, s *session, sessions *sync.WaitGroup) {
+	l.sess.Swap(s)
+	// This gateway tracks the direct streams served here too.
+	a.reportDirect(s)
+	sessions.Add(1)
+	go func() {
+		defer sessions.Done()
+		if s.closer != nil {
+			defer s.closer()
+		}
+		defer panics.Recover(a.log, "connection to the gateway "+l.addr, func() error {
+			return s.conn.CloseWithError(transport.CodeProtocol, "internal error in the agent")
+		})
+		a.serve(ctx, s)
+	}()
+}
+
+// over names what carries the session, for logs.
+func (s *session) over() string {
+	if s.tcp {
+		return "quic-over-tcp"
+	}
+	return "udp"
 }
 
 // refusedBackoffMax caps the wait between attempts while the gateway
@@ -254,14 +319,55 @@ func closeReason(c *quic.Conn) string {
 	return "connection closed"
 }
 
-// dial connects to the gateway at gw (HOST:PORT) and says hello.
+// dial connects to the gateway at gw (HOST:PORT) over UDP and says hello.
 func (a *Agent) dial(ctx context.Context, tr *quic.Transport, gw string) (*session, error) {
-	id := a.identity()
 	addr, err := net.ResolveUDPAddr("udp", gw)
 	if err != nil {
 		return nil, err
 	}
 	host, _, _ := net.SplitHostPort(gw)
+	return a.dialOn(ctx, tr, addr, host, false)
+}
+
+// dialTCP connects to the gateway at gw with QUIC carried over a TLS
+// connection to its TCP port (ALPN wire.ALPNTCP), where UDP is blocked.
+func (a *Agent) dialTCP(ctx context.Context, gw string) (*session, error) {
+	id := a.identity()
+	host, _, _ := net.SplitHostPort(gw)
+	conf := trust.PinnedClientConfig(id.Pin, host, nil)
+	conf.NextProtos = []string{wire.ALPNTCP}
+	dctx, cancel := context.WithTimeout(ctx, transport.HandshakeTimeout)
+	defer cancel()
+	c, err := (&tls.Dialer{Config: conf}).DialContext(dctx, "tcp", gw)
+	if err != nil {
+		return nil, fmt.Errorf("QUIC over TCP to %s: %w", gw, err)
+	}
+	tc := c.(*tls.Conn)
+	if tc.ConnectionState().NegotiatedProtocol != wire.ALPNTCP {
+		c.Close()
+		return nil, fmt.Errorf("the gateway at %s does not carry QUIC over TCP (an older version?)", gw)
+	}
+	pc := transport.NewStreamPacketConn(c)
+	ttr := &quic.Transport{Conn: pc}
+	s, err := a.dialOn(ctx, ttr, c.RemoteAddr(), host, true)
+	if err != nil {
+		ttr.Close()
+		pc.Close()
+		return nil, err
+	}
+	s.tcp = true
+	s.closer = func() {
+		ttr.Close()
+		pc.Close()
+	}
+	return s, nil
+}
+
+// dialOn connects to the gateway at addr on tr and says hello; host is the
+// name its certificate must carry. Over TCP the hello offers no direct
+// path (UDP is blocked, so other agents could not reach this one).
+func (a *Agent) dialOn(ctx context.Context, tr *quic.Transport, addr net.Addr, host string, overTCP bool) (*session, error) {
+	id := a.identity()
 	tlsConf := transport.ClientTLS(trust.PinnedClientConfig(id.Pin, host, nil),
 		func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.cert.Load(), nil })
 	dctx, cancel := context.WithTimeout(ctx, transport.HandshakeTimeout)
@@ -280,7 +386,7 @@ func (a *Agent) dial(ctx context.Context, tr *quic.Transport, gw string) (*sessi
 	}
 	if err == nil {
 		hello := wire.Control{Type: wire.MsgHello, Version: agentVersion(), Services: a.catalog()}
-		if a.cfg.File.DirectOn() {
+		if a.cfg.File.DirectOn() && !overTCP {
 			hello.Direct = true
 			if ua, ok := tr.Conn.LocalAddr().(*net.UDPAddr); ok {
 				hello.Addrs = localCandidates(ua.Port)

@@ -36,6 +36,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/trust"
+	"github.com/tunnelhq/tunnel/pkg/wire"
 )
 
 // Gateway is a running gateway.
@@ -59,6 +60,11 @@ type Gateway struct {
 	udp   *net.UDPConn
 	qtr   *quic.Transport
 	qln   *quic.Listener
+	// QUIC over TCP (the fallback where UDP is blocked): TLS connections
+	// to the API port with ALPN wire.ALPNTCP carry QUIC packets.
+	tcpPk  *transport.StreamPackets
+	qtrTCP *quic.Transport
+	qlnTCP *quic.Listener
 
 	// Budgets of the listeners (pkg/netguard), and the folding of
 	// anonymous callers' refusals in the audit log.
@@ -213,7 +219,7 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 		return err
 	}
 	undo = append(undo, func() { g.ln.Close() })
-	undo = append(undo, func() { g.qtr.Close() })
+	undo = append(undo, func() { g.qtr.Close(); g.qtrTCP.Close(); g.tcpPk.Close() })
 	if err := g.listenDebug(); err != nil {
 		return err
 	}
@@ -259,9 +265,15 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	// net/http bounds a TLS handshake by the least of ReadHeaderTimeout,
 	// ReadTimeout and WriteTimeout: a connection silent from its first
 	// byte, or stalled in mid-handshake, is closed after HandshakeTimeout.
+	tlsConf := trust.ServerConfig(g.certs.GetCertificate)
+	tlsConf.NextProtos = []string{"http/1.1", wire.ALPNTCP}
 	g.http = &http.Server{
-		Handler:           api.Handler(),
-		TLSConfig:         trust.ServerConfig(g.certs.GetCertificate),
+		Handler:   api.Handler(),
+		TLSConfig: tlsConf,
+		// QUIC over TCP (where UDP is blocked) on the same port.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){
+			wire.ALPNTCP: func(_ *http.Server, c *tls.Conn, _ http.Handler) { g.tcpPk.Serve(c) },
+		},
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
 		ReadTimeout:       max(30*time.Second, cfg.HandshakeTimeout),
 		WriteTimeout:      max(60*time.Second, cfg.HandshakeTimeout),
@@ -351,6 +363,18 @@ func (g *Gateway) listenQUIC() error {
 		g.qtr.Close()
 		return fmt.Errorf("listen QUIC on %s: %w", addr, err)
 	}
+	// The fallback: the same QUIC, carried on TLS connections to the API
+	// port; each TCP connection is one peer, already bounded by the TCP
+	// listener's caps.
+	g.tcpPk = transport.NewStreamPackets(g.ln.Addr(), g.cfg.Log)
+	g.qtrTCP = &quic.Transport{Conn: g.tcpPk, StatelessResetKey: key, ConnContext: g.qgate.ConnContext}
+	g.qlnTCP, err = g.qtrTCP.Listen(transport.ServerTLS(g.certs.GetCertificate), qc)
+	if err != nil {
+		g.qtr.Close()
+		g.qtrTCP.Close()
+		g.tcpPk.Close()
+		return fmt.Errorf("listen QUIC over TCP on %s: %w", g.ln.Addr(), err)
+	}
 	transport.CheckUDPBuffers(g.cfg.Log)
 	return nil
 }
@@ -407,7 +431,7 @@ func (g *Gateway) Pin() string {
 // Serve answers API requests until Close. It returns nil after Close.
 func (g *Gateway) Serve() error {
 	errc := make(chan error, 2)
-	go func() { errc <- g.relay.Serve(g.ctx, g.qln) }()
+	go func() { errc <- g.relay.Serve(g.ctx, g.qln, g.qlnTCP) }()
 	if g.jump != nil {
 		go func() { errc <- g.jump.Serve(g.sshLn) }()
 	}
@@ -472,8 +496,11 @@ func (g *Gateway) closeAll(ctx context.Context) {
 		}
 		g.cancel()
 		g.qln.Close()
+		g.qlnTCP.Close()
 		g.relay.Wait()
 		g.qtr.Close()
+		g.qtrTCP.Close()
+		g.tcpPk.Close()
 		// The folded refusals are written before the writer stops.
 		_ = g.denials.Close()
 		g.audit.Close()

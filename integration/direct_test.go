@@ -165,6 +165,10 @@ func TestRelayedPath(t *testing.T) {
 	if n := directEvents(t, e.admin); n != 0 {
 		t.Errorf("%d stream.allowed events say path=direct with direct: off on app-1", n)
 	}
+	e.pg.Pgbench(t, e.pgAddr, "-i", "-s", "1", "-q")
+	if out := e.pg.Pgbench(t, e.pgAddr, "-c", "4", "-j", "2", "-T", "3"); !strings.Contains(out, "number of failed transactions: 0") {
+		t.Errorf("pgbench through the relay reported failures:\n%s", out)
+	}
 }
 
 // directEvents counts the stream.allowed events that say path=direct.

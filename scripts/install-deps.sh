@@ -29,6 +29,8 @@ PACKAGES=(
 	stunnel4
 	iperf3
 	tmux
+	iproute2
+	nftables
 )
 
 log() { printf 'install-deps: %s\n' "$*"; }

@@ -7,23 +7,55 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/tunnelhq/tunnel/pkg/wire"
 )
 
 // LazyConn is a connection to a gateway for a client that only opens
 // streams (tunnel proxy): it dials on the first OpenStream and dials again
 // when the connection has died. It implements StreamOpener.
+//
+// Where UDP is blocked it carries QUIC over TCP (StreamPackets): a dial
+// over UDP that has no answer after TCPAfter is raced by one over TLS to
+// the same port, the first to connect wins; on TCP, UDP is tried again
+// (briefly) on the first stream opened UDPRetry after, and new streams
+// move to UDP when it answers.
 type LazyConn struct {
 	// Addr is the gateway's HOST:PORT.
 	Addr string
 	// TLS is the client TLS configuration (ClientTLS).
 	TLS *tls.Config
 
-	mu   sync.Mutex // guards conn, tr
+	mu       sync.Mutex // guards the fields below
+	conn     *quic.Conn
+	tr       *quic.Transport
+	tcp      *tcpConn   // the current connection's, when it is over TCP
+	retired  []*tcpConn // over TCP, replaced by UDP; closed with the LazyConn
+	udpAgain time.Time  // on TCP: when to try UDP again
+}
+
+// tcpConn is a QUIC connection carried over TCP, with what carries it.
+type tcpConn struct {
 	conn *quic.Conn
 	tr   *quic.Transport
+	pc   net.PacketConn
 }
+
+func (c *tcpConn) close() {
+	c.conn.CloseWithError(CodeShutdown, "client closing")
+	c.tr.Close()
+	c.pc.Close()
+}
+
+// When LazyConn tries QUIC over TCP, and UDP again.
+const (
+	TCPAfter     = time.Second
+	UDPRetry     = 30 * time.Second
+	udpRetryDial = 2 * time.Second
+)
 
 // OpenStream opens a stream, connecting first if needed.
 func (l *LazyConn) OpenStream(ctx context.Context) (*quic.Stream, error) {
@@ -38,7 +70,22 @@ func (l *LazyConn) get(ctx context.Context) (*quic.Conn, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.conn != nil && l.conn.Context().Err() == nil {
+		if l.tcp != nil && time.Now().After(l.udpAgain) {
+			l.udpAgain = time.Now().Add(UDPRetry)
+			uctx, cancel := context.WithTimeout(ctx, udpRetryDial)
+			c, err := l.dialUDP(uctx)
+			cancel()
+			if err == nil {
+				// New streams go over UDP; those on TCP go on.
+				l.retired = append(l.retired, l.tcp)
+				l.conn, l.tcp = c, nil
+			}
+		}
 		return l.conn, nil
+	}
+	if l.tcp != nil {
+		l.tcp.close()
+		l.tcp = nil
 	}
 	if l.tr == nil {
 		udp, err := net.ListenUDP("udp", nil)
@@ -47,18 +94,98 @@ func (l *LazyConn) get(ctx context.Context) (*quic.Conn, error) {
 		}
 		l.tr = &quic.Transport{Conn: udp}
 	}
+	dctx, cancel := context.WithTimeout(ctx, HandshakeTimeout)
+	defer cancel()
+	type result struct {
+		conn *quic.Conn
+		tcp  *tcpConn
+		err  error
+	}
+	results := make(chan result, 2)
+	go func() {
+		c, err := l.dialUDP(dctx)
+		results <- result{conn: c, err: err}
+	}()
+	pending, tcpStarted := 1, false
+	startTCP := func() {
+		tcpStarted = true
+		pending++
+		go func() {
+			tc, err := l.dialTCP(dctx)
+			results <- result{tcp: tc, err: err}
+		}()
+	}
+	timer := time.NewTimer(TCPAfter)
+	defer timer.Stop()
+	var errs []error
+	var win *result
+	for pending > 0 {
+		select {
+		case r := <-results:
+			pending--
+			switch {
+			case r.err != nil:
+				errs = append(errs, r.err)
+				if !tcpStarted {
+					startTCP()
+				}
+			case win == nil:
+				win = &r
+				cancel() // the other dial gives up
+			case r.tcp != nil:
+				r.tcp.close()
+			default:
+				r.conn.CloseWithError(CodeNoError, "another path won")
+			}
+		case <-timer.C:
+			if !tcpStarted {
+				startTCP()
+			}
+		}
+	}
+	if win == nil {
+		return nil, fmt.Errorf("connect to the gateway at %s: %w", l.Addr, errors.Join(errs...))
+	}
+	if win.tcp != nil {
+		l.conn, l.tcp = win.tcp.conn, win.tcp
+		l.udpAgain = time.Now().Add(UDPRetry)
+		return l.conn, nil
+	}
+	l.conn = win.conn
+	return l.conn, nil
+}
+
+// dialUDP dials the gateway over UDP.
+func (l *LazyConn) dialUDP(ctx context.Context) (*quic.Conn, error) {
 	addr, err := net.ResolveUDPAddr("udp", l.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", l.Addr, err)
 	}
-	dctx, cancel := context.WithTimeout(ctx, HandshakeTimeout)
-	defer cancel()
-	c, err := l.tr.Dial(dctx, addr, l.TLS, QUICConfig())
+	return l.tr.Dial(ctx, addr, l.TLS, QUICConfig())
+}
+
+// dialTCP dials the gateway with QUIC carried over TLS to its TCP port.
+func (l *LazyConn) dialTCP(ctx context.Context) (*tcpConn, error) {
+	conf := l.TLS.Clone()
+	conf.NextProtos = []string{wire.ALPNTCP}
+	conf.GetClientCertificate = nil
+	c, err := (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", l.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("connect to the gateway at %s: %w", l.Addr, err)
+		return nil, fmt.Errorf("QUIC over TCP: %w", err)
 	}
-	l.conn = c
-	return c, nil
+	if c.(*tls.Conn).ConnectionState().NegotiatedProtocol != wire.ALPNTCP {
+		c.Close()
+		return nil, errors.New("QUIC over TCP: the gateway does not carry it (an older version?)")
+	}
+	pc := NewStreamPacketConn(c)
+	tr := &quic.Transport{Conn: pc}
+	qc, err := tr.Dial(ctx, c.RemoteAddr(), l.TLS, QUICConfig())
+	if err != nil {
+		tr.Close()
+		pc.Close()
+		return nil, fmt.Errorf("QUIC over TCP: %w", err)
+	}
+	return &tcpConn{conn: qc, tr: tr, pc: pc}, nil
 }
 
 // Close closes the connection and its socket. Safe to call twice.
@@ -69,6 +196,14 @@ func (l *LazyConn) Close() error {
 		l.conn.CloseWithError(CodeShutdown, "client closing")
 		l.conn = nil
 	}
+	if l.tcp != nil {
+		l.tcp.close()
+		l.tcp = nil
+	}
+	for _, c := range l.retired {
+		c.close()
+	}
+	l.retired = nil
 	if l.tr != nil {
 		// A Transport does not close a socket it was given.
 		err := errors.Join(l.tr.Close(), l.tr.Conn.Close())

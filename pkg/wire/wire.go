@@ -33,6 +33,11 @@ import (
 // version changes when the wire format changes incompatibly.
 const ALPN = "tunnel/1"
 
+// ALPNTCP is the TLS application protocol, on the gateway's TCP API port,
+// of QUIC carried over TCP where UDP is blocked (pkg/transport's
+// StreamPackets); the QUIC connection inside still speaks ALPN.
+const ALPNTCP = "tunnel-tcp/1"
+
 // Version is the version byte that starts every header and reply.
 const Version = 1
 

@@ -146,11 +146,12 @@ func (s *Server) log() *slog.Logger {
 	return s.Log
 }
 
-// Serve accepts connections from ln until ctx ends, then closes every
+// Serve accepts connections from each listener (QUIC over UDP, and over
+// TCP) until ctx ends, then closes every
 // connection and waits for all goroutines. A panic while serving one
 // connection or stream closes that one and is logged and counted
 // (pkg/panics); the others go on.
-func (s *Server) Serve(ctx context.Context, ln *quic.Listener) error {
+func (s *Server) Serve(ctx context.Context, lns ...*quic.Listener) error {
 	defer s.wg.Wait()
 	s.wg.Add(1)
 	go func() {
@@ -158,6 +159,25 @@ func (s *Server) Serve(ctx context.Context, ln *quic.Listener) error {
 		defer panics.Recover(s.log(), "session bytes reporter", nil)
 		s.reportBytes(ctx)
 	}()
+	errc := make(chan error, len(lns))
+	for _, ln := range lns {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			errc <- s.accept(ctx, ln)
+		}()
+	}
+	var err error
+	for range lns {
+		if e := <-errc; e != nil && err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// accept serves the connections of ln until ctx ends.
+func (s *Server) accept(ctx context.Context, ln *quic.Listener) error {
 	for {
 		conn, err := ln.Accept(ctx)
 		if err != nil {

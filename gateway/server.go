@@ -281,6 +281,10 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          g.errLog.Logger(),
 	}
+	// Shutdown waits for active connections, and a QUIC-over-TCP one stays
+	// active until it is closed: close them when shutdown starts (their
+	// agents and clients see the end at once, as with a UDP gateway's).
+	g.http.RegisterOnShutdown(func() { g.tcpPk.Close() })
 	return nil
 }
 

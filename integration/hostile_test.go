@@ -11,7 +11,9 @@ package integration
 // until it is added here):
 //
 //	name          process              socket                                 speaks                        reached by
-//	api-https     tunnel-gateway       TCP --api-addr                         TLS 1.3, then HTTP/1.1        anyone
+//	api-https     tunnel-gateway       TCP --api-addr                         TLS 1.3, then HTTP/1.1, or    anyone
+//	                                                                          QUIC over TCP (ALPN
+//	                                                                          tunnel-tcp/1, framed)
 //	quic          tunnel-gateway       UDP --api-addr (or --quic-addr)        QUIC v1, ALPN tunnel/1, mTLS  anyone
 //	jump-ssh      tunnel-gateway       TCP --ssh-addr                         SSH (gliderlabs/ssh)          anyone
 //	agent-listen  tunnel-agent (app-1) TCP, each `listen:` entry of its YAML  raw bytes, carried to a stream local processes
@@ -91,6 +93,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"slices"
@@ -375,7 +378,8 @@ func (e *hostileEnv) listeners() []hostileListener {
 		{"quic", e.quicAttacks("127.0.0.12", "127.0.0.19")},
 		// The listeners with held connections to judge come after the
 		// others, so that waiting for their deadlines overlaps the rest.
-		{"api-https", e.tcpAttacks("api-https", "127.0.0.11", func() string { return e.c.addr }, hostile.TLSHeaderThenJunk(e.hello))},
+		{"api-https", append(e.tcpAttacks("api-https", "127.0.0.11", func() string { return e.c.addr }, hostile.TLSHeaderThenJunk(e.hello)),
+			e.quicOverTCPAttacks("127.0.0.11")...)},
 		{"agent-sshd", e.sshdAttacks("127.0.0.16")},
 		// Last: before issue 7 a bare connection killed the gateway here.
 		{"jump-ssh", e.tcpAttacks("jump-ssh", "127.0.0.13", func() string { return e.c.sshAddr }, append([]byte(hostile.SSHBanner), hostile.Garbage(4096)...))},
@@ -495,6 +499,55 @@ func (e *hostileEnv) udpAttacks(src string, procs ...string) []hostileAttack {
 		{"garbage", send(func() [][]byte { return hostileChunks(hostile.Garbage(4096), 1024) })},
 		{"initial-junk", send(func() [][]byte { return hostileRepeat(10, hostile.InitialJunk) })},
 		{"flood", send(func() [][]byte { return hostile.Flood(hostileDatagrams) })},
+	}
+}
+
+// quicOverTCPAttacks reach the QUIC-over-TCP side of the API port (TLS
+// with ALPN tunnel-tcp/1, then framed QUIC packets): junk frames and then
+// an oversized one must get the connection closed; a silent one must be
+// closed within three times the QUIC idle timeout.
+func (e *hostileEnv) quicOverTCPAttacks(src string) []hostileAttack {
+	dialTLS := func(t *testing.T) *tls.Conn {
+		t.Helper()
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}
+		c, err := tls.DialWithDialer(d, "tcp", e.c.addr, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13,
+			NextProtos: []string{wire.ALPNTCP}})
+		if err != nil {
+			t.Fatalf("TLS with ALPN %s: %v", wire.ALPNTCP, err)
+		}
+		if p := c.ConnectionState().NegotiatedProtocol; p != wire.ALPNTCP {
+			c.Close()
+			t.Fatalf("the gateway negotiated %q; want %s", p, wire.ALPNTCP)
+		}
+		return c
+	}
+	closedWithin := func(t *testing.T, c *tls.Conn, d time.Duration) {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(d))
+		_, err := io.Copy(io.Discard, c)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Errorf("the gateway kept the QUIC-over-TCP connection open for %s; want it closed", d)
+		}
+	}
+	return []hostileAttack{
+		{"quic-tcp-junk", func(t *testing.T) {
+			c := dialTLS(t)
+			defer c.Close()
+			var b []byte
+			for _, p := range hostileChunks(hostile.Garbage(100*1200), 1200) {
+				b, _ = transport.AppendFrame(b, p)
+			}
+			b = append(b, 0xff, 0xff) // a frame longer than any packet
+			b = append(b, hostile.Garbage(4096)...)
+			_, _ = c.Write(b)
+			closedWithin(t, c, 30*time.Second)
+		}},
+		{"quic-tcp-silent", func(t *testing.T) {
+			c := dialTLS(t)
+			defer c.Close()
+			closedWithin(t, c, 3*transport.IdleTimeout)
+		}},
 	}
 }
 

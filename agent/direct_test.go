@@ -145,6 +145,7 @@ func TestDirectStreams(t *testing.T) {
 	serial := certs.X509SerialHex(app.cert.Load().Leaf)
 	announce := func(ticket, caller, serial, service string) {
 		db.expect.add(wire.Control{Type: wire.MsgExpect, Ticket: ticket, Caller: caller, Serial: serial, Service: service}, nil)
+		db.expect.commit(ticket)
 	}
 
 	announce("t1", appID, serial, "echo")
@@ -203,6 +204,7 @@ func TestDirectCutResetsBothWays(t *testing.T) {
 	app, _ := peerAgent(t, ca, "app-1", nil)
 	db.expect.add(wire.Control{Type: wire.MsgExpect, Ticket: "t1", Caller: identity.ID{Cluster: "prod", Kind: identity.Agent, Name: "app-1"}.String(),
 		Serial: certs.X509SerialHex(app.cert.Load().Leaf), Service: "echo"}, nil)
+	db.expect.commit("t1")
 	st, release, err := app.peers.open(context.Background(), "db-1", []string{dbAddr})
 	if err != nil {
 		t.Fatal(err)
@@ -239,4 +241,49 @@ func TestDirectCutResetsBothWays(t *testing.T) {
 
 func asStreamError(err error, se **quic.StreamError) bool {
 	return err != nil && errors.As(err, se)
+}
+
+// TestDirectWaitsForTheAudit: the target passes nothing of an announced
+// direct stream before the gateway says its audit event is durable
+// (wire.MsgCommitted), and refuses it if the gateway cuts it instead.
+func TestDirectWaitsForTheAudit(t *testing.T) {
+	ca := newCA(t, "prod")
+	db, dbAddr := peerAgent(t, ca, "db-1", map[string]Expose{"echo": echoService(t)})
+	app, _ := peerAgent(t, ca, "app-1", nil)
+	caller := identity.ID{Cluster: "prod", Kind: identity.Agent, Name: "app-1"}.String()
+	serial := certs.X509SerialHex(app.cert.Load().Leaf)
+	for _, tt := range []struct {
+		name   string
+		commit bool
+		want   wire.Status
+	}{{"committed", true, wire.StatusOK}, {"cut", false, wire.StatusDenied}} {
+		ticket := "t-" + tt.name
+		db.expect.add(wire.Control{Type: wire.MsgExpect, Ticket: ticket, Caller: caller, Serial: serial, Service: "echo"}, nil)
+		type result struct {
+			rep wire.Reply
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			rep, err := peerStream(t, app, "db-1", dbAddr, "echo", ticket)
+			done <- result{rep, err}
+		}()
+		select {
+		case r := <-done:
+			t.Fatalf("%s: answered before the gateway's word: %+v, %v", tt.name, r.rep, r.err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		if tt.commit {
+			db.expect.commit(ticket)
+		} else {
+			db.expect.cutTicket(ticket, transport.StreamCanceled)
+		}
+		r := <-done
+		if tt.commit && (r.err != nil || r.rep.Status != wire.StatusOK) {
+			t.Errorf("%s: %+v, %v; want it served", tt.name, r.rep, r.err)
+		}
+		if !tt.commit && r.err == nil && r.rep.Status == wire.StatusOK {
+			t.Errorf("%s: served after the gateway cut it", tt.name)
+		}
+	}
 }

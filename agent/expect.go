@@ -25,6 +25,9 @@ type expectation struct {
 	// from is the gateway connection that announced it: it tracks the
 	// stream through the caller's lease; the others are told (adopt).
 	from *session
+	// committed is closed when that gateway says the stream's audit event
+	// is durable (wire.MsgCommitted): no byte passes before.
+	committed chan struct{}
 }
 
 // liveDirect is a direct stream being served.
@@ -45,14 +48,15 @@ type expected struct {
 	mu      sync.Mutex
 	pending map[string]expectation
 	waiters map[string][]chan struct{}
-	cut     map[string]time.Time // tickets cut before their stream arrived
+	cut     map[string]time.Time   // tickets cut before their stream arrived
+	commits map[string]expectation // announced, not committed yet
 	live    map[string]liveDirect
 	clock   func() time.Time
 }
 
 func newExpected() *expected {
 	return &expected{pending: map[string]expectation{}, waiters: map[string][]chan struct{}{},
-		cut: map[string]time.Time{}, live: map[string]liveDirect{}, clock: time.Now}
+		cut: map[string]time.Time{}, live: map[string]liveDirect{}, commits: map[string]expectation{}, clock: time.Now}
 }
 
 // add records an announcement from the gateway connection s and wakes a
@@ -65,7 +69,10 @@ func (e *expected) add(m wire.Control, s *session) {
 	if len(e.pending) >= maxExpected || m.Ticket == "" {
 		return
 	}
-	e.pending[m.Ticket] = expectation{caller: m.Caller, serial: m.Serial, service: m.Service, expires: now.Add(expectTTL), from: s}
+	x := expectation{caller: m.Caller, serial: m.Serial, service: m.Service, expires: now.Add(expectTTL), from: s,
+		committed: make(chan struct{})}
+	e.pending[m.Ticket] = x
+	e.commits[m.Ticket] = x
 	for _, w := range e.waiters[m.Ticket] {
 		close(w)
 	}
@@ -76,6 +83,11 @@ func (e *expected) expire(now time.Time) {
 	for t, x := range e.pending {
 		if now.After(x.expires) {
 			delete(e.pending, t)
+		}
+	}
+	for t, x := range e.commits {
+		if now.After(x.expires) {
+			delete(e.commits, t)
 		}
 	}
 	for t, at := range e.cut {
@@ -170,4 +182,14 @@ func (e *expected) liveStreams() map[string]expectation {
 		out[t] = l.x
 	}
 	return out
+}
+
+// commit marks the stream of ticket as audited (wire.MsgCommitted).
+func (e *expected) commit(ticket string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if x, ok := e.commits[ticket]; ok {
+		close(x.committed)
+		delete(e.commits, ticket)
+	}
 }

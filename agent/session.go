@@ -464,6 +464,8 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 			case wire.MsgExpect:
 				a.expect.add(m, s)
 				a.punch(m.Addrs)
+			case wire.MsgCommitted:
+				a.expect.commit(m.Ticket)
 			case wire.MsgCut:
 				a.expect.cutTicket(m.Ticket, quic.StreamErrorCode(m.Code))
 			}
@@ -512,12 +514,50 @@ func (a *Agent) serveService(ctx context.Context, st *quic.Stream, service, call
 		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s exposes no service %q", a.identity().Name, service))
 		return
 	}
+	var (
+		lmu   sync.Mutex // guards local: the gateway's cut may come while it is dialled
+		local transport.TCP
+	)
+	if ticket != "" {
+		// The gateway cuts a direct stream by its ticket: both sides are
+		// reset with its code, the stream's first.
+		defer a.expect.serving(ticket, x, func(code quic.StreamErrorCode) {
+			st.CancelWrite(code)
+			st.CancelRead(code)
+			lmu.Lock()
+			defer lmu.Unlock()
+			if local.TCPConn != nil {
+				local.Abort()
+			}
+		})()
+		defer a.adoptDirect(ticket, x)()
+	}
 	d := net.Dialer{Timeout: 5 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", svc.Address)
 	if err != nil {
 		a.log.Warn("cannot reach local service", "service", svc.Name, "address", svc.Address, "err", err)
 		refuse(st, wire.StatusDialFailed, fmt.Sprintf("service %s on %s is not reachable at %s", svc.Name, a.identity().Name, svc.Address))
 		return
+	}
+	lmu.Lock()
+	local = transport.TCP{TCPConn: c.(*net.TCPConn)}
+	lmu.Unlock()
+	if ticket != "" && x.committed != nil {
+		// The dial overlapped the gateway's audit write; nothing passes
+		// before it is durable.
+		t := time.NewTimer(transport.HeaderTimeout)
+		select {
+		case <-x.committed:
+			t.Stop()
+		case <-st.Context().Done():
+			t.Stop()
+			c.Close()
+			return
+		case <-t.C:
+			c.Close()
+			refuse(st, wire.StatusInternal, "the gateway did not confirm this stream's audit event")
+			return
+		}
 	}
 	if err := wire.WriteReply(st, wire.Reply{Status: wire.StatusOK}); err != nil {
 		c.Close()
@@ -526,17 +566,7 @@ func (a *Agent) serveService(ctx context.Context, st *quic.Stream, service, call
 		return
 	}
 	a.log.Debug("stream delivered", "service", svc.Name, "caller", caller, "direct", ticket != "")
-	local, remote := transport.TCP{TCPConn: c.(*net.TCPConn)}, transport.Stream{Stream: st}
-	if ticket != "" {
-		// The gateway cuts a direct stream by its ticket: both sides are
-		// reset with its code, the stream's first.
-		defer a.expect.serving(ticket, x, func(code quic.StreamErrorCode) {
-			st.CancelWrite(code)
-			st.CancelRead(code)
-			local.Abort()
-		})()
-		defer a.adoptDirect(ticket, x)()
-	}
+	remote := transport.Stream{Stream: st}
 	// On shutdown both sides are reset: closing the QUIC connection does
 	// not wake a read from a local service that holds its side open after
 	// the caller's half-close, and the agent would wait for it forever.

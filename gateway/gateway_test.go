@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -39,6 +40,12 @@ type testTunnel struct {
 }
 
 func startTunnel(t testing.TB, handle func(net.Conn)) *testTunnel {
+	return startTunnelPath(t, handle, os.Getenv("TUNNEL_BENCH_DIRECT"))
+}
+
+// startTunnelPath is startTunnel with app-1's direct setting ("off" keeps
+// its streams on the relay).
+func startTunnelPath(t testing.TB, handle func(net.Conn), direct string) *testTunnel {
 	ctx := context.Background()
 	dir := t.TempDir()
 	res, err := Init(ctx, InitConfig{DataDir: filepath.Join(dir, "gw"), Cluster: "leak"})
@@ -100,7 +107,7 @@ func startTunnel(t testing.TB, handle func(net.Conn)) *testTunnel {
 		}()
 	}
 	run("db-1", &agent.FileConfig{Expose: []agent.Expose{{Name: "svc", Address: tn.svc.Addr().String()}}})
-	run("app-1", &agent.FileConfig{Listen: []agent.Listen{{Name: "svc", Address: tn.Local, Target: "db-1/svc"}}})
+	run("app-1", &agent.FileConfig{Listen: []agent.Listen{{Name: "svc", Address: tn.Local, Target: "db-1/svc"}}, Direct: direct})
 
 	deadline := time.Now().Add(20 * time.Second)
 	for {

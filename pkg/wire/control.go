@@ -45,6 +45,10 @@ const (
 	// decided it died (MsgCut). MsgEnded says the stream of Ticket ended.
 	MsgAdopt = "adopt"
 	MsgEnded = "ended"
+	// MsgCommitted tells the target that the audit event of the direct
+	// stream of Ticket is durable: only then does it pass bytes (the
+	// grant and the caller's connection overlap the commit).
+	MsgCommitted = "committed"
 )
 
 // Control is one message on a control stream. Fields unknown to the reader

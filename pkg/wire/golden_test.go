@@ -107,8 +107,9 @@ func goldenControls() map[string]wire.Control {
 			Serial: "0a1b2c", Service: "postgres", Addrs: []string{"198.51.100.9:50000"}},
 		"control-adopt": {Type: wire.MsgAdopt, Ticket: "0123456789abcdef0123456789abcdef", Caller: "tunnel://prod/agent/app-1",
 			Serial: "0a1b2c", Service: "postgres"},
-		"control-ended": {Type: wire.MsgEnded, Ticket: "0123456789abcdef0123456789abcdef"},
-		"control-cut":   {Type: wire.MsgCut, Ticket: "0123456789abcdef0123456789abcdef", Code: 3, Message: "access revoked by an administrator"},
+		"control-ended":     {Type: wire.MsgEnded, Ticket: "0123456789abcdef0123456789abcdef"},
+		"control-committed": {Type: wire.MsgCommitted, Ticket: "0123456789abcdef0123456789abcdef"},
+		"control-cut":       {Type: wire.MsgCut, Ticket: "0123456789abcdef0123456789abcdef", Code: 3, Message: "access revoked by an administrator"},
 	}
 }
 

@@ -79,8 +79,10 @@ func newTicket() string {
 // told to expect it, the caller gets the grant, and the stream is tracked
 // until the caller closes its dial stream (the direct stream's lease).
 // It returns false, having sent nothing to the caller, if the target
-// could not be told: the stream is then relayed.
-func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service string, target, caller *agentConn, l *liveStream) bool {
+// could not be told: the stream is then relayed. The target is told while
+// the decision's audit event commits (it serves nothing before the caller
+// comes with the ticket); the caller gets the grant only once it has.
+func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service string, target, caller *agentConn, l *liveStream, gate *auditGate) bool {
 	ticket := newTicket()
 	if err := target.sendControl(wire.Control{Type: wire.MsgExpect, Ticket: ticket, Caller: p.ID.String(),
 		Serial: p.Serial, Service: service, Addrs: caller.addrs}); err != nil {
@@ -93,12 +95,7 @@ func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service string, ta
 		err = wire.WriteControl(st, wire.Control{Type: wire.MsgDirect, Ticket: ticket, Node: node, Addrs: target.addrs})
 	}
 	_ = st.SetWriteDeadline(time.Time{})
-	if err != nil {
-		_ = target.sendControl(wire.Control{Type: wire.MsgCut, Ticket: ticket, Code: uint64(transport.StreamCanceled)})
-		st.CancelRead(transport.StreamCanceled)
-		st.CancelWrite(transport.StreamCanceled)
-		return true
-	}
+	// Tracked from the grant on: a revocation from now cuts it.
 	l.path = "direct"
 	l.abort = func(code quic.StreamErrorCode) {
 		reason, _ := wire.CutReason(uint64(code))
@@ -110,6 +107,22 @@ func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service string, ta
 	}
 	untrack := s.streams.track(l)
 	defer untrack()
+	// The grant overlapped the audit write; the target passes no byte
+	// before it is told the event is durable.
+	if aerr := gate.wait(); aerr != nil || err != nil {
+		_ = target.sendControl(wire.Control{Type: wire.MsgCut, Ticket: ticket, Code: uint64(transport.StreamCanceled)})
+		if aerr != nil {
+			s.log().Error("direct stream refused: the audit log cannot be written", "caller", p.String(), "node", node, "err", aerr)
+		}
+		st.CancelRead(transport.StreamCanceled)
+		st.CancelWrite(transport.StreamCanceled)
+		return true
+	}
+	if err := target.sendControl(wire.Control{Type: wire.MsgCommitted, Ticket: ticket}); err != nil {
+		st.CancelRead(transport.StreamCanceled)
+		st.CancelWrite(transport.StreamCanceled)
+		return true
+	}
 	s.log().Debug("direct stream granted", "caller", p.String(), "node", node, "service", service)
 	// The caller sends nothing more on the lease; it ends it (FIN) with
 	// the direct stream.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunnelhq/tunnel/integration/internal/hostile"
 	"github.com/tunnelhq/tunnel/integration/internal/testenv"
 )
 
@@ -120,4 +121,53 @@ func TestTCPFallback(t *testing.T) {
 		t.Errorf("the stream open over TCP did not survive the return to UDP: %v", err)
 	}
 	dialRetry(t, e.echoAddr, echoOnce, 30*time.Second)
+}
+
+// TestDirectBrokenMidStream: the direct path breaks under a download (the
+// target agent's UDP is blocked): the download either completes whole or
+// ends with an error, never with a clean end of fewer bytes; and new
+// connections get through by the relay over TCP.
+func TestDirectBrokenMidStream(t *testing.T) {
+	e := newTunnelEnv(t)
+	var port int
+	socks, err := hostile.Sockets(e.db.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range socks {
+		if s.Proto == "udp" {
+			port = int(s.Addr.Port())
+		}
+	}
+	if port == 0 {
+		t.Fatalf("db-1 holds no UDP socket: %v", socks)
+	}
+	c, err := net.Dial("tcp", e.sourceAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Minute))
+	h := sha256.New()
+	if _, err := io.CopyN(h, c, 1<<20); err != nil {
+		t.Fatalf("first MiB: %v", err)
+	}
+	udpBlock(t, port)
+	n, err := io.Copy(h, c)
+	switch {
+	case err == nil && 1<<20+n == sourceSize:
+		if hex.EncodeToString(h.Sum(nil)) != sourceDigest() {
+			t.Errorf("the download completed with other bytes")
+		}
+		t.Logf("the download completed before the block took effect")
+	case err == nil:
+		t.Errorf("the download ended cleanly after %d of %d bytes: silently truncated", 1<<20+n, sourceSize)
+	default:
+		t.Logf("the download ended with an error after %d bytes, as it must: %v", 1<<20+n, err)
+	}
+	// db-1 carries QUIC over TCP now; new connections are relayed.
+	waitFor(t, 90*time.Second, "db-1 carries QUIC over TCP", func() bool {
+		return strings.Contains(e.db.log.String(), "meanwhile QUIC is carried over TCP")
+	})
+	dialRetry(t, e.echoAddr, echoOnce, 120*time.Second)
 }

@@ -46,6 +46,7 @@ import (
 	"github.com/tunnelhq/tunnel/agent/internal/sshd"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/apiclient"
+	"github.com/tunnelhq/tunnel/pkg/discovery"
 	"github.com/tunnelhq/tunnel/pkg/netguard"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/trust"
@@ -76,6 +77,9 @@ type Config struct {
 	// gateway's welcome, never before. With several gateways it is called
 	// for each, from their own goroutines.
 	Connected func(gateway string)
+	// DNSServer is the DNS server (HOST:PORT) that resolves --gateway
+	// srv:ZONE; empty means the system's resolvers.
+	DNSServer string
 }
 
 // Agent is a running agent.
@@ -89,13 +93,19 @@ type Agent struct {
 	cert     atomic.Pointer[tls.Certificate]
 	services map[string]Expose
 
-	// links are the connections to every gateway, made once from the
-	// identity's list (gatewayLinks); opener opens the local listeners'
-	// streams through the first of them, in the list's order, that is
-	// connected.
-	linksOnce sync.Once
+	// links are the connections to every gateway (gatewayLinks), made
+	// from the identity's list, or from DNS (--gateway srv:ZONE) and then
+	// following its changes; opener opens the local listeners' streams
+	// through the first of them, in the list's order, that is connected.
+	linksMu   sync.Mutex // guards links, linksInit
 	links     []*link
-	opener    *transport.Failover
+	linksInit bool
+	opener    atomic.Pointer[transport.Failover]
+	// srvZone is the DNS zone of --gateway srv:ZONE ("" for a list), and
+	// resolved its gateways as last resolved (discovery.go).
+	srvZone  string
+	resolved []string
+	watch    *discovery.Watcher
 
 	// The direct path (peers.go): the UDP socket's transport shared by
 	// the gateway links and the peer links, this agent's outgoing peer
@@ -134,11 +144,15 @@ func Run(ctx context.Context, cfg Config) error {
 		return errors.New("no data directory: give --data-dir")
 	}
 	if cfg.Gateway != "" {
-		gws, err := apiclient.SplitGateways(cfg.Gateway)
-		if err != nil {
+		if _, isSRV, err := discovery.ParseGateway(cfg.Gateway); err != nil {
 			return fmt.Errorf("--gateway: %w", err)
+		} else if !isSRV {
+			gws, err := apiclient.SplitGateways(cfg.Gateway)
+			if err != nil {
+				return fmt.Errorf("--gateway: %w", err)
+			}
+			cfg.Gateway = strings.Join(gws, ",")
 		}
-		cfg.Gateway = strings.Join(gws, ",")
 	}
 	lock, err := lockDataDir(cfg.DataDir)
 	if err != nil {
@@ -151,6 +165,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, store: st, services: map[string]Expose{}, probeTCP: probeTCP, expect: newExpected()}
 	a.peers = newPeerPool(a)
+	// --gateway srv:ZONE: the gateways come from DNS (discovery.go).
+	if err := a.resolveGateways(ctx, cfg.Gateway); err != nil {
+		return err
+	}
+	if a.watch != nil {
+		defer a.watch.Close()
+	}
 	for _, e := range cfg.File.Expose {
 		a.services[e.Name] = e
 	}
@@ -284,7 +305,7 @@ func (a *Agent) run(ctx context.Context) error {
 // over to the next at once when one is gone, and back when it returns.
 func (a *Agent) OpenStream(ctx context.Context) (*quicStream, error) {
 	a.gatewayLinks()
-	return a.opener.OpenStream(ctx)
+	return a.opener.Load().OpenStream(ctx)
 }
 
 // connected reports the gateways the agent is connected to now.
@@ -308,6 +329,11 @@ func (a *Agent) apiClient(withCert bool) (*apiclient.Client, error) {
 		}
 		if pin == "" {
 			pin = id.Pin
+		}
+	}
+	if zone, isSRV, _ := discovery.ParseGateway(gw); isSRV {
+		if gw = a.currentGateways(); gw == "" {
+			return nil, fmt.Errorf("no gateway known yet for srv:%s: check --dns-server and the zone's SRV records", strings.TrimSuffix(zone, "."))
 		}
 	}
 	cfg := apiclient.Config{Gateway: gw, Pin: pin}

@@ -33,6 +33,9 @@ type Identity struct {
 	Name     string `json:"name"`
 	Cluster  string `json:"cluster"`
 	Gateway  string `json:"gateway"`
+	// Gateways is the last list DNS gave for Gateway srv:ZONE, used when
+	// DNS cannot be reached at start.
+	Gateways []string `json:"gateways,omitempty"`
 	Pin      string `json:"ca_pin"`
 	KeyDER   []byte `json:"key"`  // PKCS#8 Ed25519, for mTLS
 	CertPEM  string `json:"cert"` // X.509 client certificate

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,7 @@ func (s *session) send(m wire.Control) error {
 // through one that is connected (see [Agent.OpenStream]).
 type link struct {
 	addr    string
+	stop    context.CancelFunc // ends its keep loop (the gateway left DNS)
 	sess    atomic.Pointer[session] // the current connection, nil when none
 	renewed chan struct{}           // a new certificate is ready: reconnect with it
 }
@@ -72,25 +74,39 @@ func (l *link) OpenStream(ctx context.Context) (*quic.Stream, error) {
 	return st, nil
 }
 
-// gatewayLinks returns the links to every gateway of the identity, made
-// once: the list is fixed for the agent's life.
+// gatewayLinks returns the links to every gateway now: made at first use
+// from the identity's list (or the gateways DNS gave), then changed by
+// setGateways when DNS changes.
 func (a *Agent) gatewayLinks() []*link {
-	a.linksOnce.Do(func() {
-		addrs, err := apiclient.SplitGateways(a.identity().Gateway)
-		if err != nil {
-			// Checked at start (Run); a test may give a single bad address.
-			addrs = []string{a.identity().Gateway}
+	a.linksMu.Lock()
+	defer a.linksMu.Unlock()
+	if !a.linksInit {
+		a.linksInit = true
+		var addrs []string
+		if a.srvZone != "" {
+			addrs = a.resolved
+		} else {
+			var err error
+			if addrs, err = apiclient.SplitGateways(a.identity().Gateway); err != nil {
+				// Checked at start (Run); a test may give a single bad address.
+				addrs = []string{a.identity().Gateway}
+			}
 		}
-		ls := make([]*link, len(addrs))
-		openers := make([]transport.StreamOpener, len(addrs))
-		for i, addr := range addrs {
-			ls[i] = newLink(addr)
-			openers[i] = ls[i]
+		for _, addr := range addrs {
+			a.links = append(a.links, newLink(addr))
 		}
-		a.links = ls
-		a.opener = &transport.Failover{Openers: openers, InOrder: true}
-	})
-	return a.links
+		a.setOpenerLocked()
+	}
+	return slices.Clone(a.links)
+}
+
+// setOpenerLocked makes the opener go through the links in their order.
+func (a *Agent) setOpenerLocked() {
+	openers := make([]transport.StreamOpener, len(a.links))
+	for i, l := range a.links {
+		openers[i] = l
+	}
+	a.opener.Store(&transport.Failover{Openers: openers, InOrder: true})
 }
 
 // connect keeps a connection to every gateway until ctx ends, each with
@@ -122,11 +138,24 @@ func (a *Agent) connect(ctx context.Context) {
 			}()
 		}
 	}
-	for _, l := range a.gatewayLinks() {
+	start := func(l *link) {
+		lctx, cancel := context.WithCancel(ctx)
+		l.stop = cancel
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a.keep(ctx, tr, l)
+			a.keep(lctx, tr, l)
+		}()
+	}
+	for _, l := range a.gatewayLinks() {
+		start(l)
+	}
+	// With --gateway srv:ZONE, gateways come and go with DNS.
+	if a.watch != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.followGateways(ctx, start)
 		}()
 	}
 }

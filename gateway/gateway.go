@@ -302,6 +302,12 @@ type Config struct {
 	// against the store, as a safety net under the change notifications.
 	// Zero means 60 s.
 	ReconcileInterval time.Duration
+	// DNSAddr, if set, is where the gateway answers DNS (UDP and TCP) for
+	// DNSZone: SRV records of the live gateways for discovery, A/AAAA of
+	// each, and DNSNodes (NAME=IP[,IP]) an operator publishes (dns.go).
+	DNSAddr  string
+	DNSZone  string
+	DNSNodes []string
 	// DebugAddr, if set, is a loopback address serving Go's runtime
 	// profiles (net/http/pprof) without authentication (debug.go).
 	DebugAddr string
@@ -373,6 +379,9 @@ func (c *Config) validate() error {
 		return err
 	}
 	if err := checkDebugAddr(c.DebugAddr); err != nil {
+		return err
+	}
+	if err := c.checkDNS(); err != nil {
 		return err
 	}
 	if c.Store != "" && c.StoreSync != "" && c.StoreSync != "normal" {

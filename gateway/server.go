@@ -84,6 +84,9 @@ type Gateway struct {
 	bgCancel context.CancelFunc
 	bgWG     sync.WaitGroup
 
+	// The DNS server (dns.go), nil when off.
+	dns *dnsState
+
 	// The debug listener (debug.go), nil when off.
 	debugLn net.Listener
 	debug   *http.Server
@@ -137,6 +140,11 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	if err := g.join(ctx); err != nil {
+		bgCancel()
+		g.closeAll(context.Background())
+		return nil, err
+	}
+	if err := g.listenDNS(); err != nil {
 		bgCancel()
 		g.closeAll(context.Background())
 		return nil, err
@@ -511,6 +519,7 @@ func (g *Gateway) closeAll(ctx context.Context) {
 		g.tcpLim.Close()
 		g.qgate.Close()
 		g.errLog.Close()
+		g.closeDNS(ctx)
 		g.closeDebug()
 		g.closeErr = errors.Join(err, g.store.Close())
 	}

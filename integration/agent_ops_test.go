@@ -44,6 +44,12 @@ func runAgentOnce(t *testing.T, timeout time.Duration, args ...string) (int, str
 // startAgentAt runs tunnel-agent on dataDir against gateway (token may be
 // empty), stopped when the test ends.
 func (c *cluster) startAgentAt(name, dataDir, gateway, token, yaml string) *agentProc {
+	c.t.Helper()
+	return c.startAgentArgs(name, dataDir, gateway, token, yaml)
+}
+
+// startAgentArgs is startAgentAt with extra flags for tunnel-agent run.
+func (c *cluster) startAgentArgs(name, dataDir, gateway, token, yaml string, extra ...string) *agentProc {
 	t := c.t
 	t.Helper()
 	a := &agentProc{t: t, name: name, dataDir: dataDir, cfgFile: filepath.Join(t.TempDir(), "agent.yaml"), c: c}
@@ -54,6 +60,7 @@ func (c *cluster) startAgentAt(name, dataDir, gateway, token, yaml string) *agen
 	if token != "" {
 		args = append(args, "--token", token)
 	}
+	args = append(args, extra...)
 	a.cmd = exec.Command(bin("tunnel-agent"), args...)
 	a.cmd.Env = cleanEnv()
 	a.log = &syncBuffer{}

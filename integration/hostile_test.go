@@ -26,9 +26,12 @@ package integration
 //	proxy-db      tunnel proxy db      TCP 127.0.0.1:--port                   raw bytes, carried to a stream local processes
 //	proxy-udp     tunnel proxy db      UDP, its QUIC client socket            QUIC, client side             anyone who finds the port
 //
-// Not covered: the Unix socket the node's SSH endpoint opens for agent
-// forwarding (only the session's own login can reach it) and the DNS server
-// (not written yet; add it here when it is).
+// Not covered here: the Unix socket the node's SSH endpoint opens for agent
+// forwarding (only the session's own login can reach it), and the
+// gateway's DNS server (--dns-addr, off in this environment), whose own
+// hostile-client test (gateway/internal/dnsserver/hostile_test.go) gives
+// it connect-and-close, garbage, half messages, thousands of silent TCP
+// clients and UDP floods, on real sockets.
 //
 // Attacks, on every TCP listener and on agent-sshd:
 //

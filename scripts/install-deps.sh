@@ -31,6 +31,7 @@ PACKAGES=(
 	tmux
 	iproute2
 	nftables
+	dnsutils
 )
 
 log() { printf 'install-deps: %s\n' "$*"; }

@@ -17,6 +17,7 @@
 package profile
 
 import (
+	"context"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -33,6 +34,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/tunnelhq/tunnel/pkg/discovery"
 )
 
 // File names inside the home directory.
@@ -63,13 +66,32 @@ type Profile struct {
 	// Gateway is HOST:PORT, or several separated by commas (gateways
 	// that share one store): every command tries them in this order and
 	// fails over to the next (pkg/apiclient).
-	Gateway  string    `json:"gateway"`
-	CAPin    string    `json:"ca_pin"`
+	Gateway string `json:"gateway"`
+	// DNSServer (HOST:PORT) resolves a Gateway of srv:ZONE; empty means
+	// this machine's resolvers.
+	DNSServer string    `json:"dns_server,omitempty"`
+	CAPin     string    `json:"ca_pin"`
 	Cluster  string    `json:"cluster,omitempty"`
 	User     string    `json:"user"`
 	Roles    []string  `json:"roles,omitempty"`
 	Logins   []string  `json:"logins,omitempty"`
 	NotAfter time.Time `json:"not_after,omitzero"`
+}
+
+// Resolved returns the profile with Gateway as a list of HOST:PORT: for
+// srv:ZONE, the gateways DNS lists now (the SRV records the gateways
+// publish); otherwise the profile as it is.
+func (p Profile) Resolved(ctx context.Context) (Profile, error) {
+	zone, isSRV, err := discovery.ParseGateway(p.Gateway)
+	if err != nil || !isSRV {
+		return p, err
+	}
+	gws, _, err := discovery.Resolve(ctx, zone, p.DNSServer)
+	if err != nil {
+		return p, fmt.Errorf("find the gateways of %s in DNS: %w (check --dns-server, or give --gateway HOST:PORT)", p.Gateway, err)
+	}
+	p.Gateway = strings.Join(gws, ",")
+	return p, nil
 }
 
 // Gateways returns the profile's gateways, in order.

@@ -113,7 +113,8 @@ The token may also come from --token-file or TUNNEL_JOIN_TOKEN.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the sealed identity (created, 0700)")
-	f.StringVar(&cfg.Gateway, "gateway", "", "gateway address HOST:PORT, or several separated by commas (the agent connects to every one)")
+	f.StringVar(&cfg.Gateway, "gateway", "", "gateway address HOST:PORT, or several separated by commas (the agent connects to every one), or srv:ZONE to find them in DNS (the SRV records the gateways publish with --dns-addr)")
+	f.StringVar(&cfg.DNSServer, "dns-server", "", "DNS server HOST:PORT that resolves --gateway srv:ZONE (default: this machine's resolvers)")
 	f.StringVar(&cfg.Pin, "ca-pin", "", "cluster CA pin, sha256:HEX (tunnel-gateway init printed it)")
 	f.StringVar(&cfg.Token, "token", "", "join token, needed only to enrol")
 	f.StringVar(&tokenFile, "token-file", "", "read the join token from this file")

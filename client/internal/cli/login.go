@@ -17,11 +17,13 @@ import (
 	"github.com/tunnelhq/tunnel/client/profile"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/apiclient"
+	"github.com/tunnelhq/tunnel/pkg/discovery"
 	"github.com/tunnelhq/tunnel/pkg/secretfile"
 )
 
 type loginFlags struct {
 	gateway, user, pin, passwordFile, otp string
+	dnsServer                             string
 	ttl                                   time.Duration
 	asJSON                                bool
 }
@@ -52,7 +54,8 @@ TUNNEL_OTP). Otherwise login prompts, without echo.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runLogin(cmd, env, f) },
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.gateway, "gateway", "", "gateway address HOST:PORT, or several separated by commas (tried in order)")
+	fl.StringVar(&f.gateway, "gateway", "", "gateway address HOST:PORT, or several separated by commas (tried in order), or srv:ZONE to find them in DNS")
+	fl.StringVar(&f.dnsServer, "dns-server", "", "DNS server HOST:PORT that resolves --gateway srv:ZONE (default: this machine's resolvers; kept in your profile)")
 	fl.StringVar(&f.user, "user", "", "your user name")
 	fl.StringVar(&f.pin, "ca-pin", "", "the cluster CA pin, sha256:HEX")
 	fl.StringVar(&f.passwordFile, "password-file", "", "read the password from this file ('-' for stdin)")
@@ -73,11 +76,15 @@ func runLogin(cmd *cobra.Command, env Env, f loginFlags) error {
 	}
 	p := prev
 	if f.gateway != "" {
-		gws, err := apiclient.SplitGateways(f.gateway)
-		if err != nil {
+		if _, isSRV, err := discovery.ParseGateway(f.gateway); err != nil {
 			return fmt.Errorf("--gateway: %w", err)
+		} else if !isSRV {
+			gws, err := apiclient.SplitGateways(f.gateway)
+			if err != nil {
+				return fmt.Errorf("--gateway: %w", err)
+			}
+			f.gateway = strings.Join(gws, ",")
 		}
-		f.gateway = strings.Join(gws, ",")
 	}
 	if f.gateway != "" && f.gateway != prev.Gateway {
 		// Another gateway: forget what belonged to the previous one.
@@ -89,6 +96,9 @@ func runLogin(cmd *cobra.Command, env Env, f loginFlags) error {
 	if f.user != "" {
 		p.User = f.user
 	}
+	if f.dnsServer != "" {
+		p.DNSServer = f.dnsServer
+	}
 	switch {
 	case p.Gateway == "":
 		return errors.New("which gateway? give --gateway HOST:PORT")
@@ -97,7 +107,11 @@ func runLogin(cmd *cobra.Command, env Env, f loginFlags) error {
 	case p.User == "":
 		return errors.New("which user? give --user NAME")
 	}
-	c, err := apiclient.New(apiclient.Config{Gateway: p.Gateway, Pin: p.CAPin})
+	rp, err := p.Resolved(cmd.Context())
+	if err != nil {
+		return err
+	}
+	c, err := apiclient.New(apiclient.Config{Gateway: rp.Gateway, Pin: p.CAPin})
 	if err != nil {
 		return err
 	}

@@ -74,6 +74,12 @@ run tunnel login and start it again.`,
 			if err := profile.CheckValid(cert.Leaf, env.Now()); err != nil {
 				return err
 			}
+			rctx, rcancel := context.WithTimeout(cmd.Context(), resolveTimeout)
+			p, err = p.Resolved(rctx)
+			rcancel()
+			if err != nil {
+				return err
+			}
 			conn, err := dialGateways(p, &cert)
 			if err != nil {
 				return err

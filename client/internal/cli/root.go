@@ -74,6 +74,9 @@ type session struct {
 
 func (s *session) Close() { s.client.Close() }
 
+// resolveTimeout bounds finding the gateways in DNS (--gateway srv:ZONE).
+const resolveTimeout = 30 * time.Second
+
 // loggedIn loads the profile and certificate and checks it is still valid,
 // so an expired login fails here with a clear message rather than at the
 // gateway.
@@ -93,11 +96,17 @@ func loggedIn(env Env) (*session, error) {
 	if err := profile.CheckValid(cert.Leaf, env.Now()); err != nil {
 		return nil, err
 	}
-	c, err := apiclient.New(apiclient.Config{Gateway: p.Gateway, Pin: p.CAPin, Cert: &cert})
+	rctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	rp, err := p.Resolved(rctx)
 	if err != nil {
 		return nil, err
 	}
-	return &session{dir: dir, profile: p, client: c}, nil
+	c, err := apiclient.New(apiclient.Config{Gateway: rp.Gateway, Pin: p.CAPin, Cert: &cert})
+	if err != nil {
+		return nil, err
+	}
+	return &session{dir: dir, profile: rp, client: c}, nil
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -170,7 +170,11 @@ expired, or the gateway refuses them.`,
 
 // askGateway asks the gateway who the certificate belongs to now.
 func askGateway(ctx context.Context, p profile.Profile, cert tls.Certificate) accountStatus {
-	c, err := apiclient.New(apiclient.Config{Gateway: p.Gateway, Pin: p.CAPin, Cert: &cert, Timeout: statusTimeout})
+	rp, err := p.Resolved(ctx)
+	if err != nil {
+		return accountStatus{State: accountUnreachable, Message: err.Error()}
+	}
+	c, err := apiclient.New(apiclient.Config{Gateway: rp.Gateway, Pin: p.CAPin, Cert: &cert, Timeout: statusTimeout})
 	if err != nil {
 		return accountStatus{State: accountUnreachable, Message: err.Error()}
 	}

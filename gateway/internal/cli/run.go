@@ -90,6 +90,9 @@ the URL; --store-insecure (dangerous) allows plaintext off loopback.`,
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "host or host:port at which others reach this gateway (default: the bound addresses)")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", gateway.DefaultHeartbeatInterval, "how often this gateway records itself in the store; not alive after three missed")
 	f.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", gateway.DefaultReconcileInterval, "how often live access is checked against the store, besides the change notifications")
+	f.StringVar(&cfg.DNSAddr, "dns-addr", "", "answer DNS (UDP and TCP) for --dns-zone here, e.g. :53: SRV _tunnel._udp.ZONE of the live gateways, so agents and clients can use --gateway srv:ZONE; off when empty")
+	f.StringVar(&cfg.DNSZone, "dns-zone", "", "the zone --dns-addr answers for (authoritative, no recursion), e.g. prod.tunnel.example.com")
+	f.StringArrayVar(&cfg.DNSNodes, "dns-node", nil, "publish a node in the zone: NAME=IP[,IP] (repeatable)")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "loopback address serving Go's runtime profiles (/debug/pprof/: goroutines, heap, CPU) without authentication, e.g. 127.0.0.1:6060; off when empty")
 	logs.register(cmd)
 	return cmd
@@ -106,6 +109,9 @@ func serve(ctx context.Context, cfg gateway.Config, out io.Writer, ready func(*g
 	fmt.Fprintf(out, "Gateway for cluster %q listening on %s (CA pin %s)\n", g.Cluster(), g.Addr(), g.Pin())
 	if a := g.SSHAddr(); a != nil {
 		fmt.Fprintf(out, "SSH jump host listening on %s\n", a)
+	}
+	if a := g.DNSAddr(); a != nil {
+		fmt.Fprintf(out, "DNS for zone %s on %s (UDP and TCP)\n", cfg.DNSZone, a)
 	}
 	if a := g.DebugAddr(); a != nil {
 		fmt.Fprintf(out, "Debug profiles (pprof) on http://%s/debug/pprof/\n", a)

@@ -80,6 +80,10 @@ type Config struct {
 	// DNSServer is the DNS server (HOST:PORT) that resolves --gateway
 	// srv:ZONE; empty means the system's resolvers.
 	DNSServer string
+	// OverTCP carries QUIC over TCP to every gateway from the start, even
+	// where UDP works (networks that drop or mangle UDP now and then);
+	// otherwise it is used only while UDP gets no answer.
+	OverTCP bool
 }
 
 // Agent is a running agent.

@@ -184,11 +184,21 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 	a.log.Info("connecting to the gateway", "gateway", gw)
 	for ctx.Err() == nil {
 		start := time.Now()
-		s, err := a.dial(ctx, tr, gw)
+		var s *session
+		var err error
+		if a.cfg.OverTCP {
+			s, err = a.dialTCP(ctx, gw)
+		} else {
+			s, err = a.dial(ctx, tr, gw)
+		}
 		var ce *connectError
 		if err != nil && ctx.Err() == nil {
 			ce = explainConnect(err, gw, a.probeTCP)
-			if ce.kind == failUDPBlocked {
+			if a.cfg.OverTCP && ce.kind == failOther {
+				ce = &connectError{kind: failOther, err: err,
+					msg: fmt.Sprintf("cannot connect to the gateway at %s with QUIC over TCP (--quic-over-tcp): %v", gw, err)}
+			}
+			if ce.kind == failUDPBlocked && !a.cfg.OverTCP {
 				// UDP is blocked, the gateway's TCP port answers: carry
 				// QUIC over TCP meanwhile.
 				var terr error
@@ -245,7 +255,7 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 		redial := false
 		for !redial {
 			var retryUDP <-chan time.Time
-			if s.tcp {
+			if s.tcp && !a.cfg.OverTCP {
 				retryUDP = time.After(udpRetryInterval)
 			}
 			select {

@@ -171,3 +171,25 @@ func TestDirectBrokenMidStream(t *testing.T) {
 	})
 	dialRetry(t, e.echoAddr, echoOnce, 120*time.Second)
 }
+
+// TestQUICOverTCPForced: --quic-over-tcp carries an agent's connection over
+// TCP from the start, UDP working or not, and streams work through it.
+func TestQUICOverTCPForced(t *testing.T) {
+	c := startCluster(t, "--login-burst", "1000")
+	admin := c.adminUser()
+	admin.login()
+	echo := serve(t, echoHandler)
+	c.startAgentArgs("db-1", t.TempDir()+"/db", c.addr, admin.token("db-1"),
+		"expose:\n  - {name: echo, address: "+echo.addr()+"}\n", "--quic-over-tcp")
+	addr := fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t))
+	app := c.startAgentArgs("app-1", t.TempDir()+"/app", c.addr, admin.token("app-1"),
+		"listen:\n  - {name: echo, address: "+addr+", target: db-1/echo}\n", "--quic-over-tcp")
+	admin.must("admin", "policy", "allow", "--from", "app-1", "--to", "db-1/echo")
+	dialRetry(t, addr, echoOnce, 60*time.Second)
+	if !strings.Contains(app.log.String(), "over=quic-over-tcp") {
+		t.Errorf("app-1 does not say it is connected over TCP:\n%s", app.log.String())
+	}
+	if strings.Contains(app.log.String(), "direct stream\"") || strings.Contains(app.log.String(), "msg=\"direct stream\"") {
+		t.Errorf("a stream went direct although both agents are on QUIC over TCP")
+	}
+}

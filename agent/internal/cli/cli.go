@@ -114,6 +114,7 @@ The token may also come from --token-file or TUNNEL_JOIN_TOKEN.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the sealed identity (created, 0700)")
 	f.StringVar(&cfg.Gateway, "gateway", "", "gateway address HOST:PORT, or several separated by commas (the agent connects to every one), or srv:ZONE to find them in DNS (the SRV records the gateways publish with --dns-addr)")
+	f.BoolVar(&cfg.OverTCP, "quic-over-tcp", false, "carry QUIC over TLS on the gateway's TCP port from the start (slower; for networks that mangle UDP); without it, only while UDP gets no answer")
 	f.StringVar(&cfg.DNSServer, "dns-server", "", "DNS server HOST:PORT that resolves --gateway srv:ZONE (default: this machine's resolvers)")
 	f.StringVar(&cfg.Pin, "ca-pin", "", "cluster CA pin, sha256:HEX (tunnel-gateway init printed it)")
 	f.StringVar(&cfg.Token, "token", "", "join token, needed only to enrol")

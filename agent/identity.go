@@ -30,18 +30,18 @@ const (
 // certificates the gateway signed for them, plus how to reach the gateway.
 // It is stored sealed; nothing in it is written in the clear.
 type Identity struct {
-	Name     string `json:"name"`
-	Cluster  string `json:"cluster"`
-	Gateway  string `json:"gateway"`
+	Name    string `json:"name"`
+	Cluster string `json:"cluster"`
+	Gateway string `json:"gateway"`
 	// Gateways is the last list DNS gave for Gateway srv:ZONE, used when
 	// DNS cannot be reached at start.
 	Gateways []string `json:"gateways,omitempty"`
-	Pin      string `json:"ca_pin"`
-	KeyDER   []byte `json:"key"`  // PKCS#8 Ed25519, for mTLS
-	CertPEM  string `json:"cert"` // X.509 client certificate
-	CAPEM    string `json:"ca"`
-	HostKey  []byte `json:"host_key"`  // PKCS#8 Ed25519, the SSH host key
-	HostCert string `json:"host_cert"` // SSH host certificate, authorized_keys form
+	Pin      string   `json:"ca_pin"`
+	KeyDER   []byte   `json:"key"`  // PKCS#8 Ed25519, for mTLS
+	CertPEM  string   `json:"cert"` // X.509 client certificate
+	CAPEM    string   `json:"ca"`
+	HostKey  []byte   `json:"host_key"`  // PKCS#8 Ed25519, the SSH host key
+	HostCert string   `json:"host_cert"` // SSH host certificate, authorized_keys form
 	// UserCAs are the cluster's SSH user CAs (authorized_keys lines): the
 	// node's SSH endpoint trusts them.
 	UserCAs []string `json:"user_cas"`

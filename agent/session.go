@@ -53,7 +53,7 @@ func (s *session) send(m wire.Control) error {
 // through one that is connected (see [Agent.OpenStream]).
 type link struct {
 	addr    string
-	stop    context.CancelFunc // ends its keep loop (the gateway left DNS)
+	stop    context.CancelFunc      // ends its keep loop (the gateway left DNS)
 	sess    atomic.Pointer[session] // the current connection, nil when none
 	renewed chan struct{}           // a new certificate is ready: reconnect with it
 }

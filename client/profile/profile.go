@@ -71,11 +71,11 @@ type Profile struct {
 	// this machine's resolvers.
 	DNSServer string    `json:"dns_server,omitempty"`
 	CAPin     string    `json:"ca_pin"`
-	Cluster  string    `json:"cluster,omitempty"`
-	User     string    `json:"user"`
-	Roles    []string  `json:"roles,omitempty"`
-	Logins   []string  `json:"logins,omitempty"`
-	NotAfter time.Time `json:"not_after,omitzero"`
+	Cluster   string    `json:"cluster,omitempty"`
+	User      string    `json:"user"`
+	Roles     []string  `json:"roles,omitempty"`
+	Logins    []string  `json:"logins,omitempty"`
+	NotAfter  time.Time `json:"not_after,omitzero"`
 }
 
 // Resolved returns the profile with Gateway as a list of HOST:PORT: for

@@ -41,6 +41,9 @@ A host other than loopback is refused without a verified TLS connection
 unless --store-insecure (dangerous) is given.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
 			if cfg.DataDir == "" {
 				return errors.New("--data-dir is required")
 			}

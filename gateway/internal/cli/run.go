@@ -16,6 +16,7 @@ import (
 func newRunCmd() *cobra.Command {
 	var cfg gateway.Config
 	var logs logFlags
+	var configFile string
 	cmd := &cobra.Command{
 		Use:   "run --data-dir DIR [--api-addr H:P]",
 		Short: "Run the gateway",
@@ -44,9 +45,23 @@ tunnel admin gateways ls; not alive after three missed), and carries out at
 once the revocations and access changes made on the others (PostgreSQL
 LISTEN/NOTIFY), with a reconciliation every --reconcile-interval as a
 safety net. TLS to the database: sslmode=verify-full&sslrootcert=CA.pem in
-the URL; --store-insecure (dangerous) allows plaintext off loopback.`,
+the URL; --store-insecure (dangerous) allows plaintext off loopback.
+
+Every flag can also come from a YAML file (--config gateway.yaml, each key
+a flag without its dashes) and, for secret paths, from the environment:
+TUNNEL_GATEWAY_KEK_FILE, TUNNEL_GATEWAY_STORE_FILE (a file holding the
+store URL), TUNNEL_GATEWAY_TLS_CERT_FILE, TUNNEL_GATEWAY_TLS_KEY_FILE. The
+command line wins over the environment, which wins over the file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The command line wins over TUNNEL_GATEWAY_* variables, which
+			// win over the --config file.
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			if err := applyConfigFile(cmd.Flags(), configFile); err != nil {
+				return err
+			}
 			log, err := logs.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
@@ -94,6 +109,7 @@ the URL; --store-insecure (dangerous) allows plaintext off loopback.`,
 	f.StringVar(&cfg.DNSZone, "dns-zone", "", "the zone --dns-addr answers for (authoritative, no recursion), e.g. prod.tunnel.example.com")
 	f.StringArrayVar(&cfg.DNSNodes, "dns-node", nil, "publish a node in the zone: NAME=IP[,IP] (repeatable)")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "loopback address serving Go's runtime profiles (/debug/pprof/: goroutines, heap, CPU) without authentication, e.g. 127.0.0.1:6060; off when empty")
+	f.StringVar(&configFile, "config", "", "YAML file of flag values: each key a flag of run without its dashes (api-addr: :8443); flags and TUNNEL_GATEWAY_* variables override it (see docs/OPERATOR.md)")
 	logs.register(cmd)
 	return cmd
 }

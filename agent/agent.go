@@ -35,6 +35,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/tunnelhq/tunnel/agent/internal/dnsstub"
 	"github.com/tunnelhq/tunnel/agent/internal/sshd"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/apiclient"
@@ -263,6 +265,26 @@ func (a *Agent) run(ctx context.Context) error {
 			return bindError(l, err)
 		}
 		lns = append(lns, ln)
+	}
+	// The listeners' names in DNS (dns: in the file).
+	if d := a.cfg.File.DNS; d != nil {
+		names := map[string]netip.Addr{}
+		for _, l := range a.cfg.File.Listen {
+			if ap, err := netip.ParseAddrPort(l.Address); err == nil {
+				names[l.Name] = ap.Addr()
+			}
+		}
+		stub, err := dnsstub.Start(dnsstub.Config{Listen: d.Listen, Cluster: a.identity().Cluster, Names: names,
+			Upstream: d.Upstream, Log: a.log.With("component", "dns")})
+		if err != nil {
+			for _, x := range lns {
+				x.Close()
+			}
+			return fmt.Errorf("dns: %w", err)
+		}
+		defer stub.Close()
+		udp, _ := stub.Addr()
+		a.log.Info("answering DNS for the listeners", "address", udp.String(), "zone", stub.Zone())
 	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(lns)+1)

@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/tunnelhq/tunnel/agent/internal/dnsstub"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/identity"
 )
@@ -33,11 +34,25 @@ import (
 type FileConfig struct {
 	Expose []Expose `yaml:"expose"`
 	Listen []Listen `yaml:"listen"`
+	// DNS, if set, makes the agent answer DNS on a loopback address for
+	// its listeners: NAME.CLUSTER.tunnel is the listener NAME's address
+	// (agent/internal/dnsstub).
+	DNS *DNSConfig `yaml:"dns"`
 	// Direct is "on" (the default, also when empty) or "off": whether
 	// this agent's streams to and from other agents may go directly
 	// between the agents (QUIC with mutual TLS on the agent's one UDP
 	// socket), or always through the gateway's relay.
 	Direct string `yaml:"direct"`
+}
+
+// DNSConfig is the dns: key: where the agent answers DNS for its
+// listeners' names, and an optional upstream for every other name.
+type DNSConfig struct {
+	// Listen is a loopback IP:PORT, for example 127.0.0.153:53.
+	Listen string `yaml:"listen"`
+	// Upstream, if set, is the IP[:PORT] of a resolver for names outside
+	// CLUSTER.tunnel (refused without it).
+	Upstream string `yaml:"upstream"`
 }
 
 // DirectOn reports whether the direct path is allowed (direct: on, or not
@@ -65,7 +80,8 @@ type Listen struct {
 
 // The keys of each level of the file, in the order help shows them.
 var (
-	topKeys    = []string{"expose", "listen", "direct"}
+	topKeys    = []string{"expose", "listen", "direct", "dns"}
+	dnsKeys    = []string{"listen", "upstream"}
 	exposeKeys = []string{"name", "address", "protocol"}
 	listenKeys = []string{"name", "address", "target"}
 )
@@ -152,6 +168,19 @@ func (p *parser) file(doc *yaml.Node) (*FileConfig, error) {
 	err := p.mapping(root, "", topKeys, func(key, path string, v *yaml.Node) error {
 		var err error
 		switch key {
+		case "dns":
+			d := &DNSConfig{}
+			err = p.mapping(v, path, dnsKeys, func(k, kpath string, v *yaml.Node) error {
+				sv, err := p.scalar(v, kpath)
+				switch k {
+				case "listen":
+					d.Listen = sv
+				case "upstream":
+					d.Upstream = sv
+				}
+				return err
+			})
+			cfg.DNS = d
 		case "direct":
 			var d string
 			if d, err = p.scalar(v, path); err == nil && d != "on" && d != "off" {
@@ -339,6 +368,19 @@ func (c *FileConfig) Validate() error { return c.validate(nil) }
 // each key path for the messages.
 func (c *FileConfig) validate(lines map[string]int) error {
 	line := func(path string) int { return lines[path] }
+	if c.DNS != nil {
+		listen, err := dnsstub.CheckListen(c.DNS.Listen)
+		if err == nil {
+			_, err = dnsstub.CheckUpstream(c.DNS.Upstream, listen)
+		}
+		var ce *dnsstub.ConfigError
+		if errors.As(err, &ce) {
+			return &configError{ce.Key, line(ce.Key), strings.TrimPrefix(ce.Error(), ce.Key+" ")}
+		}
+		if err != nil {
+			return err
+		}
+	}
 	// missing names the absent key at its item, or the empty value at its
 	// key.
 	missing := func(item, key, hint string) error {

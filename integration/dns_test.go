@@ -98,3 +98,34 @@ func TestDNSDiscovery(t *testing.T) {
 		return strings.Contains(agent.log.String(), "gateway left DNS; closing its connection")
 	})
 }
+
+// TestAgentDNSStub: with dns: in its file, the real agent answers its
+// listeners' names (NAME.CLUSTER.tunnel) on a loopback address, as the
+// real dig shows, refuses other names, and the name reaches the service.
+func TestAgentDNSStub(t *testing.T) {
+	dig := testenv.LookPath(t, "dig")
+	c := startCluster(t, "--login-burst", "1000")
+	admin := c.adminUser()
+	admin.login()
+	echo := serve(t, echoHandler)
+	c.startAgent("db-1", admin.token("db-1"), "expose:\n  - {name: echo, address: "+echo.addr()+"}\n")
+	port := freeLoopbackPort(t)
+	dnsPort := testenv.FreePort(t)
+	app := c.startAgent("app-1", admin.token("app-1"), fmt.Sprintf(
+		"listen:\n  - {name: orders-db, address: 127.0.0.7:%d, target: db-1/echo}\ndns:\n  listen: 127.0.0.153:%d\n", port, dnsPort))
+	admin.must("admin", "policy", "allow", "--from", "app-1", "--to", "db-1/echo")
+	var ip string
+	waitFor(t, 30*time.Second, "the agent answers orders-db."+c.name+".tunnel", func() bool {
+		out, _ := exec.Command(dig, "@127.0.0.153", "-p", fmt.Sprint(dnsPort), "orders-db."+c.name+".tunnel", "A", "+short").CombinedOutput()
+		ip = strings.TrimSpace(string(out))
+		return ip == "127.0.0.7"
+	})
+	out, _ := exec.Command(dig, "@127.0.0.153", "-p", fmt.Sprint(dnsPort), "example.com", "A").CombinedOutput()
+	if !strings.Contains(string(out), "REFUSED") {
+		t.Errorf("a name outside the cluster was not refused:\n%s", out)
+	}
+	dialRetry(t, fmt.Sprintf("%s:%d", ip, port), echoOnce, 30*time.Second)
+	if !strings.Contains(app.log.String(), "answering DNS for the listeners") {
+		t.Errorf("the agent does not say it answers DNS:\n%s", app.log.String())
+	}
+}

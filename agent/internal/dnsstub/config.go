@@ -2,7 +2,6 @@ package dnsstub
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -72,25 +71,30 @@ type Config struct {
 	Now func() time.Time
 }
 
-// listenError and friends make the one-sentence validation errors; they
-// name the YAML key the lead's agent configuration uses.
-func configErr(key, value, msg string) error {
-	if value == "" {
-		return fmt.Errorf("%s: %s", key, msg)
-	}
-	return fmt.Errorf("%s %s: %s", key, value, msg)
-}
-
-// ErrConfig is wrapped by every validation error.
+// ErrConfig is wrapped by every validation error (a *ConfigError).
 var ErrConfig = errors.New("invalid DNS stub configuration")
 
-type validationError struct{ err error }
+// ConfigError is a validation error: one sentence naming the YAML key
+// ("dns.listen 0.0.0.0:53: the agent's DNS answers on a loopback address
+// only: use 127.0.0.153:53"). The agent's configuration reader may take Key
+// and Msg apart to add the line number.
+type ConfigError struct {
+	Key   string // dns.listen, dns.upstream, cluster, listen
+	Value string // the value refused, "" if it was missing
+	Msg   string // what to do
+}
 
-func (e *validationError) Error() string   { return e.err.Error() }
-func (e *validationError) Unwrap() []error { return []error{e.err, ErrConfig} }
+func (e *ConfigError) Error() string {
+	if e.Value == "" {
+		return e.Key + ": " + e.Msg
+	}
+	return e.Key + " " + e.Value + ": " + e.Msg
+}
+
+func (e *ConfigError) Unwrap() error { return ErrConfig }
 
 func invalid(key, value, msg string) error {
-	return &validationError{configErr(key, value, msg)}
+	return &ConfigError{Key: key, Value: value, Msg: msg}
 }
 
 // CheckListen checks dns.listen: a loopback IP and a port.

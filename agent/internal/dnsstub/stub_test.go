@@ -225,7 +225,8 @@ func TestValidation(t *testing.T) {
 			t.Errorf("want %q, got no error", c.want)
 			continue
 		}
-		if err.Error() != c.want || !errors.Is(err, ErrConfig) {
+		var ce *ConfigError
+		if err.Error() != c.want || !errors.Is(err, ErrConfig) || !errors.As(err, &ce) || !strings.HasPrefix(c.want, ce.Key) {
 			t.Errorf("got  %q\nwant %q", err, c.want)
 		}
 	}

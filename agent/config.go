@@ -16,6 +16,7 @@ import (
 	"github.com/tunnelhq/tunnel/agent/internal/dnsstub"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/suggest"
 )
 
 // FileConfig is the agent's YAML configuration file. Unknown keys are
@@ -259,7 +260,7 @@ func (p *parser) mapping(n *yaml.Node, path string, valid []string, set func(key
 				in = "at the top level"
 			}
 			msg := fmt.Sprintf("unknown key %s %s (line %d): ", key, in, k.Line)
-			if s := suggest(key, valid); s != "" {
+			if s := suggest.Closest(key, valid); s != "" {
 				msg += "did you mean " + s + "? "
 			}
 			return errors.New(msg + "valid keys: " + strings.Join(valid, ", "))
@@ -323,42 +324,6 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// suggest returns the valid key closest to key, if it is close enough to
-// be a typo.
-func suggest(key string, valid []string) string {
-	best, bestD := "", 3
-	for _, v := range valid {
-		if d := editDistance(strings.ToLower(key), v); d < bestD {
-			best, bestD = v, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance (bounded work: keys are short).
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 64
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // Validate checks the whole configuration.

@@ -29,6 +29,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tunnelhq/tunnel/pkg/secretfile"
+	"github.com/tunnelhq/tunnel/pkg/suggest"
 )
 
 // configFlag is the flag that names the file; it is not a key of the file.
@@ -239,39 +240,5 @@ func unknownKey(key string, line int, valid []string) error {
 // suggestKey returns the valid key closest to key, if it is close enough to
 // be a typo. "--api-addr", "api_addr" and "API-Addr" all lead to api-addr.
 func suggestKey(key string, valid []string) string {
-	norm := strings.ToLower(strings.ReplaceAll(strings.TrimLeft(key, "-"), "_", "-"))
-	best, bestD := "", 3
-	for _, v := range valid {
-		if v == norm {
-			return v
-		}
-		if d := editDistance(norm, v); d < bestD {
-			best, bestD = v, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance (bounded work: keys are short).
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 64
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return suggest.Closest(strings.ReplaceAll(strings.TrimLeft(key, "-"), "_", "-"), valid)
 }

@@ -171,6 +171,70 @@ func Generate(cfg Config) (*Authority, error) {
 	return a, nil
 }
 
+// Signers are CA keys held elsewhere (a Vault Transit key behind a
+// crypto.Signer): the Authority signs with them and never sees a private
+// key. Each must be Ed25519 and should implement KeyRef, whose reference
+// Export stores in place of a sealed private key.
+type Signers struct {
+	X509, SSHUser, SSHHost crypto.Signer
+}
+
+// KeyRef is implemented by a signer whose key lives elsewhere: Ref names
+// it for the store (for example "vault-transit:tunnel-prod-x509-ca"), and
+// Describe names the key and version that signed, for audit events.
+type KeyRef interface {
+	Ref() string
+	Describe() string
+}
+
+// GenerateWith makes a new CA set for cfg.Cluster with keys held elsewhere
+// (Signers): the X.509 CA certificate is self-signed through keys.X509.
+func GenerateWith(cfg Config, keys Signers) (*Authority, error) {
+	c, err := cfg.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("generate CA: %w", err)
+	}
+	if keys.X509 == nil || keys.SSHUser == nil || keys.SSHHost == nil {
+		return nil, errors.New("generate CA: a signer is missing")
+	}
+	a := &Authority{cluster: c.Cluster, clock: c.Clock, maxTTL: c.MaxTTL, rand: c.Rand}
+	cert, err := a.newX509CACert(keys.X509)
+	if err != nil {
+		return nil, fmt.Errorf("generate CA: %w", err)
+	}
+	a.xca = newX509CA(cert, keys.X509, nil)
+	if a.userCA, err = newSSHCA(keys.SSHUser, nil); err != nil {
+		return nil, fmt.Errorf("generate CA: SSH user CA: %w", err)
+	}
+	if a.hostCA, err = newSSHCA(keys.SSHHost, nil); err != nil {
+		return nil, fmt.Errorf("generate CA: SSH host CA: %w", err)
+	}
+	return a, nil
+}
+
+// RefPrefix starts the SealedPrivate of a CA key held elsewhere: what
+// follows is its KeyRef.Ref, not a secret.
+const RefPrefix = "ref:"
+
+// Signer describes the key that signs certificates of kind, for audit
+// events: "vault key NAME version N" for a key held in Vault, "local key"
+// otherwise.
+func (a *Authority) Signer(kind store.CertKind) string {
+	var k crypto.Signer
+	switch kind {
+	case store.CertX509:
+		k = a.xca.key
+	case store.CertSSHUser:
+		k = a.userCA.key
+	case store.CertSSHHost:
+		k = a.hostCA.key
+	}
+	if r, ok := k.(KeyRef); ok {
+		return r.Describe()
+	}
+	return "local key"
+}
+
 // newX509CACert self-signs a CA certificate for key.
 func (a *Authority) newX509CACert(key crypto.Signer) (*x509.Certificate, error) {
 	serial, err := a.x509Serial()
@@ -204,12 +268,19 @@ func caLabel(kind store.CertKind) string { return "ca/" + string(kind) }
 // have exactly one active key, which signs; inactive keys are trusted but
 // never opened.
 func Load(cfg Config, keys []store.CAKey, s seal.Sealer) (*Authority, error) {
+	if s == nil {
+		return nil, errors.New("load CA: no sealer to open the CA keys with")
+	}
+	return LoadWith(cfg, keys, func(k store.CAKey) (crypto.Signer, error) { return openSealedKey(k, s) })
+}
+
+// LoadWith is Load with the active keys opened by open: a sealed private
+// key, or a reference to a key held elsewhere (RefPrefix, GenerateWith).
+// Whatever open returns must match the key's public part in the store.
+func LoadWith(cfg Config, keys []store.CAKey, open func(store.CAKey) (crypto.Signer, error)) (*Authority, error) {
 	c, err := cfg.resolve()
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w", err)
-	}
-	if s == nil {
-		return nil, errors.New("load CA: no sealer to open the CA keys with")
 	}
 	a := &Authority{cluster: c.Cluster, clock: c.Clock, maxTTL: c.MaxTTL, rand: c.Rand}
 
@@ -234,7 +305,7 @@ func Load(cfg Config, keys []store.CAKey, s seal.Sealer) (*Authority, error) {
 				break
 			}
 			activeCount[kind]++
-			if x509Key, err = openCAKey(k, s, cert.PublicKey); err != nil {
+			if x509Key, err = openCAKey(k, open, cert.PublicKey); err != nil {
 				return nil, fmt.Errorf("load CA: %w", err)
 			}
 			x509Active = cert
@@ -249,7 +320,7 @@ func Load(cfg Config, keys []store.CAKey, s seal.Sealer) (*Authority, error) {
 			}
 			activeCount[kind]++
 			cpub := pub.(ssh.CryptoPublicKey).CryptoPublicKey()
-			if sshActive[kind], err = openCAKey(k, s, cpub); err != nil {
+			if sshActive[kind], err = openCAKey(k, open, cpub); err != nil {
 				return nil, fmt.Errorf("load CA: %w", err)
 			}
 		default:
@@ -274,9 +345,25 @@ func Load(cfg Config, keys []store.CAKey, s seal.Sealer) (*Authority, error) {
 	return a, nil
 }
 
-// openCAKey opens the sealed private key of k and checks that it belongs to
+// openCAKey opens the key of k with open and checks that it belongs to
 // pub.
-func openCAKey(k store.CAKey, s seal.Sealer, pub crypto.PublicKey) (crypto.Signer, error) {
+func openCAKey(k store.CAKey, open func(store.CAKey) (crypto.Signer, error), pub crypto.PublicKey) (crypto.Signer, error) {
+	key, err := open(k)
+	if err != nil {
+		return nil, err
+	}
+	if !samePublicKey(key.Public(), pub) {
+		return nil, fmt.Errorf("%s CA private key does not match its public key", k.Kind)
+	}
+	return key, nil
+}
+
+// openSealedKey opens a CA private key sealed with s.
+func openSealedKey(k store.CAKey, s seal.Sealer) (crypto.Signer, error) {
+	if bytes.HasPrefix(k.SealedPrivate, []byte(RefPrefix)) {
+		return nil, fmt.Errorf("the %s CA key is held elsewhere (%s), not sealed here: give the gateway that key backend (--vault-addr)",
+			k.Kind, k.SealedPrivate[len(RefPrefix):])
+	}
 	der, err := s.Open(k.SealedPrivate, caLabel(store.CertKind(k.Kind)))
 	if err != nil {
 		return nil, fmt.Errorf("cannot open the sealed %s CA private key (is this the key-encryption key the cluster was created with?): %w", k.Kind, err)
@@ -285,9 +372,6 @@ func openCAKey(k store.CAKey, s seal.Sealer, pub crypto.PublicKey) (crypto.Signe
 	key, err := parseCAPrivateKey(der)
 	if err != nil {
 		return nil, fmt.Errorf("%s CA private key: %w", k.Kind, err)
-	}
-	if !samePublicKey(key.Public(), pub) {
-		return nil, fmt.Errorf("%s CA private key does not match its public key", k.Kind)
 	}
 	return key, nil
 }
@@ -310,14 +394,20 @@ func (a *Authority) Export(s seal.Sealer) ([]store.CAKey, error) {
 		{store.CertSSHUser, a.userCA.signer.PublicKey().Marshal(), a.userCA.key},
 		{store.CertSSHHost, a.hostCA.signer.PublicKey().Marshal(), a.hostCA.key},
 	} {
-		der, err := x509.MarshalPKCS8PrivateKey(e.key)
-		if err != nil {
-			return nil, fmt.Errorf("export CA: %s private key: %w", e.kind, err)
-		}
-		sealed, err := s.Seal(der, caLabel(e.kind))
-		clear(der)
-		if err != nil {
-			return nil, fmt.Errorf("export CA: sealing the %s private key: %w", e.kind, err)
+		var sealed []byte
+		if r, ok := e.key.(KeyRef); ok {
+			// Held elsewhere: the store keeps where, not a secret.
+			sealed = []byte(RefPrefix + r.Ref())
+		} else {
+			der, err := x509.MarshalPKCS8PrivateKey(e.key)
+			if err != nil {
+				return nil, fmt.Errorf("export CA: %s private key: %w", e.kind, err)
+			}
+			sealed, err = s.Seal(der, caLabel(e.kind))
+			clear(der)
+			if err != nil {
+				return nil, fmt.Errorf("export CA: sealing the %s private key: %w", e.kind, err)
+			}
 		}
 		out = append(out, store.CAKey{
 			Kind:          string(e.kind),

@@ -76,7 +76,9 @@ type InitConfig struct {
 	// Store and StoreInsecure are as in Config.
 	Store         string
 	StoreInsecure bool
-	Clock         func() time.Time
+	// Vault, if its Addr is set, holds the cluster's keys (vault.go).
+	Vault VaultConfig
+	Clock func() time.Time
 }
 
 // InitResult is what Init reports.
@@ -133,22 +135,40 @@ func Init(ctx context.Context, cfg InitConfig) (*InitResult, error) {
 			return nil, err
 		}
 	}
-	kekPath := cfg.KEKFile
-	if kekPath == "" {
-		kekPath = filepath.Join(cfg.DataDir, KEKFile)
-	}
-	if _, err := os.Stat(kekPath); errors.Is(err, fs.ErrNotExist) {
-		if err := seal.CreateKeyFile(kekPath, rand.Reader); err != nil {
+	var sealer seal.Sealer
+	var ca *certs.Authority
+	var err error
+	if cfg.Vault.Addr != "" {
+		// The keys live in Vault: Transit keys for the KEK and the CAs.
+		vc, err := openVault(ctx, cfg.Vault, slog.New(slog.DiscardHandler))
+		if err != nil {
 			return nil, err
 		}
-	}
-	sealer, err := seal.NewKeyFileSealer(kekPath)
-	if err != nil {
-		return nil, err
-	}
-	ca, err := certs.Generate(certs.Config{Cluster: cfg.Cluster, MaxTTL: cfg.MaxTTL, Clock: cfg.Clock})
-	if err != nil {
-		return nil, fmt.Errorf("create certificate authority: %w", err)
+		defer vc.Close()
+		vs, signers, err := vaultInit(ctx, vc, cfg.Cluster)
+		if err != nil {
+			return nil, fmt.Errorf("create the cluster's keys in Vault: %w", err)
+		}
+		sealer = vs
+		if ca, err = certs.GenerateWith(certs.Config{Cluster: cfg.Cluster, MaxTTL: cfg.MaxTTL, Clock: cfg.Clock}, signers); err != nil {
+			return nil, fmt.Errorf("create certificate authority: %w", err)
+		}
+	} else {
+		kekPath := cfg.KEKFile
+		if kekPath == "" {
+			kekPath = filepath.Join(cfg.DataDir, KEKFile)
+		}
+		if _, err := os.Stat(kekPath); errors.Is(err, fs.ErrNotExist) {
+			if err := seal.CreateKeyFile(kekPath, rand.Reader); err != nil {
+				return nil, err
+			}
+		}
+		if sealer, err = seal.NewKeyFileSealer(kekPath); err != nil {
+			return nil, err
+		}
+		if ca, err = certs.Generate(certs.Config{Cluster: cfg.Cluster, MaxTTL: cfg.MaxTTL, Clock: cfg.Clock}); err != nil {
+			return nil, fmt.Errorf("create certificate authority: %w", err)
+		}
 	}
 	keys, err := ca.Export(sealer)
 	if err != nil {
@@ -171,6 +191,9 @@ func Init(ctx context.Context, cfg InitConfig) (*InitResult, error) {
 		defer st.Close()
 	}
 	meta := map[string]string{"cluster": cfg.Cluster, "created_at": now().UTC().Format(time.RFC3339)}
+	if cfg.Vault.Addr != "" {
+		meta["key_backend"] = "vault"
+	}
 	ev := audit.Event{Time: now(), Type: audit.ClusterInit, Actor: "system", Subject: cfg.Cluster,
 		Outcome: audit.Success, Details: map[string]string{"ca_pin": ca.Pin()}}
 	if err := st.Initialize(ctx, meta, keys, ev); err != nil {
@@ -302,6 +325,9 @@ type Config struct {
 	// against the store, as a safety net under the change notifications.
 	// Zero means 60 s.
 	ReconcileInterval time.Duration
+	// Vault, if its Addr is set, holds the cluster's keys (vault.go): the
+	// cluster must have been created with it (init --vault-addr).
+	Vault VaultConfig
 	// DNSAddr, if set, is where the gateway answers DNS (UDP and TCP) for
 	// DNSZone: SRV records of the live gateways for discovery, A/AAAA of
 	// each, and DNSNodes (NAME=IP[,IP]) an operator publishes (dns.go).

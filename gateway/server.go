@@ -36,6 +36,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/trust"
+	"github.com/tunnelhq/tunnel/pkg/vaultkeys"
 	"github.com/tunnelhq/tunnel/pkg/wire"
 )
 
@@ -84,6 +85,9 @@ type Gateway struct {
 	bgCancel context.CancelFunc
 	bgWG     sync.WaitGroup
 
+	// Vault, the key backend (vault.go), nil without --vault-addr.
+	vault *vaultkeys.Client
+
 	// The DNS server (dns.go), nil when off.
 	dns *dnsState
 
@@ -113,18 +117,39 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	} else if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	sealer, err := seal.NewKeyFileSealer(cfg.KEKFile)
-	if err != nil {
+	var (
+		sealer seal.Sealer
+		vc     *vaultkeys.Client
+		err    error
+	)
+	if cfg.Vault.Addr != "" {
+		if vc, err = openVault(ctx, cfg.Vault, cfg.Log); err != nil {
+			return nil, err
+		}
+	} else if sealer, err = seal.NewKeyFileSealer(cfg.KEKFile); err != nil {
+		if _, serr := os.Stat(cfg.KEKFile); errors.Is(serr, fs.ErrNotExist) && keysInVault(ctx, so) {
+			return nil, errors.New("this cluster keeps its keys in Vault: give --vault-addr (and a token: --vault-token-file or VAULT_TOKEN, or AppRole)")
+		}
 		if cfg.Store != "" {
-			return nil, fmt.Errorf("%w: every gateway of a cluster needs the first gateway's KEK file, copied here (or --kek-file)", err)
+			return nil, fmt.Errorf("%w: every gateway of a cluster needs the first gateway's KEK file, copied here (or --kek-file), or the cluster's Vault (--vault-addr)", err)
 		}
 		return nil, err
 	}
 	st, err := openStore(ctx, so)
 	if err != nil {
+		if vc != nil {
+			vc.Close()
+		}
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, store: st, started: cfg.Clock()}
+	if vc != nil {
+		if sealer, err = vaultSealer(ctx, st, vc); err != nil {
+			vc.Close()
+			st.Close()
+			return nil, err
+		}
+	}
+	g := &Gateway{cfg: cfg, store: st, started: cfg.Clock(), vault: vc}
 	// Watch before anything is read, so that no change falls between what
 	// setup reads and what the fan-out hears.
 	bgCtx, bgCancel := context.WithCancel(context.Background())
@@ -187,7 +212,11 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	if err != nil {
 		return fmt.Errorf("read CA keys: %w", storeError(err))
 	}
-	g.ca, err = certs.Load(certs.Config{Cluster: cluster, Clock: cfg.Clock}, keys, sealer)
+	if g.vault != nil {
+		g.ca, err = certs.LoadWith(certs.Config{Cluster: cluster, Clock: cfg.Clock}, keys, vaultOpener(ctx, g.vault))
+	} else {
+		g.ca, err = certs.Load(certs.Config{Cluster: cluster, Clock: cfg.Clock}, keys, sealer)
+	}
 	if err != nil {
 		return kekError(cfg.KEKFile, err)
 	}
@@ -522,5 +551,8 @@ func (g *Gateway) closeAll(ctx context.Context) {
 		g.closeDNS(ctx)
 		g.closeDebug()
 		g.closeErr = errors.Join(err, g.store.Close())
+		if g.vault != nil {
+			g.vault.Close()
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 )
 
@@ -54,6 +55,19 @@ func (s *Signer) Public() crypto.PublicKey { return s.pub }
 
 // KeyName returns the Transit key's name.
 func (s *Signer) KeyName() string { return s.name }
+
+// RefPrefix starts Ref's answer.
+const RefPrefix = "vault-transit:"
+
+// Ref names the key for a store that keeps where a CA key lives
+// ("vault-transit:NAME"); ParseRef reads it back.
+func (s *Signer) Ref() string { return RefPrefix + s.name }
+
+// ParseRef returns the key name of a Ref, and false if ref is not one.
+func ParseRef(ref string) (string, bool) {
+	name, ok := strings.CutPrefix(ref, RefPrefix)
+	return name, ok && name != ""
+}
 
 // Version returns the key version that makes every signature.
 func (s *Signer) Version() int { return s.version }

@@ -36,6 +36,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/seal"
 	"github.com/tunnelhq/tunnel/pkg/store"
+	"github.com/tunnelhq/tunnel/pkg/vaultkeys"
 )
 
 // Server holds what the handlers need. Fields are set once before Handler
@@ -201,6 +202,15 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, store.ErrUnavailable):
 		s.storeUnavailable(w, r, err)
+	case errors.Is(err, vaultkeys.ErrUnreachable), errors.Is(err, vaultkeys.ErrSealed), errors.Is(err, vaultkeys.ErrToken):
+		// The key backend: its sentence says which and what to do.
+		var ve *vaultkeys.Error
+		msg := "the gateway cannot use Vault right now"
+		if errors.As(err, &ve) {
+			msg = ve.Error()
+		}
+		s.log().Error("vault unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, &api.Error{Code: api.CodeStoreUnavailable, RetryAfter: 5, Message: msg + "; nothing was changed"}, http.StatusServiceUnavailable)
 	case errors.As(err, &le):
 		if le.Status >= 500 {
 			if cause := unavailableNote(r); cause != nil {

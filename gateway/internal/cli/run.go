@@ -109,6 +109,7 @@ command line wins over the environment, which wins over the file.`,
 	f.StringVar(&cfg.DNSZone, "dns-zone", "", "the zone --dns-addr answers for (authoritative, no recursion), e.g. prod.tunnel.example.com")
 	f.StringArrayVar(&cfg.DNSNodes, "dns-node", nil, "publish a node in the zone: NAME=IP[,IP] (repeatable)")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "loopback address serving Go's runtime profiles (/debug/pprof/: goroutines, heap, CPU) without authentication, e.g. 127.0.0.1:6060; off when empty")
+	vaultFlags(f, &cfg.Vault)
 	f.StringVar(&configFile, "config", "", "YAML file of flag values: each key a flag of run without its dashes (api-addr: :8443); flags and TUNNEL_GATEWAY_* variables override it (see docs/OPERATOR.md)")
 	logs.register(cmd)
 	return cmd

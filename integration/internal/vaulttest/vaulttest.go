@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"sync"
 	"syscall"
 	"testing"
@@ -33,6 +34,8 @@ type Server struct {
 	Addr string
 	// Token is its root token.
 	Token string
+	// UnsealKey unseals it again after a test sealed it.
+	UnsealKey string
 
 	cmd  *exec.Cmd
 	log  *syncBuffer
@@ -89,8 +92,24 @@ func Start(t testing.TB) *Server {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if m := unsealRE.FindStringSubmatch(s.log.String()); m != nil {
+		s.UnsealKey = m[1]
+	}
 	t.Logf("vaulttest: %s ready in %s", s.Addr, time.Since(start).Round(time.Millisecond))
 	return s
+}
+
+var unsealRE = regexp.MustCompile(`Unseal Key: (\S+)`)
+
+// Unseal unseals the server after a test sealed it.
+func (s *Server) Unseal(t testing.TB) {
+	t.Helper()
+	if s.UnsealKey == "" {
+		t.Fatal("vaulttest: no unseal key in the dev server's output")
+	}
+	if _, err := s.Client(t).Sys().Unseal(s.UnsealKey); err != nil {
+		t.Fatalf("vaulttest: unseal: %v", err)
+	}
 }
 
 // Client returns an API client with the root token.

@@ -1,0 +1,137 @@
+package gateway
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/pkg/secretfile"
+	"github.com/tunnelhq/tunnel/pkg/store"
+	"github.com/tunnelhq/tunnel/pkg/vaultkeys"
+)
+
+// Vault as the key backend (--vault-addr): the cluster's three CA keys are
+// Ed25519 Transit keys that sign through Vault (the gateway never holds a
+// CA private key; the store keeps only where each lives), and the
+// key-encryption key that seals the store's secrets (TOTP secrets) is a
+// Transit key (pkg/vaultkeys). Every gateway of the cluster gives the same
+// Vault and reads the same keys; no KEK file is needed.
+
+// VaultConfig says how to reach Vault. Empty fields fall back to
+// VAULT_ADDR, VAULT_TOKEN, VAULT_CACERT.
+type VaultConfig struct {
+	// Addr is Vault's URL; empty means Vault is not used.
+	Addr string
+	// TokenFile holds a Vault token (else $VAULT_TOKEN); RoleID and
+	// SecretIDFile log in with AppRole instead.
+	TokenFile    string
+	RoleID       string
+	SecretIDFile string
+	// CACert verifies Vault's TLS certificate (else $VAULT_CACERT, then
+	// the system roots).
+	CACert string
+	// TransitMount is where the Transit engine is mounted ("transit").
+	TransitMount string
+}
+
+// vaultKeyNames are the Transit key names of a cluster.
+func vaultKeyNames(cluster string) (kek string, x509, sshUser, sshHost string) {
+	p := "tunnel-" + cluster
+	return p + "-kek", p + "-x509-ca", p + "-ssh-user-ca", p + "-ssh-host-ca"
+}
+
+// openVault connects to Vault as vc says.
+func openVault(ctx context.Context, vc VaultConfig, log *slog.Logger) (*vaultkeys.Client, error) {
+	cfg := vaultkeys.Config{Addr: vc.Addr, RoleID: vc.RoleID, CACert: vc.CACert, TransitMount: vc.TransitMount,
+		Logger: log.With("component", "vault")}
+	if vc.TokenFile != "" {
+		tok, err := secretfile.Read(vc.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("--vault-token-file: %w", err)
+		}
+		cfg.Token = tok
+	}
+	if vc.SecretIDFile != "" {
+		id, err := secretfile.Read(vc.SecretIDFile)
+		if err != nil {
+			return nil, fmt.Errorf("--vault-secret-id-file: %w", err)
+		}
+		cfg.SecretID = id
+	}
+	c, err := vaultkeys.New(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to Vault: %w", err)
+	}
+	return c, nil
+}
+
+// vaultInit creates the cluster's Transit keys (or takes existing ones)
+// and returns the sealer and the CA signers.
+func vaultInit(ctx context.Context, c *vaultkeys.Client, cluster string) (*vaultkeys.Sealer, certs.Signers, error) {
+	if err := c.EnsureTransit(ctx); err != nil {
+		return nil, certs.Signers{}, err
+	}
+	kek, x, u, h := vaultKeyNames(cluster)
+	if _, err := c.EnsureKey(ctx, kek, vaultkeys.KeyKEK); err != nil {
+		return nil, certs.Signers{}, err
+	}
+	var s certs.Signers
+	for _, k := range []struct {
+		name string
+		dst  *crypto.Signer
+	}{{x, &s.X509}, {u, &s.SSHUser}, {h, &s.SSHHost}} {
+		if _, err := c.EnsureKey(ctx, k.name, vaultkeys.KeyEd25519); err != nil {
+			return nil, certs.Signers{}, err
+		}
+		signer, err := vaultkeys.NewSigner(ctx, c, k.name)
+		if err != nil {
+			return nil, certs.Signers{}, err
+		}
+		*k.dst = signer
+	}
+	sealer, err := vaultkeys.NewSealer(ctx, c, kek)
+	if err != nil {
+		return nil, certs.Signers{}, err
+	}
+	return sealer, s, nil
+}
+
+// vaultOpener opens the CA keys of the store that live in Vault.
+func vaultOpener(ctx context.Context, c *vaultkeys.Client) func(store.CAKey) (crypto.Signer, error) {
+	return func(k store.CAKey) (crypto.Signer, error) {
+		ref, ok := strings.CutPrefix(string(k.SealedPrivate), certs.RefPrefix)
+		name, isVault := vaultkeys.ParseRef(ref)
+		if !ok || !isVault {
+			return nil, fmt.Errorf("the %s CA key is not held in Vault (this cluster keeps its CA keys sealed with a KEK file): drop --vault-addr", k.Kind)
+		}
+		return vaultkeys.NewSigner(ctx, c, name)
+	}
+}
+
+// vaultSealer is the Transit sealer of the cluster in st.
+func vaultSealer(ctx context.Context, st store.Store, c *vaultkeys.Client) (*vaultkeys.Sealer, error) {
+	cluster, err := st.GetMeta(ctx, "cluster")
+	if err != nil {
+		return nil, fmt.Errorf("read cluster name: %w", storeError(err))
+	}
+	if b, err := st.GetMeta(ctx, "key_backend"); err != nil || b != "vault" {
+		return nil, fmt.Errorf("cluster %q keeps its keys sealed with a KEK file, not in Vault: drop --vault-addr (moving a cluster's keys to Vault is not supported yet)", cluster)
+	}
+	kek, _, _, _ := vaultKeyNames(cluster)
+	return vaultkeys.NewSealer(ctx, c, kek)
+}
+
+// keysInVault reports whether the cluster in the store so names keeps its
+// keys in Vault (for a clear refusal when --vault-addr is missing).
+func keysInVault(ctx context.Context, so storeOptions) bool {
+	st, err := openStore(ctx, so)
+	if err != nil {
+		return false
+	}
+	defer st.Close()
+	b, err := st.GetMeta(ctx, "key_backend")
+	return err == nil && b == "vault"
+}

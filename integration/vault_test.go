@@ -61,6 +61,26 @@ func TestVaultKeyBackend(t *testing.T) {
 		t.Errorf("the SSH certificate's CA is not the cluster's user CA:\n%s\n%s", certInfo, fp)
 	}
 
+	// Each certificate's audit event names the Vault key and version.
+	var evs []struct {
+		Type    string            `json:"type"`
+		Details map[string]string `json:"details"`
+	}
+	if err := json.Unmarshal([]byte(admin.must("admin", "audit", "ls", "--json")), &evs); err != nil {
+		t.Fatal(err)
+	}
+	signers := map[string]bool{}
+	for _, ev := range evs {
+		if ev.Type == "cert.issued" {
+			signers[ev.Details["signer"]] = true
+		}
+	}
+	for _, want := range []string{"vault key tunnel-vaulted-x509-ca version 1", "vault key tunnel-vaulted-ssh-user-ca version 1"} {
+		if !signers[want] {
+			t.Errorf("no cert.issued event names %q: %v", want, signers)
+		}
+	}
+
 	echo := serve(t, echoHandler)
 	c.startAgent("db-1", admin.token("db-1"), "expose:\n  - {name: echo, address: "+echo.addr()+"}\n")
 	addr := fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t))

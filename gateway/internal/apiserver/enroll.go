@@ -255,7 +255,7 @@ func (s *Server) issueAgent(ctx context.Context, r *http.Request, name string, k
 			Outcome: audit.Success, SourceIP: remoteAddr(r).String(),
 			Details: map[string]string{
 				"kind": string(c.Kind), "principals": strings.Join(c.Principals, ","),
-				"not_after": c.NotAfter.UTC().Format(time.RFC3339),
+				"not_after": c.NotAfter.UTC().Format(time.RFC3339), "signer": s.CA.Signer(c.Kind),
 			}})
 	}
 	if extra != nil {

@@ -345,7 +345,7 @@ func (s *Service) issue(ctx context.Context, u store.User, g grant, csr *x509.Ce
 		Serial: certs.X509SerialHex(xc), Kind: store.CertX509, Subject: u.Name, SubjectKind: identity.User,
 		NotBefore: xc.NotBefore, NotAfter: xc.NotAfter, IssuedAt: now, Principals: []string{id.String()},
 	}}
-	events := []audit.Event{certEvent(now, u.Name, records[0], src)}
+	events := []audit.Event{certEvent(now, u.Name, records[0], src, s.CA.Signer(records[0].Kind))}
 	resp := &api.LoginResponse{
 		User: u.Name, Roles: g.Roles, Logins: g.Logins, NotAfter: xc.NotAfter,
 		X509Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: xc.Raw})),
@@ -364,7 +364,7 @@ func (s *Service) issue(ctx context.Context, u store.User, g grant, csr *x509.Ce
 			IssuedAt: now, Principals: slices.Clone(sc.ValidPrincipals),
 		}
 		records = append(records, rec)
-		events = append(events, certEvent(now, u.Name, rec, src))
+		events = append(events, certEvent(now, u.Name, rec, src, s.CA.Signer(rec.Kind)))
 		resp.SSHCertificate = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sc)))
 	} else {
 		resp.Warning = "your roles grant no SSH login, so no SSH certificate was issued"
@@ -378,12 +378,14 @@ func (s *Service) issue(ctx context.Context, u store.User, g grant, csr *x509.Ce
 	return resp, nil
 }
 
-func certEvent(now time.Time, user string, c store.IssuedCert, src netip.Addr) audit.Event {
+// certEvent is a certificate's audit event; signer names the key that
+// signed it (certs.Authority.Signer: "local key", "vault key NAME version N").
+func certEvent(now time.Time, user string, c store.IssuedCert, src netip.Addr, signer string) audit.Event {
 	return audit.Event{Time: now, Type: audit.CertIssued, Actor: user, Subject: c.Serial,
 		Outcome: audit.Success, SourceIP: addrString(src),
 		Details: map[string]string{
 			"kind": string(c.Kind), "principals": strings.Join(c.Principals, ","),
-			"not_after": c.NotAfter.UTC().Format(time.RFC3339),
+			"not_after": c.NotAfter.UTC().Format(time.RFC3339), "signer": signer,
 		}}
 }
 

@@ -276,7 +276,7 @@ func (m *Manager) CreateUntil(ctx context.Context, u store.User, req api.CreateS
 		{Time: now, Type: audit.SessionCreated, Actor: u.Name, Subject: id, Outcome: audit.Success, SourceIP: src,
 			Details: map[string]string{"node": node, "login": req.Login, "deadline": s.Deadline.UTC().Format(time.RFC3339)}},
 		{Time: now, Type: audit.CertIssued, Actor: u.Name, Subject: rec.Serial, Outcome: audit.Success, SourceIP: src,
-			Details: map[string]string{"kind": string(rec.Kind), "principals": req.Login, "session": id}},
+			Details: map[string]string{"kind": string(rec.Kind), "principals": req.Login, "session": id, "signer": m.CA.Signer(rec.Kind)}},
 	}
 	if err := m.Store.CreateSession(ctx, s, []store.IssuedCert{rec}, evs); err != nil {
 		if errors.Is(err, store.ErrLocked) {

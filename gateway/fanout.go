@@ -50,6 +50,10 @@ type fanout struct {
 
 	mu       sync.Mutex // guards timers and closed
 	timers   map[string]*time.Timer
+	// expired are the sessions this gateway ended at their deadline, with
+	// when: a change read just before the end must not schedule them again
+	// (kept for expiredMemory).
+	expired map[string]time.Time
 	closed   bool
 	timersWG sync.WaitGroup
 	// lastSweep bounds the sessions a sweep looks at.
@@ -216,6 +220,15 @@ func (f *fanout) schedule(s store.Session) {
 	if _, ok := f.timers[s.ID]; ok {
 		return
 	}
+	now := f.clock()
+	for id, at := range f.expired {
+		if now.Sub(at) > expiredMemory {
+			delete(f.expired, id)
+		}
+	}
+	if _, ok := f.expired[s.ID]; ok {
+		return
+	}
 	if f.timers == nil {
 		f.timers = map[string]*time.Timer{}
 	}
@@ -227,12 +240,20 @@ func (f *fanout) schedule(s store.Session) {
 			return
 		}
 		delete(f.timers, id)
+		if f.expired == nil {
+			f.expired = map[string]time.Time{}
+		}
+		f.expired[id] = f.clock()
 		f.timersWG.Add(1)
 		f.mu.Unlock()
 		defer f.timersWG.Done()
 		f.expire(id)
 	})
 }
+
+// expiredMemory is how long a session ended here at its deadline is not
+// scheduled again.
+const expiredMemory = 10 * time.Minute
 
 func (f *fanout) unschedule(id string) {
 	f.mu.Lock()
@@ -254,6 +275,9 @@ func (f *fanout) expire(id string) {
 	s, err := f.store.EndSession(ctx, id, store.SessionExpired, sessions.ReasonExpired, now, ev)
 	if err != nil {
 		f.log.Error("end session at its deadline; the next reconciliation retries", "session", id, "err", storeError(err))
+		f.mu.Lock()
+		delete(f.expired, id) // so that it is scheduled again
+		f.mu.Unlock()
 		return
 	}
 	f.endSession(s)

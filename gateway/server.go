@@ -321,7 +321,7 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	// Shutdown waits for active connections, and a QUIC-over-TCP one stays
 	// active until it is closed: close them when shutdown starts (their
 	// agents and clients see the end at once, as with a UDP gateway's).
-	g.http.RegisterOnShutdown(func() { g.tcpPk.Close() })
+	g.http.RegisterOnShutdown(g.tcpPk.CloseConns)
 	return nil
 }
 

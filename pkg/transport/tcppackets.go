@@ -275,6 +275,17 @@ func (s *StreamPackets) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return len(p), nil
 }
 
+// CloseConns ends every connection (their Serve return) but keeps the
+// PacketConn open: for a graceful shutdown that must not wait for them
+// while the QUIC transport on top is still in use.
+func (s *StreamPackets) CloseConns() {
+	s.mu.Lock()
+	for _, p := range s.peers {
+		p.c.Close()
+	}
+	s.mu.Unlock()
+}
+
 // Close ends every connection and waits for their Serve to return. Safe
 // to call more than once.
 func (s *StreamPackets) Close() error {

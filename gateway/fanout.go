@@ -48,12 +48,12 @@ type fanout struct {
 	clock      func() time.Time
 	log        *slog.Logger
 
-	mu       sync.Mutex // guards timers and closed
-	timers   map[string]*time.Timer
+	mu     sync.Mutex // guards timers and closed
+	timers map[string]*time.Timer
 	// expired are the sessions this gateway ended at their deadline, with
 	// when: a change read just before the end must not schedule them again
 	// (kept for expiredMemory).
-	expired map[string]time.Time
+	expired  map[string]time.Time
 	closed   bool
 	timersWG sync.WaitGroup
 	// lastSweep bounds the sessions a sweep looks at.

@@ -27,10 +27,10 @@ type iperfJSON struct {
 	Error string `json:"error"`
 }
 
-// runIperf runs `iperf3 -c HOST -p PORT -P streams -J` plus either -t secs
-// (duration) or -n bytes, retrying a few times while the server reports it is
-// busy finishing the previous test.
-func runIperf(ctx context.Context, bin, addr string, streams int, duration time.Duration, nbytes string) (iperfResult, error) {
+// runIperf runs `iperf3 -c HOST -p PORT -P streams -J` on client plus either
+// -t secs (duration) or -n bytes, retrying a few times while the server
+// reports it is busy finishing the previous test.
+func runIperf(ctx context.Context, client *host, bin, addr string, streams int, duration time.Duration, nbytes string) (iperfResult, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return iperfResult{}, err
@@ -51,7 +51,7 @@ func runIperf(ctx context.Context, bin, addr string, streams int, duration time.
 			}
 		}
 		cctx, cancel := context.WithTimeout(ctx, duration+60*time.Second)
-		out, runErr := exec.CommandContext(cctx, bin, args...).Output()
+		out, runErr := client.output(exec.CommandContext(cctx, bin, args...), false)
 		cancel()
 		var j iperfJSON
 		jerr := json.Unmarshal(out, &j)

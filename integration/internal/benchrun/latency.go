@@ -9,11 +9,11 @@ import (
 	"time"
 )
 
-// rtt64 measures n round trips of 64 bytes on one connection to the echo
-// server at addr (write 64 bytes, read 64 back) and returns each duration.
-func rtt64(ctx context.Context, addr string, n int) ([]time.Duration, error) {
-	d := net.Dialer{Timeout: 10 * time.Second}
-	c, err := d.DialContext(ctx, "tcp", addr)
+// rtt64 measures n round trips of 64 bytes on one connection from client to
+// the echo server at addr (write 64 bytes, read 64 back) and returns each
+// duration.
+func rtt64(ctx context.Context, client *host, addr string, n int) ([]time.Duration, error) {
+	c, err := client.dial(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -57,15 +57,16 @@ func echoOnce(c net.Conn, msg, buf []byte) error {
 	return nil
 }
 
-// connectFirstByte measures n times: dial addr, write one byte, read it
-// back, close. Each duration runs from the start of the dial to the byte.
-func connectFirstByte(ctx context.Context, addr string, n int) ([]time.Duration, error) {
+// connectFirstByte measures n times, from client: dial addr, write one
+// byte, read it back, close. Each duration runs from the start of the dial
+// to the byte.
+func connectFirstByte(ctx context.Context, client *host, addr string, n int) ([]time.Duration, error) {
 	out := make([]time.Duration, 0, n)
 	for i := 0; i < n; i++ {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		d, err := firstByte(ctx, addr)
+		d, err := firstByte(ctx, client, addr)
 		if err != nil {
 			return nil, fmt.Errorf("connection %d: %w", i, err)
 		}
@@ -74,10 +75,9 @@ func connectFirstByte(ctx context.Context, addr string, n int) ([]time.Duration,
 	return out, nil
 }
 
-func firstByte(ctx context.Context, addr string) (time.Duration, error) {
+func firstByte(ctx context.Context, client *host, addr string) (time.Duration, error) {
 	start := time.Now()
-	d := net.Dialer{Timeout: 10 * time.Second}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := client.dial(ctx, addr)
 	if err != nil {
 		return 0, err
 	}

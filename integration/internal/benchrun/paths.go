@@ -10,8 +10,9 @@ import (
 // Target is a server the paths forward to: the iperf3 server, the echo
 // server, PostgreSQL.
 type Target struct {
-	Name string // "iperf", "echo", "postgres"
-	Addr string // 127.0.0.1:PORT
+	Name   string // "iperf", "echo", "postgres"
+	Addr   string // 127.0.0.1:PORT, as the server side reaches it (forwarders deliver here)
+	Remote string // as the client side reaches it (direct): Addr on loopback, SERVER-IP:PORT on netns
 }
 
 // Target names.
@@ -27,8 +28,10 @@ type Path interface {
 	// Name is the path's name in flags and tables.
 	Name() string
 	// Setup starts whatever forwards to targets and returns, per target
-	// name, the loopback address a client connects to. It returns once every
-	// forwarder accepts connections (the caller checks a first round trip).
+	// name, the address a client on the topology's client side connects to
+	// (its loopback, or the server's address for direct). It returns once
+	// every forwarder accepts connections (the caller checks a first round
+	// trip).
 	Setup(ctx context.Context, targets []Target) (map[string]string, error)
 	// PIDs are the processes whose CPU time counts as the path's cost (all
 	// forwarding processes, summed); none for direct.
@@ -65,15 +68,24 @@ func (directPath) Name() string { return PathDirect }
 func (directPath) Setup(_ context.Context, targets []Target) (map[string]string, error) {
 	m := map[string]string{}
 	for _, t := range targets {
-		m[t.Name] = t.Addr
+		m[t.Name] = t.Remote
 	}
 	return m, nil
 }
 func (directPath) PIDs() []int  { return nil }
 func (directPath) Close() error { return nil }
 
-// acceptsTCP reports whether addr accepts a TCP connection.
-func acceptsTCP(ctx context.Context, addr string) error {
+// acceptsTCP reports whether addr accepts a TCP connection from h.
+func acceptsTCP(ctx context.Context, h *host, addr string) error {
+	if h.ns != nil {
+		ctx2, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		c, err := h.dial(ctx2, addr)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
 	d := net.Dialer{Timeout: 2 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {

@@ -28,26 +28,28 @@ func pgbenchCmd(ctx context.Context, srv *pgtest.Server, addr string, args ...st
 	return cmd
 }
 
-// pgbenchInit runs `pgbench -i -s scale` against the server directly.
-func pgbenchInit(ctx context.Context, srv *pgtest.Server, scale int) error {
+// pgbenchInit runs `pgbench -i -s scale` against the server directly, on
+// the server's host.
+func pgbenchInit(ctx context.Context, server *host, srv *pgtest.Server, scale int) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	cmd := pgbenchCmd(cctx, srv, "", "-i", "-q", "-s", strconv.Itoa(scale))
-	out, err := cmd.CombinedOutput()
+	out, err := server.output(cmd, true)
 	if err != nil {
 		return fmt.Errorf("pgbench -i -s %d: %v\n%s", scale, err, out)
 	}
 	return nil
 }
 
-// pgbenchSelect runs `pgbench -S -c clients -j threads -T secs` against addr.
-func pgbenchSelect(ctx context.Context, srv *pgtest.Server, addr string, clients, threads int, d time.Duration) (pgbenchResult, error) {
+// pgbenchSelect runs `pgbench -S -c clients -j threads -T secs` on client
+// against addr.
+func pgbenchSelect(ctx context.Context, client *host, srv *pgtest.Server, addr string, clients, threads int, d time.Duration) (pgbenchResult, error) {
 	secs := max(1, int(d.Round(time.Second)/time.Second))
 	args := []string{"-S", "-n", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(threads), "-T", strconv.Itoa(secs)}
 	cctx, cancel := context.WithTimeout(ctx, d+2*time.Minute)
 	defer cancel()
 	cmd := pgbenchCmd(cctx, srv, addr, args...)
-	out, err := cmd.CombinedOutput()
+	out, err := client.output(cmd, true)
 	if err != nil {
 		return pgbenchResult{}, fmt.Errorf("pgbench %s (to %s): %v\n%s", strings.Join(args, " "), addr, err, out)
 	}

@@ -85,6 +85,12 @@ type service struct {
 // appended to logFile and registers its stop with e. The caller may set
 // cmd.Dir and cmd.Env before.
 func (e *env) startService(name string, cmd *exec.Cmd, logFile string) (*service, error) {
+	return e.startServiceOn(nil, name, cmd, logFile)
+}
+
+// startServiceOn is startService on host h (nil: the harness's own
+// namespace).
+func (e *env) startServiceOn(h *host, name string, cmd *exec.Cmd, logFile string) (*service, error) {
 	logf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -98,7 +104,11 @@ func (e *env) startService(name string, cmd *exec.Cmd, logFile string) (*service
 	cmd.SysProcAttr.Setpgid = true
 	// A safety net if the harness itself is killed with SIGKILL.
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	if err := cmd.Start(); err != nil {
+	start := cmd.Start
+	if h != nil {
+		start = func() error { return h.start(cmd) }
+	}
+	if err := start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	s := &service{name: name, cmd: cmd, logFile: logFile, done: make(chan struct{})}

@@ -151,7 +151,7 @@ var aims = []aim{
 }
 
 // buildReport renders the Markdown section (without the markers).
-func buildReport(cfg *Config, info sysInfo, paths []Path, res *results) string {
+func buildReport(cfg *Config, topo *topology, info sysInfo, paths []Path, res *results) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	names := make([]string, len(paths))
@@ -161,12 +161,32 @@ func buildReport(cfg *Config, info sysInfo, paths []Path, res *results) string {
 		has[p.Name()] = true
 	}
 
-	w("## Data path: %s (%s)\n\n", strings.Join(labelsShort(names), ", "), info.Date)
+	if topo.isNetns() {
+		w("## Data path between network namespaces, veth MTU %d: %s (%s)\n\n", topo.mtu, strings.Join(labelsShort(names), ", "), info.Date)
+	} else {
+		w("## Data path: %s (%s)\n\n", strings.Join(labelsShort(names), ", "), info.Date)
+	}
 	w("```sh\n%s\n```\n\n", cfg.CommandLine)
 	w("- Machine: %d cores (`nproc`), %s; Linux %s; GOMAXPROCS %d (harness)\n", info.NProc, info.CPUModel, info.Kernel, info.GOMAXPROCS)
 	w("- Versions: %s\n", strings.Join(info.Versions, "; "))
 	w("- UDP/socket buffers: %s\n", info.Sysctls)
-	w("- Loopback only. %d repetition(s); in each, every metric runs for every path, "+
+	w("- %s\n", topologyLine(topo))
+	label := pathLabel
+	if tr := topo.traffic; tr != nil && has[PathTunnel] {
+		way := "so the tunnel's streams were relayed by the gateway"
+		if tr.direct() {
+			way = "so the tunnel's streams went **directly between the agents**, not through the gateway (only control traffic reached it)"
+			label = func(n string) string {
+				if n == PathTunnel {
+					return "tunnel (app agent → db agent, direct)"
+				}
+				return pathLabel(n)
+			}
+		}
+		w("- Bytes on the gateway's link during the measurements: %s in, %s out; on the client's link (every path): %s in, %s out; %s.\n",
+			fmtBytes(tr.gwRx), fmtBytes(tr.gwTx), fmtBytes(tr.cliRx), fmtBytes(tr.cliTx), way)
+	}
+	w("- %d repetition(s); in each, every metric runs for every path, "+
 		"interleaved round-robin (path order rotated per repetition); tables show the median over repetitions, "+
 		"the \"runs\" column each repetition's value.\n", cfg.Reps)
 	w("- Bulk: `iperf3 -c ... -t %d -P 1|4 -J`, `end.sum_received.bits_per_second`. "+
@@ -221,7 +241,7 @@ func buildReport(cfg *Config, info sysInfo, paths []Path, res *results) string {
 			if m.cpu && n == PathDirect {
 				runsStr = ""
 			}
-			w("| %s | %s | %s | %s | %s |\n", pathLabel(n), val, vsDirect, vsStunnel, runsStr)
+			w("| %s | %s | %s | %s | %s |\n", label(n), val, vsDirect, vsStunnel, runsStr)
 		}
 		w("\n")
 	}
@@ -244,6 +264,34 @@ func buildReport(cfg *Config, info sysInfo, paths []Path, res *results) string {
 	}
 	return b.String()
 }
+
+// topologyLine is the report's sentence on where everything ran and the
+// MTU of the links between them.
+func topologyLine(t *topology) string {
+	mtu := "MTU unknown"
+	if t.mtu > 0 {
+		mtu = fmt.Sprintf("MTU %d", t.mtu)
+	}
+	if !t.isNetns() {
+		return fmt.Sprintf("Topology: **loopback** (`--topology loopback`): every process in one network namespace, over `lo` (%s).", mtu)
+	}
+	return fmt.Sprintf("Topology: **netns** (`--topology netns`): three network namespaces on one Linux bridge "+
+		"(in a fourth namespace), each joined to it by a veth pair; every veth and the bridge have %s "+
+		"(checked with `ip -n NS link show` before the run), so TCP's MSS is %d bytes instead of loopback's ~65 KB; "+
+		"the veths keep their default segmentation offload (TCP and UDP GSO packets of up to 64 KiB cross them whole, "+
+		"as with a NIC doing TSO/GRO). "+
+		"Server side %s: iperf3 -s, the echo server, PostgreSQL, stunnel's server instance, sshd, the db agent "+
+		"(they reach the targets over the namespace's own loopback). "+
+		"Client side %s: iperf3 -c, pgbench, the latency client, stunnel's client instance, ssh -L, the app agent "+
+		"(the clients connect to the forwarders on the namespace's loopback; direct connects to %s). "+
+		"Gateway %s: tunnel-gateway and the admin CLI. "+
+		"So direct, stunnel and ssh -L cross the link once (client → server), the tunnel twice when the gateway relays it "+
+		"(app agent → gateway → db agent) and once when it goes directly between the agents, as between three machines on one switch.",
+		mtu, t.mtu-52, t.server.ip, t.client.ip, t.server.ip, t.gateway.ip)
+}
+
+// fmtBytes is n in MB (10^6) with one decimal.
+func fmtBytes(n uint64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
 
 func passFail(x, bound float64, atLeast bool) string {
 	ok := x <= bound
@@ -268,16 +316,32 @@ func labelsShort(names []string) []string {
 	return out
 }
 
-// Section markers in docs/BENCHMARKS.md.
+// Section markers in docs/BENCHMARKS.md: the loopback topology's, and the
+// netns topology's (a run of one does not replace the other's numbers).
 const (
-	markerStart = "<!-- tunnel-bench:start -->"
-	markerEnd   = "<!-- tunnel-bench:end -->"
+	markerStart      = "<!-- tunnel-bench:start -->"
+	markerEnd        = "<!-- tunnel-bench:end -->"
+	markerNetnsStart = "<!-- tunnel-bench-netns:start -->"
+	markerNetnsEnd   = "<!-- tunnel-bench-netns:end -->"
 )
+
+// markersFor returns the section markers of a topology.
+func markersFor(topology string) (start, end string) {
+	if topology == TopologyNetns {
+		return markerNetnsStart, markerNetnsEnd
+	}
+	return markerStart, markerEnd
+}
 
 // writeSection replaces what is between the markers in path with section,
 // appending the markers at the end if they are absent (creating the file if
 // it does not exist). The rest of the file is left as it is.
 func writeSection(path, section string) error {
+	return writeSectionBetween(path, markerStart, markerEnd, section)
+}
+
+// writeSectionBetween is writeSection with the given markers.
+func writeSectionBetween(path, markerStart, markerEnd, section string) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err

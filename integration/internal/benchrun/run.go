@@ -1,9 +1,19 @@
 // Package benchrun is the data-path benchmark harness behind
 // `go run ./integration/cmd/tunnel-bench` (and `make bench`): it runs
-// direct, stunnel, `ssh -L` and our tunnel side by side on loopback,
-// interleaved round-robin within each repetition, and writes the results to
+// direct, stunnel, `ssh -L` and our tunnel side by side, interleaved
+// round-robin within each repetition, and writes the results to
 // docs/BENCHMARKS.md between the markers
 // <!-- tunnel-bench:start --> and <!-- tunnel-bench:end -->.
+//
+// Two topologies (--topology): loopback (the default: every process in the
+// harness's network namespace, over lo with its 64 KiB MTU), and netns:
+// the server side (the targets, stunnel's server instance, sshd, the db
+// agent), the client side (the load generators, stunnel's client instance,
+// ssh -L, the app agent) and the tunnel's gateway each in a network
+// namespace of its own, on one bridge through veth links of MTU 1500, so
+// every path crosses a real Ethernet-sized link and TCP does not get
+// loopback's 64 KiB segments. netns results go between
+// <!-- tunnel-bench-netns:start --> and <!-- tunnel-bench-netns:end -->.
 //
 // Per path and repetition it measures bulk throughput (iperf3, 1 and 4
 // streams), 64-byte round-trip latency (p50/p99) and new connection + first
@@ -25,6 +35,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tunnelhq/tunnel/integration/internal/netns"
 	"github.com/tunnelhq/tunnel/integration/internal/pgtest"
 	"github.com/tunnelhq/tunnel/integration/internal/testenv"
 )
@@ -36,6 +47,8 @@ type Config struct {
 	Reps         int
 	Quick        bool
 	Out          string // "" = do not write a file
+	Topology     string // TopologyLoopback or TopologyNetns
+	MTU          int    // of the netns topology's links
 
 	IperfTime    time.Duration
 	PgbenchTime  time.Duration
@@ -56,10 +69,14 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: tunnel-bench [flags]\n\n"+
-			"Runs direct, stunnel, ssh -L and the tunnel side by side on loopback and writes\n"+
-			"the results into docs/BENCHMARKS.md between <!-- tunnel-bench:start/end --> markers.\n\nflags:\n")
+			"Runs direct, stunnel, ssh -L and the tunnel side by side, on loopback or (--topology netns)\n"+
+			"between network namespaces joined by veth links of MTU 1500, and writes the results into\n"+
+			"docs/BENCHMARKS.md between <!-- tunnel-bench:start/end --> markers\n"+
+			"(netns: <!-- tunnel-bench-netns:start/end -->).\n\nflags:\n")
 		fs.PrintDefaults()
 	}
+	topo := fs.String("topology", TopologyLoopback, "where the paths run: loopback (every process in this network namespace, over lo) or netns (server side, client side and gateway in three network namespaces joined by veth links and a bridge; needs root)")
+	mtu := fs.Int("mtu", netns.DefaultMTU, "MTU of the netns topology's veth links and bridge")
 	paths := fs.String("paths", strings.Join(allPaths, ","), "comma-separated paths to run: "+strings.Join(allPaths, ","))
 	reps := fs.Int("reps", 3, "repetitions (the report shows the median over them)")
 	quick := fs.Bool("quick", false, "smoke run: 1 repetition, short durations, small counts")
@@ -82,7 +99,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
 	c := &Config{
-		Reps: *reps, Quick: *quick, Out: *out,
+		Reps: *reps, Quick: *quick, Out: *out, Topology: *topo, MTU: *mtu,
 		IperfTime: *iperfTime, PgbenchTime: *pgTime, PgbenchScale: *pgScale,
 		RTTCount: *rttN, ConnectCount: *connN,
 		TunnelBin: *tunnelBin, TunnelGWArgs: strings.Fields(*gwArgs), TunnelAgentArgs: strings.Fields(*agentArgs),
@@ -119,6 +136,12 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		}
 	}
 	switch {
+	case !slices.Contains(allTopologies, c.Topology):
+		return nil, fmt.Errorf("--topology: unknown topology %q (want %s)", c.Topology, strings.Join(allTopologies, " or "))
+	case c.Topology != TopologyNetns && set["mtu"]:
+		return nil, errors.New("--mtu applies to --topology netns only")
+	case c.MTU < 576 || c.MTU > 65535:
+		return nil, errors.New("--mtu: want 576..65535")
 	case len(c.Paths) == 0:
 		return nil, errors.New("--paths: no path")
 	case c.Reps < 1 || c.Reps > 100:
@@ -185,6 +208,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	e.addCleanup("temp dir", func() { _ = os.RemoveAll(tmp) })
 	defer e.cleanup()
 
+	topo, err := newTopology(ctx, e, cfg)
+	if err != nil {
+		if hint := notPermittedHint(err); hint != err {
+			return hint
+		}
+		return fmt.Errorf("--topology %s: %w", cfg.Topology, err)
+	}
+
 	var tl tools
 	need := map[string]*string{"iperf3": &tl.iperf3}
 	if slices.Contains(cfg.Paths, PathStunnel) {
@@ -209,26 +240,28 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 
 	// Targets.
 	e.logf("starting targets: iperf3 -s, echo server, PostgreSQL")
-	iperfAddr, _, err := startIperfServer(e, tl.iperf3)
+	iperfPort, _, err := startIperfServer(e, topo, tl.iperf3)
 	if err != nil {
 		return err
 	}
-	echo, err := startEcho(e)
+	echo, err := startEcho(e, topo)
 	if err != nil {
 		return err
 	}
-	pg, err := startPostgres(e)
+	pg, err := startPostgres(e, topo)
 	if err != nil {
 		return err
 	}
 	e.logf("pgbench -i -s %d", cfg.PgbenchScale)
-	if err := pgbenchInit(ctx, pg, cfg.PgbenchScale); err != nil {
+	if err := pgbenchInit(ctx, topo.server, pg, cfg.PgbenchScale); err != nil {
 		return err
 	}
+	// Addr is where the server side's own processes reach a target (its
+	// loopback), Remote where the client side does (the same on loopback).
 	targets := []Target{
-		{TargetIperf, iperfAddr},
-		{TargetEcho, echo.Addr()},
-		{TargetPostgres, pg.Addr},
+		{TargetIperf, loopback(iperfPort), topo.server.addr(iperfPort)},
+		{TargetEcho, loopback(echo.Port()), topo.server.addr(echo.Port())},
+		{TargetPostgres, pg.Addr, topo.server.addr(pg.Port)},
 	}
 
 	// Paths.
@@ -238,13 +271,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		p, err := makePath(ctx, e, cfg, tl, name)
+		p, err := makePath(ctx, e, cfg, topo, tl, name)
 		if err == nil {
 			e.logf("setting up %s", name)
 			var a map[string]string
 			a, err = p.Setup(ctx, targets)
 			if err == nil {
-				err = verifyPath(ctx, tl, pg, a)
+				err = verifyPath(ctx, topo, tl, pg, a)
 			}
 			e.addCleanup("path "+name, func() { _ = p.Close() })
 			if err == nil {
@@ -267,6 +300,15 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 
 	res := newResults()
+	var linksBefore linkTraffic
+	linksOK := false
+	if topo.isNetns() {
+		if linksBefore, err = topo.linkSnapshot(ctx); err != nil {
+			e.logf("reading the links' byte counters: %v", err)
+		} else {
+			linksOK = true
+		}
+	}
 	for rep := 0; rep < cfg.Reps; rep++ {
 		order := rotate(paths, rep)
 		names := make([]string, len(order))
@@ -274,16 +316,27 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			names[i] = p.Name()
 		}
 		e.logf("repetition %d/%d, order %s", rep+1, cfg.Reps, strings.Join(names, ", "))
-		if err := runRepetition(ctx, e, cfg, tl, pg, order, addrs, res); err != nil {
+		if err := runRepetition(ctx, e, cfg, topo.client, tl, pg, order, addrs, res); err != nil {
 			return err
 		}
 	}
 
+	if linksOK {
+		if after, err := topo.linkSnapshot(ctx); err != nil {
+			e.logf("reading the links' byte counters: %v", err)
+		} else {
+			topo.traffic = after.since(linksBefore)
+			e.logf("bytes through the gateway's link: %d in, %d out; the client's link: %d in, %d out",
+				topo.traffic.gwRx, topo.traffic.gwTx, topo.traffic.cliRx, topo.traffic.cliTx)
+		}
+	}
+
 	info := gatherSysInfo(ctx, tl, pg)
-	report := buildReport(cfg, info, paths, res)
+	report := buildReport(cfg, topo, info, paths, res)
 	fmt.Fprint(stdout, report)
 	if cfg.Out != "" {
-		if err := writeSection(cfg.Out, report); err != nil {
+		start, end := markersFor(cfg.Topology)
+		if err := writeSectionBetween(cfg.Out, start, end, report); err != nil {
 			return err
 		}
 		e.logf("wrote %s", cfg.Out)
@@ -294,14 +347,14 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	return nil
 }
 
-func makePath(ctx context.Context, e *env, cfg *Config, tl tools, name string) (Path, error) {
+func makePath(ctx context.Context, e *env, cfg *Config, topo *topology, tl tools, name string) (Path, error) {
 	switch name {
 	case PathDirect:
 		return directPath{}, nil
 	case PathStunnel:
-		return newStunnelPath(e, tl.stunnel), nil
+		return newStunnelPath(e, topo, tl.stunnel), nil
 	case PathSSH:
-		return newSSHPath(e, tl.ssh), nil
+		return newSSHPath(e, topo, tl.ssh), nil
 	case PathTunnel:
 		dir := cfg.TunnelBin
 		if dir != "" {
@@ -315,32 +368,37 @@ func makePath(ctx context.Context, e *env, cfg *Config, tl tools, name string) (
 				return nil, fmt.Errorf("tunnel binaries: %w", err)
 			}
 		}
-		return newTunnelPath(e, dir, cfg.TunnelGWArgs, cfg.TunnelAgentArgs), nil
+		return newTunnelPath(e, topo, dir, cfg.TunnelGWArgs, cfg.TunnelAgentArgs), nil
 	}
 	return nil, fmt.Errorf("unknown path %q", name)
 }
 
-// verifyPath checks a first round trip to every target through a path:
-// one byte through the echo server, SELECT 1 through PostgreSQL, and a 1 KB
-// iperf3 test.
-func verifyPath(ctx context.Context, tl tools, pg *pgtest.Server, addrs map[string]string) error {
+// verifyPath checks a first round trip to every target through a path,
+// from the client side: one byte through the echo server, SELECT 1 through
+// PostgreSQL, and a 1 KB iperf3 test.
+func verifyPath(ctx context.Context, topo *topology, tl tools, pg *pgtest.Server, addrs map[string]string) error {
 	for _, t := range []string{TargetEcho, TargetPostgres, TargetIperf} {
 		a, ok := addrs[t]
 		if !ok {
 			return fmt.Errorf("no address for target %s", t)
 		}
-		if err := checkLoopback(a); err != nil {
+		if err := topo.checkAddr(a); err != nil {
 			return err
 		}
 	}
+	client := topo.client
 	if err := waitFor(ctx, 30*time.Second, nil, func() error {
-		_, err := firstByte(ctx, addrs[TargetEcho])
+		_, err := firstByte(ctx, client, addrs[TargetEcho])
 		return err
 	}); err != nil {
 		return fmt.Errorf("echo first byte: %w", err)
 	}
 	if err := waitFor(ctx, 30*time.Second, nil, func() error {
-		out, err := pg.TryPSQL(addrs[TargetPostgres], "SELECT 1")
+		var out string
+		err := client.do(func() (err error) {
+			out, err = pg.TryPSQL(addrs[TargetPostgres], "SELECT 1")
+			return err
+		})
 		if err == nil && out != "1" {
 			err = fmt.Errorf("SELECT 1 returned %q", out)
 		}
@@ -348,15 +406,15 @@ func verifyPath(ctx context.Context, tl tools, pg *pgtest.Server, addrs map[stri
 	}); err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
-	if _, err := runIperf(ctx, tl.iperf3, addrs[TargetIperf], 1, 10*time.Second, "64K"); err != nil {
+	if _, err := runIperf(ctx, client, tl.iperf3, addrs[TargetIperf], 1, 10*time.Second, "64K"); err != nil {
 		return err
 	}
 	return nil
 }
 
 // runRepetition runs every metric for every path, metric by metric, paths
-// in the given order.
-func runRepetition(ctx context.Context, e *env, cfg *Config, tl tools, pg *pgtest.Server,
+// in the given order, the load generators on client.
+func runRepetition(ctx context.Context, e *env, cfg *Config, client *host, tl tools, pg *pgtest.Server,
 	order []Path, addrs map[string]map[string]string, res *results) error {
 	for _, streams := range []int{1, 4} {
 		mBW, mCPU := metricBulk1, metricCPUGB1
@@ -369,7 +427,7 @@ func runRepetition(ctx context.Context, e *env, cfg *Config, tl tools, pg *pgtes
 			}
 			var r iperfResult
 			cpu, ok, err := cpuMeter(p, func() (err error) {
-				r, err = runIperf(ctx, tl.iperf3, addrs[p.Name()][TargetIperf], streams, cfg.IperfTime, "")
+				r, err = runIperf(ctx, client, tl.iperf3, addrs[p.Name()][TargetIperf], streams, cfg.IperfTime, "")
 				return err
 			})
 			if err != nil {
@@ -387,7 +445,7 @@ func runRepetition(ctx context.Context, e *env, cfg *Config, tl tools, pg *pgtes
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		ds, err := rtt64(ctx, addrs[p.Name()][TargetEcho], cfg.RTTCount)
+		ds, err := rtt64(ctx, client, addrs[p.Name()][TargetEcho], cfg.RTTCount)
 		if err != nil {
 			res.fail(metricRTT50, p.Name(), err, e)
 			continue
@@ -400,7 +458,7 @@ func runRepetition(ctx context.Context, e *env, cfg *Config, tl tools, pg *pgtes
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		ds, err := connectFirstByte(ctx, addrs[p.Name()][TargetEcho], cfg.ConnectCount)
+		ds, err := connectFirstByte(ctx, client, addrs[p.Name()][TargetEcho], cfg.ConnectCount)
 		if err != nil {
 			res.fail(metricConn50, p.Name(), err, e)
 			continue
@@ -414,7 +472,7 @@ func runRepetition(ctx context.Context, e *env, cfg *Config, tl tools, pg *pgtes
 		}
 		var r pgbenchResult
 		cpu, ok, err := cpuMeter(p, func() (err error) {
-			r, err = pgbenchSelect(ctx, pg, addrs[p.Name()][TargetPostgres], 8, 2, cfg.PgbenchTime)
+			r, err = pgbenchSelect(ctx, client, pg, addrs[p.Name()][TargetPostgres], 8, 2, cfg.PgbenchTime)
 			return err
 		})
 		if err != nil {

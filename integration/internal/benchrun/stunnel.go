@@ -21,14 +21,20 @@ import (
 // stunnelPath is Debian's stunnel4: a client-mode instance (plain TCP in,
 // TLS out) and a server-mode instance (TLS in, plain TCP to the target),
 // TLS 1.3 only, mutual authentication against a throwaway ECDSA P-256 CA.
+// The server instance runs on the topology's server side and delivers to
+// the targets' local addresses; the client instance runs on the client
+// side and listens on its loopback.
 type stunnelPath struct {
 	e      *env
+	topo   *topology
 	bin    string
 	client *service
 	server *service
 }
 
-func newStunnelPath(e *env, bin string) *stunnelPath { return &stunnelPath{e: e, bin: bin} }
+func newStunnelPath(e *env, topo *topology, bin string) *stunnelPath {
+	return &stunnelPath{e: e, topo: topo, bin: bin}
+}
 
 func (p *stunnelPath) Name() string { return PathStunnel }
 
@@ -59,32 +65,33 @@ func (p *stunnelPath) Setup(ctx context.Context, targets []Target) (map[string]s
 	cli := common("client")
 	cli = append(cli, "client = yes", "checkHost = stunnel-server")
 	addrs := map[string]string{}
+	server, client := p.topo.server, p.topo.client
 	for _, t := range targets {
-		sp, err := freePort()
+		sp, err := server.freePort()
 		if err != nil {
 			return nil, err
 		}
-		cp, err := freePort()
+		cp, err := client.freePort()
 		if err != nil {
 			return nil, err
 		}
-		srv = append(srv, "", "["+t.Name+"]", "accept = "+loopback(sp), "connect = "+t.Addr)
-		cli = append(cli, "", "["+t.Name+"]", "accept = "+loopback(cp), "connect = "+loopback(sp))
+		srv = append(srv, "", "["+t.Name+"]", "accept = "+server.addr(sp), "connect = "+t.Addr)
+		cli = append(cli, "", "["+t.Name+"]", "accept = "+loopback(cp), "connect = "+server.addr(sp))
 		addrs[t.Name] = loopback(cp)
 	}
-	start := func(role string, lines []string) (*service, error) {
+	start := func(role string, on *host, lines []string) (*service, error) {
 		conf := filepath.Join(dir, role+".conf")
 		if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 			return nil, err
 		}
 		cmd := exec.Command(p.bin, conf)
 		cmd.Dir = dir
-		return p.e.startService("stunnel "+role, cmd, filepath.Join(dir, role+".log"))
+		return p.e.startServiceOn(on, "stunnel "+role, cmd, filepath.Join(dir, role+".log"))
 	}
-	if p.server, err = start("server", srv); err != nil {
+	if p.server, err = start("server", server, srv); err != nil {
 		return nil, err
 	}
-	if p.client, err = start("client", cli); err != nil {
+	if p.client, err = start("client", client, cli); err != nil {
 		return nil, err
 	}
 	for _, t := range targets {
@@ -93,7 +100,7 @@ func (p *stunnelPath) Setup(ctx context.Context, targets []Target) (map[string]s
 			if err := p.server.exited(); err != nil {
 				return err
 			}
-			return acceptsTCP(ctx, a)
+			return acceptsTCP(ctx, client, a)
 		}); err != nil {
 			return nil, fmt.Errorf("stunnel %s listener: %w\nserver log:\n%s\nclient log:\n%s",
 				t.Name, err, p.server.tail(), p.client.tail())

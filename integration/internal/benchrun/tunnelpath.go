@@ -27,8 +27,12 @@ import (
 //	tunnel admin tokens create --agent NAME --json   → {"token": "..."}
 //	tunnel-agent run --data-dir D --gateway 127.0.0.1:PORT --ca-pin PIN --token T --config FILE.yaml
 //	tunnel admin policy allow --from app-1 --to db-1/TARGET
+//
+// The gateway (and the admin commands) run on the topology's gateway host,
+// the db agent on the server side, the app agent on the client side.
 type tunnelPath struct {
 	e          *env
+	topo       *topology
 	binDir     string // holds the three binaries
 	extraGW    []string
 	extraAgent []string
@@ -82,8 +86,8 @@ func checkTunnelBin(dir string) error {
 	return nil
 }
 
-func newTunnelPath(e *env, binDir string, extraGW, extraAgent []string) *tunnelPath {
-	return &tunnelPath{e: e, binDir: binDir, extraGW: extraGW, extraAgent: extraAgent}
+func newTunnelPath(e *env, topo *topology, binDir string, extraGW, extraAgent []string) *tunnelPath {
+	return &tunnelPath{e: e, topo: topo, binDir: binDir, extraGW: extraGW, extraAgent: extraAgent}
 }
 
 func (p *tunnelPath) Name() string { return PathTunnel }
@@ -107,8 +111,10 @@ func (p *tunnelPath) Setup(ctx context.Context, targets []Target) (map[string]st
 		return nil, err
 	}
 	env := append(os.Environ(), "TUNNEL_HOME="+home)
+	gw, server, client := p.topo.gateway, p.topo.server, p.topo.client
 
-	// run runs a short command and returns its stdout (stderr in the error).
+	// run runs a short command on the gateway's host and returns its stdout
+	// (stderr in the error).
 	run := func(name string, args ...string) ([]byte, error) {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
@@ -117,7 +123,11 @@ func (p *tunnelPath) Setup(ctx context.Context, targets []Target) (map[string]st
 		cmd.Dir = dir
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
-		out, err := cmd.Output()
+		var out []byte
+		err := gw.do(func() (err error) {
+			out, err = cmd.Output()
+			return err
+		})
 		if err != nil {
 			return out, fmt.Errorf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", name, strings.Join(args, " "), err, out, stderr.String())
 		}
@@ -141,16 +151,23 @@ func (p *tunnelPath) Setup(ctx context.Context, targets []Target) (map[string]st
 	}
 
 	// 2. run the gateway
-	port, err := freePort()
+	port, err := gw.freePort()
 	if err != nil {
 		return nil, err
 	}
+	apiAddr := gw.addr(port) // 127.0.0.1:PORT on loopback
 	gwLog := filepath.Join(dir, "gateway.log")
-	gwArgs := append([]string{"run", "--data-dir", gwData, "--api-addr", loopback(port)}, p.extraGW...)
+	gwArgs := []string{"run", "--data-dir", gwData, "--api-addr", apiAddr}
+	if p.topo.isNetns() {
+		// The API certificate covers the loopback addresses; the agents on
+		// the other namespaces dial the LAN address.
+		gwArgs = append(gwArgs, "--name", gw.ip)
+	}
+	gwArgs = append(gwArgs, p.extraGW...)
 	cmd := exec.Command(p.bin("tunnel-gateway"), gwArgs...)
 	cmd.Dir = dir
 	cmd.Env = env
-	if p.gateway, err = p.e.startService("tunnel-gateway", cmd, gwLog); err != nil {
+	if p.gateway, err = p.e.startServiceOn(gw, "tunnel-gateway", cmd, gwLog); err != nil {
 		return nil, err
 	}
 	var gwAddr string
@@ -158,19 +175,19 @@ func (p *tunnelPath) Setup(ctx context.Context, targets []Target) (map[string]st
 		b, _ := os.ReadFile(gwLog)
 		if m := listeningRE.FindSubmatch(b); m != nil {
 			gwAddr = string(m[1])
-			return acceptsTCP(ctx, gwAddr)
+			return acceptsTCP(ctx, gw, gwAddr)
 		}
 		// No "listening on" line (yet): the --api-addr we chose will do
 		// once it accepts.
-		if err := acceptsTCP(ctx, loopback(port)); err != nil {
-			return fmt.Errorf(`no "listening on HOST:PORT" line and %s does not accept: %w`, loopback(port), err)
+		if err := acceptsTCP(ctx, gw, apiAddr); err != nil {
+			return fmt.Errorf(`no "listening on HOST:PORT" line and %s does not accept: %w`, apiAddr, err)
 		}
-		gwAddr = loopback(port)
+		gwAddr = apiAddr
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("tunnel-gateway run: %w\nlog:\n%s", err, tailFile(gwLog, 30))
 	}
-	if err := checkLoopback(gwAddr); err != nil {
+	if err := p.topo.checkAddr(gwAddr); err != nil {
 		return nil, fmt.Errorf("tunnel-gateway: %w", err)
 	}
 
@@ -213,7 +230,7 @@ func (p *tunnelPath) Setup(ctx context.Context, targets []Target) (map[string]st
 	appYAML.WriteString("listen:\n")
 	addrs := map[string]string{}
 	for _, t := range targets {
-		lp, err := freePort()
+		lp, err := client.freePort()
 		if err != nil {
 			return nil, err
 		}
@@ -221,7 +238,7 @@ func (p *tunnelPath) Setup(ctx context.Context, targets []Target) (map[string]st
 		fmt.Fprintf(&dbYAML, "  - name: %s\n    address: %q\n", t.Name, t.Addr)
 		fmt.Fprintf(&appYAML, "  - name: %s\n    address: %q\n    target: %q\n", t.Name, addrs[t.Name], "db-1/"+t.Name)
 	}
-	startAgent := func(name, tok, yaml string) (*service, error) {
+	startAgent := func(on *host, name, tok, yaml string) (*service, error) {
 		adir := filepath.Join(dir, name)
 		if err := os.MkdirAll(adir, 0o700); err != nil {
 			return nil, err
@@ -235,12 +252,12 @@ func (p *tunnelPath) Setup(ctx context.Context, targets []Target) (map[string]st
 		cmd := exec.Command(p.bin("tunnel-agent"), args...)
 		cmd.Dir = dir
 		cmd.Env = env
-		return p.e.startService("tunnel-agent "+name, cmd, filepath.Join(dir, name+".log"))
+		return p.e.startServiceOn(on, "tunnel-agent "+name, cmd, filepath.Join(dir, name+".log"))
 	}
-	if p.dbAgent, err = startAgent("db-1", dbToken, dbYAML.String()); err != nil {
+	if p.dbAgent, err = startAgent(server, "db-1", dbToken, dbYAML.String()); err != nil {
 		return nil, err
 	}
-	if p.appAgent, err = startAgent("app-1", appToken, appYAML.String()); err != nil {
+	if p.appAgent, err = startAgent(client, "app-1", appToken, appYAML.String()); err != nil {
 		return nil, err
 	}
 
@@ -267,7 +284,7 @@ func (p *tunnelPath) Setup(ctx context.Context, targets []Target) (map[string]st
 			if err := p.alive(); err != nil {
 				return err
 			}
-			return acceptsTCP(ctx, a)
+			return acceptsTCP(ctx, client, a)
 		}); err != nil {
 			return nil, fmt.Errorf("app agent listener %s (%s): %w%s", t.Name, a, err, p.logs())
 		}

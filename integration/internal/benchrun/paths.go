@@ -46,9 +46,20 @@ const (
 	PathStunnel = "stunnel"
 	PathSSH     = "ssh"
 	PathTunnel  = "tunnel"
+	// PathTunnelRelayed is the tunnel with `direct: off` in both agents:
+	// every byte through the gateway.
+	PathTunnelRelayed = "tunnel-relayed"
+	// PathTunnelTCP is the tunnel with both agents on QUIC over TCP
+	// (tunnel-agent --quic-over-tcp), relayed.
+	PathTunnelTCP = "tunnel-tcp"
 )
 
-var allPaths = []string{PathDirect, PathStunnel, PathSSH, PathTunnel}
+var allPaths = []string{PathDirect, PathStunnel, PathSSH, PathTunnel, PathTunnelRelayed, PathTunnelTCP}
+
+// isTunnel reports whether name is one of the tunnel's paths.
+func isTunnel(name string) bool {
+	return name == PathTunnel || name == PathTunnelRelayed || name == PathTunnelTCP
+}
 
 // pathLabel is a path's name in the report.
 func pathLabel(name string) string {
@@ -56,7 +67,11 @@ func pathLabel(name string) string {
 	case PathSSH:
 		return "ssh -L"
 	case PathTunnel:
-		return "tunnel (app agent → gateway → db agent)"
+		return "tunnel direct (app agent → db agent)"
+	case PathTunnelRelayed:
+		return "tunnel relayed (app agent → gateway → db agent)"
+	case PathTunnelTCP:
+		return "tunnel over TCP (relayed, QUIC in TLS over TCP)"
 	}
 	return name
 }

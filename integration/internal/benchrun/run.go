@@ -62,6 +62,7 @@ type Config struct {
 	CommandLine      string
 	repoRoot         string
 	tunnelSkipReason string
+	builtTunnel      string // the tunnel binaries built for this run, shared by the tunnel paths
 }
 
 func parseFlags(args []string, stderr io.Writer) (*Config, error) {
@@ -288,7 +289,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			_ = p.Close()
 			err = fmt.Errorf("setting up path %s: %w", name, err)
 		}
-		if name == PathTunnel && cfg.PathsDefault && ctx.Err() == nil {
+		if isTunnel(name) && cfg.PathsDefault && ctx.Err() == nil {
 			cfg.tunnelSkipReason = firstLine(err.Error())
 			if r := []rune(cfg.tunnelSkipReason); len(r) > 300 {
 				cfg.tunnelSkipReason = string(r[:300]) + " …"
@@ -355,20 +356,23 @@ func makePath(ctx context.Context, e *env, cfg *Config, topo *topology, tl tools
 		return newStunnelPath(e, topo, tl.stunnel), nil
 	case PathSSH:
 		return newSSHPath(e, topo, tl.ssh), nil
-	case PathTunnel:
+	case PathTunnel, PathTunnelRelayed, PathTunnelTCP:
 		dir := cfg.TunnelBin
 		if dir != "" {
 			if err := checkTunnelBin(dir); err != nil {
 				return nil, err
 			}
+		} else if cfg.builtTunnel != "" {
+			dir = cfg.builtTunnel
 		} else {
 			e.logf("building tunnel-gateway, tunnel-agent, tunnel")
 			var err error
 			if dir, err = buildTunnel(ctx, e, cfg.repoRoot); err != nil {
 				return nil, fmt.Errorf("tunnel binaries: %w", err)
 			}
+			cfg.builtTunnel = dir
 		}
-		return newTunnelPath(e, topo, dir, cfg.TunnelGWArgs, cfg.TunnelAgentArgs), nil
+		return newTunnelPath(e, topo, dir, name, cfg.TunnelGWArgs, cfg.TunnelAgentArgs), nil
 	}
 	return nil, fmt.Errorf("unknown path %q", name)
 }

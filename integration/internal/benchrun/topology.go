@@ -125,12 +125,6 @@ type linkTraffic struct {
 	gwRx, gwTx, cliRx, cliTx uint64
 }
 
-// direct reports whether the gateway's link carried less than a twentieth
-// of the client's: the tunnel's data did not go through the gateway.
-func (s *linkTraffic) direct() bool {
-	return s.gwRx+s.gwTx < (s.cliRx+s.cliTx)/20
-}
-
 // linkSnapshot reads the counters of the gateway's and client's links.
 func (t *topology) linkSnapshot(ctx context.Context) (linkTraffic, error) {
 	var s linkTraffic

@@ -61,17 +61,17 @@ func TestMarkersAndHeader(t *testing.T) {
 			t.Errorf("netns header lacks %q:\n%s", want, r)
 		}
 	}
-	// What crossed the gateway's link says which way the tunnel went.
-	paths := []Path{directPath{}, &tunnelPath{}}
+	// The tunnel's paths are named for the way they go, and what crossed
+	// the gateway's link is reported.
+	paths := []Path{directPath{}, &tunnelPath{name: PathTunnel}, &tunnelPath{name: PathTunnelRelayed}, &tunnelPath{name: PathTunnelTCP}}
 	nt.traffic = &linkTraffic{gwRx: 40e3, gwTx: 60e3, cliRx: 5e6, cliTx: 900e6}
-	if r := buildReport(cfg, nt, sysInfo{}, paths, newResults()); !strings.Contains(r, "0.0 MB in, 0.1 MB out") ||
-		!strings.Contains(r, "went **directly between the agents**") || !strings.Contains(r, "| tunnel (app agent → db agent, direct) |") {
-		t.Errorf("direct tunnel not reported:\n%s", r)
-	}
-	nt.traffic = &linkTraffic{gwRx: 300e6, gwTx: 300e6, cliRx: 5e6, cliTx: 900e6}
-	if r := buildReport(cfg, nt, sysInfo{}, paths, newResults()); !strings.Contains(r, "relayed by the gateway") ||
-		!strings.Contains(r, "| tunnel (app agent → gateway → db agent) |") {
-		t.Errorf("relayed tunnel not reported:\n%s", r)
+	r = buildReport(cfg, nt, sysInfo{}, paths, newResults())
+	for _, want := range []string{"0.0 MB in, 0.1 MB out", "| tunnel direct (app agent → db agent) |",
+		"| tunnel relayed (app agent → gateway → db agent) |", "| tunnel over TCP (relayed, QUIC in TLS over TCP) |",
+		"### Aims: the direct path against stunnel", "### Aims: the relayed path against stunnel"} {
+		if !strings.Contains(r, want) {
+			t.Errorf("report lacks %q:\n%s", want, r)
+		}
 	}
 	if err := nt.checkAddr("10.99.0.2:5432"); err != nil {
 		t.Errorf("LAN address refused: %v", err)

@@ -34,6 +34,8 @@ type tunnelPath struct {
 	e          *env
 	topo       *topology
 	binDir     string // holds the three binaries
+	name       string // PathTunnel, PathTunnelRelayed or PathTunnelTCP
+	yamlExtra  string // appended to both agents' files
 	extraGW    []string
 	extraAgent []string
 
@@ -86,11 +88,18 @@ func checkTunnelBin(dir string) error {
 	return nil
 }
 
-func newTunnelPath(e *env, topo *topology, binDir string, extraGW, extraAgent []string) *tunnelPath {
-	return &tunnelPath{e: e, topo: topo, binDir: binDir, extraGW: extraGW, extraAgent: extraAgent}
+func newTunnelPath(e *env, topo *topology, binDir, name string, extraGW, extraAgent []string) *tunnelPath {
+	p := &tunnelPath{e: e, topo: topo, binDir: binDir, name: name, extraGW: extraGW, extraAgent: extraAgent}
+	switch name {
+	case PathTunnelRelayed:
+		p.yamlExtra = "direct: off\n"
+	case PathTunnelTCP:
+		p.extraAgent = append(append([]string(nil), extraAgent...), "--quic-over-tcp")
+	}
+	return p
 }
 
-func (p *tunnelPath) Name() string { return PathTunnel }
+func (p *tunnelPath) Name() string { return p.name }
 
 func (p *tunnelPath) bin(name string) string { return filepath.Join(p.binDir, name) }
 
@@ -254,6 +263,8 @@ func (p *tunnelPath) Setup(ctx context.Context, targets []Target) (map[string]st
 		cmd.Env = env
 		return p.e.startServiceOn(on, "tunnel-agent "+name, cmd, filepath.Join(dir, name+".log"))
 	}
+	dbYAML.WriteString(p.yamlExtra)
+	appYAML.WriteString(p.yamlExtra)
 	if p.dbAgent, err = startAgent(server, "db-1", dbToken, dbYAML.String()); err != nil {
 		return nil, err
 	}

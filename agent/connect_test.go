@@ -339,7 +339,7 @@ func TestExplainConnect(t *testing.T) {
 		{"TLS, not the pin", &quic.TransportError{ErrorCode: 0x12a}, failTLS,
 			"the gateway's TLS certificate is not acceptable (CRYPTO_ERROR 0x12a (local): tls: bad certificate): check --gateway (the name must be one the gateway's certificate carries) and this machine's clock"},
 		{"no welcome", &afterHandshake{os.ErrDeadlineExceeded}, failOther,
-			"the gateway at gw.example.com:8443 accepted the connection but did not answer the agent's hello within 10s: check the gateway's log"},
+			"the gateway at gw.example.com:8443 accepted the connection but did not answer the agent's hello within 30s: check the gateway's log"},
 		{"replaced", &quic.ApplicationError{Remote: true, ErrorCode: transport.CodeReplaced, ErrorMessage: "replaced by a newer connection of the same agent"}, failOther,
 			"the gateway closed this connection: replaced by a newer connection of the same agent (is another tunnel-agent running with a copy of this data directory?)"},
 		{"other", errors.New("something odd"), failOther,

@@ -109,7 +109,7 @@ func explainConnect(err error, gateway string, probe func(string) error) *connec
 		return wrap(failTLS, "the gateway's TLS certificate is not acceptable (%s): check --gateway (the name must be one the gateway's certificate carries) and this machine's clock", trErr.Error())
 
 	case isAfter && isTimeout(err):
-		return wrap(failOther, "the gateway at %s accepted the connection but did not answer the agent's hello within %s: check the gateway's log", gateway, transport.HeaderTimeout)
+		return wrap(failOther, "the gateway at %s accepted the connection but did not answer the agent's hello within %s: check the gateway's log", gateway, welcomeTimeout)
 
 	case errors.As(err, &hsTimeout), errors.As(err, &idle) && !isAfter, errors.Is(err, context.DeadlineExceeded) && !isAfter:
 		base := fmt.Sprintf("no answer from the gateway at %s over UDP within %s", gateway, transport.HandshakeTimeout)

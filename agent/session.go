@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"sync"
@@ -180,6 +181,7 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 	}
 	connected := false
 	last := ""
+	udpBlocked := 0 // UDP dials in a row with no answer while TCP answers
 	gw := l.addr
 	a.log.Info("connecting to the gateway", "gateway", gw)
 	for ctx.Err() == nil {
@@ -198,7 +200,14 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 				ce = &connectError{kind: failOther, err: err,
 					msg: fmt.Sprintf("cannot connect to the gateway at %s with QUIC over TCP (--quic-over-tcp): %v", gw, err)}
 			}
-			if ce.kind == failUDPBlocked && !a.cfg.OverTCP {
+			if ce.kind == failUDPBlocked {
+				udpBlocked++
+			} else {
+				udpBlocked = 0
+			}
+			// Twice in a row: one timeout may be a gateway busy after a
+			// restart, not a firewall.
+			if ce.kind == failUDPBlocked && udpBlocked >= 2 && !a.cfg.OverTCP {
 				// UDP is blocked, the gateway's TCP port answers: carry
 				// QUIC over TCP meanwhile.
 				var terr error
@@ -236,6 +245,7 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 			continue
 		}
 		last = ""
+		udpBlocked = 0
 		bo.Reset()
 		refused.Reset()
 		if !connected {
@@ -270,7 +280,14 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 				if time.Since(start) > 30*time.Second {
 					bo.Reset()
 				}
-				if !sleep(ctx, bo.Next()) {
+				d := bo.Next()
+				if shuttingDown(s.conn) {
+					// Every agent of a gateway that restarts hears this at
+					// the same instant: spread the redials over a few
+					// seconds rather than all within the first backoff.
+					d += time.Duration(rand.Int64N(int64(restartSpread)))
+				}
+				if !sleep(ctx, d) {
 					return
 				}
 				redial = true
@@ -290,6 +307,24 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 			}
 		}
 	}
+}
+
+// welcomeTimeout is how long the agent waits for the gateway's welcome
+// after the handshake: longer than a stream's header, since a gateway
+// that just restarted verifies every agent's certificate against its
+// store at once, and an agent that gave up and dialled again would only
+// add to the queue.
+const welcomeTimeout = 30 * time.Second
+
+// restartSpread spreads the redials of the agents of a gateway that said
+// it is shutting down.
+const restartSpread = 5 * time.Second
+
+// shuttingDown reports whether the gateway closed c saying it is shutting
+// down.
+func shuttingDown(c *quic.Conn) bool {
+	var ae *quic.ApplicationError
+	return errors.As(context.Cause(c.Context()), &ae) && ae.Remote && ae.ErrorCode == transport.CodeShutdown
 }
 
 // udpRetryInterval is how often an agent on QUIC over TCP tries UDP again,
@@ -417,7 +452,7 @@ func (a *Agent) dialOn(ctx context.Context, tr *quic.Transport, addr net.Addr, h
 	}
 	// Say hello on the control stream and wait for the welcome: a gateway
 	// that refuses us closes the connection with a reason instead.
-	hctx, hcancel := context.WithTimeout(ctx, transport.HeaderTimeout)
+	hctx, hcancel := context.WithTimeout(ctx, welcomeTimeout)
 	defer hcancel()
 	ctl, err := conn.OpenStreamSync(hctx)
 	if err == nil {
@@ -435,7 +470,7 @@ func (a *Agent) dialOn(ctx context.Context, tr *quic.Transport, addr net.Addr, h
 	}
 	var welcome wire.Control
 	if err == nil {
-		_ = ctl.SetReadDeadline(time.Now().Add(transport.HeaderTimeout))
+		_ = ctl.SetReadDeadline(time.Now().Add(welcomeTimeout))
 		welcome, err = wire.ReadControl(ctl)
 		_ = ctl.SetReadDeadline(time.Time{})
 	}

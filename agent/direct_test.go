@@ -287,3 +287,31 @@ func TestDirectWaitsForTheAudit(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectTicketOnceUnderConcurrency: many streams race with one
+// announced ticket; exactly one is served.
+func TestDirectTicketOnceUnderConcurrency(t *testing.T) {
+	ca := newCA(t, "prod")
+	db, dbAddr := peerAgent(t, ca, "db-1", map[string]Expose{"echo": echoService(t)})
+	app, _ := peerAgent(t, ca, "app-1", nil)
+	db.expect.add(wire.Control{Type: wire.MsgExpect, Ticket: "t-race", Caller: identity.ID{Cluster: "prod", Kind: identity.Agent, Name: "app-1"}.String(),
+		Serial: certs.X509SerialHex(app.cert.Load().Leaf), Service: "echo"}, nil)
+	db.expect.commit("t-race")
+	const n = 20
+	served := make(chan bool, n)
+	for range n {
+		go func() {
+			rep, err := peerStream(t, app, "db-1", dbAddr, "echo", "t-race")
+			served <- err == nil && rep.Status == wire.StatusOK
+		}()
+	}
+	ok := 0
+	for range n {
+		if <-served {
+			ok++
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d of %d streams with one ticket were served; want exactly 1", ok, n)
+	}
+}

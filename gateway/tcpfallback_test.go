@@ -16,9 +16,9 @@ import (
 
 // TestQUICOverTCPAndShutdown: a client reaches the relay with QUIC carried
 // over TLS to the API port (ALPN tunnel-tcp/1), and the gateway's graceful
-// shutdown closes such a connection (it would otherwise hold Shutdown as
-// an active connection): Close returns cleanly and the client's
-// connection ends.
+// shutdown ends such a connection: Close returns cleanly and the client's
+// connection ends. (That shutdown closes them at once, rather than Shutdown
+// waiting for them, is transport.TestStreamPacketsCloseConns.)
 func TestQUICOverTCPAndShutdown(t *testing.T) {
 	ctx := context.Background()
 	res, err := Init(ctx, InitConfig{DataDir: filepath.Join(t.TempDir(), "gw"), Cluster: "tcp"})

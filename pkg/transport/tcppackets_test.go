@@ -197,3 +197,37 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+// CloseConns ends every QUIC-over-TCP connection (their Serve return) and
+// leaves the PacketConn open: a connection made afterwards is served.
+func TestStreamPacketsCloseConns(t *testing.T) {
+	sp := NewStreamPackets(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, nil)
+	defer sp.Close()
+	serve := func() (net.Conn, chan struct{}) {
+		a, b := net.Pipe()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			sp.Serve(b)
+		}()
+		return a, done
+	}
+	c1, done1 := serve()
+	defer c1.Close()
+	// The peer is registered once a frame came through.
+	f, _ := AppendFrame(nil, []byte("one"))
+	go c1.Write(f)
+	buf := make([]byte, MaxFramedPacket)
+	if n, _, err := sp.ReadFrom(buf); err != nil || string(buf[:n]) != "one" {
+		t.Fatalf("ReadFrom = %q, %v", buf[:n], err)
+	}
+	sp.CloseConns()
+	<-done1 // Serve returned
+	c2, done2 := serve()
+	defer func() { c2.Close(); <-done2 }()
+	f, _ = AppendFrame(nil, []byte("two"))
+	go c2.Write(f)
+	if n, _, err := sp.ReadFrom(buf); err != nil || string(buf[:n]) != "two" {
+		t.Fatalf("after CloseConns: ReadFrom = %q, %v; want the new connection served", buf[:n], err)
+	}
+}

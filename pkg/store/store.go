@@ -411,4 +411,9 @@ type Store interface {
 	// watcher fell behind) a ChangeResync is delivered, after which the
 	// watcher must reconcile everything from the store.
 	Watch(ctx context.Context) (<-chan Change, error)
+
+	// Cluster-wide network rules (network.go).
+	NetworkStore
+	// Just-in-time access requests (requests.go).
+	RequestStore
 }

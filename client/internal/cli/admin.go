@@ -24,7 +24,8 @@ streams it needs (tunnel admin policy allow --from AGENT --to NODE/SERVICE).`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(newAdminUsersCmd(env), newAdminRolesCmd(env), newAdminTokensCmd(env),
-		newAdminAgentsCmd(env), newAdminPolicyCmd(env), newAdminAuditCmd(env), newAdminSessionsCmd(env), newAdminGatewaysCmd(env))
+		newAdminAgentsCmd(env), newAdminPolicyCmd(env), newAdminAuditCmd(env), newAdminSessionsCmd(env), newAdminGatewaysCmd(env),
+		newAdminKRLCmd(env), newAdminNetworkCmd(env))
 	return cmd
 }
 

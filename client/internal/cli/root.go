@@ -60,7 +60,7 @@ Start with:
 	root.SetVersionTemplate("tunnel {{.Version}}\n")
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
-	root.AddCommand(newLoginCmd(env), newLogoutCmd(env), newStatusCmd(env), newLsCmd(env), newCACmd(env), newProxyCmd(env), newSSHCmd(env), newSCPCmd(env), newConfigCmd(env), newVersionCmd(env), newAdminCmd(env))
+	root.AddCommand(newLoginCmd(env), newLogoutCmd(env), newStatusCmd(env), newLsCmd(env), newCACmd(env), newProxyCmd(env), newSSHCmd(env), newSCPCmd(env), newConfigCmd(env), newVersionCmd(env), newAdminCmd(env), newDoctorCmd(env), newRequestCmd(env))
 	return root
 }
 

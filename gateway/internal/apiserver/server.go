@@ -134,6 +134,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST "+api.PathAdminSessions+"/{id}/revoke", s.admin(s.handleRevokeSession))
 	mux.Handle("GET "+api.PathAdminSessions+"/{id}/recording", s.admin(s.handleGetRecording))
 	mux.HandleFunc("POST "+api.PathRecordings+"/{id}", s.handleUploadRecording)
+	s.routeKRL(mux)
+	s.routeNetwork(mux)
+	s.routeRequests(mux)
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Code: api.CodeNotFound, Message: "no such API endpoint: " + r.Method + " " + r.URL.Path + " (is your tunnel client newer than the gateway?)"}, http.StatusNotFound)

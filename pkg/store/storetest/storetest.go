@@ -122,6 +122,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Gateways", testGateways},
 		{"Watch", testWatch},
 		{"CloseTwice", testCloseTwice},
+		{"Network", testNetwork},
+		{"Requests", testRequests},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

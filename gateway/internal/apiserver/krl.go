@@ -1,0 +1,5 @@
+package apiserver
+
+import "net/http"
+
+func (s *Server) routeKRL(mux *http.ServeMux) {}

@@ -1,0 +1,5 @@
+package apiserver
+
+import "net/http"
+
+func (s *Server) routeRequests(mux *http.ServeMux) {}

@@ -1,0 +1,4 @@
+package store
+
+// RequestStore holds just-in-time access requests.
+type RequestStore interface{}

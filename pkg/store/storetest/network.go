@@ -1,0 +1,9 @@
+package storetest
+
+import (
+	"testing"
+
+	"github.com/tunnelhq/tunnel/pkg/store"
+)
+
+func testNetwork(t *testing.T, s store.Store) { t.Skip("not yet written") }

@@ -15,8 +15,10 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/sshcert"
 )
 
-func TestIssueSSHUser(t *testing.T) {
-	a := newTestAuthority(t)
+func TestIssueSSHUser(t *testing.T) { forEachBackend(t, testIssueSSHUser) }
+
+func testIssueSSHUser(t *testing.T, b backend) {
+	a := b.authority(t)
 	edPub, _ := newEd25519(t)
 	edKey := newSSHKey(t, edPub)
 	ecKey := newSSHKey(t, &newECDSA(t, elliptic.P256()).PublicKey)
@@ -162,8 +164,10 @@ func TestIssueSSHUser(t *testing.T) {
 // TestIssueSSHUserSourceAddress checks that x/crypto/ssh's
 // CertChecker.Authenticate accepts a certificate with the source-address
 // option and hands the option on, for the server to enforce.
-func TestIssueSSHUserSourceAddress(t *testing.T) {
-	a := newTestAuthority(t)
+func TestIssueSSHUserSourceAddress(t *testing.T) { forEachBackend(t, testIssueSSHUserSourceAddress) }
+
+func testIssueSSHUserSourceAddress(t *testing.T, b backend) {
+	a := b.authority(t)
 	pub, _ := newEd25519(t)
 	c, err := a.IssueSSHUser(SSHUserRequest{User: "alice", Principals: []string{"alice"}, PublicKey: newSSHKey(t, pub), SourceAddresses: []string{"10.1.0.0/16", "192.0.2.7"}})
 	if err != nil {
@@ -189,8 +193,10 @@ func (c connMeta) RemoteAddr() net.Addr  { return &net.TCPAddr{IP: net.IPv4(10, 
 func (c connMeta) SessionID() []byte     { return nil }
 func (c connMeta) ClientVersion() []byte { return nil }
 
-func TestIssueSSHUserRefused(t *testing.T) {
-	a := newTestAuthority(t)
+func TestIssueSSHUserRefused(t *testing.T) { forEachBackend(t, testIssueSSHUserRefused) }
+
+func testIssueSSHUserRefused(t *testing.T, b backend) {
+	a := b.authority(t)
 	edPub, _ := newEd25519(t)
 	key := newSSHKey(t, edPub)
 	rsaKey := newSSHKey(t, &testRSAKey().PublicKey)
@@ -256,8 +262,10 @@ func TestIssueSSHUserRefused(t *testing.T) {
 	}
 }
 
-func TestIssueSSHHost(t *testing.T) {
-	a := newTestAuthority(t)
+func TestIssueSSHHost(t *testing.T) { forEachBackend(t, testIssueSSHHost) }
+
+func testIssueSSHHost(t *testing.T, b backend) {
+	a := b.authority(t)
 	edPub, _ := newEd25519(t)
 	key := newSSHKey(t, edPub)
 	tests := []struct {
@@ -324,8 +332,10 @@ func TestIssueSSHHost(t *testing.T) {
 	}
 }
 
-func TestIssueSSHHostRefused(t *testing.T) {
-	a := newTestAuthority(t)
+func TestIssueSSHHostRefused(t *testing.T) { forEachBackend(t, testIssueSSHHostRefused) }
+
+func testIssueSSHHostRefused(t *testing.T, b backend) {
+	a := b.authority(t)
 	edPub, _ := newEd25519(t)
 	key := newSSHKey(t, edPub)
 	tests := []struct {

@@ -15,8 +15,10 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/identity"
 )
 
-func TestIssueX509(t *testing.T) {
-	a := newTestAuthority(t)
+func TestIssueX509(t *testing.T) { forEachBackend(t, testIssueX509) }
+
+func testIssueX509(t *testing.T, b backend) {
+	a := b.authority(t)
 	edPub, _ := newEd25519(t)
 	ecKey := newECDSA(t, elliptic.P256())
 	alice := identity.ID{Cluster: "prod", Kind: identity.User, Name: "alice"}
@@ -161,12 +163,11 @@ func TestIssueX509(t *testing.T) {
 	}
 }
 
-func TestIssueX509Refused(t *testing.T) {
-	a := newTestAuthority(t)
-	low, err := Generate(Config{Cluster: "prod", Clock: fixedClock(testNow), MaxTTL: 2 * time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+func TestIssueX509Refused(t *testing.T) { forEachBackend(t, testIssueX509Refused) }
+
+func testIssueX509Refused(t *testing.T, b backend) {
+	a := b.authority(t)
+	low := b.with(t, Config{MaxTTL: 2 * time.Hour})
 	edPub, edPriv := newEd25519(t)
 	alice := identity.ID{Cluster: "prod", Kind: identity.User, Name: "alice"}
 	gw := identity.ID{Cluster: "prod", Kind: identity.Gateway, Name: "gw-1"}

@@ -70,6 +70,8 @@ type Server struct {
 	// Sessions grants and revokes bastion sessions and live access; nil
 	// means no sessions (and locks only refuse new logins).
 	Sessions *sessions.Manager
+
+	krl krlCache // the KRL endpoint's last answer (krl.go)
 }
 
 // Presence reports connected agents: by name, with Online set, Since and

@@ -2,13 +2,15 @@ package vaulttest
 
 import (
 	"encoding/base64"
+	"strings"
 	"testing"
 
 	vault "github.com/hashicorp/vault/api"
 )
 
-// TestStartTransit: the real Vault starts, and Transit encrypts and
-// decrypts (the engine the gateway's key-encryption key will use).
+// TestStartTransit: the real Vault starts, Transit encrypts and decrypts
+// (the engine the gateway's key-encryption key uses), a sealed server is
+// unsealed with the key it printed, and Stop is safe twice.
 func TestStartTransit(t *testing.T) {
 	s := Start(t)
 	c := s.Client(t)
@@ -24,7 +26,7 @@ func TestStartTransit(t *testing.T) {
 		t.Fatalf("encrypt: %v", err)
 	}
 	ct, _ := enc.Data["ciphertext"].(string)
-	if len(ct) < 10 || ct[:9] != "vault:v1:" {
+	if !strings.HasPrefix(ct, "vault:v1:") {
 		t.Fatalf("ciphertext %q", ct)
 	}
 	dec, err := c.Logical().Write("transit/decrypt/kek", map[string]any{"ciphertext": ct})
@@ -34,6 +36,24 @@ func TestStartTransit(t *testing.T) {
 	if got, _ := dec.Data["plaintext"].(string); got != plain {
 		t.Errorf("decrypted %q; want %q", got, plain)
 	}
+	if err := c.Sys().Seal(); err != nil {
+		t.Fatalf("seal: %v", err)
+	}
+	s.Unseal(t)
+	if h, err := c.Sys().Health(); err != nil || h.Sealed {
+		t.Errorf("after Unseal: %v, %+v; want unsealed", err, h)
+	}
 	s.Stop()
 	s.Stop() // twice is fine
+}
+
+// TestStartTLS: with TLS the server answers HTTPS under its own CA.
+func TestStartTLS(t *testing.T) {
+	s := StartWith(t, Options{TLS: true})
+	if !strings.HasPrefix(s.Addr, "https://") || s.CACert == "" {
+		t.Fatalf("Addr %q, CACert %q; want https and a CA file", s.Addr, s.CACert)
+	}
+	if h, err := s.Client(t).Sys().Health(); err != nil || !h.Initialized || h.Sealed {
+		t.Fatalf("health over TLS: %v, %+v", err, h)
+	}
 }

@@ -48,3 +48,14 @@ fmt: ## format the code
 
 clean: ## remove build outputs
 	rm -rf $(BIN) bench.out
+
+WEBUI := gateway/internal/webui
+.PHONY: ui
+ui: ## rebuild the web console's vendored terminal emulator (@xterm/headless from npm, pinned by package-lock.json) into gateway/internal/webui/static/vendor; needs Node.js, only when it changes
+	cd $(WEBUI)/src && npm ci --ignore-scripts --no-audit --no-fund
+	mkdir -p $(WEBUI)/static/vendor
+	@# The package is CommonJS: wrap it so that it defines window.XtermHeadless.
+	{ echo '// @xterm/headless '"$$(node -p 'require("./$(WEBUI)/src/node_modules/@xterm/headless/package.json").version')"' (MIT, see LICENSE-xterm.txt), wrapped by make ui: defines window.XtermHeadless.'; \
+	  echo '(function () { var exports = {};'; \
+	  sed '/^\/\/# sourceMappingURL=/d' $(WEBUI)/src/node_modules/@xterm/headless/lib-headless/xterm-headless.js; \
+	  echo 'window.XtermHeadless = exports; })();'; } > $(WEBUI)/static/vendor/xterm-headless.js

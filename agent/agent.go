@@ -86,6 +86,9 @@ type Config struct {
 	// where UDP works (networks that drop or mangle UDP now and then);
 	// otherwise it is used only while UDP gets no answer.
 	OverTCP bool
+	// Metrics, if set, counts what the agent does and reads its gateway
+	// connections (metrics.go); tunnel-agent run --metrics-addr serves it.
+	Metrics *Metrics
 }
 
 // Agent is a running agent.
@@ -170,6 +173,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, store: st, services: map[string]Expose{}, probeTCP: probeTCP, expect: newExpected()}
+	cfg.Metrics.attach(a)
 	a.peers = newPeerPool(a)
 	// --gateway srv:ZONE: the gateways come from DNS (discovery.go).
 	if err := a.resolveGateways(ctx, cfg.Gateway); err != nil {

@@ -42,8 +42,14 @@ type FileConfig struct {
 	// Direct is "on" (the default, also when empty) or "off": whether
 	// this agent's streams to and from other agents may go directly
 	// between the agents (QUIC with mutual TLS on the agent's one UDP
-	// socket), or always through the gateway's relay.
+	// socket), or always through the gateway's relay. The mapping form
+	// direct: {tcp: off} means on, and sets DirectTCP.
 	Direct string `yaml:"direct"`
+	// DirectTCP is "on" (the default, also when empty) or "off": whether
+	// direct streams may also go over TCP on the port number of the
+	// agent's UDP socket (peertcp.go), or over QUIC only. From direct:
+	// {tcp: off}.
+	DirectTCP string `yaml:"-"`
 }
 
 // DNSConfig is the dns: key: where the agent answers DNS for its
@@ -60,13 +66,30 @@ type DNSConfig struct {
 // given).
 func (c *FileConfig) DirectOn() bool { return c.Direct != "off" }
 
+// DirectTCPOn reports whether direct streams may go over TCP: the direct
+// path is on and direct: {tcp: off} is not given (nil: no file, on).
+func (c *FileConfig) DirectTCPOn() bool { return c == nil || c.DirectOn() && c.DirectTCP != "off" }
+
 // Expose is a local service other nodes may reach (policy permitting).
 type Expose struct {
 	Name string `yaml:"name"`
 	// Address is where the service listens on this VM, host:port.
 	Address string `yaml:"address"`
-	// Protocol is a hint shown by tunnel ls (postgres, mysql, tcp).
+	// Protocol is a hint shown by tunnel ls (postgres, mysql, tcp); with
+	// Credentials it says which database protocol the agent speaks.
 	Protocol string `yaml:"protocol"`
+	// Credentials, if set, makes the agent log in to the database for the
+	// caller with a short-lived credential the gateway leases from Vault
+	// for each stream (dbcreds.go): the caller connects with any user name
+	// and no password.
+	Credentials *Credentials `yaml:"credentials"`
+}
+
+// Credentials is where a service's database credentials come from.
+type Credentials struct {
+	// Vault is a path of Vault's database secrets engine,
+	// MOUNT/creds/ROLE (database/creds/orders-app).
+	Vault string `yaml:"vault"`
 }
 
 // Listen is a local listener whose connections go to Target.
@@ -83,7 +106,9 @@ type Listen struct {
 var (
 	topKeys    = []string{"expose", "listen", "direct", "dns"}
 	dnsKeys    = []string{"listen", "upstream"}
-	exposeKeys = []string{"name", "address", "protocol"}
+	directKeys = []string{"tcp"}
+	exposeKeys = []string{"name", "address", "protocol", "credentials"}
+	credKeys   = []string{"vault"}
 	listenKeys = []string{"name", "address", "target"}
 )
 
@@ -183,15 +208,41 @@ func (p *parser) file(doc *yaml.Node) (*FileConfig, error) {
 			})
 			cfg.DNS = d
 		case "direct":
+			if v.Kind == yaml.MappingNode {
+				// direct: {tcp: off}: on, with options.
+				cfg.Direct = "on"
+				err = p.mapping(v, path, directKeys, func(k, kpath string, v *yaml.Node) error {
+					s, err := p.scalar(v, kpath)
+					if err == nil && s != "on" && s != "off" {
+						err = &configError{kpath, v.Line, fmt.Sprintf("%q: use on (direct streams may also go over TCP, on the port number of the agent's UDP socket) or off (over QUIC only)", s)}
+					}
+					cfg.DirectTCP = s
+					return err
+				})
+				break
+			}
+			if v.Kind == yaml.SequenceNode {
+				err = &configError{path, v.Line, "must be on, off or a mapping with the key tcp, not a list"}
+				break
+			}
 			var d string
 			if d, err = p.scalar(v, path); err == nil && d != "on" && d != "off" {
-				err = &configError{path, v.Line, fmt.Sprintf("%q: use on (streams between agents go directly when the agents can reach each other) or off (always through the gateway)", d)}
+				err = &configError{path, v.Line, fmt.Sprintf("%q: use on (streams between agents go directly when the agents can reach each other), off (always through the gateway) or {tcp: off} (directly, over QUIC only)", d)}
 			}
 			cfg.Direct = d
 		case "expose":
 			err = p.list(v, path, "services to expose", func(_ int, item *yaml.Node, ipath string) error {
 				var e Expose
 				err := p.mapping(item, ipath, exposeKeys, func(k, kpath string, v *yaml.Node) error {
+					if k == "credentials" {
+						c := &Credentials{}
+						e.Credentials = c
+						return p.mapping(v, kpath, credKeys, func(_, cpath string, v *yaml.Node) error {
+							s, err := p.scalar(v, cpath)
+							c.Vault = s
+							return err
+						})
+					}
 					s, err := p.scalar(v, kpath)
 					switch k {
 					case "name":
@@ -379,6 +430,11 @@ func (c *FileConfig) validate(lines map[string]int) error {
 		}
 		if _, _, msg := checkAddress(e.Address, false); msg != "" {
 			return &configError{item + ".address", line(item + ".address"), msg}
+		}
+		if e.Credentials != nil {
+			if err := checkCredentials(e, item, lines, missing); err != nil {
+				return err
+			}
 		}
 	}
 	type bound struct {

@@ -14,6 +14,10 @@ expose:
     protocol: postgres
   - name: cache
     address: cache.internal:6379
+  - name: orders
+    address: 127.0.0.1:5433
+    protocol: postgres
+    credentials: {vault: database/creds/orders-app}
 listen:
   - name: orders-db
     address: 127.0.0.1:5432
@@ -32,7 +36,8 @@ listen:
 	if err != nil {
 		t.Fatalf("ParseConfig: %v", err)
 	}
-	if len(cfg.Expose) != 2 || len(cfg.Listen) != 4 || cfg.Listen[1].Target != "db-2/postgres" || cfg.Expose[0].Protocol != "postgres" {
+	if len(cfg.Expose) != 3 || len(cfg.Listen) != 4 || cfg.Listen[1].Target != "db-2/postgres" || cfg.Expose[0].Protocol != "postgres" ||
+		cfg.Expose[0].Credentials != nil || cfg.Expose[2].Credentials == nil || cfg.Expose[2].Credentials.Vault != "database/creds/orders-app" {
 		t.Errorf("got %+v", cfg)
 	}
 	for _, empty := range []string{"", "# nothing yet\n", "~\n", "listen:\nexpose: []\n"} {
@@ -51,7 +56,19 @@ func TestParseConfigErrors(t *testing.T) {
 		{"transposed key", "listen:\n  - name: a\n    tagret: db-1/pg\n",
 			"unknown key tagret in listen[0] (line 3): did you mean target? valid keys: name, address, target"},
 		{"unknown key far from any", "expose:\n  - name: pg\n    port: 5432\n",
-			"unknown key port in expose[0] (line 3): valid keys: name, address, protocol"},
+			"unknown key port in expose[0] (line 3): valid keys: name, address, protocol, credentials"},
+		{"credentials unknown key", "expose:\n  - name: pg\n    address: 127.0.0.1:5432\n    protocol: postgres\n    credentials: {vualt: database/creds/app}\n",
+			"unknown key vualt in expose[0].credentials (line 5): did you mean vault? valid keys: vault"},
+		{"credentials not a mapping", "expose:\n  - name: pg\n    address: 127.0.0.1:5432\n    credentials: database/creds/app\n",
+			"expose[0].credentials (line 4): must be a mapping with the keys vault"},
+		{"credentials vault missing", "expose:\n  - name: pg\n    address: 127.0.0.1:5432\n    protocol: postgres\n    credentials: {}\n",
+			"expose[0].credentials (line 5): missing key vault; give the Vault path of the database role, for example database/creds/orders-app"},
+		{"credentials bad path", "expose:\n  - name: pg\n    address: 127.0.0.1:5432\n    protocol: postgres\n    credentials:\n      vault: secret/data/app\n",
+			`expose[0].credentials.vault (line 6): "secret/data/app" is not a Vault database credential path: use MOUNT/creds/ROLE, for example database/creds/orders-app`},
+		{"credentials without protocol", "expose:\n  - name: pg\n    address: 127.0.0.1:5432\n    credentials: {vault: database/creds/app}\n",
+			"expose[0] (line 2): missing key protocol; a service with credentials needs protocol: postgres (the agent logs in to the database for the caller)"},
+		{"credentials with tcp", "expose:\n  - name: pg\n    address: 127.0.0.1:5432\n    protocol: tcp\n    credentials: {vault: database/creds/app}\n",
+			`expose[0].protocol (line 4): "tcp": with credentials, use postgres (the protocol the agent logs in to the database with; mysql is not supported yet)`},
 		{"unknown top key", "exposes: []\n",
 			"unknown key exposes at the top level (line 1): did you mean expose? valid keys: expose, listen, direct, dns"},
 		{"dns not on loopback", "dns:\n  listen: 0.0.0.0:53\n",
@@ -59,7 +76,15 @@ func TestParseConfigErrors(t *testing.T) {
 		{"dns unknown key", "dns:\n  listn: 127.0.0.153:53\n",
 			"unknown key listn in dns (line 2): did you mean listen? valid keys: listen, upstream"},
 		{"direct not on or off", "direct: yes\n",
-			`direct (line 1): "yes": use on (streams between agents go directly when the agents can reach each other) or off (always through the gateway)`},
+			`direct (line 1): "yes": use on (streams between agents go directly when the agents can reach each other), off (always through the gateway) or {tcp: off} (directly, over QUIC only)`},
+		{"direct tcp not on or off", "expose: []\ndirect:\n  tcp: no\n",
+			`direct.tcp (line 3): "no": use on (direct streams may also go over TCP, on the port number of the agent's UDP socket) or off (over QUIC only)`},
+		{"direct unknown key", "direct: {tpc: off}\n",
+			"unknown key tpc in direct (line 1): did you mean tcp? valid keys: tcp"},
+		{"direct a list", "direct: [tcp]\n",
+			"direct (line 1): must be on, off or a mapping with the key tcp, not a list"},
+		{"direct tcp twice", "direct:\n  tcp: off\n  tcp: on\n",
+			"direct.tcp (line 3): the key tcp is given twice (first at line 2)"},
 		{"no port", "expose:\n  - name: pg\n    address: 5432\n",
 			`expose[0].address (line 3): "5432" must be HOST:PORT, for example 127.0.0.1:5432`},
 		{"no host", "expose:\n  - name: pg\n    address: :5432\n",
@@ -161,4 +186,58 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatal("ParseConfig accepted a config that does not validate")
 		}
 	})
+}
+
+// direct: takes on, off, or the mapping {tcp: on|off} (the direct path
+// on, with or without its TCP transport).
+func TestParseConfigDirect(t *testing.T) {
+	for _, tt := range []struct {
+		yaml          string
+		direct, onTCP bool
+	}{
+		{"", true, true},
+		{"direct: on\n", true, true},
+		{"direct: off\n", false, false},
+		{"direct: {tcp: off}\n", true, false},
+		{"direct:\n  tcp: on\n", true, true},
+		{"direct: {}\n", true, true},
+	} {
+		cfg, err := ParseConfig([]byte(tt.yaml))
+		if err != nil {
+			t.Errorf("ParseConfig(%q): %v", tt.yaml, err)
+			continue
+		}
+		if cfg.DirectOn() != tt.direct || cfg.DirectTCPOn() != tt.onTCP {
+			t.Errorf("ParseConfig(%q): DirectOn %v, DirectTCPOn %v; want %v, %v", tt.yaml, cfg.DirectOn(), cfg.DirectTCPOn(), tt.direct, tt.onTCP)
+		}
+	}
+	if !(*FileConfig)(nil).DirectTCPOn() {
+		t.Errorf("no file: DirectTCPOn false; want true")
+	}
+}
+
+// The agent's TCP transport follows the file, and TUNNEL_DIRECT_TCP=off
+// overrides it.
+func TestPeerTCPOnConfig(t *testing.T) {
+	for _, tt := range []struct {
+		yaml, env string
+		want      bool
+	}{
+		{"", "", true},
+		{"direct: {tcp: off}\n", "", false},
+		{"direct: off\n", "", false},
+		{"", "off", false},
+		{"direct: {tcp: on}\n", "off", false},
+		{"direct: {tcp: off}\n", "on", false},
+	} {
+		cfg, err := ParseConfig([]byte(tt.yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv(peerTCPEnv, tt.env)
+		a := &Agent{cfg: Config{File: cfg}}
+		if got := a.peerTCPOn(); got != tt.want {
+			t.Errorf("file %q, %s=%q: peerTCPOn %v; want %v", tt.yaml, peerTCPEnv, tt.env, got, tt.want)
+		}
+	}
 }

@@ -36,6 +36,10 @@ func (a *Agent) carry(ctx context.Context, f *transport.Forwarder, local transpo
 		return
 	}
 	leaseEnd := transport.Stream{Stream: lease}
+	// A TCP connection to the node, if it has one, comes up meanwhile
+	// (peertcp.go).
+	pre := a.preDialTCP(ctx, node, service)
+	defer pre.discard()
 	// The gateway decides first; the client's bytes wait (they may go
 	// another way than this stream).
 	err = wire.WriteHeader(lease, wire.Header{Kind: wire.KindDial, Target: f.Target, Direct: wire.DirectOffer})
@@ -61,6 +65,7 @@ func (a *Agent) carry(ctx context.Context, f *transport.Forwarder, local transpo
 	case rep.Status == wire.StatusOK:
 		// The gateway relays this one (the target cannot take the direct
 		// path): the reply is the target's, the stream is the data path.
+		pre.discard()
 		stop := context.AfterFunc(ctx, func() { leaseEnd.Abort(); local.Abort() })
 		defer stop()
 		transport.Splice(local, leaseEnd)
@@ -70,6 +75,9 @@ func (a *Agent) carry(ctx context.Context, f *transport.Forwarder, local transpo
 		local.Abort()
 		_ = lease.Close()
 		lease.CancelRead(transport.StreamCanceled)
+		return
+	}
+	if a.carryTCP(ctx, f, local, lease, node, service, grant, pre, log) {
 		return
 	}
 	ps, release, err := a.peers.open(ctx, node, grant.Addrs)

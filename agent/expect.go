@@ -28,6 +28,10 @@ type expectation struct {
 	// committed is closed when that gateway says the stream's audit event
 	// is durable (wire.MsgCommitted): no byte passes before.
 	committed chan struct{}
+	// dbUser and dbPassword: the database credential the gateway leased
+	// for the stream, for a service that logs in for the caller.
+	dbUser     string
+	dbPassword wire.Secret
 }
 
 // liveDirect is a direct stream being served.
@@ -70,7 +74,7 @@ func (e *expected) add(m wire.Control, s *session) {
 		return
 	}
 	x := expectation{caller: m.Caller, serial: m.Serial, service: m.Service, expires: now.Add(expectTTL), from: s,
-		committed: make(chan struct{})}
+		committed: make(chan struct{}), dbUser: m.DBUser, dbPassword: m.DBPassword}
 	e.pending[m.Ticket] = x
 	e.commits[m.Ticket] = x
 	for _, w := range e.waiters[m.Ticket] {

@@ -27,6 +27,7 @@ const (
 	failTLS                 // the gateway is not the pinned cluster's
 	failRefused             // the gateway refused this agent's certificate
 	failLocked              // ... because an administrator locked the agent
+	failBusy                // the gateway sets up too many connections now: retry later
 )
 
 // connectError is why a connection to the gateway failed, in one sentence
@@ -99,6 +100,13 @@ func explainConnect(err error, gateway string, probe func(string) error) *connec
 
 	case errors.Is(err, trust.ErrPinMismatch):
 		return wrap(failTLS, "the gateway at %s does not present the cluster CA this agent trusts (wrong --ca-pin, or another gateway at this address): check --gateway and --ca-pin against what tunnel-gateway init printed", gateway)
+
+	case errors.As(err, &trErr) && trErr.Remote && trErr.ErrorCode == quic.ConnectionRefused:
+		// Refused at the first packet, before the handshake: the gateway
+		// sets up as many connections as it may at once (a restart, with
+		// every agent coming back), or as many as it takes from this
+		// address. The backoff spreads the retries.
+		return wrap(failBusy, "the gateway at %s is busy: it refused this connection for now (it sets up only so many at once, from everyone and from this address; if this lasts, its network rules may refuse this address: tunnel admin network ls); retrying with backoff", gateway)
 
 	case errors.As(err, &trErr) && trErr.Remote:
 		return wrap(failOther, "the gateway at %s refused the QUIC handshake (%s): is it a tunnel gateway of a compatible version?", gateway, trErr.ErrorMessage)

@@ -148,6 +148,7 @@ type peerPool struct {
 	failed  map[string]time.Time   // node → when the direct path may be tried again
 	dialing map[string]*peerDial
 	wg      sync.WaitGroup
+	tcp     *peerTCP // direct streams over TCP (peertcp.go)
 }
 
 type peerDial struct {
@@ -158,7 +159,7 @@ type peerDial struct {
 
 func newPeerPool(a *Agent) *peerPool {
 	return &peerPool{a: a, links: map[string]*peerLink{}, retired: map[*peerLink]struct{}{},
-		failed: map[string]time.Time{}, dialing: map[string]*peerDial{}}
+		failed: map[string]time.Time{}, dialing: map[string]*peerDial{}, tcp: newPeerTCP()}
 }
 
 // usable reports whether the direct path to node may be tried now.
@@ -294,6 +295,7 @@ func (p *peerPool) dial(node string, addrs []string) (*peerLink, error) {
 // retireAll moves every link out of use (after a renewal: new streams use
 // links with the new certificate); each closes once its streams end.
 func (p *peerPool) retireAll() {
+	p.tcp.reset()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for node, l := range p.links {
@@ -339,9 +341,11 @@ func (p *peerPool) run(ctx context.Context) {
 			}
 			p.mu.Unlock()
 			p.wg.Wait()
+			p.tcp.closeSpares()
 			return
 		case now := <-t.C:
 			p.sweep(now)
+			p.tcp.sweep(now)
 		}
 	}
 }

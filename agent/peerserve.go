@@ -11,6 +11,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/tunnelhq/tunnel/agent/internal/dbauth"
 	"github.com/tunnelhq/tunnel/certs"
 	"github.com/tunnelhq/tunnel/pkg/identity"
 	"github.com/tunnelhq/tunnel/pkg/panics"
@@ -23,6 +24,10 @@ import (
 // refused anything but an agent certificate of the cluster (peerTLS).
 func (a *Agent) servePeers(ctx context.Context, ln *quic.Listener) {
 	defer ln.Close()
+	// Direct streams over TCP, on the same port number (peertcp.go).
+	tctx, tcancel := context.WithCancel(ctx)
+	defer a.listenPeersTCP(tctx, ln.Addr())()
+	defer tcancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var conns atomic.Int64
@@ -113,7 +118,7 @@ func (a *Agent) servePeerStream(ctx context.Context, st *quic.Stream, caller ide
 		refuse(st, wire.StatusDenied, "this stream was authorised for another caller or service")
 		return
 	}
-	a.serveService(ctx, st, h.Target, caller.String(), h.Ticket, x)
+	a.serveService(ctx, st, h.Target, caller.String(), h.Ticket, x, dbauth.Credential{User: x.dbUser, Password: x.dbPassword})
 }
 
 // punch sends one small non-QUIC datagram to each of a caller's candidate

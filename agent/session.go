@@ -15,6 +15,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/tunnelhq/tunnel/agent/internal/dbauth"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/apiclient"
 	"github.com/tunnelhq/tunnel/pkg/panics"
@@ -180,6 +181,7 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 		refused = transport.Backoff{Min: 2 * time.Second, Max: refusedBackoffMax}
 	}
 	connected := false
+	everConnected := false // for the metrics' reconnects
 	last := ""
 	udpBlocked := 0 // UDP dials in a row with no answer while TCP answers
 	gw := l.addr
@@ -223,6 +225,7 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 			if ctx.Err() != nil {
 				return
 			}
+			a.cfg.Metrics.handshakeFailed(ce.kind)
 			d := bo.Next()
 			if ce.kind == failLocked || ce.kind == failRefused {
 				d = refused.Next()
@@ -250,6 +253,8 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 		refused.Reset()
 		if !connected {
 			connected = true
+			a.cfg.Metrics.gatewayConnected(s.tcp, everConnected)
+			everConnected = true
 			a.log.Info("connected to the gateway", "gateway", gw, "agent", a.identity().Name, "over", s.over())
 			if a.cfg.Connected != nil {
 				a.cfg.Connected(gw)
@@ -503,7 +508,11 @@ func (a *Agent) dialOn(ctx context.Context, tr *quic.Transport, addr net.Addr, h
 func (a *Agent) catalog() []wire.Service {
 	out := make([]wire.Service, 0, len(a.cfg.File.Expose))
 	for _, e := range a.cfg.File.Expose {
-		out = append(out, wire.Service{Name: e.Name, Protocol: e.Protocol})
+		sv := wire.Service{Name: e.Name, Protocol: e.Protocol}
+		if e.Credentials != nil {
+			sv.Credentials = e.Credentials.Vault
+		}
+		out = append(out, sv)
 	}
 	return out
 }
@@ -576,16 +585,22 @@ func (a *Agent) deliver(ctx context.Context, st *quic.Stream) {
 		a.serveSSH(ctx, st, h)
 		return
 	}
-	a.serveService(ctx, st, h.Target, h.Caller, "", expectation{})
+	a.serveService(ctx, st, h.Target, h.Caller, "", expectation{}, dbauth.Credential{User: h.DBUser, Password: h.DBPassword})
 }
 
 // serveService connects a stream to the local service: a stream the
 // gateway delivers, or a direct stream from another agent (ticket set, x
-// its announcement: the gateways may cut it by its ticket).
-func (a *Agent) serveService(ctx context.Context, st *quic.Stream, service, caller, ticket string, x expectation) {
+// its announcement: the gateways may cut it by its ticket). cred is the
+// database credential the gateway leased for a service that logs in for
+// the caller (dbcreds.go).
+func (a *Agent) serveService(ctx context.Context, st *quic.Stream, service, caller, ticket string, x expectation, cred dbauth.Credential) {
 	svc, ok := a.services[service]
 	if !ok {
 		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s exposes no service %q", a.identity().Name, service))
+		return
+	}
+	if svc.Credentials != nil && (cred.User == "" || cred.Password == "") {
+		refuse(st, wire.StatusUnavailable, fmt.Sprintf("service %s on %s logs in to its database for the caller, and the gateway sent no credential (it needs --vault-addr)", svc.Name, a.identity().Name))
 		return
 	}
 	var (
@@ -605,6 +620,10 @@ func (a *Agent) serveService(ctx context.Context, st *quic.Stream, service, call
 			}
 		})()
 		defer a.adoptDirect(ticket, x)()
+	}
+	if svc.Credentials != nil {
+		a.serveDB(ctx, st, svc, caller, ticket, x, cred, &lmu, &local)
+		return
 	}
 	d := net.Dialer{Timeout: 5 * time.Second}
 	c, err := d.DialContext(ctx, "tcp", svc.Address)
@@ -646,7 +665,13 @@ func (a *Agent) serveService(ctx context.Context, st *quic.Stream, service, call
 	// the caller's half-close, and the agent would wait for it forever.
 	stop := context.AfterFunc(ctx, func() { local.Abort(); remote.Abort() })
 	defer stop()
-	transport.Splice(local, remote)
+	path := PathRelayed
+	if ticket != "" {
+		path = PathDirect
+	}
+	end := a.cfg.Metrics.streamStarted(path)
+	res := transport.Splice(local, remote)
+	end(res.AToB, res.BToA)
 }
 
 // refuse answers with a refusal and ends the stream cleanly, draining

@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -46,6 +49,8 @@ func (a *Agent) newSSHServer() (*sshd.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host certificate: %w", err)
 	}
+	// Drop-ins of sessions that ended while the agent was down go first.
+	a.sudo().cleanStale()
 	return sshd.New(sshd.Config{
 		HostSigner:    hostSigner,
 		UserCAs:       a.userCAs,
@@ -98,7 +103,65 @@ func (a *Agent) lookupSession(ctx context.Context, sessionID string, _ uint64) (
 	} else {
 		s.Login = h.Login
 	}
+	if err := a.grantSudo(ctx, h); err != nil {
+		return sshd.Session{}, err
+	}
 	return s, nil
+}
+
+// sudoHoldKey carries, in a connection's context, the sudo grant of the
+// connection (sudoHold), released when the connection ends.
+type sudoHoldKey struct{}
+
+// sudoHold is the sudo grant one connection holds.
+type sudoHold struct {
+	mu      sync.Mutex
+	release func()
+}
+
+func (h *sudoHold) done() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.release != nil {
+		h.release()
+		h.release = nil
+	}
+}
+
+// agentSudoers holds each Agent's sudoers manager.
+var agentSudoers sync.Map // *Agent → *sudoers
+
+// sudo returns the agent's sudoers manager: its directory is
+// TUNNEL_SUDOERS_DIR, or DefaultSudoersDir.
+func (a *Agent) sudo() *sudoers {
+	if s, ok := agentSudoers.Load(a); ok {
+		return s.(*sudoers)
+	}
+	s, _ := agentSudoers.LoadOrStore(a, newSudoers(os.Getenv("TUNNEL_SUDOERS_DIR"), a.log.With("component", "sudoers")))
+	return s.(*sudoers)
+}
+
+// grantSudo puts the sudoers drop-in of the session in place when the
+// gateway's header allows sudo (a role with --sudo), once the user has
+// authenticated; the connection releases it when it ends. A jump-host
+// session (several logins, chosen inside the SSH connection) gets no sudo.
+func (a *Agent) grantSudo(ctx context.Context, h wire.Header) error {
+	hold, _ := ctx.Value(sudoHoldKey{}).(*sudoHold)
+	if hold == nil || !slices.Contains(strings.Split(h.Permit, ","), "sudo") || strings.Contains(h.Login, ",") {
+		return nil
+	}
+	hold.mu.Lock()
+	defer hold.mu.Unlock()
+	if hold.release != nil {
+		return nil
+	}
+	release, err := a.sudo().grant(h.Session, h.Login)
+	if err != nil {
+		a.log.Error("give sudo for a session", "session", h.Session, "login", h.Login, "err", err)
+		return fmt.Errorf("node %s could not give login %s sudo for this session: ask its operator to check the agent's log", a.identity().Name, h.Login)
+	}
+	hold.release = release
+	return nil
 }
 
 // serveSSH hands a delivered stream to the SSH endpoint.
@@ -117,6 +180,9 @@ func (a *Agent) serveSSH(ctx context.Context, st *quic.Stream, h wire.Header) {
 		return
 	}
 	ctx = context.WithValue(ctx, streamSessionKey{}, h)
+	hold := &sudoHold{}
+	defer hold.done() // the session's sudo ends with its last connection
+	ctx = context.WithValue(ctx, sudoHoldKey{}, hold)
 	a.sshd.ServeConn(ctx, transport.StreamConn(st, transport.StreamAddr(a.identity().Name), transport.StreamAddr(h.Caller)))
 }
 

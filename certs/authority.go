@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -94,11 +95,29 @@ type Authority struct {
 	randMu sync.Mutex // guards rand, which need not be safe for concurrent use
 	rand   io.Reader
 
-	// The CA keys never change after construction.
+	// The CA keys: replaced as a whole by Reload during a rotation
+	// (carotation.go), so that a signature and the chain served with it
+	// always come from one set.
+	keys     atomic.Pointer[keyset]
+	reloadMu sync.Mutex // serialises Reload
+	// open opens an active key from the store (Load, LoadWith); nil for an
+	// Authority made by Generate, which cannot Reload.
+	open func(store.CAKey) (crypto.Signer, error)
+}
+
+// keyset is one consistent set of CA keys.
+type keyset struct {
 	xca    x509CA
 	userCA sshCA
 	hostCA sshCA
+	// gen counts the reloads (Generation).
+	gen uint64
+	// digest identifies the stored keys it was made of (Refresh).
+	digest [32]byte
 }
+
+// ks returns the current key set.
+func (a *Authority) ks() *keyset { return a.keys.Load() }
 
 // x509CA is the X.509 CA: the active certificate and key, and every trusted
 // CA certificate.
@@ -107,6 +126,12 @@ type x509CA struct {
 	key     crypto.Signer
 	trusted []*x509.Certificate // the active one first
 	pool    *x509.CertPool
+	// cross are certificates of the active key signed by the CA it
+	// replaced (a rotation's cross-signature), so that a peer pinning the
+	// old CA still verifies what the new one signs.
+	cross []*x509.Certificate
+	// prev are the certificates of the CAs that made cross.
+	prev []*x509.Certificate
 }
 
 func newX509CA(active *x509.Certificate, key crypto.Signer, others []*x509.Certificate) x509CA {
@@ -161,13 +186,14 @@ func Generate(cfg Config) (*Authority, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate CA: %w", err)
 	}
-	a.xca = newX509CA(cert, keys[0], nil)
-	if a.userCA, err = newSSHCA(keys[1], nil); err != nil {
+	ks := &keyset{xca: newX509CA(cert, keys[0], nil)}
+	if ks.userCA, err = newSSHCA(keys[1], nil); err != nil {
 		return nil, fmt.Errorf("generate CA: SSH user CA: %w", err)
 	}
-	if a.hostCA, err = newSSHCA(keys[2], nil); err != nil {
+	if ks.hostCA, err = newSSHCA(keys[2], nil); err != nil {
 		return nil, fmt.Errorf("generate CA: SSH host CA: %w", err)
 	}
+	a.keys.Store(ks)
 	return a, nil
 }
 
@@ -202,13 +228,14 @@ func GenerateWith(cfg Config, keys Signers) (*Authority, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate CA: %w", err)
 	}
-	a.xca = newX509CA(cert, keys.X509, nil)
-	if a.userCA, err = newSSHCA(keys.SSHUser, nil); err != nil {
+	ks := &keyset{xca: newX509CA(cert, keys.X509, nil)}
+	if ks.userCA, err = newSSHCA(keys.SSHUser, nil); err != nil {
 		return nil, fmt.Errorf("generate CA: SSH user CA: %w", err)
 	}
-	if a.hostCA, err = newSSHCA(keys.SSHHost, nil); err != nil {
+	if ks.hostCA, err = newSSHCA(keys.SSHHost, nil); err != nil {
 		return nil, fmt.Errorf("generate CA: SSH host CA: %w", err)
 	}
+	a.keys.Store(ks)
 	return a, nil
 }
 
@@ -221,13 +248,14 @@ const RefPrefix = "ref:"
 // otherwise.
 func (a *Authority) Signer(kind store.CertKind) string {
 	var k crypto.Signer
+	ks := a.ks()
 	switch kind {
 	case store.CertX509:
-		k = a.xca.key
+		k = ks.xca.key
 	case store.CertSSHUser:
-		k = a.userCA.key
+		k = ks.userCA.key
 	case store.CertSSHHost:
-		k = a.hostCA.key
+		k = ks.hostCA.key
 	}
 	if r, ok := k.(KeyRef); ok {
 		return r.Describe()
@@ -282,9 +310,21 @@ func LoadWith(cfg Config, keys []store.CAKey, open func(store.CAKey) (crypto.Sig
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w", err)
 	}
-	a := &Authority{cluster: c.Cluster, clock: c.Clock, maxTTL: c.MaxTTL, rand: c.Rand}
+	a := &Authority{cluster: c.Cluster, clock: c.Clock, maxTTL: c.MaxTTL, rand: c.Rand, open: open}
+	ks, err := buildKeyset(keys, open)
+	if err != nil {
+		return nil, fmt.Errorf("load CA: %w", err)
+	}
+	a.keys.Store(ks)
+	return a, nil
+}
 
+// buildKeyset makes the key set of keys, opening the active ones with
+// open.
+func buildKeyset(keys []store.CAKey, open func(store.CAKey) (crypto.Signer, error)) (*keyset, error) {
 	var (
+		x509Cross   []*x509.Certificate
+		x509Prev    []*x509.Certificate
 		x509Active  *x509.Certificate
 		x509Key     crypto.Signer
 		x509Others  []*x509.Certificate
@@ -296,9 +336,9 @@ func LoadWith(cfg Config, keys []store.CAKey, open func(store.CAKey) (crypto.Sig
 		kind := store.CertKind(k.Kind)
 		switch kind {
 		case store.CertX509:
-			cert, err := parseCACert(k.Public)
+			cert, cross, prev, err := parseCACerts(k.Public)
 			if err != nil {
-				return nil, fmt.Errorf("load CA: x509 CA key created %s: %w", k.CreatedAt.Format(time.RFC3339), err)
+				return nil, fmt.Errorf("x509 CA key created %s: %w", k.CreatedAt.Format(time.RFC3339), err)
 			}
 			if !k.Active {
 				x509Others = append(x509Others, cert)
@@ -306,13 +346,13 @@ func LoadWith(cfg Config, keys []store.CAKey, open func(store.CAKey) (crypto.Sig
 			}
 			activeCount[kind]++
 			if x509Key, err = openCAKey(k, open, cert.PublicKey); err != nil {
-				return nil, fmt.Errorf("load CA: %w", err)
+				return nil, err
 			}
-			x509Active = cert
+			x509Active, x509Cross, x509Prev = cert, cross, prev
 		case store.CertSSHUser, store.CertSSHHost:
 			pub, err := parseSSHCAKey(k.Public)
 			if err != nil {
-				return nil, fmt.Errorf("load CA: %s CA key created %s: %w", kind, k.CreatedAt.Format(time.RFC3339), err)
+				return nil, fmt.Errorf("%s CA key created %s: %w", kind, k.CreatedAt.Format(time.RFC3339), err)
 			}
 			if !k.Active {
 				sshOthers[kind] = append(sshOthers[kind], pub)
@@ -321,28 +361,31 @@ func LoadWith(cfg Config, keys []store.CAKey, open func(store.CAKey) (crypto.Sig
 			activeCount[kind]++
 			cpub := pub.(ssh.CryptoPublicKey).CryptoPublicKey()
 			if sshActive[kind], err = openCAKey(k, open, cpub); err != nil {
-				return nil, fmt.Errorf("load CA: %w", err)
+				return nil, err
 			}
 		default:
-			return nil, fmt.Errorf("load CA: unknown CA key kind %q in the store", k.Kind)
+			return nil, fmt.Errorf("unknown CA key kind %q in the store", k.Kind)
 		}
 	}
 	for _, kind := range []store.CertKind{store.CertX509, store.CertSSHUser, store.CertSSHHost} {
 		switch n := activeCount[kind]; {
 		case n == 0:
-			return nil, fmt.Errorf("load CA: the store holds no active %s CA key; was the cluster initialised?", kind)
+			return nil, fmt.Errorf("the store holds no active %s CA key; was the cluster initialised?", kind)
 		case n > 1:
-			return nil, fmt.Errorf("load CA: the store holds %d active %s CA keys; exactly one must be active", n, kind)
+			return nil, fmt.Errorf("the store holds %d active %s CA keys; exactly one must be active", n, kind)
 		}
 	}
-	a.xca = newX509CA(x509Active, x509Key, x509Others)
-	if a.userCA, err = newSSHCA(sshActive[store.CertSSHUser], sshOthers[store.CertSSHUser]); err != nil {
-		return nil, fmt.Errorf("load CA: SSH user CA: %w", err)
+	ks := &keyset{xca: newX509CA(x509Active, x509Key, x509Others)}
+	ks.xca.cross, ks.xca.prev = x509Cross, x509Prev
+	var err error
+	if ks.userCA, err = newSSHCA(sshActive[store.CertSSHUser], sshOthers[store.CertSSHUser]); err != nil {
+		return nil, fmt.Errorf("SSH user CA: %w", err)
 	}
-	if a.hostCA, err = newSSHCA(sshActive[store.CertSSHHost], sshOthers[store.CertSSHHost]); err != nil {
-		return nil, fmt.Errorf("load CA: SSH host CA: %w", err)
+	if ks.hostCA, err = newSSHCA(sshActive[store.CertSSHHost], sshOthers[store.CertSSHHost]); err != nil {
+		return nil, fmt.Errorf("SSH host CA: %w", err)
 	}
-	return a, nil
+	ks.digest = keysDigest(keys)
+	return ks, nil
 }
 
 // openCAKey opens the key of k with open and checks that it belongs to
@@ -384,30 +427,20 @@ func (a *Authority) Export(s seal.Sealer) ([]store.CAKey, error) {
 		return nil, errors.New("export CA: no sealer to seal the CA keys with")
 	}
 	now := a.now()
+	ks := a.ks()
 	out := make([]store.CAKey, 0, 3)
 	for _, e := range []struct {
 		kind   store.CertKind
 		public []byte
 		key    crypto.Signer
 	}{
-		{store.CertX509, a.xca.cert.Raw, a.xca.key},
-		{store.CertSSHUser, a.userCA.signer.PublicKey().Marshal(), a.userCA.key},
-		{store.CertSSHHost, a.hostCA.signer.PublicKey().Marshal(), a.hostCA.key},
+		{store.CertX509, ks.xca.cert.Raw, ks.xca.key},
+		{store.CertSSHUser, ks.userCA.signer.PublicKey().Marshal(), ks.userCA.key},
+		{store.CertSSHHost, ks.hostCA.signer.PublicKey().Marshal(), ks.hostCA.key},
 	} {
-		var sealed []byte
-		if r, ok := e.key.(KeyRef); ok {
-			// Held elsewhere: the store keeps where, not a secret.
-			sealed = []byte(RefPrefix + r.Ref())
-		} else {
-			der, err := x509.MarshalPKCS8PrivateKey(e.key)
-			if err != nil {
-				return nil, fmt.Errorf("export CA: %s private key: %w", e.kind, err)
-			}
-			sealed, err = s.Seal(der, caLabel(e.kind))
-			clear(der)
-			if err != nil {
-				return nil, fmt.Errorf("export CA: sealing the %s private key: %w", e.kind, err)
-			}
+		sealed, err := sealCAKey(e.key, e.kind, s)
+		if err != nil {
+			return nil, fmt.Errorf("export CA: %w", err)
 		}
 		out = append(out, store.CAKey{
 			Kind:          string(e.kind),
@@ -420,6 +453,25 @@ func (a *Authority) Export(s seal.Sealer) ([]store.CAKey, error) {
 	return out, nil
 }
 
+// sealCAKey is what the store keeps of key: where it lives when it is
+// held elsewhere (KeyRef), else the private key sealed with s.
+func sealCAKey(key crypto.Signer, kind store.CertKind, s seal.Sealer) ([]byte, error) {
+	if r, ok := key.(KeyRef); ok {
+		// Held elsewhere: the store keeps where, not a secret.
+		return []byte(RefPrefix + r.Ref()), nil
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("%s private key: %w", kind, err)
+	}
+	sealed, err := s.Seal(der, caLabel(kind))
+	clear(der)
+	if err != nil {
+		return nil, fmt.Errorf("sealing the %s private key: %w", kind, err)
+	}
+	return sealed, nil
+}
+
 // Cluster returns the cluster name.
 func (a *Authority) Cluster() string { return a.cluster }
 
@@ -427,31 +479,31 @@ func (a *Authority) Cluster() string { return a.cluster }
 func (a *Authority) MaxTTL() time.Duration { return a.maxTTL }
 
 // X509CA returns the active X.509 CA certificate, which signs.
-func (a *Authority) X509CA() *x509.Certificate { return a.xca.cert }
+func (a *Authority) X509CA() *x509.Certificate { return a.ks().xca.cert }
 
 // X509CAs returns every trusted X.509 CA certificate, the active one first.
-func (a *Authority) X509CAs() []*x509.Certificate { return slices.Clone(a.xca.trusted) }
+func (a *Authority) X509CAs() []*x509.Certificate { return slices.Clone(a.ks().xca.trusted) }
 
 // X509Pool returns a new pool of every trusted X.509 CA certificate, for
 // verifying peers.
-func (a *Authority) X509Pool() *x509.CertPool { return a.xca.pool.Clone() }
+func (a *Authority) X509Pool() *x509.CertPool { return a.ks().xca.pool.Clone() }
 
 // Pin returns the pin of the active X.509 CA (see trust.Pin).
-func (a *Authority) Pin() string { return trust.Pin(a.xca.cert) }
+func (a *Authority) Pin() string { return trust.Pin(a.ks().xca.cert) }
 
 // SSHUserCA returns the active SSH user CA public key, which signs.
-func (a *Authority) SSHUserCA() ssh.PublicKey { return a.userCA.trusted[0] }
+func (a *Authority) SSHUserCA() ssh.PublicKey { return a.ks().userCA.trusted[0] }
 
 // SSHUserCAs returns every trusted SSH user CA public key, the active one
 // first: the keys an SSH server lists in TrustedUserCAKeys.
-func (a *Authority) SSHUserCAs() []ssh.PublicKey { return slices.Clone(a.userCA.trusted) }
+func (a *Authority) SSHUserCAs() []ssh.PublicKey { return slices.Clone(a.ks().userCA.trusted) }
 
 // SSHHostCA returns the active SSH host CA public key, which signs.
-func (a *Authority) SSHHostCA() ssh.PublicKey { return a.hostCA.trusted[0] }
+func (a *Authority) SSHHostCA() ssh.PublicKey { return a.ks().hostCA.trusted[0] }
 
 // SSHHostCAs returns every trusted SSH host CA public key, the active one
 // first: the keys a client lists as @cert-authority in known_hosts.
-func (a *Authority) SSHHostCAs() []ssh.PublicKey { return slices.Clone(a.hostCA.trusted) }
+func (a *Authority) SSHHostCAs() []ssh.PublicKey { return slices.Clone(a.ks().hostCA.trusted) }
 
 func (a *Authority) now() time.Time { return a.clock() }
 

@@ -162,9 +162,9 @@ func TestExportLoad(t *testing.T) {
 		"ssh-host": a.SSHHostCA().Marshal(),
 	}
 	privates := map[string]ed25519.PrivateKey{
-		"x509":     a.xca.key.(ed25519.PrivateKey),
-		"ssh-user": a.userCA.key.(ed25519.PrivateKey),
-		"ssh-host": a.hostCA.key.(ed25519.PrivateKey),
+		"x509":     a.ks().xca.key.(ed25519.PrivateKey),
+		"ssh-user": a.ks().userCA.key.(ed25519.PrivateKey),
+		"ssh-host": a.ks().hostCA.key.(ed25519.PrivateKey),
 	}
 	if got, want := len(keys), 3; got != want {
 		t.Fatalf("Export returned %d keys; want %d", got, want)

@@ -132,7 +132,7 @@ func (a *Authority) issueSSHUser(req SSHUserRequest) (*ssh.Certificate, error) {
 			Extensions:      perms.extensions(),
 		},
 	}
-	if err := cert.SignCert(a.reader(), a.userCA.signer); err != nil {
+	if err := cert.SignCert(a.reader(), a.ks().userCA.signer); err != nil {
 		return nil, fmt.Errorf("signing: %w", err)
 	}
 	return cert, nil
@@ -198,7 +198,7 @@ func (a *Authority) issueSSHHost(req SSHHostRequest) (*ssh.Certificate, error) {
 		ValidAfter:      unixSeconds(now.Add(-ClockSkew)),
 		ValidBefore:     unixSeconds(now.Add(ttl)),
 	}
-	if err := cert.SignCert(a.reader(), a.hostCA.signer); err != nil {
+	if err := cert.SignCert(a.reader(), a.ks().hostCA.signer); err != nil {
 		return nil, fmt.Errorf("signing: %w", err)
 	}
 	return cert, nil

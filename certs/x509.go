@@ -93,7 +93,7 @@ func (a *Authority) issueX509(req X509Request, usages []x509.ExtKeyUsage) (*x509
 	}
 	now := a.now()
 	notAfter := now.Add(ttl)
-	ca := a.xca
+	ca := a.ks().xca
 	if notAfter.After(ca.cert.NotAfter) {
 		return nil, fmt.Errorf("the cluster X.509 CA expires at %s, before the certificate would: rotate the CA", ca.cert.NotAfter.Format(time.RFC3339))
 	}

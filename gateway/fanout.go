@@ -58,6 +58,16 @@ type fanout struct {
 	timersWG sync.WaitGroup
 	// lastSweep bounds the sessions a sweep looks at.
 	lastSweep time.Time
+	// requests are the end timers of access requests (fanout_requests.go).
+	requests requestTimers
+
+	// network reads the network rules again and applies them to this
+	// gateway's listeners (netacl.go); nil means none.
+	network func(ctx context.Context) error
+
+	// ca reloads the CA keys from the store if they changed (a CA
+	// rotation, carotation.go); nil means none.
+	ca func(ctx context.Context) error
 }
 
 // run applies the changes of ch until it closes or ctx ends, and sweeps
@@ -65,6 +75,7 @@ type fanout struct {
 func (f *fanout) run(ctx context.Context, ch <-chan store.Change) {
 	defer f.stop()
 	f.lastSweep = f.clock()
+	f.scheduleRequests(ctx)
 	t := time.NewTicker(f.interval)
 	defer t.Stop()
 	for {
@@ -85,6 +96,14 @@ func (f *fanout) run(ctx context.Context, ch <-chan store.Change) {
 // apply carries out one change.
 func (f *fanout) apply(ctx context.Context, c store.Change) {
 	defer panics.Recover(f.log, "apply a change from another gateway", nil)
+	if c.Kind == store.ChangeCA {
+		f.applyCA(ctx) // this gateway's own too: reloading is idempotent
+		return
+	}
+	if c.Kind == store.ChangeRequest {
+		f.applyRequest(ctx, c) // this gateway's own too: it schedules the window's end
+		return
+	}
 	if c.Kind != store.ChangeResync && c.Origin == f.self {
 		return
 	}
@@ -126,6 +145,8 @@ func (f *fanout) apply(ctx context.Context, c store.Change) {
 		}
 	case store.ChangeRole, store.ChangePolicy:
 		f.reeval(ctx)
+	case store.ChangeNetwork:
+		f.applyNetwork(ctx)
 	case store.ChangeResync:
 		f.reconcile(ctx, true)
 	}
@@ -143,6 +164,17 @@ func (f *fanout) reeval(ctx context.Context) {
 	}
 	if err := f.reevaluate(ctx); err != nil {
 		f.log.Warn("re-evaluate live access after a change from another gateway", "err", storeError(err))
+	}
+}
+
+// applyNetwork applies the network rules again (a change, a Resync, the
+// sweep: one query).
+func (f *fanout) applyNetwork(ctx context.Context) {
+	if f.network == nil {
+		return
+	}
+	if err := f.network(ctx); err != nil {
+		f.log.Warn("apply the network rules after a change; the next reconciliation retries", "err", storeError(err))
 	}
 }
 
@@ -169,6 +201,9 @@ func (f *fanout) reconcile(ctx context.Context, full bool) {
 	if full {
 		f.reeval(ctx)
 	}
+	f.applyNetwork(ctx)
+	f.applyCA(ctx)
+	f.scheduleRequests(ctx)
 	users, err := f.store.ListUsers(ctx)
 	if err != nil {
 		f.log.Warn("reconcile: list users", "err", storeError(err))
@@ -292,5 +327,6 @@ func (f *fanout) stop() {
 		delete(f.timers, id)
 	}
 	f.mu.Unlock()
+	f.requests.stop()
 	f.timersWG.Wait()
 }

@@ -337,6 +337,17 @@ type Config struct {
 	// DebugAddr, if set, is a loopback address serving Go's runtime
 	// profiles (net/http/pprof) without authentication (debug.go).
 	DebugAddr string
+	// Backup, if its Dir is set, backs the store up on a schedule
+	// (backup.go, started by StartBackups).
+	Backup BackupSchedule
+	// MetricsAddr, if set, is where the gateway serves its Prometheus
+	// metrics, /healthz and /readyz (metrics.go): ListenMetrics, which
+	// tunnel-gateway run calls after New, binds it.
+	MetricsAddr string
+	// AuditLog, if set, is a file the gateway appends every audit event
+	// of the cluster to, one JSON line each, for log shippers
+	// (auditfile.go).
+	AuditLog string
 	// Version is reported by /v1/ping.
 	Version string
 	Log     *slog.Logger

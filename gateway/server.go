@@ -26,6 +26,7 @@ import (
 	"github.com/tunnelhq/tunnel/gateway/internal/apiserver"
 	"github.com/tunnelhq/tunnel/gateway/internal/auditlog"
 	"github.com/tunnelhq/tunnel/gateway/internal/auth"
+	"github.com/tunnelhq/tunnel/gateway/internal/dbcreds"
 	"github.com/tunnelhq/tunnel/gateway/internal/jumphost"
 	"github.com/tunnelhq/tunnel/gateway/internal/login"
 	"github.com/tunnelhq/tunnel/gateway/internal/relay"
@@ -73,6 +74,10 @@ type Gateway struct {
 	qgate   *netguard.QUICGate
 	errLog  *netguard.ErrorLog
 	denials *auditlog.Folder
+	// acl enforces the cluster's network rules on every listener (netacl.go).
+	acl *netguard.ACL
+	// auditFile appends the audit log to --audit-log (auditfile.go).
+	auditFile *auditFile
 
 	ctx    context.Context // ends the relay
 	cancel context.CancelFunc
@@ -87,6 +92,9 @@ type Gateway struct {
 
 	// Vault, the key backend (vault.go), nil without --vault-addr.
 	vault *vaultkeys.Client
+	// dbcreds leases database credentials from Vault (vault.go), nil
+	// without --vault-addr.
+	dbcreds *dbcreds.Manager
 
 	// The DNS server (dns.go), nil when off.
 	dns *dnsState
@@ -183,11 +191,23 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 func (g *Gateway) startBackground(ctx context.Context) {
 	var killers []sessions.Killer
 	killers = append(killers, g.relay)
+	if g.dbcreds != nil {
+		killers = append(killers, g.dbcreds)
+	}
 	if g.jump != nil {
 		killers = append(killers, g.jump)
 	}
 	g.fan = &fanout{self: g.cfg.ID, store: g.store, killers: killers, reevaluate: g.relay.Reevaluate,
 		interval: g.cfg.ReconcileInterval, clock: g.cfg.Clock, log: g.cfg.Log.With("component", "fanout")}
+	g.fan.network = g.applyNetwork
+	g.fan.ca = g.reloadCA
+	if g.auditFile != nil {
+		g.bgWG.Add(1)
+		go func() {
+			defer g.bgWG.Done()
+			g.auditFile.run(ctx)
+		}()
+	}
 	g.bgWG.Add(2)
 	go func() {
 		defer g.bgWG.Done()
@@ -252,6 +272,17 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	g.qgate = netguard.NewQUICGate(netguard.Limits{PerSource: cfg.MaxConnsPerSource, Total: cfg.MaxConns}, cfg.Log)
 	g.errLog = netguard.NewErrorLog(cfg.Log)
 	undo = append(undo, g.tcpLim.Close, g.qgate.Close, g.errLog.Close)
+	g.acl = netguard.NewACL(cfg.Log)
+	undo = append(undo, g.acl.Close)
+	if err := g.applyNetwork(ctx); err != nil {
+		return err
+	}
+	if cfg.AuditLog != "" {
+		if g.auditFile, err = openAuditFile(cfg.AuditLog, g.store, cfg.Log.With("component", "auditfile")); err != nil {
+			return err
+		}
+		undo = append(undo, func() { g.auditFile.f.Close() })
+	}
 	if err := g.listenAPI(); err != nil {
 		return err
 	}
@@ -274,11 +305,13 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	g.relay = &relay.Server{Store: g.store, CA: g.ca, Audit: g.audit, Denials: g.denials, Access: dec, Clock: cfg.Clock, Log: cfg.Log, IdleTimeout: cfg.IdleTimeout}
 	g.sess = &sessions.Manager{Store: g.store, CA: g.ca, Killer: g.relay, Access: dec, Clock: cfg.Clock, Log: cfg.Log}
 	g.relay.Sessions = g.sess
+	g.setupDBCreds()
 	if cfg.SSHAddr != "" {
 		sshLn, err := net.Listen("tcp", cfg.SSHAddr)
 		if err != nil {
 			return fmt.Errorf("SSH jump host: listen on %s: %w", cfg.SSHAddr, err)
 		}
+		sshLn = g.acl.Listener(sshLn, netguard.ScopeSSH, "jump host")
 		g.sshLn = netguard.NewListener(sshLn, g.tcpLim, "jump host")
 		undo = append(undo, func() { g.sshLn.Close() })
 		names := append([]string{"localhost", "127.0.0.1", "::1"}, cfg.Names...)
@@ -299,6 +332,7 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 		Version: cfg.Version, Clock: cfg.Clock, Log: cfg.Log, TOTPIssuer: "tunnel " + cluster,
 		Presence: g.relay, PolicyChanged: g.relay.ReloadPolicy, AgentTTL: cfg.AgentTTL, Sessions: g.sess,
 	}
+	api.NetworkChanged = g.applyNetwork
 	// net/http bounds a TLS handshake by the least of ReadHeaderTimeout,
 	// ReadTimeout and WriteTimeout: a connection silent from its first
 	// byte, or stalled in mid-handshake, is closed after HandshakeTimeout.
@@ -322,6 +356,7 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	// active until it is closed: close them when shutdown starts (their
 	// agents and clients see the end at once, as with a UDP gateway's).
 	g.http.RegisterOnShutdown(g.tcpPk.CloseConns)
+	g.http.RegisterOnShutdown(api.StopWaits)
 	return nil
 }
 
@@ -361,6 +396,7 @@ func (g *Gateway) listenAPI() error {
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", g.cfg.APIAddr, err)
 		}
+		ln = g.acl.Listener(ln, netguard.ScopeAPI, "API")
 		g.ln = netguard.NewListener(ln, g.tcpLim, "API")
 		err = g.listenQUIC()
 		if err == nil {
@@ -392,14 +428,32 @@ func (g *Gateway) listenQUIC() error {
 		udp.Close()
 		return err
 	}
+	secret, err := ticketSecret(filepath.Join(g.cfg.DataDir, TicketSecretFile))
+	if err != nil {
+		udp.Close()
+		return err
+	}
+	tickets, err := transport.NewTickets(secret, g.cfg.Clock)
+	if err != nil {
+		udp.Close()
+		return err
+	}
+	serverTLS := transport.ServerTLS(g.certs.GetCertificate)
+	tickets.Install(serverTLS)
 	g.udp = udp
 	// The gate caps connections per source until they authenticate, and
-	// in total; the handshake has the API's deadline.
+	// in total; the handshake has the API's deadline. The admission caps
+	// the connections being set up at once over both transports: past
+	// it, a new one is refused at its first packet ("busy") and its peer
+	// retries with backoff, rather than every handshake slowing down
+	// until they time out (pkg/transport/admission.go).
+	admit := transport.NewAdmission(transport.DefaultMaxHandshakes, g.cfg.MaxConnsPerSource).ConnContext(g.qgate.ConnContext)
 	g.qtr = &quic.Transport{Conn: udp, StatelessResetKey: key,
-		ConnContext: g.qgate.ConnContext, VerifySourceAddress: g.qgate.VerifySourceAddress}
+		ConnContext: admit, VerifySourceAddress: g.qgate.VerifySourceAddress}
+	g.qtr.ConnContext = g.acl.ConnContext(netguard.ScopeQUIC, "QUIC", g.qtr.ConnContext)
 	qc := transport.QUICConfig()
 	qc.HandshakeIdleTimeout = g.cfg.HandshakeTimeout
-	g.qln, err = g.qtr.Listen(transport.ServerTLS(g.certs.GetCertificate), qc)
+	g.qln, err = g.qtr.Listen(serverTLS, qc)
 	if err != nil {
 		g.qtr.Close()
 		return fmt.Errorf("listen QUIC on %s: %w", addr, err)
@@ -408,8 +462,9 @@ func (g *Gateway) listenQUIC() error {
 	// port; each TCP connection is one peer, already bounded by the TCP
 	// listener's caps.
 	g.tcpPk = transport.NewStreamPackets(g.ln.Addr(), g.cfg.Log)
-	g.qtrTCP = &quic.Transport{Conn: g.tcpPk, StatelessResetKey: key, ConnContext: g.qgate.ConnContext}
-	g.qlnTCP, err = g.qtrTCP.Listen(transport.ServerTLS(g.certs.GetCertificate), qc)
+	g.qtrTCP = &quic.Transport{Conn: g.tcpPk, StatelessResetKey: key, ConnContext: relay.OverTCP(admit)}
+	g.qtrTCP.ConnContext = g.acl.ConnContext(netguard.ScopeQUIC, "QUIC over TCP", g.qtrTCP.ConnContext)
+	g.qlnTCP, err = g.qtrTCP.Listen(serverTLS, qc)
 	if err != nil {
 		g.qtr.Close()
 		g.qtrTCP.Close()
@@ -539,6 +594,7 @@ func (g *Gateway) closeAll(ctx context.Context) {
 		g.qln.Close()
 		g.qlnTCP.Close()
 		g.relay.Wait()
+		g.closeDBCreds()
 		g.qtr.Close()
 		g.qtrTCP.Close()
 		g.tcpPk.Close()
@@ -548,6 +604,7 @@ func (g *Gateway) closeAll(ctx context.Context) {
 		g.tcpLim.Close()
 		g.qgate.Close()
 		g.errLog.Close()
+		g.acl.Close()
 		g.closeDNS(ctx)
 		g.closeDebug()
 		g.closeErr = errors.Join(err, g.store.Close())

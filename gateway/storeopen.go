@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tunnelhq/tunnel/gateway/internal/metrics"
 	"github.com/tunnelhq/tunnel/pkg/seal"
 	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/store/pgstore"
@@ -45,20 +46,26 @@ func describeStore(o storeOptions) string {
 }
 
 // openStore opens the gateway's store. An unreachable PostgreSQL gives
-// "the gateway cannot reach its store: ...".
+// "the gateway cannot reach its store: ...". The store is wrapped for the
+// metrics (every call timed, its audit events counted: metrics.Store);
+// metrics.Unwrap gives the concrete store back.
 func openStore(ctx context.Context, o storeOptions) (store.Store, error) {
 	if o.url == "" {
 		opts := sqlitestore.Options{Origin: o.origin}
 		if o.sync == "full" {
 			opts.Sync = sqlitestore.SyncFull
 		}
-		return sqlitestore.OpenWith(ctx, filepath.Join(o.dataDir, DBFile), opts)
+		st, err := sqlitestore.OpenWith(ctx, filepath.Join(o.dataDir, DBFile), opts)
+		if err != nil {
+			return nil, err
+		}
+		return metrics.Wrap(st, metrics.Prefix), nil
 	}
 	st, err := pgstore.OpenWith(ctx, o.url, pgstore.Options{Insecure: o.insecure, Origin: o.origin})
 	if err != nil {
 		return nil, storeError(err)
 	}
-	return st, nil
+	return metrics.Wrap(st, metrics.Prefix), nil
 }
 
 // storeError words an ErrUnavailable for a person; other errors pass.

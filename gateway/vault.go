@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/gateway/internal/dbcreds"
 	"github.com/tunnelhq/tunnel/pkg/secretfile"
 	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/vaultkeys"
@@ -35,6 +37,13 @@ type VaultConfig struct {
 	CACert string
 	// TransitMount is where the Transit engine is mounted ("transit").
 	TransitMount string
+	// DBMounts are the mounts of Vault's database secrets engine the
+	// agents' services may name (credentials: {vault: MOUNT/creds/ROLE});
+	// empty means "database".
+	DBMounts []string
+	// DBGrace is how long an unused database credential is kept for the
+	// caller's next stream before it is revoked (0: 30s).
+	DBGrace time.Duration
 }
 
 // vaultKeyNames are the Transit key names of a cluster.
@@ -134,4 +143,27 @@ func keysInVault(ctx context.Context, so storeOptions) bool {
 	defer st.Close()
 	b, err := st.GetMeta(ctx, "key_backend")
 	return err == nil && b == "vault"
+}
+
+// setupDBCreds, with Vault, leases the database credentials of services
+// whose agent logs in to its database for the caller (docs/DBCREDS.md):
+// the relay asks it for each stream; it is told of locks and removals
+// made here (the session manager) and elsewhere (the fan-out, which
+// startBackground gives g.dbcreds).
+func (g *Gateway) setupDBCreds() {
+	if g.vault == nil {
+		return
+	}
+	g.dbcreds = &dbcreds.Manager{Vault: dbcreds.VaultAPI{Client: g.vault.API()}, Mounts: g.cfg.Vault.DBMounts,
+		Grace: g.cfg.Vault.DBGrace, Clock: g.cfg.Clock, Log: g.cfg.Log}
+	g.relay.DBCreds = g.dbcreds
+	g.sess.AddKiller(g.dbcreds)
+}
+
+// closeDBCreds revokes the leases this gateway holds (no stream uses them
+// any more).
+func (g *Gateway) closeDBCreds() {
+	if g.dbcreds != nil {
+		g.dbcreds.Close()
+	}
 }

@@ -136,6 +136,14 @@ func TestComposeFile(t *testing.T) {
 				t.Errorf("%s: depends_on %s: %+v, want %s", name, dep, d, cond)
 			}
 		}
+		// Healthy means ready: /readyz on the metrics address of the
+		// shared configuration file.
+		if hc := s.HealthCheck; hc == nil || !strings.HasSuffix(strings.Join(hc.Test, " "), "http://127.0.0.1:9090/readyz") {
+			t.Errorf("%s: healthcheck %v, want a probe of http://127.0.0.1:9090/readyz", name, s.HealthCheck)
+		}
+	}
+	if cfg := readTrim(t, p.Configs["gateway"].File); !strings.Contains(cfg, "\nmetrics-addr: :9090") {
+		t.Errorf("deploy/compose/gateway.yaml: no metrics-addr: :9090 for the gateways' /readyz healthcheck")
 	}
 	// The agents: both gateways, their YAML, a join token from a file.
 	for name, node := range map[string]string{"db-agent": "db-1", "app-agent": "app-1"} {

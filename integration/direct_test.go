@@ -8,10 +8,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tunnelhq/tunnel/integration/internal/hostile"
+	"github.com/tunnelhq/tunnel/integration/internal/testenv"
 )
 
 // TestDirectPath: with both agents on their defaults, app-1's streams to
@@ -202,4 +207,138 @@ func dialEcho(t *testing.T, addr string) net.Conn {
 		t.Fatalf("echo: %v", err)
 	}
 	return c
+}
+
+// TestDirectPathTCP: with both agents on their defaults, a direct stream
+// goes on a TCP connection of its own with mutual TLS 1.3 between the
+// agents (db-1 listens on TCP on its UDP socket's port number): 100 MiB
+// arrive whole, a revocation resets the stream on both sides; with that
+// TCP port blocked, new streams take the QUIC peer link instead.
+func TestDirectPathTCP(t *testing.T) {
+	e := newTunnelEnv(t)
+	var udpPort, tcpPort uint16
+	socks, err := hostile.Sockets(e.db.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range socks {
+		if s.Proto == "udp" {
+			udpPort = s.Addr.Port()
+		}
+	}
+	for _, s := range socks {
+		if s.Proto == "tcp" && s.Addr.Port() == udpPort {
+			tcpPort = s.Addr.Port()
+		}
+	}
+	if udpPort == 0 || tcpPort == 0 {
+		t.Fatalf("db-1 holds %v; want a UDP socket and a TCP listener on the same port", socks)
+	}
+	tcpStreams := func(log string) int {
+		return strings.Count(log, `"msg":"direct stream","listener":"source","target":"db-1/source","transport":"tcp"`) +
+			strings.Count(log, `msg="direct stream" listener=source target=db-1/source transport=tcp`)
+	}
+	quicStreams := func(log string) int {
+		return strings.Count(log, `"msg":"direct stream","listener":"source","target":"db-1/source"}`) +
+			strings.Count(log, "msg=\"direct stream\" listener=source target=db-1/source\n")
+	}
+	download := func(t *testing.T) {
+		t.Helper()
+		c, err := net.Dial("tcp", e.sourceAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Minute))
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		if err != nil || n != sourceSize || hex.EncodeToString(h.Sum(nil)) != sourceDigest() {
+			t.Fatalf("read %d bytes (%v) with digest %x; want %d identical bytes", n, err, h.Sum(nil), sourceSize)
+		}
+	}
+
+	t.Run("100 MiB over TCP", func(t *testing.T) {
+		download(t)
+		waitFor(t, 10*time.Second, "app-1 logs a direct stream over TCP to db-1/source", func() bool {
+			return tcpStreams(e.app.log.String()) == 1
+		})
+		if !strings.Contains(e.db.log.String(), `"transport":"tcp"`) && !strings.Contains(e.db.log.String(), "transport=tcp") {
+			t.Errorf("db-1 delivered no direct stream over TCP:\n%s", e.db.log.String())
+		}
+	})
+
+	t.Run("a revocation resets a direct stream over TCP", func(t *testing.T) {
+		c := dialEcho(t, e.echoAddr)
+		defer c.Close()
+		if s := e.app.log.String(); !strings.Contains(s, `"target":"db-1/echo","transport":"tcp"`) && !strings.Contains(s, "target=db-1/echo transport=tcp") {
+			t.Fatalf("the echo stream did not go over TCP:\n%s", s)
+		}
+		var rules []struct {
+			ID int64  `json:"id"`
+			To string `json:"to"`
+		}
+		if err := json.Unmarshal([]byte(e.admin.must("admin", "policy", "ls", "--json")), &rules); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rules {
+			if r.To == "db-1/echo" {
+				e.admin.must("admin", "policy", "rm", fmt.Sprint(r.ID))
+			}
+		}
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("read after the rule was removed: %v; want the connection reset", err)
+		}
+		waitFor(t, 10*time.Second, "app-1 logs the cut", func() bool {
+			return strings.Contains(e.app.log.String(), "direct stream cut by the gateway")
+		})
+		e.admin.must("admin", "policy", "allow", "--from", "app-1", "--to", "db-1/echo")
+	})
+
+	t.Run("TCP blocked: QUIC", func(t *testing.T) {
+		portBlock(t, "tcp", int(tcpPort))
+		before := quicStreams(e.app.log.String())
+		download(t)
+		if !strings.Contains(e.app.log.String(), "direct path over TCP unavailable; using QUIC") {
+			t.Errorf("app-1 did not say TCP was unavailable:\n%s", e.app.log.String())
+		}
+		if n := quicStreams(e.app.log.String()); n != before+1 {
+			t.Errorf("app-1 logs %d direct streams over QUIC to db-1/source after the block (was %d); want one more:\n%s",
+				n, before, e.app.log.String())
+		}
+		if n := tcpStreams(e.app.log.String()); n != 1 {
+			t.Errorf("app-1 logs %d direct streams over TCP to db-1/source; want only the one before the block", n)
+		}
+	})
+}
+
+// portBlock drops proto (tcp or udp) packets to port on this machine
+// (nftables, input hook) until the test ends.
+func portBlock(t *testing.T, proto string, port int) {
+	t.Helper()
+	nft := testenv.LookPath(t, "nft")
+	table := fmt.Sprintf("tunnel_test_%s_%d_%d", proto, os.Getpid(), port)
+	run := func(args ...string) error {
+		out, err := exec.Command(nft, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("nft %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	for _, args := range [][]string{
+		{"add", "table", "inet", table},
+		{"add", "chain", "inet", table, "in", "{ type filter hook input priority 0; policy accept; }"},
+		{"add", "rule", "inet", table, "in", proto, "dport", fmt.Sprint(port), "drop"},
+	} {
+		if err := run(args...); err != nil {
+			_ = run("delete", "table", "inet", table)
+			t.Fatalf("block %s port %d: %v (this test needs root and nftables)", proto, port, err)
+		}
+	}
+	t.Cleanup(func() {
+		if err := run("delete", "table", "inet", table); err != nil {
+			t.Errorf("lift the %s block: %v", proto, err)
+		}
+	})
 }

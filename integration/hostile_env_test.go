@@ -634,8 +634,8 @@ func (e *hostileEnv) inventory(t *testing.T) {
 	apiPort := hostilePort(t, e.c.addr)
 	want := map[string][]string{
 		"gateway": {fmt.Sprintf("tcp:%d", apiPort), fmt.Sprintf("udp:%d", apiPort), fmt.Sprintf("tcp:%d", hostilePort(t, e.c.sshAddr))},
-		"app-1":   {fmt.Sprintf("tcp:%d", hostilePort(t, e.agentAd)), "udp:*"},
-		"web-1":   {"udp:*"},
+		"app-1":   {fmt.Sprintf("tcp:%d", hostilePort(t, e.agentAd)), "udp:*", hostilePeerTCP},
+		"web-1":   {"udp:*", hostilePeerTCP},
 		"proxy":   {fmt.Sprintf("tcp:%d", hostilePort(t, e.proxyAd)), "udp:*"},
 	}
 	for _, p := range e.procs() {
@@ -644,6 +644,7 @@ func (e *hostileEnv) inventory(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			udpPorts := hostileUDPPorts(socks)
 			found := map[string]bool{}
 			for _, s := range socks {
 				key := fmt.Sprintf("%s:%d", s.Proto, s.Addr.Port())
@@ -652,6 +653,8 @@ func (e *hostileEnv) inventory(t *testing.T) {
 					found[key] = true
 				case s.Proto == "udp" && slices.Contains(want[p.name], "udp:*"):
 					found["udp:*"] = true // a QUIC socket: agent-udp (client, and server of the direct path), proxy-udp
+				case s.Proto == "tcp" && udpPorts[s.Addr.Port()] && slices.Contains(want[p.name], hostilePeerTCP):
+					found[hostilePeerTCP] = true // agent-peer-tcp: TCP on the port of the agent's UDP socket
 				default:
 					t.Errorf("%s holds %s, which the hostile suite does not attack: add it to the table in hostile_test.go", p.name, s)
 				}
@@ -663,6 +666,21 @@ func (e *hostileEnv) inventory(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hostilePeerTCP stands in the inventory for the agents' direct-path
+// listener over TCP, whose port is that of the agent's UDP socket (random).
+const hostilePeerTCP = "tcp:<the UDP socket's port>"
+
+// hostileUDPPorts are the ports of the UDP sockets among socks.
+func hostileUDPPorts(socks []hostile.Socket) map[uint16]bool {
+	out := map[uint16]bool{}
+	for _, s := range socks {
+		if s.Proto == "udp" {
+			out[s.Addr.Port()] = true
+		}
+	}
+	return out
 }
 
 func hostilePort(t *testing.T, addr string) uint16 {
@@ -693,6 +711,42 @@ func (e *hostileEnv) udpTargets(t *testing.T, names ...string) []string {
 	}
 	if len(out) == 0 {
 		t.Fatalf("%v hold no UDP socket to attack", names)
+	}
+	return out
+}
+
+// peerTCPAddrs returns the addresses of the named agents' direct-path
+// listeners over TCP: their listening TCP sockets on the port of one of
+// their UDP sockets.
+func (e *hostileEnv) peerTCPAddrs(names ...string) ([]string, error) {
+	var out []string
+	for _, p := range e.procs() {
+		if !slices.Contains(names, p.name) {
+			continue
+		}
+		socks, err := hostile.Sockets(p.pid)
+		if err != nil {
+			return nil, fmt.Errorf("sockets of %s: %w", p.name, err)
+		}
+		udpPorts := hostileUDPPorts(socks)
+		for _, s := range socks {
+			if s.Proto == "tcp" && udpPorts[s.Addr.Port()] {
+				out = append(out, fmt.Sprintf("127.0.0.1:%d", s.Addr.Port()))
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%v hold no TCP socket on the port of their UDP socket (the direct path over TCP)", names)
+	}
+	return out, nil
+}
+
+// peerTCPTargets is peerTCPAddrs, failing t when there is none.
+func (e *hostileEnv) peerTCPTargets(t *testing.T, names ...string) []string {
+	t.Helper()
+	out, err := e.peerTCPAddrs(names...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -21,6 +21,10 @@ package integration
 //	                                                                          server of the direct path
 //	                                                                          (ALPN tunnel-peer/1, mTLS
 //	                                                                          with agent certificates)
+//	agent-peer-   tunnel-agent (each)  TCP on the port number of its UDP       TLS 1.3, ALPN                 anyone who finds the port
+//	tcp                                socket (the direct path over TCP)      tunnel-peer-tcp/1, mTLS with
+//	                                                                          agent certificates, then one
+//	                                                                          direct stream
 //	agent-sshd    tunnel-agent (web-1) none: a stream the gateway delivers    SSH (the node's endpoint)     an authenticated user, via the
 //	                                                                                                        jump host's direct-tcpip
 //	proxy-db      tunnel proxy db      TCP 127.0.0.1:--port                   raw bytes, carried to a stream local processes
@@ -49,7 +53,8 @@ package integration
 //
 // half-handshake and silent connections are opened when the suite starts and
 // checked at their turn: a listener with a handshake (api-https, jump-ssh,
-// agent-sshd) must close them within three times its handshake timeout. The
+// agent-sshd, agent-peer-tcp) must close them within three times its
+// handshake timeout. The
 // raw listeners carry whatever a local client sends to the service behind, and
 // an idle connection there is legitimate (a connection pool): they must only
 // survive.
@@ -69,6 +74,14 @@ package integration
 // foreign-cert, user-cert (a user's certificate of the cluster), no-cert and
 // wrong-alpn handshakes, each refused during the handshake, and 500 real
 // Initials never followed up.
+//
+// On the agents' direct-path listener over TCP (agent-peer-tcp): the TCP
+// attacks above on web-1's (the target of the legitimate direct streams, so
+// that silent-2000, past the listener's cap of 1,024 connections, shows that
+// they still get through, over QUIC), whose handshake timeout is
+// transport.HeaderTimeout; and on both agents' foreign-cert, user-cert,
+// no-cert and wrong-alpn TLS handshakes, each refused by the agent with a
+// TLS alert.
 //
 // The legitimate user, after every attack: a user of a pool (so that TOTP
 // steps never run out) runs tunnel login, then a command on web-1 with stock
@@ -211,6 +224,11 @@ func (e *hostileEnv) startHeld(t *testing.T) {
 	tcp("agent-listen/silent", "127.0.0.34", e.agentAd, nil, 0, false)
 	tcp("proxy-db/half-handshake", "127.0.0.35", e.proxyAd, halfHello, 0, false)
 	tcp("proxy-db/silent", "127.0.0.35", e.proxyAd, nil, 0, false)
+	// The agents' direct-path listener over TCP bounds the TLS handshake
+	// and the header with transport.HeaderTimeout.
+	peerTCP := e.peerTCPAddr("web-1")
+	tcp("agent-peer-tcp/half-handshake", "127.0.0.37", peerTCP, halfHello, transport.HeaderTimeout, true)
+	tcp("agent-peer-tcp/silent", "127.0.0.37", peerTCP, nil, transport.HeaderTimeout, true)
 
 	// The node's SSH endpoint, through channels of an authenticated jump
 	// connection.
@@ -381,6 +399,8 @@ func (e *hostileEnv) listeners() []hostileListener {
 		{"quic", e.quicAttacks("127.0.0.12", "127.0.0.19")},
 		// The listeners with held connections to judge come after the
 		// others, so that waiting for their deadlines overlaps the rest.
+		{"agent-peer-tcp", append(e.tcpAttacks("agent-peer-tcp", "127.0.0.20", func() string { return e.peerTCPAddr("web-1") }, hostile.TLSHeaderThenJunk(e.hello)),
+			e.peerTCPAttacks("127.0.0.20", "web-1", "app-1")...)},
 		{"api-https", append(e.tcpAttacks("api-https", "127.0.0.11", func() string { return e.c.addr }, hostile.TLSHeaderThenJunk(e.hello)),
 			e.quicOverTCPAttacks("127.0.0.11")...)},
 		{"agent-sshd", e.sshdAttacks("127.0.0.16")},
@@ -601,6 +621,66 @@ func (e *hostileEnv) peerAttacks(src string, procs ...string) []hostileAttack {
 				}
 			}
 		}},
+	}
+}
+
+// peerTCPAddr is the address of agent name's direct-path listener over
+// TCP, or "" (a dial then fails and says so) when it holds none.
+func (e *hostileEnv) peerTCPAddr(name string) string {
+	addrs, err := e.peerTCPAddrs(name)
+	if err != nil {
+		return ""
+	}
+	return addrs[0]
+}
+
+// peerTCPAttacks are TLS handshakes the agents' direct-path listener over
+// TCP must refuse (it needs an agent certificate of the cluster and ALPN
+// tunnel-peer-tcp/1): the agent ends each with a TLS alert, during the
+// handshake or, since a TLS 1.3 client finishes before the server has
+// checked its certificate, on the client's first read.
+func (e *hostileEnv) peerTCPAttacks(src string, procs ...string) []hostileAttack {
+	const peerTCPALPN = "tunnel-peer-tcp/1"
+	refusedHandshake := func(what string, cert func(t *testing.T) *tls.Certificate, alpn string) hostileAttack {
+		return hostileAttack{what, func(t *testing.T) {
+			c := cert(t)
+			for _, dst := range e.peerTCPTargets(t, procs...) {
+				conn, err := hostile.TCPFrom(src, dst, 10*time.Second)()
+				if err != nil {
+					t.Fatalf("connect to %s: %v", dst, err)
+				}
+				conf := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{alpn}}
+				if c != nil {
+					conf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return c, nil }
+				}
+				tc := tls.Client(conn, conf)
+				_ = tc.SetDeadline(time.Now().Add(15 * time.Second))
+				err = tc.Handshake()
+				if err == nil {
+					_, err = tc.Read(make([]byte, 1))
+				}
+				tc.Close()
+				var oe *net.OpError
+				if !errors.As(err, &oe) || oe.Op != "remote error" {
+					t.Errorf("%s to the agent at %s ended with %v; want the agent to refuse the handshake with a TLS alert", what, dst, err)
+				} else {
+					t.Logf("%s: refused: %v", dst, err)
+				}
+			}
+		}}
+	}
+	foreign := func(t *testing.T) *tls.Certificate {
+		c, err := hostile.ForeignClientCert("app-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &c
+	}
+	return []hostileAttack{
+		refusedHandshake("foreign-cert", foreign, peerTCPALPN),
+		refusedHandshake("user-cert", func(t *testing.T) *tls.Certificate { return e.userCert(t, e.mallory) }, peerTCPALPN),
+		refusedHandshake("no-cert", func(*testing.T) *tls.Certificate { return nil }, peerTCPALPN),
+		refusedHandshake("wrong-alpn", func(t *testing.T) *tls.Certificate { return e.userCert(t, e.mallory) }, "tunnel-peer/1"),
 	}
 }
 

@@ -141,6 +141,10 @@ func loadProfile(t *testing.T, c *cluster, kill bool) func() {
 	if debug == "" {
 		return func() {}
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Errorf("LOAD_PROFILE: %v", err)
+		return func() {}
+	}
 	base := filepath.Join(dir, "gateway-restart-term")
 	if kill {
 		base = filepath.Join(dir, "gateway-restart-kill")

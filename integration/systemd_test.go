@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,6 +84,23 @@ func TestSystemdUnitsVerify(t *testing.T) {
 		t.Fatalf("systemd-analyze verify with tunnel-agent-full-logins.conf: %v\n%s", err, out)
 	}
 
+	// And the gateway with its readiness drop-in.
+	gwDropDir := filepath.Join(filepath.Dir(paths[0]), "tunnel-gateway.service.d")
+	readyConf, err := os.ReadFile(filepath.Join("..", "deploy", "systemd", "tunnel-gateway-ready.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(gwDropDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(gwDropDir, "ready.conf"), readyConf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = verifyUnits(t, analyze, paths[:1])
+	if err != nil || out != "" {
+		t.Fatalf("systemd-analyze verify with tunnel-gateway-ready.conf: %v\n%s", err, out)
+	}
+
 	// The agent's example configuration the unit points at is valid.
 	if _, err := agent.LoadConfig(filepath.Join("..", "deploy", "systemd", "agent.yaml")); err != nil {
 		t.Errorf("deploy/systemd/agent.yaml: %v", err)
@@ -155,5 +173,43 @@ func TestSystemdUnitsHardened(t *testing.T) {
 		if score > maxExposure[name] {
 			t.Errorf("%s: exposure level %.1f, want at most %.1f (a protection was loosened?)\n%s", name, score, maxExposure[name], out)
 		}
+	}
+}
+
+// TestSystemdReadyProbe runs the readiness probe of
+// tunnel-gateway-ready.conf, as systemd would after the start, against a
+// real gateway with the metrics address of deploy/systemd/gateway.yaml
+// (moved to a free port): it succeeds once the gateway is ready.
+func TestSystemdReadyProbe(t *testing.T) {
+	testenv.LookPath(t, "curl")
+	b, err := os.ReadFile(filepath.Join("..", "deploy", "systemd", "tunnel-gateway-ready.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := os.ReadFile(filepath.Join("..", "deploy", "systemd", "gateway.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const addr = "127.0.0.1:9090"
+	if !strings.Contains(string(cfg), "\nmetrics-addr: "+addr+"\n") {
+		t.Fatalf("deploy/systemd/gateway.yaml has no metrics-addr: %s, which the drop-in probes", addr)
+	}
+	var probe string
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "ExecStartPost=/bin/sh -c "); ok {
+			probe = v
+		}
+	}
+	if !strings.Contains(probe, "http://"+addr+"/readyz") {
+		t.Fatalf("the drop-in's ExecStartPost %q does not probe http://%s/readyz", probe, addr)
+	}
+	// systemd's quoting and $$ escapes, undone.
+	probe = strings.ReplaceAll(strings.Trim(probe, "'"), "$$", "$")
+	port := freeLoopbackPort(t)
+	c := startCluster(t, "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port))
+	probe = strings.ReplaceAll(probe, addr, c.metricsAddr())
+	cmd := exec.Command("/bin/sh", "-c", probe)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the readiness probe failed against a ready gateway: %v\n%s", err, out)
 	}
 }

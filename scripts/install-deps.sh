@@ -27,11 +27,14 @@ PACKAGES=(
 	mariadb-server
 	mariadb-client
 	stunnel4
+	chromium
+	fonts-dejavu-core
 	iperf3
 	tmux
 	iproute2
 	nftables
 	dnsutils
+	sudo
 )
 
 log() { printf 'install-deps: %s\n' "$*"; }

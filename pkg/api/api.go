@@ -174,6 +174,15 @@ type Role struct {
 	PortForwarding  bool      `json:"port_forwarding,omitempty"`
 	AgentForwarding bool      `json:"agent_forwarding,omitempty"`
 	CreatedAt       time.Time `json:"created_at,omitzero"`
+	// Approve are the roles whose access requests the role's holders may
+	// approve or deny (docs/REQUESTS.md).
+	Approve []string `json:"approve,omitempty"`
+	// Sudo lets the role's logins use sudo on the node for the length of
+	// an SSH session the role allows.
+	Sudo bool `json:"sudo,omitempty"`
+	// Sources are the networks (CIDRs) the role counts from; none means
+	// from anywhere (docs/NETWORK.md).
+	Sources []string `json:"sources,omitempty"`
 }
 
 // CreateTokenRequest is the body of POST PathTokens.

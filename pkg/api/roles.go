@@ -14,12 +14,16 @@ type RoleUpdate struct {
 	Services        *[]string `json:"services,omitempty"`
 	PortForwarding  *bool     `json:"port_forwarding,omitempty"`
 	AgentForwarding *bool     `json:"agent_forwarding,omitempty"`
+	Approve         *[]string `json:"approve,omitempty"`
+	Sudo            *bool     `json:"sudo,omitempty"`
+	Sources         *[]string `json:"sources,omitempty"`
 }
 
 // Empty reports whether u changes nothing.
 func (u RoleUpdate) Empty() bool {
 	return u.Logins == nil && u.MaxTTL == nil && u.Admin == nil && u.Nodes == nil &&
-		u.Services == nil && u.PortForwarding == nil && u.AgentForwarding == nil
+		u.Services == nil && u.PortForwarding == nil && u.AgentForwarding == nil &&
+		u.Approve == nil && u.Sudo == nil && u.Sources == nil
 }
 
 // UserRolesChange is the body of POST PathUsers/NAME/roles (UserRolesPath):

@@ -96,6 +96,9 @@ type Finding struct {
 	Fix string `json:"fix,omitempty"`
 }
 
+// The constructors below pass What and Fix through printable: findings
+// quote text the gateway sent.
+
 // GradeOf is the grade a set of findings earns: A, lowered to the cap of
 // every gateway finding.
 func GradeOf(fs []Finding) Grade {
@@ -110,19 +113,19 @@ func GradeOf(fs []Finding) Grade {
 }
 
 func ok(check, id, what string) Finding {
-	return Finding{Check: check, ID: id, Severity: OK, Scope: Gateway, What: what}
+	return Finding{Check: check, ID: id, Severity: OK, Scope: Gateway, What: printable(what)}
 }
 
 func info(check, id, what string) Finding {
-	return Finding{Check: check, ID: id, Severity: Info, Scope: Gateway, What: what}
+	return Finding{Check: check, ID: id, Severity: Info, Scope: Gateway, What: printable(what)}
 }
 
 func warn(check, id string, cap Grade, what, fix string) Finding {
-	return Finding{Check: check, ID: id, Severity: Warn, Scope: Gateway, Cap: cap, What: what, Fix: fix}
+	return Finding{Check: check, ID: id, Severity: Warn, Scope: Gateway, Cap: cap, What: printable(what), Fix: printable(fix)}
 }
 
 func fail(check, id string, cap Grade, what, fix string) Finding {
-	return Finding{Check: check, ID: id, Severity: Fail, Scope: Gateway, Cap: cap, What: what, Fix: fix}
+	return Finding{Check: check, ID: id, Severity: Fail, Scope: Gateway, Cap: cap, What: printable(what), Fix: printable(fix)}
 }
 
 func local(f Finding) Finding {

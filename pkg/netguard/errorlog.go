@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 )
 
 // ErrorLog is an http.Server ErrorLog that writes to a slog.Logger, at a
@@ -23,7 +24,13 @@ import (
 type ErrorLog struct {
 	log   *slog.Logger
 	burst *burst
+	// tlsErrors counts the lines of kind "TLS handshake error".
+	tlsErrors atomic.Int64
 }
+
+// TLSHandshakeErrors is the number of TLS handshake errors logged so far
+// (the gateway's metrics read it).
+func (e *ErrorLog) TLSHandshakeErrors() int64 { return e.tlsErrors.Load() }
 
 // NewErrorLog returns an ErrorLog writing to l (nil: discard).
 func NewErrorLog(l *slog.Logger) *ErrorLog {
@@ -69,6 +76,9 @@ func (e *ErrorLog) line(msg string) {
 			kind, level = k.kind, k.level
 			break
 		}
+	}
+	if kind == "TLS handshake error" {
+		e.tlsErrors.Add(1)
 	}
 	if e.burst.note(kind, netip.Addr{}, msg) {
 		e.log.Log(context.Background(), level, "HTTP server: "+kind+"; like ones are summarised every minute", "msg", msg)

@@ -7,7 +7,16 @@
 // [NewKeyFileSealer] with a 0600 key file (created by [CreateKeyFile]); a
 // Vault Transit sealer satisfies the same interface.
 //
-// Sealed format (version 1): 0x01 || 12-byte nonce || ciphertext||tag.
+// Sealed formats:
+//
+//	version 1: 0x01 || 12-byte nonce || ciphertext||tag
+//	version 2: 0x02 || 8-byte key ID || 12-byte nonce || ciphertext||tag
+//
+// Version 2 names the KEK that sealed the value ([KeyID]), so that during a
+// KEK rotation (keyring.go) a value opens with the right one of several keys
+// and a value nobody can open says which key is missing. [NewAESGCM] still
+// seals version 1; the key file sealer ([NewKeyFileSealer]) seals version
+// 2; both open either.
 package seal
 
 import (
@@ -18,9 +27,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
+
 	"os"
-	"strings"
 )
 
 // Sealer seals and opens secrets bound to a label.
@@ -38,6 +46,8 @@ var ErrOpen = errors.New("sealed value cannot be opened: it was altered, or seal
 
 const (
 	version1  = 0x01
+	version2  = 0x02
+	idSize    = 8
 	nonceSize = 12
 	// KeySize is the length of a KEK in bytes (AES-256).
 	KeySize = 32
@@ -47,6 +57,9 @@ const (
 type AESGCM struct {
 	aead cipher.AEAD
 	rand io.Reader
+	id   KeyID
+	// tagged makes Seal write version 2 (with the key ID).
+	tagged bool
 }
 
 // NewAESGCM returns a Sealer using key, which must be KeySize bytes. rand is
@@ -63,14 +76,27 @@ func NewAESGCM(key []byte, rand io.Reader) (*AESGCM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
-	return &AESGCM{aead: aead, rand: rand}, nil
+	return &AESGCM{aead: aead, rand: rand, id: keyIDOf(key)}, nil
 }
+
+// ID returns the key's ID.
+func (s *AESGCM) ID() KeyID { return s.id }
 
 // Seal implements Sealer.
 func (s *AESGCM) Seal(plaintext []byte, label string) ([]byte, error) {
 	r := s.rand
 	if r == nil {
 		r = rand.Reader
+	}
+	if s.tagged {
+		out := make([]byte, 1+idSize+nonceSize, 1+idSize+nonceSize+len(plaintext)+s.aead.Overhead())
+		out[0] = version2
+		copy(out[1:1+idSize], s.id[:])
+		nonce := out[1+idSize : 1+idSize+nonceSize]
+		if _, err := io.ReadFull(r, nonce); err != nil {
+			return nil, fmt.Errorf("seal: reading nonce: %w", err)
+		}
+		return s.aead.Seal(out, nonce, plaintext, aad2(s.id, label)), nil
 	}
 	out := make([]byte, 1+nonceSize, 1+nonceSize+len(plaintext)+s.aead.Overhead())
 	out[0] = version1
@@ -82,6 +108,20 @@ func (s *AESGCM) Seal(plaintext []byte, label string) ([]byte, error) {
 
 // Open implements Sealer.
 func (s *AESGCM) Open(sealed []byte, label string) ([]byte, error) {
+	if len(sealed) > 0 && sealed[0] == version2 {
+		if len(sealed) < 1+idSize+nonceSize+s.aead.Overhead() {
+			return nil, ErrOpen
+		}
+		id, _ := SealedKeyID(sealed)
+		if id != s.id {
+			return nil, &wrongKeyError{want: id, have: []KeyID{s.id}}
+		}
+		pt, err := s.aead.Open(nil, sealed[1+idSize:1+idSize+nonceSize], sealed[1+idSize+nonceSize:], aad2(id, label))
+		if err != nil {
+			return nil, ErrOpen
+		}
+		return pt, nil
+	}
 	if len(sealed) < 1+nonceSize+s.aead.Overhead() || sealed[0] != version1 {
 		return nil, ErrOpen
 	}
@@ -93,6 +133,10 @@ func (s *AESGCM) Open(sealed []byte, label string) ([]byte, error) {
 }
 
 func aad(label string) []byte { return []byte("tunnel-seal-v1\x00" + label) }
+
+func aad2(id KeyID, label string) []byte {
+	return append(append([]byte("tunnel-seal-v2\x00"), id[:]...), label...)
+}
 
 // CreateKeyFile writes a new random KEK to path (hex, mode 0600). It refuses
 // to overwrite an existing file.
@@ -113,28 +157,4 @@ func CreateKeyFile(path string, rand io.Reader) error {
 		return fmt.Errorf("create key file: %w", err)
 	}
 	return nil
-}
-
-// NewKeyFileSealer reads a KEK from path and returns a Sealer. It refuses a
-// file that group or others can read, since the key unlocks every secret.
-func NewKeyFileSealer(path string) (*AESGCM, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("key-encryption key file %s does not exist: run tunnel-gateway init, or give --kek-file", path)
-		}
-		return nil, fmt.Errorf("read key file: %w", err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("key-encryption key file %s is readable by others (mode %#o): run chmod 600 %s", path, fi.Mode().Perm(), path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read key file: %w", err)
-	}
-	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil || len(key) != KeySize {
-		return nil, fmt.Errorf("key file %s does not hold a %d-byte hex key", path, KeySize)
-	}
-	return NewAESGCM(key, nil)
 }

@@ -11,7 +11,9 @@ import (
 // Parse reads a KRL with the checks OpenSSH applies (format version 1,
 // no serial 0, no serial range or bitmap past 2^64-1, bitmaps of at most
 // 2048 bytes, no trailing bytes in a subsection, no NUL in texts) and
-// one more, so that what it accepts Marshal writes: no empty key id. It
+// two more: no empty key id, so that what it accepts Marshal writes, and
+// at most MaxSerials serial entries in all (a bitmap's set bits count one
+// each), so that memory stays proportional to the input. It
 // returns the sections merged per CA, with serials and key ids sorted, as
 // Marshal writes them. Errors wrap ErrFormat.
 func Parse(b []byte) (*KRL, error) {
@@ -26,6 +28,7 @@ func Parse(b []byte) (*KRL, error) {
 	_ = r.uint64() // flags: none defined
 	_ = r.string() // reserved
 	k.Comment = r.text()
+	budget := MaxSerials
 	for r.err == nil && len(r.b) > 0 {
 		typ := r.byte()
 		data := r.string()
@@ -35,7 +38,7 @@ func Parse(b []byte) (*KRL, error) {
 		if typ != sectionCertificates {
 			return nil, fmt.Errorf("%w: section type %d is not supported (only certificate sections)", ErrFormat, typ)
 		}
-		s, err := parseCertSection(data)
+		s, err := parseCertSection(data, &budget)
 		if err != nil {
 			return nil, err
 		}
@@ -48,7 +51,8 @@ func Parse(b []byte) (*KRL, error) {
 	return k, nil
 }
 
-func parseCertSection(b []byte) (CertSection, error) {
+func parseCertSection(b []byte, budget *int) (CertSection, error) {
+	tooMany := fmt.Errorf("%w: more than %d revoked serials", ErrFormat, MaxSerials)
 	r := reader{b: b}
 	var s CertSection
 	if ca := r.string(); r.err == nil && len(ca) > 0 {
@@ -69,12 +73,18 @@ func parseCertSection(b []byte) (CertSection, error) {
 		case certSerialList:
 			for sub.err == nil && len(sub.b) > 0 {
 				v := sub.uint64()
+				if *budget--; *budget < 0 {
+					return s, tooMany
+				}
 				s.Serials = append(s.Serials, Range{v, v})
 			}
 		case certSerialRange:
 			lo, hi := sub.uint64(), sub.uint64()
 			if sub.err == nil && (lo == 0 || lo > hi) {
 				return s, fmt.Errorf("%w: serial range %d-%d", ErrFormat, lo, hi)
+			}
+			if *budget--; *budget < 0 {
+				return s, tooMany
 			}
 			s.Serials = append(s.Serials, Range{lo, hi})
 		case certSerialBitmap:
@@ -88,6 +98,9 @@ func parseCertSection(b []byte) (CertSection, error) {
 			}
 			for i := 0; i < bits.BitLen(); i++ {
 				if bits.Bit(i) == 1 {
+					if *budget--; *budget < 0 {
+						return s, tooMany
+					}
 					s.Serials = append(s.Serials, Range{off + uint64(i), off + uint64(i)})
 				}
 			}

@@ -30,6 +30,12 @@ const (
 // 2048 bytes (SSHBUF_MAX_BIGNUM).
 const maxBitmapBits = 2048 * 8
 
+// MaxSerials bounds the serial entries Parse reads from one KRL (a
+// serial, a range, or a set bit of a bitmap each): a million, 8 MiB as a
+// serial list. Beyond it Parse fails rather than grow its memory ~500
+// times the input (bitmaps expand to one range per set bit).
+const MaxSerials = 1_000_000
+
 // KRL is a key revocation list.
 type KRL struct {
 	// Version increases each time the list changes.

@@ -80,6 +80,17 @@ type Role struct {
 	// role's SSH sessions; both are off unless a role allows them.
 	PortForwarding, AgentForwarding bool
 	CreatedAt                       time.Time
+	// Approve are the roles whose access requests the role's holders may
+	// approve or deny (tunnel admin roles add oncall-lead --approve dba).
+	Approve []string
+	// Sudo lets the role's logins use sudo on the node for the length of
+	// an SSH session the role allows (a sudoers drop-in the node's SSH
+	// endpoint puts in place for the session only).
+	Sudo bool
+	// Sources are the networks (CIDRs, "10.0.0.0/8") the role counts from:
+	// a caller whose source address is in none of them does not hold the
+	// role for that login or session. None means from anywhere.
+	Sources []string
 }
 
 // Agent is the agent of one node (VM).
@@ -416,4 +427,6 @@ type Store interface {
 	NetworkStore
 	// Just-in-time access requests (requests.go).
 	RequestStore
+	// CA key rotation (carotation.go).
+	CARotationStore
 }

@@ -90,11 +90,21 @@ func ServerTLS(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tl
 }
 
 // ClientTLS adds the tunnel ALPN and the client certificate callback to a
-// pinned client configuration (trust.PinnedClientConfig).
+// pinned client configuration (trust.PinnedClientConfig), with TLS session
+// resumption: the session tickets of the process's connections are kept
+// per server and per client certificate (resume.go), so that a reconnection
+// with the same certificate resumes (the gateway still checks the
+// certificate, its revocation and the principal's lock) and one with
+// another certificate never does.
 func ClientTLS(base *tls.Config, getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) *tls.Config {
 	c := base.Clone()
 	c.NextProtos = []string{wire.ALPN}
 	c.GetClientCertificate = getCert
 	c.MinVersion = tls.VersionTLS13
+	if getCert != nil {
+		cs := &certSessions{getCert: getCert}
+		c.GetClientCertificate = cs.certificate
+		c.ClientSessionCache = cs
+	}
 	return c
 }

@@ -58,7 +58,9 @@ var ErrPinMismatch = errors.New("the gateway's certificate does not chain to the
 
 // VerifyPinned checks a server's presented chain (leaf first) against pin:
 // some certificate of the chain must have the pinned key, and the leaf must
-// verify up to it for serverName at time now. It returns the pinned CA.
+// verify for serverName at time now up to it, or up to a CA certificate of
+// the chain that it signed (a CA rotation's cross-signature of the new CA,
+// docs/CA-ROTATION.md). It returns the pinned CA.
 func VerifyPinned(rawCerts [][]byte, pin, serverName string, now time.Time) (*x509.Certificate, error) {
 	if len(rawCerts) == 0 {
 		return nil, fmt.Errorf("%w: no certificate presented", ErrPinMismatch)
@@ -86,6 +88,13 @@ func VerifyPinned(rawCerts [][]byte, pin, serverName string, now time.Time) (*x5
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
+		// During a CA rotation the gateway sends the new CA signed by the
+		// pinned one (a cross-signature): the pinned CA vouches for it, so
+		// it anchors the chain too (the pinned CA's path length of zero
+		// would refuse it as an intermediate).
+		if c != ca && c.BasicConstraintsValid && c.IsCA && c.CheckSignatureFrom(ca) == nil {
+			roots.AddCert(c)
+		}
 	}
 	opts := x509.VerifyOptions{
 		Roots:         roots,

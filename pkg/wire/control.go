@@ -76,6 +76,11 @@ type Control struct {
 	Serial  string `json:"serial,omitempty"`
 	Service string `json:"service,omitempty"`
 	Code    uint64 `json:"code,omitempty"`
+	// DBUser and DBPassword, in a MsgExpect for a service whose agent
+	// logs in to its database for the caller, are the credential the
+	// gateway leased for the stream (dbcreds.go).
+	DBUser     string `json:"db_user,omitempty"`
+	DBPassword Secret `json:"db_password,omitempty"`
 }
 
 // MaxAddrs bounds the candidate addresses of one agent.
@@ -86,6 +91,10 @@ type Service struct {
 	Name string `json:"name"`
 	// Protocol is a hint for people ("postgres", "mysql", "tcp").
 	Protocol string `json:"protocol,omitempty"`
+	// Credentials, if set, names the Vault path the gateway leases a
+	// database credential from for each stream to this service
+	// ("database/creds/orders-app"): the agent logs in for the caller.
+	Credentials string `json:"credentials,omitempty"`
 }
 
 // WriteControl writes one message: length u32 (big endian) | JSON.

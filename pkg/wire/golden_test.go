@@ -71,6 +71,9 @@ func goldenHeaders() map[string]wire.Header {
 	// The direct path: a dial offering it, and a peer stream's ticket.
 	m["header-dial-direct"] = wire.Header{Kind: wire.KindDial, Target: "db-1/postgres", Direct: wire.DirectOffer}
 	m["header-peer-ticket"] = wire.Header{Kind: wire.KindPeer, Target: "postgres", Ticket: "0123456789abcdef0123456789abcdef"}
+	// A stream to a service whose agent logs in to its database.
+	m["header-deliver-dbcreds"] = wire.Header{Kind: wire.KindDeliver, Target: "postgres", Caller: "tunnel://prod/agent/app-1",
+		DBUser: "v-token-orders-a-x1y2z3-1795500000", DBPassword: "A1a-0123456789abcdef"}
 	return m
 }
 

@@ -111,6 +111,12 @@ type Header struct {
 	// the gateway may answer StatusDirect and a MsgDirect instead of
 	// relaying (DirectOffer).
 	Direct string
+	// DBUser and DBPassword, on a KindDeliver stream to a service whose
+	// agent logs in to its database for the caller (dbcreds.go), are the
+	// short-lived credential the gateway leased for the stream. Set by
+	// the gateway only; never logged.
+	DBUser     string
+	DBPassword Secret
 }
 
 // DirectOffer is the value of Header.Direct that offers the direct path.
@@ -127,6 +133,8 @@ const (
 	tagPermit   = 7
 	tagTicket   = 8
 	tagDirect   = 9
+	tagDBUser   = 10
+	tagDBPass   = 11
 )
 
 // ErrMalformed is wrapped by every decoding error.
@@ -158,7 +166,7 @@ func AppendHeader(b []byte, h Header) ([]byte, error) {
 	for _, f := range []struct {
 		tag byte
 		v   string
-	}{{tagTarget, h.Target}, {tagCaller, h.Caller}, {tagSession, h.Session}, {tagLogin, h.Login}, {tagDeadline, deadline}, {tagIdle, idle}, {tagPermit, h.Permit}, {tagTicket, h.Ticket}, {tagDirect, h.Direct}} {
+	}{{tagTarget, h.Target}, {tagCaller, h.Caller}, {tagSession, h.Session}, {tagLogin, h.Login}, {tagDeadline, deadline}, {tagIdle, idle}, {tagPermit, h.Permit}, {tagTicket, h.Ticket}, {tagDirect, h.Direct}, {tagDBUser, h.DBUser}, {tagDBPass, string(h.DBPassword)}} {
 		if f.v == "" {
 			continue
 		}
@@ -280,6 +288,10 @@ func ParseHeader(b []byte) (Header, error) {
 			h.Ticket = string(v)
 		case tagDirect:
 			h.Direct = string(v)
+		case tagDBUser:
+			h.DBUser = string(v)
+		case tagDBPass:
+			h.DBPassword = Secret(v)
 		default:
 			return Header{}, malformed("unknown field %d", tag)
 		}

@@ -46,7 +46,7 @@ One agent runs per --data-dir: a second one started on it is refused.`,
 
 func newRunCmd() *cobra.Command {
 	var cfg agent.Config
-	var configFile, tokenFile, logLevel, logFormat string
+	var configFile, tokenFile, logLevel, logFormat, metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "run --data-dir DIR --gateway H:P --ca-pin sha256:HEX [--token T] [--config FILE]",
 		Short: "Enrol if needed, then run the agent",
@@ -108,6 +108,15 @@ The token may also come from --token-file or TUNNEL_JOIN_TOKEN.`,
 			// (failures are logged, with what to check).
 			out := cmd.OutOrStdout()
 			cfg.Connected = func(gw string) { fmt.Fprintf(out, "connected to gateway %s\n", gw) }
+			if metricsAddr != "" {
+				cfg.Metrics = agent.NewMetrics(version.Version)
+				srv, err := cfg.Metrics.Listen(metricsAddr, cfg.Log.With("component", "metrics"))
+				if err != nil {
+					return err
+				}
+				defer srv.Close()
+				fmt.Fprintf(out, "Metrics on http://%s/metrics (health: /healthz, /readyz)\n", srv.Addr())
+			}
 			return agent.Run(cmd.Context(), cfg)
 		},
 	}
@@ -122,5 +131,6 @@ The token may also come from --token-file or TUNNEL_JOIN_TOKEN.`,
 	f.StringVar(&configFile, "config", "", "YAML file of services to expose and listeners to open")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics (/metrics), /healthz and /readyz (ready while connected to a gateway) over plain HTTP here, e.g. 127.0.0.1:9091 (see docs/METRICS.md); off when empty")
 	return cmd
 }

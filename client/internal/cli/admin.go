@@ -26,6 +26,7 @@ streams it needs (tunnel admin policy allow --from AGENT --to NODE/SERVICE).`,
 	cmd.AddCommand(newAdminUsersCmd(env), newAdminRolesCmd(env), newAdminTokensCmd(env),
 		newAdminAgentsCmd(env), newAdminPolicyCmd(env), newAdminAuditCmd(env), newAdminSessionsCmd(env), newAdminGatewaysCmd(env),
 		newAdminKRLCmd(env), newAdminNetworkCmd(env))
+	cmd.AddCommand(newAdminCACmd(env))
 	return cmd
 }
 

@@ -16,9 +16,10 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/sshkrl"
 )
 
-// maxKRL bounds the KRL read from the gateway: 16 MiB is two million
-// listed serials.
-const maxKRL = 16 << 20
+// maxKRL bounds the KRL read from the gateway: sshkrl.Parse reads at
+// most sshkrl.MaxSerials (a million) serials, 8 MiB as a serial list, so
+// a larger answer could not be read anyway.
+const maxKRL = 9 << 20
 
 func newAdminKRLCmd(env Env) *cobra.Command {
 	var gateway, pin, out string
@@ -105,7 +106,7 @@ type limitedBuffer struct{ bytes.Buffer }
 
 func (b *limitedBuffer) Write(p []byte) (int, error) {
 	if b.Len()+len(p) > maxKRL {
-		return 0, fmt.Errorf("the gateway's KRL is larger than %d MiB; nothing was written", maxKRL>>20)
+		return 0, fmt.Errorf("the gateway's KRL is larger than %d MiB (more than %d revoked certificates); nothing was written", maxKRL>>20, sshkrl.MaxSerials)
 	}
 	return b.Buffer.Write(p)
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -25,9 +26,9 @@ func newAdminRolesCmd(env Env) *cobra.Command {
 }
 
 func newRolesAddCmd(env Env) *cobra.Command {
-	var logins, nodes, services []string
+	var logins, nodes, services, approve, sources []string
 	var maxTTL time.Duration
-	var admin, asJSON, portFwd, agentFwd bool
+	var admin, asJSON, portFwd, agentFwd, sudo bool
 	cmd := &cobra.Command{
 		Use:   "add NAME [--login L]... [--node PATTERN]... [--service NODE/SERVICE]... [--max-ttl D] [--admin]",
 		Short: "Add a role",
@@ -36,14 +37,22 @@ grants; --node names the nodes its holders may reach over SSH (a name, "*"
 or a glob such as "web-*"); --service names the services they may reach
 through a tunnel, as NODE/SERVICE where either part may be "*" or a glob;
 --max-ttl caps the lifetime of its holders' certificates (default: the
-cluster maximum); --admin grants the admin API. A role grants nothing it
-does not name.`,
+cluster maximum); --admin grants the admin API; --approve names a role
+whose access requests (tunnel request) its holders may approve or deny;
+--sudo lets its logins use sudo on the node for the length of an SSH
+session it allows; --source limits the role to callers connecting from a
+network (a CIDR such as 10.0.0.0/8, or an address): from anywhere else it
+does not count, and the SSH certificates it grants logins in carry the
+networks as OpenSSH's source-address. A role grants nothing it does not
+name.`,
 		Example: `  tunnel admin roles add dev --login ubuntu --login deploy --node "web-*" --max-ttl 8h
-  tunnel admin roles add dba --service db-1/postgres --service "db-*/mysql"`,
+  tunnel admin roles add dba --service db-1/postgres --service "db-*/mysql"
+  tunnel admin roles add oncall-lead --approve dba
+  tunnel admin roles add office --login ubuntu --node "*" --source 10.0.0.0/8 --source 192.168.1.0/24`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			in := api.Role{Name: args[0], Logins: logins, Nodes: nodes, Services: services, MaxTTL: api.Duration(maxTTL), Admin: admin,
-				PortForwarding: portFwd, AgentForwarding: agentFwd}
+				PortForwarding: portFwd, AgentForwarding: agentFwd, Approve: approve, Sudo: sudo, Sources: sources}
 			var out api.Role
 			if err := adminCall(cmd.Context(), env, http.MethodPost, api.PathRoles, nil, in, &out); err != nil {
 				return err
@@ -62,6 +71,9 @@ does not name.`,
 	cmd.Flags().BoolVar(&admin, "admin", false, "grant the admin API")
 	cmd.Flags().BoolVar(&portFwd, "allow-port-forwarding", false, "allow ssh -L/-W port forwarding in the role's SSH sessions")
 	cmd.Flags().BoolVar(&agentFwd, "allow-agent-forwarding", false, "allow ssh -A agent forwarding in the role's SSH sessions")
+	cmd.Flags().StringSliceVar(&approve, "approve", nil, "role whose access requests holders may approve or deny (repeatable)")
+	cmd.Flags().BoolVar(&sudo, "sudo", false, "let the role's logins use sudo on the node for the length of an SSH session")
+	cmd.Flags().StringSliceVar(&sources, "source", nil, "network (CIDR) the role counts from (repeatable; default: anywhere)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
 }
@@ -81,13 +93,13 @@ func newRolesLsCmd(env Env) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), roles)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tLOGINS\tNODES\tSERVICES\tMAX TTL\tADMIN")
+			fmt.Fprintln(tw, "NAME\tLOGINS\tNODES\tSERVICES\tMAX TTL\tADMIN\tAPPROVES\tSUDO\tSOURCES")
 			for _, r := range roles {
 				ttl := "cluster max"
 				if r.MaxTTL != 0 {
 					ttl = time.Duration(r.MaxTTL).String()
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\n", r.Name, orNone(r.Logins), orNone(r.Nodes), orNone(r.Services), ttl, r.Admin)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\t%v\t%s\n", r.Name, orNone(r.Logins), orNone(r.Nodes), orNone(r.Services), ttl, r.Admin, orNone(r.Approve), r.Sudo, sourcesOf(r))
 			}
 			return tw.Flush()
 		},
@@ -112,9 +124,9 @@ func newRolesRmCmd(env Env) *cobra.Command {
 }
 
 func newRolesUpdateCmd(env Env) *cobra.Command {
-	var logins, nodes, services []string
+	var logins, nodes, services, approve, sources []string
 	var maxTTL time.Duration
-	var admin, asJSON, portFwd, agentFwd bool
+	var admin, asJSON, portFwd, agentFwd, sudo bool
 	cmd := &cobra.Command{
 		Use:   "update NAME [--login L]... [--node PATTERN]... [--service NODE/SERVICE]... [--max-ttl D] [--admin[=false]]",
 		Short: "Change a role: only the flags given change",
@@ -123,14 +135,17 @@ change: a list flag (--login, --node, --service) replaces the whole list, so
 give every value the role should keep, or an empty value (--node "") to clear
 it; --max-ttl 0 means the cluster maximum; --admin=false, and
 --allow-port-forwarding=false and --allow-agent-forwarding=false, take a
-grant away.
+grant away; --source replaces the role's networks (--source "" lets it
+count from anywhere again). Live sessions and streams that a change no
+longer allows (from their source too) are closed.
 
 The holders' next login gets the new grant; certificates already issued keep
 what they were issued with until they expire or are revoked. The change is
 audited (role.updated).`,
 		Example: `  tunnel admin roles update dev --login ubuntu --login deploy
   tunnel admin roles update dev --node "" --max-ttl 2h
-  tunnel admin roles update ops --admin=false`,
+  tunnel admin roles update ops --admin=false
+  tunnel admin roles update office --source 10.0.0.0/8`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
@@ -157,8 +172,17 @@ audited (role.updated).`,
 			if f.Changed("allow-agent-forwarding") {
 				in.AgentForwarding = &agentFwd
 			}
+			if f.Changed("approve") {
+				in.Approve = nonEmpty(approve)
+			}
+			if f.Changed("sudo") {
+				in.Sudo = &sudo
+			}
+			if f.Changed("source") {
+				in.Sources = nonEmpty(sources)
+			}
 			if in.Empty() {
-				return fmt.Errorf("nothing to change: give at least one of --login, --node, --service, --max-ttl, --admin, --allow-port-forwarding and --allow-agent-forwarding; see %s --help", cmd.CommandPath())
+				return fmt.Errorf("nothing to change: give at least one of --login, --node, --service, --max-ttl, --admin, --allow-port-forwarding, --allow-agent-forwarding, --approve, --sudo and --source; see %s --help", cmd.CommandPath())
 			}
 			var out api.Role
 			if err := adminCall(cmd.Context(), env, http.MethodPatch, api.RolePath(args[0]), nil, in, &out); err != nil {
@@ -179,6 +203,9 @@ audited (role.updated).`,
 	f.BoolVar(&admin, "admin", false, "grant the admin API (--admin=false takes it away)")
 	f.BoolVar(&portFwd, "allow-port-forwarding", false, "allow ssh -L/-W port forwarding (=false forbids it)")
 	f.BoolVar(&agentFwd, "allow-agent-forwarding", false, "allow ssh -A agent forwarding (=false forbids it)")
+	f.StringSliceVar(&approve, "approve", nil, `role whose access requests holders may decide (repeatable; replaces the list, "" clears it)`)
+	f.BoolVar(&sudo, "sudo", false, "let the role's logins use sudo for the session (=false takes it away)")
+	f.StringSliceVar(&sources, "source", nil, `network (CIDR) the role counts from (repeatable; replaces the list, "" means anywhere)`)
 	f.BoolVar(&asJSON, "json", false, "print the role as JSON")
 	return cmd
 }
@@ -209,7 +236,18 @@ func printRole(w io.Writer, r api.Role) error {
 	fmt.Fprintf(tw, "  admin:\t%s\n", yesNo(r.Admin))
 	fmt.Fprintf(tw, "  port forwarding:\t%s\n", yesNo(r.PortForwarding))
 	fmt.Fprintf(tw, "  agent forwarding:\t%s\n", yesNo(r.AgentForwarding))
+	fmt.Fprintf(tw, "  approves requests for:\t%s\n", orNone(r.Approve))
+	fmt.Fprintf(tw, "  sudo:\t%s\n", yesNo(r.Sudo))
+	fmt.Fprintf(tw, "  sources:\t%s\n", sourcesOf(r))
 	return tw.Flush()
+}
+
+// sourcesOf lists the networks a role counts from.
+func sourcesOf(r api.Role) string {
+	if len(r.Sources) == 0 {
+		return "anywhere"
+	}
+	return strings.Join(r.Sources, ",")
 }
 
 func yesNo(b bool) string {

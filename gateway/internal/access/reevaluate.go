@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/audit"
 	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/policy"
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
@@ -25,6 +27,10 @@ type LiveStream struct {
 	Actor   string
 	Node    string
 	Service string
+	// Source is the caller's source address ("192.0.2.1"), against which
+	// the source networks of a user's roles are checked again; "" means
+	// unknown to the tracker, and then they are not.
+	Source string
 	// Session is the SSH session the stream carries; "" for a tunnel
 	// stream. Session streams are re-evaluated through their session.
 	Session string
@@ -59,7 +65,7 @@ func (d *Decider) Reevaluate(ctx context.Context) error {
 	}
 	// One pass reads each user and role once, however many sessions and
 	// streams they have.
-	rd := &memo{st: d.Store, users: map[string]userResult{}, roles: map[string]roleResult{}}
+	rd := &memo{st: d.Store, users: map[string]userResult{}, roles: map[string]roleResult{}, grants: map[string]grantsResult{}}
 	if d.Sessions != nil {
 		active, err := d.Store.ListSessions(ctx, store.SessionFilter{ActiveOnly: true})
 		if err != nil {
@@ -71,8 +77,12 @@ func (d *Decider) Reevaluate(ctx context.Context) error {
 			case err != nil:
 				errs = append(errs, fmt.Errorf("re-evaluate session %s: %w", s.ID, err))
 			case why != "":
-				d.log().Info("session no longer allowed", "session", s.ID, "user", s.User, "node", s.Node, "reason", why)
-				d.Sessions.EndChanged(ctx, s, ReasonPrefix+why)
+				reason := ReasonPrefix + why
+				if ended := d.grantEnded(ctx, rd, s.User, func(r store.Role) bool { return matchesAny(r.Nodes, s.Node) }); ended != "" {
+					reason = ended
+				}
+				d.log().Info("session no longer allowed", "session", s.ID, "user", s.User, "node", s.Node, "reason", reason)
+				d.Sessions.EndChanged(ctx, s, reason)
 			}
 		}
 	}
@@ -81,12 +91,23 @@ func (d *Decider) Reevaluate(ctx context.Context) error {
 			if l.Session != "" || l.Service == api.SSHService {
 				continue // through its session, above
 			}
-			dec, err := d.decideStream(ctx, rd, l.Caller, l.Node, l.Service)
+			src := anySource
+			if l.Source != "" {
+				src = from(ParseAddr(l.Source))
+			}
+			dec, err := d.decideStream(ctx, rd, l.Caller, l.Node, l.Service, src)
 			switch {
 			case err != nil:
 				errs = append(errs, fmt.Errorf("re-evaluate stream of %s to %s/%s: %w", l.Caller, l.Node, l.Service, err))
 			case !dec.Allowed:
 				reason := ReasonPrefix + dec.Reason
+				if l.Caller.Kind == identity.User {
+					if ended := d.grantEnded(ctx, rd, l.Caller.Name, func(r store.Role) bool {
+						return policy.AllowedByPatterns(r.Services, l.Node, l.Service)
+					}); ended != "" {
+						reason = ended
+					}
+				}
 				actor := l.Actor
 				if actor == "" {
 					actor = l.Caller.String()
@@ -114,11 +135,18 @@ func (d *Decider) sessionRefusal(ctx context.Context, rd reader, s store.Session
 	if err != nil {
 		return "", err
 	}
-	g, err := d.ssh(ctx, rd, u, s.Node)
+	// The session's source is checked against the roles' source networks
+	// again: a session whose source is not recorded counts only through
+	// roles without them.
+	src := from(ParseAddr(s.SourceIP))
+	g, err := d.ssh(ctx, rd, u, s.Node, src)
 	if err != nil {
 		return "", err
 	}
 	if !g.Allowed() {
+		if g.SourceRefused("") {
+			return SourceRefusal(src.addr, g.Outside), nil
+		}
 		return fmt.Sprintf("none of your roles allows %s any more", s.Node), nil
 	}
 	// A jump host session holds the logins the node may accept, comma-
@@ -128,14 +156,35 @@ func (d *Decider) sessionRefusal(ctx context.Context, rd reader, s store.Session
 			return "", nil
 		}
 	}
+	if g.SourceRefused(s.Login) {
+		return SourceRefusal(src.addr, g.Outside), nil
+	}
 	return fmt.Sprintf("your roles no longer allow login %q on %s", s.Login, s.Node), nil
 }
 
-// memo reads users and roles from the store once each (errors too).
+// memo reads users, roles and grants from the store once each (errors
+// too).
 type memo struct {
-	st    reader
-	users map[string]userResult
-	roles map[string]roleResult
+	st     reader
+	users  map[string]userResult
+	roles  map[string]roleResult
+	grants map[string]grantsResult
+}
+
+type grantsResult struct {
+	at  time.Time
+	gs  []store.AccessRequest
+	err error
+}
+
+func (m *memo) ActiveGrants(ctx context.Context, user string, now time.Time) ([]store.AccessRequest, error) {
+	res, ok := m.grants[user]
+	if !ok || !res.at.Equal(now) {
+		res.at = now
+		res.gs, res.err = m.st.ActiveGrants(ctx, user, now)
+		m.grants[user] = res
+	}
+	return res.gs, res.err
 }
 
 type userResult struct {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"time"
 
 	"github.com/tunnelhq/tunnel/pkg/audit"
 	"github.com/tunnelhq/tunnel/pkg/identity"
@@ -39,8 +41,15 @@ type StreamDecision struct {
 // that fails), an allowance asynchronously (StreamDecision.Audited), so
 // that the stream opens while it is written. An error other than
 // ErrAuditWrite means the decision could not be made.
+//
+// A user's roles count only from their source networks: the source is
+// req.Event.SourceIP (not applied when it is empty).
 func (d *Decider) Stream(ctx context.Context, req StreamRequest) (StreamDecision, error) {
-	dec, err := d.DecideStream(ctx, req.Caller, req.Node, req.Service)
+	src := anySource
+	if req.Event.SourceIP != "" {
+		src = from(ParseAddr(req.Event.SourceIP))
+	}
+	dec, err := d.decideStream(ctx, d.Store, req.Caller, req.Node, req.Service, src)
 	if err != nil {
 		return StreamDecision{}, err
 	}
@@ -91,12 +100,19 @@ func (d *Decider) append(ev audit.Event) <-chan error {
 // DecideStream decides, without auditing, whether caller may reach
 // node/service now: an agent by the policy rules, a user by the services
 // of their roles (read now, so a change applies to the next stream).
-// Default deny; for agents a matching deny rule wins.
+// Default deny; for agents a matching deny rule wins. Source networks are
+// not applied: DecideStreamFrom applies them.
 func (d *Decider) DecideStream(ctx context.Context, caller identity.ID, node, service string) (policy.Decision, error) {
-	return d.decideStream(ctx, d.Store, caller, node, service)
+	return d.decideStream(ctx, d.Store, caller, node, service, anySource)
 }
 
-func (d *Decider) decideStream(ctx context.Context, rd reader, caller identity.ID, node, service string) (policy.Decision, error) {
+// DecideStreamFrom is DecideStream for a caller connecting from src: a
+// user's roles whose source networks do not contain src do not count.
+func (d *Decider) DecideStreamFrom(ctx context.Context, caller identity.ID, node, service string, src netip.Addr) (policy.Decision, error) {
+	return d.decideStream(ctx, d.Store, caller, node, service, from(src))
+}
+
+func (d *Decider) decideStream(ctx context.Context, rd reader, caller identity.ID, node, service string, src source) (policy.Decision, error) {
 	switch caller.Kind {
 	case identity.Agent:
 		rules, err := d.PolicyRules(ctx)
@@ -112,23 +128,35 @@ func (d *Decider) decideStream(ctx context.Context, rd reader, caller identity.I
 		if err != nil {
 			return policy.Decision{}, err
 		}
-		return d.userStream(ctx, rd, u, node, service)
+		return d.userStream(ctx, rd, u, node, service, src)
 	}
 	return policy.Decision{Reason: "unknown caller kind"}, nil
 }
 
-func (d *Decider) userStream(ctx context.Context, rd reader, u store.User, node, service string) (policy.Decision, error) {
+func (d *Decider) userStream(ctx context.Context, rd reader, u store.User, node, service string, src source) (policy.Decision, error) {
 	if u.Locked {
 		return policy.Decision{Reason: "your account is locked"}, nil
 	}
-	rs, err := d.roles(ctx, rd, u)
+	rs, err := d.roles(ctx, rd, u, d.now())
 	if err != nil {
 		return policy.Decision{}, err
 	}
+	var outside []OutsideRole
 	for _, r := range rs {
 		if policy.AllowedByPatterns(r.Services, node, service) {
-			return policy.Decision{Allowed: true, Reason: "allowed by role " + r.Name}, nil
+			if !src.counts(r.Role) {
+				outside = append(outside, outsideOf(r.Role))
+				continue
+			}
+			why := "allowed by role " + r.Name
+			if r.granted() {
+				why += " (access request " + r.Request + ", until " + r.Until.UTC().Format(time.RFC3339) + ")"
+			}
+			return policy.Decision{Allowed: true, Reason: why}, nil
 		}
+	}
+	if len(outside) > 0 {
+		return policy.Decision{Reason: SourceRefusal(src.addr, outside)}, nil
 	}
 	return policy.Decision{Reason: fmt.Sprintf("none of your roles allows %s/%s: ask an admin to add it to a role with --service %s/%s", node, service, node, service)}, nil
 }

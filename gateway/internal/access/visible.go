@@ -16,7 +16,7 @@ import (
 // (online), so an offline node is listed, without services, when a
 // service pattern of u's roles could match it.
 func (d *Decider) Visible(ctx context.Context, u store.User, admin bool, agents []store.Agent, online map[string]api.Agent) ([]api.Node, error) {
-	rs, err := d.roles(ctx, d.Store, u)
+	rs, err := d.roles(ctx, d.Store, u, d.now())
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tunnelhq/tunnel/gateway/internal/access"
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/audit"
 	"github.com/tunnelhq/tunnel/pkg/identity"
@@ -35,7 +36,8 @@ func roleOut(ro store.Role) api.Role {
 	}
 	return api.Role{Name: ro.Name, Logins: logins, MaxTTL: api.Duration(ro.MaxTTL), Admin: ro.Admin,
 		Nodes: slices.Clone(ro.Nodes), Services: slices.Clone(ro.Services), CreatedAt: ro.CreatedAt,
-		PortForwarding: ro.PortForwarding, AgentForwarding: ro.AgentForwarding}
+		PortForwarding: ro.PortForwarding, AgentForwarding: ro.AgentForwarding,
+		Approve: slices.Clone(ro.Approve), Sudo: ro.Sudo, Sources: slices.Clone(ro.Sources)}
 }
 
 // CheckRole validates and normalises a role definition.
@@ -80,9 +82,26 @@ func CheckRole(in api.Role, clusterMax time.Duration) (store.Role, error) {
 	}
 	slices.Sort(nodes)
 	slices.Sort(services)
+	var approve []string
+	for _, a := range in.Approve {
+		a = identity.CanonicalName(strings.TrimSpace(a))
+		if err := identity.ValidateName("approved role", a); err != nil {
+			return store.Role{}, err
+		}
+		approve = append(approve, a)
+	}
+	slices.Sort(approve)
+	if in.Sudo && len(logins) == 0 {
+		return store.Role{}, errors.New("sudo needs a login to give it to: add --login")
+	}
+	sources, err := checkSources(in.Sources)
+	if err != nil {
+		return store.Role{}, err
+	}
 	return store.Role{Name: name, Logins: logins, MaxTTL: max, Admin: in.Admin,
 		Nodes: slices.Compact(nodes), Services: slices.Compact(services),
-		PortForwarding: in.PortForwarding, AgentForwarding: in.AgentForwarding}, nil
+		PortForwarding: in.PortForwarding, AgentForwarding: in.AgentForwarding,
+		Approve: slices.Compact(approve), Sudo: in.Sudo, Sources: sources}, nil
 }
 
 func (s *Server) handleCreateRole(w http.ResponseWriter, r *http.Request) {
@@ -99,7 +118,8 @@ func (s *Server) handleCreateRole(w http.ResponseWriter, r *http.Request) {
 	ro.CreatedAt = s.now()
 	ev := s.adminEvent(r, audit.RoleCreated, ro.Name)
 	ev.Details = map[string]string{"logins": strings.Join(ro.Logins, ","), "max_ttl": ro.MaxTTL.String(), "admin": fmt.Sprint(ro.Admin),
-		"nodes": strings.Join(ro.Nodes, ","), "services": strings.Join(ro.Services, ",")}
+		"nodes": strings.Join(ro.Nodes, ","), "services": strings.Join(ro.Services, ","),
+		"approve": strings.Join(ro.Approve, ","), "sudo": fmt.Sprint(ro.Sudo), "sources": strings.Join(ro.Sources, ",")}
 	if err := s.Store.CreateRole(r.Context(), ro, ev); err != nil {
 		s.fail(w, r, storeError(err, "create role "+ro.Name))
 		return
@@ -140,7 +160,7 @@ func (s *Server) handleUpdateRole(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if in.Empty() {
-		s.fail(w, r, badRequest("nothing to change: set at least one of logins, max_ttl, admin, nodes, services, port_forwarding and agent_forwarding"))
+		s.fail(w, r, badRequest("nothing to change: set at least one of logins, max_ttl, admin, nodes, services, port_forwarding, agent_forwarding, approve, sudo and sources"))
 		return
 	}
 	cur, err := s.Store.GetRole(r.Context(), name)
@@ -171,7 +191,8 @@ func (s *Server) handleUpdateRole(w http.ResponseWriter, r *http.Request) {
 	ev.Details = map[string]string{"changed": strings.Join(changed, ","),
 		"logins": strings.Join(ro.Logins, ","), "max_ttl": ro.MaxTTL.String(), "admin": fmt.Sprint(ro.Admin),
 		"nodes": strings.Join(ro.Nodes, ","), "services": strings.Join(ro.Services, ","),
-		"port_forwarding": fmt.Sprint(ro.PortForwarding), "agent_forwarding": fmt.Sprint(ro.AgentForwarding)}
+		"port_forwarding": fmt.Sprint(ro.PortForwarding), "agent_forwarding": fmt.Sprint(ro.AgentForwarding),
+		"approve": strings.Join(ro.Approve, ","), "sudo": fmt.Sprint(ro.Sudo), "sources": strings.Join(ro.Sources, ",")}
 	if err := s.Store.UpdateRole(r.Context(), ro, ev); err != nil {
 		s.fail(w, r, storeError(err, "update role "+name))
 		return
@@ -209,7 +230,32 @@ func applyRoleUpdate(role api.Role, in api.RoleUpdate) (api.Role, []string) {
 	if in.AgentForwarding != nil {
 		role.AgentForwarding, changed = *in.AgentForwarding, append(changed, "agent_forwarding")
 	}
+	if in.Approve != nil {
+		role.Approve, changed = slices.Clone(*in.Approve), append(changed, "approve")
+	}
+	if in.Sudo != nil {
+		role.Sudo, changed = *in.Sudo, append(changed, "sudo")
+	}
+	if in.Sources != nil {
+		role.Sources, changed = slices.Clone(*in.Sources), append(changed, "sources")
+	}
 	return role, changed
+}
+
+// checkSources validates a role's source networks and normalises each to
+// its network (10.1.2.3/8 becomes 10.0.0.0/8; a bare address is a /32 or
+// /128), sorted, without duplicates.
+func checkSources(in []string) ([]string, error) {
+	var out []string
+	for _, src := range in {
+		p, err := access.ParseSource(src)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.String())
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // anyAdmin reports whether any of roles grants the admin API. It keeps an

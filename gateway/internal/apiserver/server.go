@@ -63,6 +63,13 @@ type Server struct {
 	// PolicyChanged is called after every policy rule added or removed,
 	// so that the relay reloads its rules; nil means nobody to tell.
 	PolicyChanged func(ctx context.Context) error
+	// NetworkChanged is called after every network rule added or removed,
+	// so that this gateway's listeners apply the rules at once; nil means
+	// nobody to tell.
+	NetworkChanged func(ctx context.Context) error
+	// waits ends the long polls of the audit log (audit.go) when the
+	// server shuts down (StopWaits).
+	waits waitStop
 	// AgentTTL is the lifetime of agent certificates (X.509 and SSH
 	// host); zero means certs.DefaultMachineTTL (24 h). It may not exceed
 	// certs.MaxMachineTTL.
@@ -139,6 +146,8 @@ func (s *Server) Handler() http.Handler {
 	s.routeKRL(mux)
 	s.routeNetwork(mux)
 	s.routeRequests(mux)
+	s.routeCARotation(mux)
+	s.routeConsole(mux)
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Code: api.CodeNotFound, Message: "no such API endpoint: " + r.Method + " " + r.URL.Path + " (is your tunnel client newer than the gateway?)"}, http.StatusNotFound)

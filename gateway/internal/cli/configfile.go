@@ -56,6 +56,8 @@ var envSecrets = []envSecret{
 	{env: "TUNNEL_GATEWAY_STORE_FILE", flag: "store", file: true, what: "file holding the PostgreSQL URL of the store (with its password)"},
 	{env: "TUNNEL_GATEWAY_TLS_CERT_FILE", flag: "tls-cert", what: "path of the API's PEM certificate chain"},
 	{env: "TUNNEL_GATEWAY_TLS_KEY_FILE", flag: "tls-key", what: "path of the API's PEM private key"},
+	{env: "TUNNEL_GATEWAY_AUDIT_LOG", flag: "audit-log", what: "file the audit log is appended to as JSON lines"},
+	{env: "TUNNEL_GATEWAY_METRICS_ADDR", flag: "metrics-addr", what: "address of the metrics and health endpoints"},
 }
 
 // applyEnv sets, from the environment variables of envSecrets, the flags

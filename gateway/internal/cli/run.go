@@ -108,8 +108,15 @@ command line wins over the environment, which wins over the file.`,
 	f.StringVar(&cfg.DNSAddr, "dns-addr", "", "answer DNS (UDP and TCP) for --dns-zone here, e.g. :53: SRV _tunnel._udp.ZONE of the live gateways, so agents and clients can use --gateway srv:ZONE; off when empty")
 	f.StringVar(&cfg.DNSZone, "dns-zone", "", "the zone --dns-addr answers for (authoritative, no recursion), e.g. prod.tunnel.example.com")
 	f.StringArrayVar(&cfg.DNSNodes, "dns-node", nil, "publish a node in the zone: NAME=IP[,IP] (repeatable)")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics (/metrics), /healthz and /readyz over plain HTTP here, e.g. :9090 (see docs/METRICS.md); off when empty")
+	f.StringVar(&cfg.AuditLog, "audit-log", "", "append every audit event of the cluster to this file, one JSON line each, for log shippers (0600; reopened on SIGHUP or when rotated; see docs/AUDIT-EXPORT.md); off when empty")
 	f.StringVar(&cfg.DebugAddr, "debug-addr", "", "loopback address serving Go's runtime profiles (/debug/pprof/: goroutines, heap, CPU) without authentication, e.g. 127.0.0.1:6060; off when empty")
 	vaultFlags(f, &cfg.Vault)
+	f.StringVar(&cfg.Backup.Dir, "backup-dir", "", "write an encrypted backup of the store into this directory every --backup-every (docs/BACKUP.md); of several gateways with a schedule, one per period backs up")
+	f.DurationVar(&cfg.Backup.Every, "backup-every", 24*time.Hour, "how often --backup-dir gets a backup")
+	f.IntVar(&cfg.Backup.Keep, "backup-keep", gateway.DefaultBackupKeep, "how many backups --backup-dir keeps; older ones are removed")
+	f.StringArrayVar(&cfg.Backup.Recipients, "backup-recipient", nil, "age public key (age1...) the scheduled backups are encrypted to (repeatable)")
+	f.StringArrayVar(&cfg.Backup.RecipientFiles, "backup-recipients-file", nil, "file of age public keys the scheduled backups are encrypted to (repeatable)")
 	f.StringVar(&configFile, "config", "", "YAML file of flag values: each key a flag of run without its dashes (api-addr: :8443); flags and TUNNEL_GATEWAY_* variables override it (see docs/OPERATOR.md)")
 	logs.register(cmd)
 	return cmd
@@ -122,6 +129,10 @@ func serve(ctx context.Context, cfg gateway.Config, out io.Writer, ready func(*g
 	if err != nil {
 		return err
 	}
+	if err := g.StartBackups(); err != nil {
+		g.Close(context.Background())
+		return err
+	}
 	cfg.Log.Info("gateway listening", "id", g.ID(), "api", g.Addr().String(), "cluster", g.Cluster(), "ca_pin", g.Pin(), "version", version.Version)
 	fmt.Fprintf(out, "Gateway for cluster %q listening on %s (CA pin %s)\n", g.Cluster(), g.Addr(), g.Pin())
 	if a := g.SSHAddr(); a != nil {
@@ -132,6 +143,17 @@ func serve(ctx context.Context, cfg gateway.Config, out io.Writer, ready func(*g
 	}
 	if a := g.DebugAddr(); a != nil {
 		fmt.Fprintf(out, "Debug profiles (pprof) on http://%s/debug/pprof/\n", a)
+	}
+	if cfg.MetricsAddr != "" {
+		ms, err := g.ListenMetrics(cfg.MetricsAddr)
+		if err != nil {
+			_ = g.Close(context.Background())
+			return err
+		}
+		// Closed after the gateway: /readyz says "not ready" while it
+		// shuts down.
+		defer ms.Close()
+		fmt.Fprintf(out, "Metrics on http://%s/metrics (health: /healthz, /readyz)\n", ms.Addr())
 	}
 	if ready != nil {
 		ready(g)

@@ -38,7 +38,6 @@ import (
 	"time"
 
 	gliderssh "github.com/gliderlabs/ssh"
-	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/tunnelhq/tunnel/certs"
 	"github.com/tunnelhq/tunnel/gateway/internal/relay"
@@ -318,21 +317,16 @@ func (j *Server) EndSession(store.Session, string) {}
 func (j *Server) EndAgent(string, string) {}
 
 func (j *Server) hostSigner() (gliderssh.Signer, error) {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	sshPub, err := gossh.NewPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := j.CA.IssueSSHHost(certs.SSHHostRequest{Host: "gateway", Principals: j.Names, PublicKey: sshPub})
+	// The certificate is issued again when the host CA changes (a
+	// rotation step) and before it expires: a long-running jump host
+	// always presents a current one (certs.HostSigner).
+	hs, err := j.CA.NewHostSigner("gateway", j.Names, priv)
 	if err != nil {
 		return nil, fmt.Errorf("jump host certificate: %w", err)
 	}
-	s, err := gossh.NewSignerFromKey(priv)
-	if err != nil {
-		return nil, err
-	}
-	return gossh.NewCertSigner(cert, s)
+	return hs, nil
 }

@@ -249,9 +249,16 @@ func (s *Service) Login(ctx context.Context, req api.LoginRequest, src netip.Add
 		return nil, &Error{Status: 403, Code: api.CodeForbidden,
 			Message: "your account is locked: ask an administrator to run tunnel admin users unlock " + u.Name}
 	}
-	grant, err := s.grant(ctx, u)
+	grant, err := s.grantFrom(ctx, u, src)
 	if err != nil {
 		return nil, err
+	}
+	if grant.Refusal != "" {
+		// Every role the user holds is limited to networks src is not in.
+		if err := failed("outside the source networks of every role"); err != nil {
+			return nil, err
+		}
+		return nil, &Error{Status: 403, Code: api.CodeForbidden, Message: grant.Refusal}
 	}
 	ttl, err := chooseTTL(time.Duration(req.TTL), grant.MaxTTL)
 	if err != nil {
@@ -317,6 +324,23 @@ func (s *Service) grant(ctx context.Context, u store.User) (grant, error) {
 	return g, nil
 }
 
+// grantFrom is grant for a login from src: roles count only from their
+// source networks (access.Decider.LoginFrom).
+func (s *Service) grantFrom(ctx context.Context, u store.User, src netip.Addr) (grant, error) {
+	g, err := s.access().LoginFrom(ctx, u, src)
+	if err != nil {
+		return grant{}, internal("read roles", err)
+	}
+	return g, nil
+}
+
+// GrantOfFrom is GrantOf for a caller connecting from src: roles whose
+// source networks do not contain src do not count.
+func (s *Service) GrantOfFrom(ctx context.Context, u store.User, src netip.Addr) (logins []string, admin bool, err error) {
+	g, err := s.grantFrom(ctx, u, src)
+	return g.Logins, g.Admin, err
+}
+
 // GrantOf returns the logins and admin flag a user currently holds.
 func (s *Service) GrantOf(ctx context.Context, u store.User) (logins []string, admin bool, err error) {
 	g, err := s.grant(ctx, u)
@@ -352,8 +376,17 @@ func (s *Service) issue(ctx context.Context, u store.User, g grant, csr *x509.Ce
 		CA:              CABundle(s.CA),
 	}
 	if len(g.Logins) > 0 {
+		sshTTL := ttl
+		if !g.SSHNotAfter.IsZero() {
+			// Some logins come only from access requests: the certificate
+			// that carries them ends with their window.
+			// (At least a second: certificates count whole seconds.)
+			sshTTL = max(min(ttl, g.SSHNotAfter.Sub(now)), time.Second)
+		}
 		sc, err := s.CA.IssueSSHUser(certs.SSHUserRequest{
-			User: u.Name, Principals: g.Logins, PublicKey: sshKey, TTL: ttl, MaxTTL: g.MaxTTL,
+			User: u.Name, Principals: g.Logins, PublicKey: sshKey, TTL: sshTTL, MaxTTL: g.MaxTTL,
+			// The roles' source networks, for a stock sshd to enforce.
+			SourceAddresses: g.Sources,
 		})
 		if err != nil {
 			return nil, issueError(err)
@@ -366,12 +399,31 @@ func (s *Service) issue(ctx context.Context, u store.User, g grant, csr *x509.Ce
 		records = append(records, rec)
 		events = append(events, certEvent(now, u.Name, rec, src, s.CA.Signer(rec.Kind)))
 		resp.SSHCertificate = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sc)))
+		if sshTTL < ttl {
+			resp.Warning = fmt.Sprintf("your SSH certificate ends at %s UTC, with the window of your access request: log in again after it for one without its logins",
+				g.SSHNotAfter.UTC().Format("15:04:05"))
+		}
 	} else {
 		resp.Warning = "your roles grant no SSH login, so no SSH certificate was issued"
 	}
+	if len(g.Outside) > 0 {
+		names := make([]string, 0, len(g.Outside))
+		for _, o := range g.Outside {
+			names = append(names, o.Name)
+		}
+		what := "role " + names[0] + ", so this login does not carry it"
+		if len(names) > 1 {
+			what = "roles " + strings.Join(names, ", ") + ", so this login does not carry them"
+		}
+		w := fmt.Sprintf("you log in from %s, outside the source networks of %s", addrString(src), what)
+		if resp.Warning != "" {
+			w = resp.Warning + "; " + w
+		}
+		resp.Warning = w
+	}
 	events = append(events, audit.Event{Time: now, Type: audit.LoginSuccess, Actor: u.Name, Subject: u.Name,
 		Outcome: audit.Success, SourceIP: addrString(src),
-		Details: map[string]string{"ttl": ttl.String(), "roles": strings.Join(g.Roles, ",")}})
+		Details: loginDetails(ttl, g)})
 	if err := s.Store.RecordCertificates(ctx, records, events); err != nil {
 		return nil, internal("record issued certificates", err)
 	}
@@ -516,4 +568,28 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+// loginDetails are the details of a login.success event: the TTL, the
+// roles, and the access requests whose roles the login carries.
+func loginDetails(ttl time.Duration, g grant) map[string]string {
+	d := map[string]string{"ttl": ttl.String(), "roles": strings.Join(g.Roles, ",")}
+	if len(g.Grants) > 0 {
+		var reqs []string
+		for _, gr := range g.Grants {
+			reqs = append(reqs, gr.Request+":"+gr.Role+" until "+gr.Until.UTC().Format(time.RFC3339))
+		}
+		d["requests"] = strings.Join(reqs, ",")
+	}
+	if len(g.Sources) > 0 {
+		d["source_address"] = strings.Join(g.Sources, ",")
+	}
+	if len(g.Outside) > 0 {
+		var out []string
+		for _, o := range g.Outside {
+			out = append(out, o.Name)
+		}
+		d["outside_roles"] = strings.Join(out, ",")
+	}
+	return d
 }

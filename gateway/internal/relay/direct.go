@@ -82,10 +82,11 @@ func newTicket() string {
 // could not be told: the stream is then relayed. The target is told while
 // the decision's audit event commits (it serves nothing before the caller
 // comes with the ticket); the caller gets the grant only once it has.
-func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service string, target, caller *agentConn, l *liveStream, gate *auditGate) bool {
+func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service string, target, caller *agentConn, l *liveStream, gate *auditGate, cred *streamCred) bool {
 	ticket := newTicket()
-	if err := target.sendControl(wire.Control{Type: wire.MsgExpect, Ticket: ticket, Caller: p.ID.String(),
-		Serial: p.Serial, Service: service, Addrs: caller.addrs}); err != nil {
+	x := wire.Control{Type: wire.MsgExpect, Ticket: ticket, Caller: p.ID.String(), Serial: p.Serial, Service: service, Addrs: caller.addrs}
+	cred.expect(&x)
+	if err := target.sendControl(x); err != nil {
 		s.log().Info("direct path: cannot tell the target; relaying", "node", node, "err", err)
 		return false
 	}
@@ -98,6 +99,7 @@ func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service string, ta
 	// Tracked from the grant on: a revocation from now cuts it.
 	l.path = "direct"
 	l.abort = func(code quic.StreamErrorCode) {
+		cred.cut()
 		reason, _ := wire.CutReason(uint64(code))
 		st.CancelWrite(code)
 		st.CancelRead(code)

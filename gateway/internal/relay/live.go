@@ -38,6 +38,15 @@ func (s *Server) permit(ctx context.Context, user, node string) string {
 	if agent {
 		p = append(p, "agent-forwarding")
 	}
+	// The node puts a sudoers drop-in for the session's login in place
+	// while the session lives when the permit says "sudo".
+	if su, ok := s.Sessions.(interface {
+		Sudo(ctx context.Context, user, node string) (bool, error)
+	}); ok {
+		if sudo, err := su.Sudo(ctx, user, node); err == nil && sudo {
+			p = append(p, "sudo")
+		}
+	}
 	return strings.Join(p, ",")
 }
 
@@ -55,6 +64,7 @@ func (s *Server) streamsWhere(f func(*liveStream) bool) []*liveStream {
 // connections with the reason, and the gateway cuts what is left after a
 // short grace.
 func (s *Server) EndSession(sess store.Session, reason string) {
+	now := time.Now()
 	if ac := s.lookup(sess.Node); ac != nil {
 		if err := ac.sendControl(wire.Control{Type: wire.MsgEndSession, Session: sess.ID, Message: reason}); err != nil {
 			s.log().Warn("tell node to end session", "node", sess.Node, "session", sess.ID, "err", err)
@@ -63,6 +73,9 @@ func (s *Server) EndSession(sess store.Session, reason string) {
 	streams := s.streamsWhere(func(l *liveStream) bool { return l.session == sess.ID })
 	if len(streams) == 0 {
 		return
+	}
+	for _, l := range streams {
+		l.markRevoked(now)
 	}
 	s.wg.Add(1)
 	go func() {
@@ -77,7 +90,9 @@ func (s *Server) EndSession(sess store.Session, reason string) {
 // EndUser implements sessions.Killer: every stream and connection of the
 // user is cut now. (Their SSH sessions were ended first, with the reason.)
 func (s *Server) EndUser(name, reason string) {
+	now := time.Now()
 	for _, l := range s.streamsWhere(func(l *liveStream) bool { return l.user == name && l.session == "" }) {
+		l.markRevoked(now)
 		l.abort(transport.StreamRevoked)
 	}
 	conns := s.reg.userConnsOf(name)
@@ -97,8 +112,10 @@ func (s *Server) EndUser(name, reason string) {
 // connection closes after the grace that lets its SSH sessions' messages
 // through.
 func (s *Server) EndAgent(name, reason string) {
+	now := time.Now()
 	conns := s.reg.dropAgent(name)
 	for _, l := range s.streamsWhere(func(l *liveStream) bool { return l.session == "" && (l.from == name || l.to == name) }) {
+		l.markRevoked(now)
 		l.abort(transport.StreamRevoked)
 	}
 	s.wg.Add(1)

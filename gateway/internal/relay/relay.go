@@ -86,6 +86,11 @@ type Server struct {
 	Clock    func() time.Time
 	Log      *slog.Logger
 
+	// DBCreds leases the database credentials of services whose agent
+	// logs in to its database for the caller (dbcreds.go); nil refuses
+	// streams to them.
+	DBCreds DBCreds
+
 	// Access makes every stream decision and holds the policy cache; nil
 	// means one of the relay's own, over Store, CA and Audit. Its Live and
 	// Sessions, if unset, are filled with this relay and Sessions (if it
@@ -268,8 +273,15 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 		return
 	}
 	// The peer is known: its connection no longer counts against its
-	// source's share of unauthenticated connections.
+	// source's share of unauthenticated connections, nor against the
+	// connections being set up (the gateway's admission).
 	netguard.Authenticated(conn.Context())
+	transport.Admitted(conn.Context())
+	// A network rule that comes to refuse this source cuts the connection
+	// (tunnel admin network deny), as it does the TCP listeners'.
+	defer netguard.CutOnDeny(conn.Context(), func(reason string) {
+		conn.CloseWithError(transport.CodeRevoked, reason)
+	})()
 	// A connection ends no later than its certificate.
 	expiry := time.AfterFunc(time.Until(p.NotAfter), func() {
 		conn.CloseWithError(transport.CodeUnauthorized, "certificate expired: renew it")
@@ -346,6 +358,12 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*a
 	if hello.Direct && !s.NoDirect {
 		ac.direct, ac.addrs = true, candidates(conn.RemoteAddr(), hello.Addrs)
 	}
+	// Read before the registry publishes ac: from then on its services
+	// change under the registry's lock (setServices).
+	names := make([]string, 0, len(ac.services))
+	for _, sv := range ac.services {
+		names = append(names, sv.Name)
+	}
 	if old := s.reg.addAgent(ac); old != nil {
 		// New streams go to the new connection; the old one closes when its
 		// last stream ends (at the latest when its certificate expires).
@@ -358,10 +376,6 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*a
 	}
 	if err := s.Store.TouchAgent(ctx, ac.name, ac.since); err != nil {
 		s.log().Warn("record agent connection", "agent", ac.name, "err", err)
-	}
-	names := make([]string, 0, len(ac.services))
-	for _, sv := range ac.services {
-		names = append(names, sv.Name)
 	}
 	s.auditNow(audit.Event{Type: audit.AgentConnected, Actor: p.String(), Subject: ac.name, Outcome: audit.Success,
 		SourceIP: hostOf(conn.RemoteAddr().String()), Details: map[string]string{"services": strings.Join(names, ","), "version": hello.Version}})

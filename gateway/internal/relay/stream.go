@@ -78,6 +78,7 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	ev := audit.Event{Actor: p.String(), Subject: h.Target, SourceIP: src}
 	var d access.StreamDecision
 	var sess store.Session
+	var cred *streamCred // the database credential of a service that needs one
 	isSSH := service == api.SSHService
 	if isSSH {
 		var sd policy.Decision
@@ -92,9 +93,15 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 		if _, direct := s.directFor(p, h, s.lookup(node)); direct {
 			ev.Details = map[string]string{"path": "direct"}
 		}
-		d, err = s.access().Stream(ctx, access.StreamRequest{Caller: p.ID, Node: node, Service: service, Event: ev})
+		d, cred, err = s.decideStream(ctx, p, node, service, ev)
+		defer cred.done()
 	}
+	var ce *credError
 	switch {
+	case errors.As(err, &ce):
+		s.log().Warn("stream refused: no database credential", "caller", p.String(), "target", h.Target, "err", err)
+		refuse(st, wire.StatusUnavailable, ce.msg)
+		return
 	case errors.Is(err, access.ErrAuditWrite):
 		refuse(st, wire.StatusInternal, err.Error())
 		return
@@ -117,8 +124,8 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	}
 	if caller, ok := s.directFor(p, h, target); ok && !isSSH {
 		// The direct path; the decision is durable before the grant.
-		l := &liveStream{caller: p.ID, from: p.ID.Name, to: node, service: service}
-		if s.goDirect(p, st, node, service, target, caller, l, gate) {
+		l := &liveStream{caller: p.ID, from: p.ID.Name, to: node, service: service, src: src}
+		if s.goDirect(p, st, node, service, target, caller, l, gate, cred) {
 			return
 		}
 	}
@@ -147,6 +154,7 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 		dh.Idle = int64(s.IdleTimeout / time.Second)
 		dh.Permit = s.permit(ctx, p.ID.Name, node)
 	}
+	cred.header(&dh)
 	err = wire.WriteHeader(ts, dh)
 	if err != nil {
 		_ = gate.wait()
@@ -167,7 +175,8 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	// Both write sides are reset first: cancelling a read side first would
 	// let the splice see the error and reset the other side with its own
 	// code before this one.
-	l := &liveStream{caller: p.ID, session: sess.ID, to: node, service: service, abort: func(code quic.StreamErrorCode) {
+	l := &liveStream{caller: p.ID, session: sess.ID, to: node, service: service, src: src, path: pathOf(ctx), bytes: m, abort: func(code quic.StreamErrorCode) {
+		cred.cut()
 		st.CancelWrite(code)
 		ts.CancelWrite(code)
 		st.CancelRead(code)

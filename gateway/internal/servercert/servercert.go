@@ -45,6 +45,8 @@ type CA struct {
 
 	mu  sync.Mutex // serialises re-issuance
 	cur atomic.Pointer[tls.Certificate]
+	// gen is the generation of the CA keys cur was issued with.
+	gen atomic.Uint64
 }
 
 // FromCA returns a Source whose certificate names every host in names (DNS
@@ -72,6 +74,7 @@ func FromCA(ca *certs.Authority, gatewayName string, names []string, ttl time.Du
 }
 
 func (s *CA) issue() (*tls.Certificate, error) {
+	gen := s.ca.Generation()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("gateway certificate: %w", err)
@@ -83,24 +86,32 @@ func (s *CA) issue() (*tls.Certificate, error) {
 		return nil, fmt.Errorf("gateway certificate: %w", err)
 	}
 	c := &tls.Certificate{
-		Certificate: [][]byte{leaf.Raw, s.ca.X509CA().Raw},
+		Certificate: s.ca.ServerChain(leaf),
 		PrivateKey:  priv,
 		Leaf:        leaf,
 	}
 	s.cur.Store(c)
+	s.gen.Store(gen)
 	return c, nil
+}
+
+// current reports whether c is still what to serve: issued with the CA
+// keys in use, not before a CA rotation step (certs.Authority.Reload)
+// changed the signing CA or the chain the trusted CAs call for.
+func (s *CA) current(c *tls.Certificate) bool {
+	return s.gen.Load() == s.ca.Generation() && c == s.cur.Load()
 }
 
 // GetCertificate implements Source: it re-issues the certificate once two
 // thirds of its lifetime have passed.
 func (s *CA) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c := s.cur.Load()
-	if !needsRenewal(c.Leaf, s.clock()) {
+	if !needsRenewal(c.Leaf, s.clock()) && s.current(c) {
 		return c, nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c = s.cur.Load(); !needsRenewal(c.Leaf, s.clock()) {
+	if c = s.cur.Load(); !needsRenewal(c.Leaf, s.clock()) && s.current(c) {
 		return c, nil
 	}
 	nc, err := s.issue()

@@ -241,9 +241,12 @@ func (m *Manager) CreateUntil(ctx context.Context, u store.User, req api.CreateS
 	if err != nil {
 		return nil, refuse(400, "ssh public key: %v", err)
 	}
-	g, err := m.GrantOn(ctx, u, node)
+	g, err := m.access().SSHFrom(ctx, u, node, access.ParseAddr(src))
 	if err != nil {
 		return nil, err
+	}
+	if g.SourceRefused(req.Login) {
+		return nil, m.deny(ctx, u.Name, node, req.Login, src, refuse(403, "%s", access.SourceRefusal(access.ParseAddr(src), g.Outside)))
 	}
 	if len(g.Logins) == 0 {
 		return nil, m.deny(ctx, u.Name, node, req.Login, src, refuse(403, "none of your roles allows %s: ask an admin for a role with --node %s", node, node))
@@ -272,9 +275,13 @@ func (m *Manager) CreateUntil(ctx context.Context, u store.User, req api.CreateS
 		CertSerial: certs.SSHSerialHex(cert)}
 	rec := store.IssuedCert{Serial: s.CertSerial, Kind: store.CertSSHUser, Subject: u.Name, SubjectKind: identity.User,
 		NotBefore: time.Unix(int64(cert.ValidAfter), 0), NotAfter: s.Deadline, IssuedAt: now, Principals: []string{req.Login}}
+	details := map[string]string{"node": node, "login": req.Login, "deadline": s.Deadline.UTC().Format(time.RFC3339)}
+	if g.Sudo {
+		details["sudo"] = "true"
+	}
 	evs := []audit.Event{
 		{Time: now, Type: audit.SessionCreated, Actor: u.Name, Subject: id, Outcome: audit.Success, SourceIP: src,
-			Details: map[string]string{"node": node, "login": req.Login, "deadline": s.Deadline.UTC().Format(time.RFC3339)}},
+			Details: details},
 		{Time: now, Type: audit.CertIssued, Actor: u.Name, Subject: rec.Serial, Outcome: audit.Success, SourceIP: src,
 			Details: map[string]string{"kind": string(rec.Kind), "principals": req.Login, "session": id, "signer": m.CA.Signer(rec.Kind)}},
 	}
@@ -323,10 +330,19 @@ func sessionTTL(asked, maxTTL time.Duration, node string, now, loginNotAfter tim
 // through the jump host, with only their login certificate: it ends when
 // that certificate does, capped by the role. logins are those the node may
 // accept (the login is chosen inside the end-to-end SSH connection).
+//
+// The roles count only from their source networks: logins that only roles
+// outside src allow are dropped, and if none is left the session is
+// refused with a sentence naming the source and the roles.
 func (m *Manager) OpenForJump(ctx context.Context, u store.User, node string, logins []string, certSerial string, certExpiry time.Time, src string) (store.Session, error) {
-	g, err := m.GrantOn(ctx, u, node)
+	g, err := m.access().SSHFrom(ctx, u, node, access.ParseAddr(src))
 	if err != nil {
 		return store.Session{}, err
+	}
+	asked := len(logins)
+	logins = slices.DeleteFunc(slices.Clone(logins), func(l string) bool { return !g.AllowsLogin(l) })
+	if asked > 0 && len(logins) == 0 && len(g.Outside) > 0 {
+		return store.Session{}, m.deny(ctx, u.Name, node, "", src, refuse(403, "%s", access.SourceRefusal(access.ParseAddr(src), g.Outside)))
 	}
 	if len(logins) == 0 {
 		return store.Session{}, m.deny(ctx, u.Name, node, "", src, refuse(403, "your roles do not allow %s", node))
@@ -348,6 +364,9 @@ func (m *Manager) OpenForJump(ctx context.Context, u store.User, node string, lo
 		State: store.SessionActive, SourceIP: src, CertSerial: certSerial}
 	ev := audit.Event{Time: now, Type: audit.SessionCreated, Actor: u.Name, Subject: id, Outcome: audit.Success, SourceIP: src,
 		Details: map[string]string{"node": node, "logins": login, "deadline": deadline.UTC().Format(time.RFC3339), "via": "jump host"}}
+	if g.Sudo {
+		ev.Details["sudo"] = "true"
+	}
 	if err := m.Store.CreateSession(ctx, s, nil, []audit.Event{ev}); err != nil {
 		if errors.Is(err, store.ErrLocked) {
 			return store.Session{}, refuse(403, "%v", err)
@@ -366,10 +385,61 @@ func (m *Manager) deny(ctx context.Context, user, node, login, src string, err e
 }
 
 // Forwarding says whether the user's roles allow port and agent
-// forwarding on node (for the node's SSH endpoint).
+// forwarding on node (for the node's SSH endpoint), from the sources of
+// the user's live sessions there (live).
 func (m *Manager) Forwarding(ctx context.Context, user, node string) (port, agent bool, err error) {
-	g, err := m.access().SSHUser(ctx, user, node)
+	g, err := m.live(ctx, user, node)
 	return g.PortForwarding, g.AgentForwarding, err
+}
+
+// Sudo says whether the user's roles let the session's login use sudo on
+// node for the session's length (the "sudo" permit of the stream header,
+// which the node's SSH endpoint honours with a sudoers drop-in), from the
+// sources of the user's live sessions there (live).
+func (m *Manager) Sudo(ctx context.Context, user, node string) (bool, error) {
+	g, err := m.live(ctx, user, node)
+	return g.Sudo, err
+}
+
+// live is what the user's roles allow on node for their active sessions
+// there, each decided from its own source address (roles count only from
+// their source networks): a permission holds only if it holds for every
+// one of them. The relay asks by user and node, not by session, so this
+// errs on the side of less. With no active session, the source is unknown
+// and only roles without source networks count.
+func (m *Manager) live(ctx context.Context, user, node string) (Grant, error) {
+	u, err := m.Store.GetUser(ctx, user)
+	if err != nil {
+		return Grant{}, err
+	}
+	active, err := m.Store.ListSessions(ctx, store.SessionFilter{User: user, Node: node, ActiveOnly: true})
+	if err != nil {
+		return Grant{}, fmt.Errorf("list the sessions of %s on %s: %w", user, node, err)
+	}
+	srcs := []string{""}
+	if len(active) > 0 {
+		srcs = srcs[:0]
+		for _, s := range active {
+			if !slices.Contains(srcs, s.SourceIP) {
+				srcs = append(srcs, s.SourceIP)
+			}
+		}
+	}
+	var out Grant
+	for i, src := range srcs {
+		g, err := m.access().SSHFrom(ctx, u, node, access.ParseAddr(src))
+		if err != nil {
+			return Grant{}, err
+		}
+		if i == 0 {
+			out = g
+			continue
+		}
+		out.PortForwarding = out.PortForwarding && g.PortForwarding
+		out.AgentForwarding = out.AgentForwarding && g.AgentForwarding
+		out.Sudo = out.Sudo && g.Sudo
+	}
+	return out, nil
 }
 
 // Check returns the session id if it may carry a new stream for user to

@@ -52,13 +52,17 @@ const (
 	// PathTunnelTCP is the tunnel with both agents on QUIC over TCP
 	// (tunnel-agent --quic-over-tcp), relayed.
 	PathTunnelTCP = "tunnel-tcp"
+	// PathTunnelDirectTCP is the direct path with its TCP transport: each
+	// stream on a TCP connection of its own with mutual TLS 1.3 between
+	// the agents (PathTunnel runs the direct path on QUIC only).
+	PathTunnelDirectTCP = "tunnel-direct-tcp"
 )
 
-var allPaths = []string{PathDirect, PathStunnel, PathSSH, PathTunnel, PathTunnelRelayed, PathTunnelTCP}
+var allPaths = []string{PathDirect, PathStunnel, PathSSH, PathTunnel, PathTunnelDirectTCP, PathTunnelRelayed, PathTunnelTCP}
 
 // isTunnel reports whether name is one of the tunnel's paths.
 func isTunnel(name string) bool {
-	return name == PathTunnel || name == PathTunnelRelayed || name == PathTunnelTCP
+	return name == PathTunnel || name == PathTunnelRelayed || name == PathTunnelTCP || name == PathTunnelDirectTCP
 }
 
 // pathLabel is a path's name in the report.
@@ -68,6 +72,8 @@ func pathLabel(name string) string {
 		return "ssh -L"
 	case PathTunnel:
 		return "tunnel direct (app agent → db agent)"
+	case PathTunnelDirectTCP:
+		return "tunnel direct over TCP+TLS (app agent → db agent)"
 	case PathTunnelRelayed:
 		return "tunnel relayed (app agent → gateway → db agent)"
 	case PathTunnelTCP:

@@ -194,13 +194,24 @@ func waitFor(ctx context.Context, timeout time.Duration, s *service, cond func()
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// freePort returns a loopback port free on both TCP and UDP (the gateway
+// serves both on its API port; an agent's UDP socket may hold a port whose
+// TCP side is free).
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no loopback port free on both TCP and UDP")
 }
 
 func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }

@@ -241,7 +241,7 @@ func buildReport(cfg *Config, topo *topology, info sysInfo, paths []Path, res *r
 	}
 
 	for _, tp := range []struct{ name, title string }{
-		{PathTunnel, "the direct path"}, {PathTunnelRelayed, "the relayed path"}} {
+		{PathTunnel, "the direct path"}, {PathTunnelDirectTCP, "the direct path over TCP+TLS"}, {PathTunnelRelayed, "the relayed path"}} {
 		if !has[tp.name] {
 			continue
 		}

@@ -356,7 +356,7 @@ func makePath(ctx context.Context, e *env, cfg *Config, topo *topology, tl tools
 		return newStunnelPath(e, topo, tl.stunnel), nil
 	case PathSSH:
 		return newSSHPath(e, topo, tl.ssh), nil
-	case PathTunnel, PathTunnelRelayed, PathTunnelTCP:
+	case PathTunnel, PathTunnelDirectTCP, PathTunnelRelayed, PathTunnelTCP:
 		dir := cfg.TunnelBin
 		if dir != "" {
 			if err := checkTunnelBin(dir); err != nil {

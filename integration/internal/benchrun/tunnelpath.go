@@ -38,6 +38,7 @@ type tunnelPath struct {
 	yamlExtra  string // appended to both agents' files
 	extraGW    []string
 	extraAgent []string
+	agentEnv   []string // added to the agents' environment
 
 	gateway, dbAgent, appAgent *service
 }
@@ -91,6 +92,10 @@ func checkTunnelBin(dir string) error {
 func newTunnelPath(e *env, topo *topology, binDir, name string, extraGW, extraAgent []string) *tunnelPath {
 	p := &tunnelPath{e: e, topo: topo, binDir: binDir, name: name, extraGW: extraGW, extraAgent: extraAgent}
 	switch name {
+	case PathTunnel:
+		// The direct path on QUIC only (PathTunnelDirectTCP has its TCP
+		// transport).
+		p.agentEnv = []string{"TUNNEL_DIRECT_TCP=off"}
 	case PathTunnelRelayed:
 		p.yamlExtra = "direct: off\n"
 	case PathTunnelTCP:
@@ -260,7 +265,7 @@ func (p *tunnelPath) Setup(ctx context.Context, targets []Target) (map[string]st
 			"--token", tok, "--config", conf}, p.extraAgent...)
 		cmd := exec.Command(p.bin("tunnel-agent"), args...)
 		cmd.Dir = dir
-		cmd.Env = env
+		cmd.Env = append(append([]string(nil), env...), p.agentEnv...)
 		return p.e.startServiceOn(on, "tunnel-agent "+name, cmd, filepath.Join(dir, name+".log"))
 	}
 	dbYAML.WriteString(p.yamlExtra)

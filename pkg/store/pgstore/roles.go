@@ -13,7 +13,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
-const roleColumns = `name, logins, max_ttl, admin, nodes, services, port_forwarding, agent_forwarding, created_at`
+const roleColumns = `name, logins, max_ttl, admin, nodes, services, port_forwarding, agent_forwarding, created_at, approve, sudo, sources`
 
 func scanRole(row pgx.Row) (store.Role, error) {
 	var (
@@ -22,10 +22,10 @@ func scanRole(row pgx.Row) (store.Role, error) {
 		created time.Time
 	)
 	if err := row.Scan(&r.Name, &r.Logins, &maxTTL, &r.Admin, &r.Nodes, &r.Services,
-		&r.PortForwarding, &r.AgentForwarding, &created); err != nil {
+		&r.PortForwarding, &r.AgentForwarding, &created, &r.Approve, &r.Sudo, &r.Sources); err != nil {
 		return store.Role{}, err
 	}
-	r.Logins, r.Nodes, r.Services = unlist(r.Logins), unlist(r.Nodes), unlist(r.Services)
+	r.Logins, r.Nodes, r.Services, r.Approve, r.Sources = unlist(r.Logins), unlist(r.Nodes), unlist(r.Services), unlist(r.Approve), unlist(r.Sources)
 	r.MaxTTL, r.CreatedAt = time.Duration(maxTTL), utc(created)
 	return r, nil
 }
@@ -38,10 +38,10 @@ func (s *Store) CreateRole(ctx context.Context, r store.Role, ev audit.Event) er
 		return errors.New("create role: empty name")
 	}
 	err := s.audited(ctx, func(tx pgx.Tx, log *chain) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO roles (`+roleColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		tag, err := tx.Exec(ctx, `INSERT INTO roles (`+roleColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 			ON CONFLICT (name) DO NOTHING`,
 			r.Name, list(r.Logins), int64(r.MaxTTL), r.Admin, list(r.Nodes), list(r.Services),
-			r.PortForwarding, r.AgentForwarding, ts(r.CreatedAt))
+			r.PortForwarding, r.AgentForwarding, ts(r.CreatedAt), list(r.Approve), r.Sudo, list(r.Sources))
 		if err != nil {
 			return err
 		}
@@ -66,9 +66,9 @@ func (s *Store) CreateRole(ctx context.Context, r store.Role, ev audit.Event) er
 func (s *Store) UpdateRole(ctx context.Context, r store.Role, ev audit.Event) error {
 	err := s.audited(ctx, func(tx pgx.Tx, log *chain) error {
 		tag, err := tx.Exec(ctx, `UPDATE roles SET logins = $2, max_ttl = $3, admin = $4, nodes = $5, services = $6,
-			port_forwarding = $7, agent_forwarding = $8 WHERE name = $1`,
+			port_forwarding = $7, agent_forwarding = $8, approve = $9, sudo = $10, sources = $11 WHERE name = $1`,
 			r.Name, list(r.Logins), int64(r.MaxTTL), r.Admin, list(r.Nodes), list(r.Services),
-			r.PortForwarding, r.AgentForwarding)
+			r.PortForwarding, r.AgentForwarding, list(r.Approve), r.Sudo, list(r.Sources))
 		if err != nil {
 			return err
 		}

@@ -14,23 +14,24 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
-const roleColumns = `name, logins, max_ttl, admin, nodes, services, port_forwarding, agent_forwarding, created_at`
+const roleColumns = `name, logins, max_ttl, admin, nodes, services, port_forwarding, agent_forwarding, created_at, approve, sudo, sources`
 
 func scanRole(row scanner) (store.Role, error) {
 	var (
 		r                       store.Role
 		logins, nodes, services string
+		approve, sources        string
 		maxTTL                  int64
 		created                 int64
 	)
-	if err := row.Scan(&r.Name, &logins, &maxTTL, &r.Admin, &nodes, &services, &r.PortForwarding, &r.AgentForwarding, &created); err != nil {
+	if err := row.Scan(&r.Name, &logins, &maxTTL, &r.Admin, &nodes, &services, &r.PortForwarding, &r.AgentForwarding, &created, &approve, &r.Sudo, &sources); err != nil {
 		return store.Role{}, err
 	}
 	for _, l := range []struct {
 		what string
 		enc  string
 		dst  *[]string
-	}{{"logins", logins, &r.Logins}, {"nodes", nodes, &r.Nodes}, {"services", services, &r.Services}} {
+	}{{"logins", logins, &r.Logins}, {"nodes", nodes, &r.Nodes}, {"services", services, &r.Services}, {"approve", approve, &r.Approve}, {"sources", sources, &r.Sources}} {
 		var err error
 		if *l.dst, err = decodeList(l.enc); err != nil {
 			return store.Role{}, fmt.Errorf("role %s: %s: %w", r.Name, l.what, err)
@@ -48,9 +49,9 @@ func (s *Store) CreateRole(ctx context.Context, r store.Role, ev audit.Event) er
 		if r.Name == "" {
 			return errors.New("empty name")
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO roles (`+roleColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO roles (`+roleColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			r.Name, encodeList(r.Logins), int64(r.MaxTTL), r.Admin, encodeList(r.Nodes), encodeList(r.Services),
-			r.PortForwarding, r.AgentForwarding, micros(r.CreatedAt))
+			r.PortForwarding, r.AgentForwarding, micros(r.CreatedAt), encodeList(r.Approve), r.Sudo, encodeList(r.Sources))
 		if isDuplicate(err) {
 			return store.ErrExists
 		}
@@ -72,9 +73,9 @@ func (s *Store) CreateRole(ctx context.Context, r store.Role, ev audit.Event) er
 func (s *Store) UpdateRole(ctx context.Context, r store.Role, ev audit.Event) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE roles SET logins = ?, max_ttl = ?, admin = ?, nodes = ?, services = ?,
-			port_forwarding = ?, agent_forwarding = ? WHERE name = ?`,
+			port_forwarding = ?, agent_forwarding = ?, approve = ?, sudo = ?, sources = ? WHERE name = ?`,
 			encodeList(r.Logins), int64(r.MaxTTL), r.Admin, encodeList(r.Nodes), encodeList(r.Services),
-			r.PortForwarding, r.AgentForwarding, r.Name)
+			r.PortForwarding, r.AgentForwarding, encodeList(r.Approve), r.Sudo, encodeList(r.Sources), r.Name)
 		if err != nil {
 			return err
 		}

@@ -124,6 +124,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CloseTwice", testCloseTwice},
 		{"Network", testNetwork},
 		{"Requests", testRequests},
+		{"Sealed", testSealed},
+		{"Snapshot", testSnapshot},
+		{"ClaimJob", testClaimJob},
+		{"CARotation", testCARotation},
+		{"RoleSources", testRoleSources},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,4 @@
+-- 0010: per-role source networks (tunnel admin roles add NAME --source
+-- 10.0.0.0/8): the CIDRs a role counts from, a JSON list like logins; an
+-- empty list means from anywhere.
+ALTER TABLE roles ADD COLUMN sources TEXT NOT NULL DEFAULT '[]';

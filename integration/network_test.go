@@ -397,6 +397,11 @@ func TestNetworkRules(t *testing.T) {
 		if err != nil {
 			t.Errorf("a QUIC-only deny of the admin's address (the API stays open): %v %s", err, errOut)
 		}
+		// web-1's agent is connected over QUIC from 127.0.0.1: the new rule
+		// cuts its live connection, and it stays out while the rule holds.
+		if !waitAgentOnline(t, admin, "web-1", false, time.Minute) {
+			t.Error("web-1's live QUIC connection from 127.0.0.1 still up a minute after a quic deny of 127.0.0.1")
+		}
 	})
 
 	t.Run("Audited", func(t *testing.T) {
@@ -448,7 +453,11 @@ func TestNetworkRules(t *testing.T) {
 		if added != 6 || removed != 6 {
 			t.Errorf("%d network.rule_added and %d network.rule_removed events; want one for every change (6 and 6)", added, removed)
 		}
-		// The deny is gone: 127.0.0.2 is back in on the jump host.
+		// The rules are gone: web-1's agent comes back by itself, and
+		// 127.0.0.2 is back in on the jump host.
+		if !waitAgentOnline(t, admin, "web-1", true, 2*time.Minute) {
+			t.Fatal("web-1 not back online two minutes after the network rules were removed")
+		}
 		if code, out := sshVia(from2, "echo back"); code != 0 {
 			t.Errorf("ssh -J from 127.0.0.2 once its rule is removed: exit %d\n%s", code, out)
 		}
@@ -499,4 +508,18 @@ func TestNetworkRulesAcrossGateways(t *testing.T) {
 	id := networkRules(t, admin)[0].ID
 	admin.must("admin", "network", "rm", fmt.Sprint(id))
 	waitFor(t, 20*time.Second, "gateway 2 to admit 127.0.0.2 again", func() bool { return apiFrom("127.0.0.2", gws[1].addr) == nil })
+}
+
+// waitAgentOnline polls until agent's online state is want, up to timeout,
+// and reports whether it got there.
+func waitAgentOnline(t *testing.T, admin *user, agent string, want bool, timeout time.Duration) bool {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(200 * time.Millisecond) {
+		if admin.agentsOnline()[agent] == want {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }

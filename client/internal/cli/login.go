@@ -152,12 +152,6 @@ func runLogin(cmd *cobra.Command, env Env, f loginFlags) error {
 		return err
 	}
 	p.User, p.Cluster, p.Roles, p.Logins, p.NotAfter = resp.User, resp.CA.Cluster, resp.Roles, resp.Logins, resp.NotAfter
-	// The answer came over a connection verified against the pin we
-	// hold (or a CA it signed, during a CA rotation): follow the active
-	// CA, so that the pin stays good once the old CA is removed.
-	if strings.HasPrefix(resp.CA.Pin, "sha256:") {
-		p.CAPin = resp.CA.Pin
-	}
 	if err := dir.SaveProfile(p); err != nil {
 		return err
 	}

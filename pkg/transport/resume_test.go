@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"io"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -33,8 +34,18 @@ func startResumeServer(t *testing.T, tickets *Tickets) *resumeServer {
 	if tickets != nil {
 		tickets.Install(conf)
 	}
-	ln, err := quic.ListenAddr("127.0.0.1:0", conf, QUICConfig())
+	// An explicit Transport, closed in the cleanup: a listener from
+	// quic.ListenAddr closes its transport only once its connections are
+	// gone, which may be after the goroutine leak check has run.
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	ln, err := tr.Listen(conf, QUICConfig())
+	if err != nil {
+		tr.Close()
+		udp.Close()
 		t.Fatal(err)
 	}
 	s := &resumeServer{ln: ln}
@@ -68,6 +79,8 @@ func startResumeServer(t *testing.T, tickets *Tickets) *resumeServer {
 	}()
 	t.Cleanup(func() {
 		ln.Close()
+		tr.Close()
+		udp.Close()
 		s.wg.Wait()
 	})
 	return s

@@ -10,9 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tunnelhq/tunnel/client/profile"
 	"github.com/tunnelhq/tunnel/pkg/api"
-	"github.com/tunnelhq/tunnel/pkg/apiclient"
 	"github.com/tunnelhq/tunnel/pkg/sshkrl"
 )
 
@@ -40,26 +38,7 @@ last login; no login is needed (the list is public, like tunnel ca). See
 docs/KRL.md for the sshd setup and a cron line.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if gateway == "" || pin == "" {
-				dir, err := profile.Open()
-				if err != nil {
-					return err
-				}
-				p, err := dir.Load()
-				if err != nil && !errors.Is(err, profile.ErrNotLoggedIn) {
-					return err
-				}
-				if gateway == "" {
-					gateway = p.Gateway
-				}
-				if pin == "" {
-					pin = p.CAPin
-				}
-			}
-			if gateway == "" || pin == "" {
-				return errors.New("which gateway? give --gateway HOST:PORT and --ca-pin sha256:HEX, or log in first")
-			}
-			c, err := apiclient.New(apiclient.Config{Gateway: gateway, Pin: pin})
+			c, err := publicClient(gateway, pin)
 			if err != nil {
 				return err
 			}

@@ -30,26 +30,7 @@ Without --gateway and --ca-pin it uses those of your last login; no login is
 needed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if gateway == "" || pin == "" {
-				dir, err := profile.Open()
-				if err != nil {
-					return err
-				}
-				p, err := dir.Load()
-				if err != nil && !errors.Is(err, profile.ErrNotLoggedIn) {
-					return err
-				}
-				if gateway == "" {
-					gateway = p.Gateway
-				}
-				if pin == "" {
-					pin = p.CAPin
-				}
-			}
-			if gateway == "" || pin == "" {
-				return errors.New("which gateway? give --gateway HOST:PORT and --ca-pin sha256:HEX, or log in first")
-			}
-			c, err := apiclient.New(apiclient.Config{Gateway: gateway, Pin: pin})
+			c, err := publicClient(gateway, pin)
 			if err != nil {
 				return err
 			}
@@ -80,4 +61,30 @@ needed.`,
 	cmd.Flags().StringVar(&kind, "type", "x509", "which CA: x509, ssh-user or ssh-host")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print all of them as JSON")
 	return cmd
+}
+
+// publicClient returns a client of the gateway's public endpoints (tunnel
+// ca, tunnel admin krl): no login is needed, the answer is checked against
+// the CA pin. An empty gateway or pin is taken from the last login.
+func publicClient(gateway, pin string) (*apiclient.Client, error) {
+	if gateway == "" || pin == "" {
+		dir, err := profile.Open()
+		if err != nil {
+			return nil, err
+		}
+		p, err := dir.Load()
+		if err != nil && !errors.Is(err, profile.ErrNotLoggedIn) {
+			return nil, err
+		}
+		if gateway == "" {
+			gateway = p.Gateway
+		}
+		if pin == "" {
+			pin = p.CAPin
+		}
+	}
+	if gateway == "" || pin == "" {
+		return nil, errors.New("which gateway? give --gateway HOST:PORT and --ca-pin sha256:HEX, or log in first")
+	}
+	return apiclient.New(apiclient.Config{Gateway: gateway, Pin: pin})
 }

@@ -29,6 +29,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -53,6 +54,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/trust"
 	"github.com/tunnelhq/tunnel/pkg/version"
+	"github.com/tunnelhq/tunnel/pkg/wire"
 )
 
 // Config says how to run an agent. Zero values of optional fields mean
@@ -101,6 +103,9 @@ type Agent struct {
 	id       *Identity
 	cert     atomic.Pointer[tls.Certificate]
 	services map[string]Expose
+	// idMu serialises the changes of the identity (read, save, set): a
+	// renewal, a trust bundle a gateway sends (applyTrust).
+	idMu sync.Mutex
 
 	// links are the connections to every gateway (gatewayLinks), made
 	// from the identity's list, or from DNS (--gateway srv:ZONE) and then
@@ -385,7 +390,7 @@ func (a *Agent) enroll(ctx context.Context) (*Identity, error) {
 		return nil, err
 	}
 	defer c.Close()
-	k, err := newKeys()
+	k, err := newKeys(nil)
 	if err != nil {
 		return nil, err
 	}
@@ -461,7 +466,13 @@ func (a *Agent) renew(ctx context.Context) error {
 		return err
 	}
 	defer c.Close()
-	k, err := newKeys()
+	// The SSH host key stays: only its certificate is renewed, and the SSH
+	// endpoint serves the new one at its next handshake.
+	host, err := a.identity().hostKey()
+	if err != nil {
+		return err
+	}
+	k, err := newKeys(host)
 	if err != nil {
 		return err
 	}
@@ -473,20 +484,55 @@ func (a *Agent) renew(ctx context.Context) error {
 	if err := c.Do(ctx, http.MethodPost, api.PathRenew, nil, api.RenewRequest{CSR: csr, SSHHostKey: k.hostPub()}, &resp); err != nil {
 		return err
 	}
+	a.idMu.Lock()
 	id, err := k.apply(*a.identity(), resp)
+	if err == nil {
+		err = a.store.save(id)
+	}
+	if err == nil {
+		err = a.setIdentity(id)
+	}
+	a.idMu.Unlock()
 	if err != nil {
-		return err
-	}
-	if err := a.store.save(id); err != nil {
-		return err
-	}
-	if err := a.setIdentity(id); err != nil {
 		return err
 	}
 	a.log.Info("certificate renewed", "expires", a.cert.Load().Leaf.NotAfter)
 	a.reconnectAll()
 	a.peers.retireAll()
 	return nil
+}
+
+// applyTrust takes the trust bundle a gateway sent on the connection s
+// (wire.MsgTrust, when its CA keys changed): checked (withTrust), saved
+// with the identity, sealed, and in force at once: the peer links' TLS
+// and the SSH endpoint's user CAs read the identity at each handshake. A
+// bundle refused is logged, and the current one kept.
+func (a *Agent) applyTrust(m wire.Control, s *session) {
+	var gw []*x509.Certificate
+	if s != nil && s.conn != nil {
+		gw = s.conn.ConnectionState().TLS.PeerCertificates
+	}
+	a.idMu.Lock()
+	defer a.idMu.Unlock()
+	id, changed, err := a.identity().withTrust(m.Trust, gw)
+	if err != nil {
+		a.log.Warn("refused the trust bundle the gateway sent; keeping the current one", "err", err)
+		return
+	}
+	if !changed {
+		a.log.Debug("trust bundle from the gateway: unchanged")
+		return
+	}
+	if err := a.store.save(id); err != nil {
+		a.log.Error("cannot save the trust bundle the gateway sent; keeping the current one until the next renewal", "err", err)
+		return
+	}
+	// The certificate is the same: only the identity changes.
+	a.mu.Lock()
+	a.id = id
+	a.mu.Unlock()
+	a.log.Info("trust bundle from the gateway saved and in force", "x509_cas", strings.Count(id.CAPEM, "-----BEGIN CERTIFICATE-----"),
+		"ssh_user_cas", len(id.UserCAs), "ssh_host_cas", len(id.HostCAs), "x509_pin", m.Trust.Pin)
 }
 
 // reconnectAll replaces the connection to every gateway by one with the

@@ -12,12 +12,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/seal"
+	"github.com/tunnelhq/tunnel/pkg/wire"
 )
 
 // Files in the agent's data directory (0700).
@@ -45,6 +47,8 @@ type Identity struct {
 	// UserCAs are the cluster's SSH user CAs (authorized_keys lines): the
 	// node's SSH endpoint trusts them.
 	UserCAs []string `json:"user_cas"`
+	// HostCAs are the cluster's SSH host CAs (authorized_keys lines).
+	HostCAs []string `json:"host_cas,omitempty"`
 }
 
 // TLSCertificate returns the identity's certificate and key for mTLS.
@@ -70,16 +74,34 @@ type keys struct {
 	hostKey ed25519.PrivateKey
 }
 
-func newKeys() (*keys, error) {
+// newKeys makes a new TLS key, and a new SSH host key unless host is
+// given: a renewal keeps the host key (hostKey) and has its certificate
+// renewed, so that the SSH endpoint, which signs with the key it started
+// with, serves the renewed certificate at once (certs.CertSigner).
+func newKeys(host ed25519.PrivateKey) (*keys, error) {
 	_, a, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	_, b, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
+	if host == nil {
+		if _, host, err = ed25519.GenerateKey(rand.Reader); err != nil {
+			return nil, err
+		}
 	}
-	return &keys{tlsKey: a, hostKey: b}, nil
+	return &keys{tlsKey: a, hostKey: host}, nil
+}
+
+// hostKey returns the identity's SSH host key.
+func (id *Identity) hostKey() (ed25519.PrivateKey, error) {
+	k, err := x509.ParsePKCS8PrivateKey(id.HostKey)
+	if err != nil {
+		return nil, fmt.Errorf("agent identity: SSH host key: %w", err)
+	}
+	hk, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("agent identity: the SSH host key is a %T, not Ed25519", k)
+	}
+	return hk, nil
 }
 
 func (k *keys) csr() (string, error) {
@@ -107,7 +129,7 @@ func (k *keys) apply(base Identity, resp api.AgentIdentity) (*Identity, error) {
 		return nil, err
 	}
 	id.CertPEM, id.CAPEM, id.HostCert = resp.X509Certificate, resp.CA.X509, resp.SSHHostCertificate
-	id.UserCAs = resp.CA.SSHUserCAs
+	id.UserCAs, id.HostCAs = resp.CA.SSHUserCAs, resp.CA.SSHHostCAs
 	cert, err := id.TLSCertificate()
 	if err != nil {
 		return nil, err
@@ -202,4 +224,100 @@ func (s *identityStore) save(id *Identity) error {
 func renewAt(nb, na time.Time, jitter float64) time.Time {
 	life := na.Sub(nb)
 	return nb.Add(life*2/3 - time.Duration(jitter*float64(life/10)))
+}
+
+// withTrust returns the identity with the trust bundle t a gateway sent
+// over its connection (wire.MsgTrust), and whether that changes anything.
+// It refuses a bundle of another cluster, one whose certificates or keys
+// do not parse, one that no longer holds the X.509 CA that signed this
+// agent's own certificate (other agents would then be told to refuse it),
+// and one that no longer anchors the certificate chain the gateway
+// presented (gw) where the current bundle does. The pin stays: the agent
+// authenticates its gateways with the pin it enrolled with.
+func (id *Identity) withTrust(t *wire.Trust, gw []*x509.Certificate) (*Identity, bool, error) {
+	if err := t.Check(); err != nil {
+		return nil, false, err
+	}
+	if t.Cluster != id.Cluster {
+		return nil, false, fmt.Errorf("the bundle is for cluster %q, and this agent belongs to %q", t.Cluster, id.Cluster)
+	}
+	cas, err := parseCAPEM(t.X509)
+	if err != nil {
+		return nil, false, fmt.Errorf("the bundle's X.509 CAs: %w", err)
+	}
+	blk, _ := pem.Decode([]byte(id.CertPEM))
+	if blk == nil {
+		return nil, false, errors.New("agent identity: no certificate")
+	}
+	own, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, false, fmt.Errorf("agent identity: %w", err)
+	}
+	if !anchored([]*x509.Certificate{own}, cas) {
+		return nil, false, errors.New("the bundle no longer holds the X.509 CA that signed this agent's certificate (renew it, or enrol again if that CA was removed)")
+	}
+	if cur, err := parseCAPEM(id.CAPEM); err == nil && anchored(gw, cur) && !anchored(gw, cas) {
+		return nil, false, errors.New("the bundle does not hold the X.509 CA of the gateway's certificate")
+	}
+	for _, kind := range []struct {
+		name  string
+		lines []string
+	}{{"SSH user", t.SSHUserCAs}, {"SSH host", t.SSHHostCAs}} {
+		for _, l := range kind.lines {
+			k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(l))
+			if err != nil {
+				return nil, false, fmt.Errorf("the bundle's %s CA %q: %w", kind.name, l, err)
+			}
+			if _, isCert := k.(*ssh.Certificate); isCert {
+				return nil, false, fmt.Errorf("the bundle's %s CA %q is a certificate, not a key", kind.name, l)
+			}
+		}
+	}
+	if t.X509 == id.CAPEM && slices.Equal(t.SSHUserCAs, id.UserCAs) && slices.Equal(t.SSHHostCAs, id.HostCAs) {
+		return id, false, nil
+	}
+	next := *id
+	next.CAPEM, next.UserCAs, next.HostCAs = t.X509, slices.Clone(t.SSHUserCAs), slices.Clone(t.SSHHostCAs)
+	return &next, true, nil
+}
+
+// parseCAPEM parses PEM CA certificates.
+func parseCAPEM(text string) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	rest := []byte(text)
+	for {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("a %q PEM block, not a certificate", blk.Type)
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		if !c.IsCA {
+			return nil, fmt.Errorf("%q is not a CA certificate", c.Subject.CommonName)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no certificate")
+	}
+	return out, nil
+}
+
+// anchored reports whether one of cas is in chain, or signed one of its
+// certificates.
+func anchored(chain, cas []*x509.Certificate) bool {
+	for _, c := range chain {
+		for _, ca := range cas {
+			if c.Equal(ca) || c.CheckSignatureFrom(ca) == nil {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -17,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tunnelhq/tunnel/agent/internal/sshd"
+	"github.com/tunnelhq/tunnel/certs"
 	"github.com/tunnelhq/tunnel/pkg/identity"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/wire"
@@ -26,28 +25,27 @@ import (
 // gateway vouched for in the stream's header.
 type streamSessionKey struct{}
 
-// newSSHServer builds the node's SSH endpoint from the identity.
+// newSSHServer builds the node's SSH endpoint from the identity. Its host
+// key is the identity's, which renewals keep; the host certificate it
+// presents is the identity's at each handshake (hostCert), so that a
+// renewed one, or one of a new host CA, is served without a restart. The
+// user CAs it trusts are the identity's at each key offered (userCAs).
 func (a *Agent) newSSHServer() (*sshd.Server, error) {
-	id := a.identity()
-	hk, err := x509.ParsePKCS8PrivateKey(id.HostKey)
+	hk, err := a.identity().hostKey()
+	if err != nil {
+		return nil, err
+	}
+	signer, err := ssh.NewSignerFromSigner(hk)
 	if err != nil {
 		return nil, fmt.Errorf("host key: %w", err)
 	}
-	signer, err := ssh.NewSignerFromSigner(hk.(crypto.Signer))
-	if err != nil {
-		return nil, fmt.Errorf("host key: %w", err)
+	hc := &hostCert{a: a}
+	if _, err := hc.parse(a.identity()); err != nil {
+		return nil, err
 	}
-	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(id.HostCert))
-	if err != nil {
-		return nil, fmt.Errorf("host certificate: %w", err)
-	}
-	cert, ok := pk.(*ssh.Certificate)
-	if !ok {
-		return nil, errors.New("host certificate: not a certificate")
-	}
-	hostSigner, err := ssh.NewCertSigner(cert, signer)
-	if err != nil {
-		return nil, fmt.Errorf("host certificate: %w", err)
+	hostSigner := &certs.CertSigner{Key: signer, Cert: hc.current}
+	if c, ok := hostSigner.PublicKey().(*ssh.Certificate); !ok || c.CertType != ssh.HostCert {
+		return nil, errors.New("host certificate: not a host certificate of the agent's host key: enrol again with a new join token")
 	}
 	// Drop-ins of sessions that ended while the agent was down go first.
 	a.sudo().cleanStale()
@@ -61,6 +59,50 @@ func (a *Agent) newSSHServer() (*sshd.Server, error) {
 		Record:          a.record,
 		Log:             a.log.With("component", "sshd"),
 	})
+}
+
+// hostCert is the host certificate of the agent's identity now, parsed
+// once per identity.
+type hostCert struct {
+	a    *Agent
+	mu   sync.Mutex
+	id   *Identity
+	cert *ssh.Certificate
+}
+
+// current returns the certificate of the current identity; if it does not
+// parse, the last one that did.
+func (h *hostCert) current() *ssh.Certificate {
+	id := h.a.identity()
+	h.mu.Lock()
+	if h.id == id {
+		defer h.mu.Unlock()
+		return h.cert
+	}
+	last := h.cert
+	h.mu.Unlock()
+	c, err := h.parse(id)
+	if err != nil {
+		h.a.log.Warn("the renewed SSH host certificate cannot be read; presenting the previous one", "err", err)
+		return last
+	}
+	return c
+}
+
+// parse reads id's host certificate and makes it the current one.
+func (h *hostCert) parse(id *Identity) (*ssh.Certificate, error) {
+	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(id.HostCert))
+	if err != nil {
+		return nil, fmt.Errorf("host certificate: %w", err)
+	}
+	cert, ok := pk.(*ssh.Certificate)
+	if !ok {
+		return nil, errors.New("host certificate: not a certificate")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.id, h.cert = id, cert
+	return cert, nil
 }
 
 func (a *Agent) userCAs() []ssh.PublicKey {

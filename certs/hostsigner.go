@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"bytes"
 	"crypto"
 	"errors"
 	"fmt"
@@ -12,20 +13,61 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
+// CertSigner is an SSH host key presented with a certificate that may
+// change while the server runs: every handshake presents the certificate
+// Cert returns then, and signs with Key, which never changes, so that the
+// signature matches whichever certificate the handshake presented. A
+// long-running SSH server gives it as its host key (an ssh.Signer) and
+// serves a renewed certificate, or one of a new host CA, without a
+// restart: the gateway's jump host (HostSigner, the certificate issued by
+// the CA) and the agents' SSH endpoints (the certificate their last
+// renewal saved). Safe for concurrent use if Cert is.
+type CertSigner struct {
+	// Key is the host's private key.
+	Key ssh.Signer
+	// Cert returns the certificate to present now. Nil, or a certificate
+	// of another key, presents the plain key (clients that want a
+	// certificate refuse it with their own message).
+	Cert func() *ssh.Certificate
+}
+
+// PublicKey implements ssh.Signer: the current certificate.
+func (s *CertSigner) PublicKey() ssh.PublicKey {
+	if s.Cert != nil {
+		if c := s.Cert(); c != nil && bytes.Equal(c.Key.Marshal(), s.Key.PublicKey().Marshal()) {
+			return c
+		}
+	}
+	return s.Key.PublicKey()
+}
+
+// Sign implements ssh.Signer with the (unchanging) host key.
+func (s *CertSigner) Sign(rand io.Reader, data []byte) (*ssh.Signature, error) {
+	return s.Key.Sign(rand, data)
+}
+
+// SignWithAlgorithm implements ssh.AlgorithmSigner.
+func (s *CertSigner) SignWithAlgorithm(rand io.Reader, data []byte, algorithm string) (*ssh.Signature, error) {
+	as, ok := s.Key.(ssh.AlgorithmSigner)
+	if !ok {
+		return nil, errors.New("host key cannot sign with a chosen algorithm")
+	}
+	return as.SignWithAlgorithm(rand, data, underlyingAlgo(algorithm))
+}
+
 // HostSigner is an SSH host key whose certificate, signed by the active
 // host CA, stays current by itself: it is issued again when the CA keys
 // change (a rotation step, Reload) and once two thirds of its life have
 // passed. A long-running SSH server (the gateway's jump host) gives it as
-// its host key; every handshake presents the current certificate. The
-// private key never changes. Safe for concurrent use.
+// its host key; every handshake presents the current certificate (a
+// CertSigner). The private key never changes. Safe for concurrent use.
 type HostSigner struct {
 	a          *Authority
 	host       string
 	principals []string
-	key        ssh.Signer
+	signer     CertSigner
 
 	mu     sync.Mutex
-	cur    ssh.Signer // the key with its certificate
 	cert   *ssh.Certificate
 	gen    uint64
 	issued bool
@@ -38,32 +80,30 @@ func (a *Authority) NewHostSigner(host string, principals []string, key crypto.S
 	if err != nil {
 		return nil, fmt.Errorf("host signer: %w", err)
 	}
-	h := &HostSigner{a: a, host: host, principals: slices.Clone(principals), key: s}
+	h := &HostSigner{a: a, host: host, principals: slices.Clone(principals)}
+	h.signer = CertSigner{Key: s, Cert: h.Certificate}
 	if _, err := h.current(); err != nil {
 		return nil, err
 	}
 	return h, nil
 }
 
-// current returns the key with a current certificate, issuing one if
-// needed; if that fails, the previous one while it is valid.
-func (h *HostSigner) current() (ssh.Signer, error) {
+// current returns a current certificate, issuing one if needed; if that
+// fails, the previous one while it is valid.
+func (h *HostSigner) current() (*ssh.Certificate, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	gen, now := h.a.Generation(), h.a.now()
 	if h.issued && gen == h.gen && !hostCertDue(h.cert, now) {
-		return h.cur, nil
+		return h.cert, nil
 	}
-	cert, err := h.a.IssueSSHHost(SSHHostRequest{Host: h.host, Principals: h.principals, PublicKey: h.key.PublicKey()})
+	cert, err := h.a.IssueSSHHost(SSHHostRequest{Host: h.host, Principals: h.principals, PublicKey: h.signer.Key.PublicKey()})
 	if err == nil {
-		var cs ssh.Signer
-		if cs, err = ssh.NewCertSigner(cert, h.key); err == nil {
-			h.cur, h.cert, h.gen, h.issued = cs, cert, gen, true
-			return cs, nil
-		}
+		h.cert, h.gen, h.issued = cert, gen, true
+		return cert, nil
 	}
 	if h.issued && now.Before(time.Unix(int64(h.cert.ValidBefore), 0)) {
-		return h.cur, nil
+		return h.cert, nil
 	}
 	return nil, fmt.Errorf("host certificate for %s: %w", h.host, err)
 }
@@ -74,37 +114,27 @@ func hostCertDue(c *ssh.Certificate, now time.Time) bool {
 	return now.After(after.Add(before.Sub(after) * 2 / 3))
 }
 
-// Certificate returns the certificate presented now.
+// Certificate returns the certificate presented now (nil if none can be
+// issued and the last one expired).
 func (h *HostSigner) Certificate() *ssh.Certificate {
-	if _, err := h.current(); err != nil {
+	c, err := h.current()
+	if err != nil {
 		return nil
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.cert
+	return c
 }
 
 // PublicKey implements ssh.Signer: the current certificate.
-func (h *HostSigner) PublicKey() ssh.PublicKey {
-	s, err := h.current()
-	if err != nil {
-		return h.key.PublicKey() // plain key: the client refuses it with its own message
-	}
-	return s.PublicKey()
-}
+func (h *HostSigner) PublicKey() ssh.PublicKey { return h.signer.PublicKey() }
 
 // Sign implements ssh.Signer with the (unchanging) host key.
 func (h *HostSigner) Sign(rand io.Reader, data []byte) (*ssh.Signature, error) {
-	return h.key.Sign(rand, data)
+	return h.signer.Sign(rand, data)
 }
 
 // SignWithAlgorithm implements ssh.AlgorithmSigner.
 func (h *HostSigner) SignWithAlgorithm(rand io.Reader, data []byte, algorithm string) (*ssh.Signature, error) {
-	as, ok := h.key.(ssh.AlgorithmSigner)
-	if !ok {
-		return nil, errors.New("host key cannot sign with a chosen algorithm")
-	}
-	return as.SignWithAlgorithm(rand, data, underlyingAlgo(algorithm))
+	return h.signer.SignWithAlgorithm(rand, data, algorithm)
 }
 
 // underlyingAlgo maps a certificate signature algorithm to its key's.

@@ -12,7 +12,11 @@ import (
 // and signs with follows at once, and its own TLS certificate is issued
 // again by the active CA (servercert). The reconciliation sweep reloads
 // too, in case a change was missed; it reads the keys and does nothing
-// when they are the ones in use.
+// when they are the ones in use. When they changed (here or by the admin
+// API), every agent connected to this gateway is sent the new trust bundle
+// over its connection (relay.PushTrust): as every gateway reloads, every
+// connected agent trusts the new keys within a second of each step, not at
+// its next renewal.
 
 // applyCA reloads the CA keys if the store's changed.
 func (f *fanout) applyCA(ctx context.Context) {
@@ -30,6 +34,12 @@ func (g *Gateway) reloadCA(ctx context.Context) error {
 	if err == nil && changed {
 		g.cfg.Log.Info("CA keys reloaded", "x509_pin", g.ca.Pin(), "trusted_x509_cas", len(g.ca.X509CAs()),
 			"trusted_ssh_user_cas", len(g.ca.SSHUserCAs()), "trusted_ssh_host_cas", len(g.ca.SSHHostCAs()))
+	}
+	// Also when the keys were reloaded by the admin API answering a
+	// rotation step on this gateway: PushTrust sends the bundle of a
+	// generation of keys once.
+	if err == nil && g.relay != nil {
+		g.relay.PushTrust()
 	}
 	return err
 }

@@ -49,6 +49,8 @@ const (
 	// stream of Ticket is durable: only then does it pass bytes (the
 	// grant and the caller's connection overlap the commit).
 	MsgCommitted = "committed"
+	// MsgTrust (trust.go) carries the cluster's trust bundle in Trust,
+	// from a gateway to an agent, when the gateway's CA keys change.
 )
 
 // Control is one message on a control stream. Fields unknown to the reader
@@ -81,6 +83,8 @@ type Control struct {
 	// gateway leased for the stream (dbcreds.go).
 	DBUser     string `json:"db_user,omitempty"`
 	DBPassword Secret `json:"db_password,omitempty"`
+	// Trust is the trust bundle of a MsgTrust (trust.go).
+	Trust *Trust `json:"trust,omitempty"`
 }
 
 // MaxAddrs bounds the candidate addresses of one agent.

@@ -113,6 +113,7 @@ func goldenControls() map[string]wire.Control {
 		"control-ended":     {Type: wire.MsgEnded, Ticket: "0123456789abcdef0123456789abcdef"},
 		"control-committed": {Type: wire.MsgCommitted, Ticket: "0123456789abcdef0123456789abcdef"},
 		"control-cut":       {Type: wire.MsgCut, Ticket: "0123456789abcdef0123456789abcdef", Code: 3, Message: "access revoked by an administrator"},
+		"control-trust":     {Type: wire.MsgTrust, Trust: goldenTrust()},
 	}
 }
 

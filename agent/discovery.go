@@ -107,6 +107,10 @@ func (a *Agent) setGateways(list []string, start func(*link)) {
 		a.log.Info("new gateway in DNS; connecting", "gateway", l.addr)
 		start(l)
 	}
+	// Under idMu: a renewal or a trust bundle saved meanwhile would
+	// otherwise be overwritten by this copy of the older identity.
+	a.idMu.Lock()
+	defer a.idMu.Unlock()
 	if id := a.identity(); id != nil {
 		cp := *id
 		cp.Gateways = slices.Clone(list)

@@ -334,6 +334,16 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 					continue
 				}
 				a.log.Info("UDP to the gateway works again: new streams go over QUIC on UDP", "gateway", gw)
+				select {
+				case <-s.done:
+					// The TCP connection died meanwhile (a gateway that
+					// restarted): this is a reconnection, reported as one.
+					a.cfg.Metrics.gatewayConnected(false, true)
+					if a.cfg.Connected != nil {
+						a.cfg.Connected(gw)
+					}
+				default:
+				}
 				a.install(ctx, l, s2, &sessions)
 				s = s2
 			}

@@ -59,8 +59,10 @@ type CAKindStatus struct {
 	New    *CAKeyInfo  `json:"new,omitempty"`
 	Old    []CAKeyInfo `json:"old,omitempty"`
 	// Waiting counts the agents' and users' X.509 certificates issued
-	// before the start and still valid (phase started): their holders get
-	// the new trust bundle at their next renewal or login. WaitingUntil is
+	// before the start and still valid (phase started): connected agents
+	// got the new trust bundle over their connection (not acknowledged, so
+	// they are counted); the others, and users, get it at their next
+	// renewal or login. WaitingUntil is
 	// when the last of them expires.
 	Waiting      int       `json:"waiting,omitempty"`
 	WaitingUntil time.Time `json:"waiting_until,omitzero"`

@@ -117,7 +117,7 @@ func (s *Server) caKindStatus(ctx context.Context, keys []store.CAKey, kind stor
 				return caKind{}, err
 			}
 			k.out.WaitingUntil = until
-			k.out.Next = fmt.Sprintf("%d certificates issued before the start are still valid: their agents and users get the new trust bundle at their next renewal or login, at the latest by %s; then run tunnel admin ca rotate activate %s.",
+			k.out.Next = fmt.Sprintf("%d certificates issued before the start are still valid: connected agents received the new trust bundle over their connection, the others and users get it when they connect, renew or log in, at the latest by %s; then run tunnel admin ca rotate activate %s (--force if every agent is connected).",
 				n, until.Format(time.RFC3339), flag)
 		} else {
 			k.out.Next = "Every agent and user has renewed or logged in since the start and has the new trust bundle: run tunnel admin ca rotate activate " + flag + "."

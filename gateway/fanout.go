@@ -25,6 +25,10 @@ import (
 //     whichever gateway ends it first writes the one audit event);
 //   - a user locked or removed: their streams and connections here are
 //     closed (EndUser); an agent locked: its connection here (EndAgent);
+//   - a certificate revoked (an agent enrolled again, a session or a user
+//     revoked): every live QUIC connection and jump host connection here
+//     that was authenticated with it is closed (certEnder.EndCerts), the
+//     streams on it with it, whoever holds the name now;
 //   - a policy rule, a role or a user's roles changed: every live session
 //     and stream here is re-evaluated (access re-evaluation, which reloads
 //     the policy first).
@@ -33,7 +37,8 @@ import (
 // were made, and are skipped. A Resync (changes may have been missed), and
 // a sweep every ReconcileInterval as a safety net, reconcile: close what
 // belongs to locked users and agents and to sessions ended lately, and
-// schedule every active session's deadline; a Resync also re-evaluates.
+// schedule every active session's deadline, and close what revoked
+// certificates still hold open here; a Resync also re-evaluates.
 // The mechanism is the push of changes; the sweep costs a few queries per
 // interval per gateway, never per agent or session.
 type fanout struct {
@@ -143,6 +148,13 @@ func (f *fanout) apply(ctx context.Context, c store.Change) {
 		case err != nil && !errors.Is(err, store.ErrNotFound):
 			f.warn(c, err)
 		}
+	case store.ChangeCert:
+		kind, serial, ok := store.ParseCertChangeID(c.ID)
+		if !ok {
+			f.log.Warn("a certificate change names no certificate; the next reconciliation closes what it should", "id", c.ID, "origin", c.Origin)
+			return
+		}
+		f.endCerts([]store.IssuedCert{{Kind: kind, Serial: serial, Subject: c.Subject}})
 	case store.ChangeRole, store.ChangePolicy:
 		f.reeval(ctx)
 	case store.ChangeNetwork:
@@ -175,6 +187,30 @@ func (f *fanout) applyNetwork(ctx context.Context) {
 	}
 	if err := f.network(ctx); err != nil {
 		f.log.Warn("apply the network rules after a change; the next reconciliation retries", "err", storeError(err))
+	}
+}
+
+// certEnder is a killer that can also close the live connections
+// authenticated with given certificates: the relay (QUIC connections of
+// agents and users, by X.509 serial) and the jump host (SSH connections,
+// by SSH certificate serial).
+type certEnder interface {
+	EndCerts(revoked []store.IssuedCert) int
+}
+
+// endCerts closes what runs here on the certificates revoked.
+func (f *fanout) endCerts(revoked []store.IssuedCert) {
+	if len(revoked) == 0 {
+		return
+	}
+	n := 0
+	for _, k := range f.killers {
+		if e, ok := k.(certEnder); ok {
+			n += e.EndCerts(revoked)
+		}
+	}
+	if n > 0 {
+		f.log.Info("closed connections whose certificate was revoked", "connections", n, "certificates", len(revoked))
 	}
 }
 
@@ -227,6 +263,13 @@ func (f *fanout) reconcile(ctx context.Context, full bool) {
 				k.EndAgent(a.Name, sessions.ReasonRevoked)
 			}
 		}
+	}
+	// The deny list: one query, whatever the number of connections.
+	revoked, err := f.store.RevokedCertificates(ctx, f.clock())
+	if err != nil {
+		f.log.Warn("reconcile: list revoked certificates", "err", storeError(err))
+	} else {
+		f.endCerts(revoked)
 	}
 	recent, err := f.store.ListSessions(ctx, store.SessionFilter{Limit: 1000})
 	if err != nil {

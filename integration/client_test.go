@@ -206,7 +206,14 @@ func TestClientAgainstANode(t *testing.T) {
 		if err := pty.wait(time.Minute); err != nil {
 			t.Fatalf("tunnel scp on a terminal: %v\n%s", err, pty.output())
 		}
-		if !regexp.MustCompile(`f2\.bin +300\.0 KiB / 300\.0 KiB 100% +[0-9.]+ [KMG]?i?B/s`).MatchString(pty.output()) {
+		// The terminal's last bytes may still be on their way to the
+		// reader once the process has exited: wait for them.
+		progress := regexp.MustCompile(`f2\.bin +300\.0 KiB / 300\.0 KiB 100% +[0-9.]+ [KMG]?i?B/s`)
+		deadline := time.Now().Add(20 * time.Second)
+		for !progress.MatchString(pty.output()) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !progress.MatchString(pty.output()) {
 			t.Errorf("tunnel scp on a terminal showed %q; want a progress line for f2.bin at 100%% with a rate", pty.output())
 		}
 		// -q silences it.

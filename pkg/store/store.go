@@ -18,6 +18,7 @@ package store
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/tunnelhq/tunnel/pkg/audit"
@@ -243,6 +244,34 @@ type SessionFilter struct {
 	Limit      int // at most this many, newest first; 0 means no limit
 }
 
+// ChangeCert: a certificate was revoked. RevokeCertificates emits one per
+// certificate it revokes, committed with the revocation, so that every
+// gateway sharing the store closes the live connections (QUIC, jump host
+// SSH) that were authenticated with it: an agent enrolled again on one
+// gateway while its earlier identity still holds a connection to another,
+// a login certificate revoked with its session. ID is CertChangeID of the
+// certificate's kind and serial, Subject its subject (a user or agent
+// name). A revocation is never undone, so the change itself says what
+// happened; the store's deny list (RevokedCertificates) is what a
+// reconciliation reads.
+const ChangeCert ChangeKind = "cert"
+
+// CertChangeID is the ID of the ChangeCert of the kind certificate with
+// serial: "x509:1f2e3d...".
+func CertChangeID(kind CertKind, serial string) string {
+	return string(kind) + ":" + serial
+}
+
+// ParseCertChangeID returns the kind and serial a ChangeCert ID names; ok
+// is false if id is not one.
+func ParseCertChangeID(id string) (kind CertKind, serial string, ok bool) {
+	k, s, ok := strings.Cut(id, ":")
+	if !ok || k == "" || s == "" {
+		return "", "", false
+	}
+	return CertKind(k), s, true
+}
+
 // RevokeFilter selects the certificates RevokeCertificates revokes. At
 // least one of Subject and Serial must be set; the fields that are set must
 // all match.
@@ -388,7 +417,8 @@ type Store interface {
 	// are neither revoked nor expired (NotAfter after at), appends ev, and
 	// returns them, by kind and serial. When none is left to revoke it
 	// returns none and appends nothing; a Serial that is not recorded at
-	// all (for f's Subject and Kind) gives ErrNotFound.
+	// all (for f's Subject and Kind) gives ErrNotFound. It emits one
+	// ChangeCert per certificate it revokes, with the revocation.
 	RevokeCertificates(ctx context.Context, f RevokeFilter, at time.Time, ev audit.Event) ([]IssuedCert, error)
 	// RevokedCertificates returns the certificates revoked and not yet
 	// expired at now (NotAfter after now), by kind and serial: the deny list

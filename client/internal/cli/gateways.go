@@ -30,13 +30,11 @@ func dialGateways(p profile.Profile, cert *tls.Certificate) (*gatewayConns, erro
 		if err != nil {
 			return nil, fmt.Errorf("gateway address %q in your profile: %w", addr, err)
 		}
+		// With TLS session resumption (ClientTLS): a command that connects
+		// again (tunnel proxy after its gateway restarted) resumes, and the
+		// gateway checks the certificate exactly as on a full handshake.
 		tlsConf := transport.ClientTLS(trust.PinnedClientConfig(pin, host, nil),
 			func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil })
-		// No TLS session resumption for the CLI: with it, tunnel proxy
-		// reported only one of two streams cut by a lock (seen in
-		// TestClientAgainstANode; not understood yet). Resumption matters
-		// for agents reconnecting en masse, not for a user's command.
-		tlsConf.ClientSessionCache = nil
 		c := &transport.LazyConn{Addr: addr, TLS: tlsConf}
 		g.conns = append(g.conns, c)
 		g.Openers = append(g.Openers, c)

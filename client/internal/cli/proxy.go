@@ -105,7 +105,8 @@ run tunnel login and start it again.`,
 				return nil
 			}}
 			defer cuts.Close()
-			f := &transport.Forwarder{Listener: ln, Opener: cuts, Target: target, Log: stderrLogger(env),
+			log := stderrLogger(env)
+			f := &transport.Forwarder{Listener: ln, Opener: cuts, Target: target, Log: log, Carry: cuts.carry(log),
 				Allow: func() error {
 					if env.Now().After(cert.Leaf.NotAfter) {
 						return expired

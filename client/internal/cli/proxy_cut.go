@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/tunnelhq/tunnel/pkg/panics"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/wire"
 )
@@ -23,6 +25,16 @@ import (
 //
 // Ends the client or the service chose (a close, a reset) are not
 // reported. Close waits for every report.
+//
+// The gateway cuts a stream in both directions at once: RESET_STREAM ends
+// the direction towards us, STOP_SENDING ours. The two frames may arrive
+// in two packets, and when RESET_STREAM is first the forwarder's splice
+// reads its error and resets the stream itself, so that our send direction
+// ends with our own reset before STOP_SENDING can say why. A stream's
+// context tells only how its send direction ended: the reporter therefore
+// also keeps how the receive direction ended (carry, which the forwarder
+// uses instead of its own relaying), and reports that when the send
+// direction ended by our own reset.
 type cutReporter struct {
 	opener transport.StreamOpener
 	target string
@@ -31,9 +43,12 @@ type cutReporter struct {
 	// login certificate expired); nil for an ordinary stop.
 	localCause func() error
 
-	mu    sync.Mutex // guards stops and the writes to out
+	mu    sync.Mutex // guards stops, recv and the writes to out
 	stops map[*quic.Stream]func() bool
-	wg    sync.WaitGroup // one per stream still watched
+	// recv is how the gateway ended the receive direction of streams still
+	// watched (a reset with its code), kept until their report.
+	recv map[*quic.Stream]error
+	wg   sync.WaitGroup // one per stream still watched
 }
 
 // OpenStream implements transport.StreamOpener.
@@ -56,11 +71,18 @@ func (r *cutReporter) OpenStream(ctx context.Context) (*quic.Stream, error) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		delete(r.stops, st)
+		cause := context.Cause(sctx)
+		var own *quic.StreamError
+		if recv := r.recv[st]; recv != nil && errors.As(cause, &own) && !own.Remote {
+			// Our reset answered the gateway's: say why it came.
+			cause = recv
+		}
+		delete(r.recv, st)
 		var local error
 		if r.localCause != nil {
 			local = r.localCause()
 		}
-		if line := cutMessage(r.target, context.Cause(sctx), local); line != "" {
+		if line := cutMessage(r.target, cause, local); line != "" {
 			fmt.Fprintln(r.out, line)
 		}
 	})
@@ -77,9 +99,92 @@ func (r *cutReporter) Close() {
 			r.wg.Done()
 		}
 		delete(r.stops, st)
+		delete(r.recv, st)
 	}
 	r.mu.Unlock()
 	r.wg.Wait()
+}
+
+// received records that the gateway ended the receive direction of st
+// with err (a reset), if st is still watched.
+func (r *cutReporter) received(st *quic.Stream, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.stops[st]; !ok {
+		return // reported already
+	}
+	if r.recv == nil {
+		r.recv = map[*quic.Stream]error{}
+	}
+	if r.recv[st] == nil {
+		r.recv[st] = err
+	}
+}
+
+// carry is the forwarder's Carry for tunnel proxy: what
+// transport.Forwarder.Relay does (a stream opened through the reporter,
+// the dial header, the gateway's reply awaited before the first byte, a
+// splice until both ends are done), with the stream's receive direction
+// watched so that a cut the gateway announced there is reported (see
+// cutReporter).
+func (r *cutReporter) carry(log *slog.Logger) func(ctx context.Context, local transport.TCP) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return func(ctx context.Context, local transport.TCP) {
+		var st *quic.Stream
+		// A panic ends this one connection (both ends reset), never the
+		// process.
+		defer panics.Recover(log, "local listener connection to "+r.target, func() error {
+			local.Abort()
+			if st != nil {
+				transport.Stream{Stream: st}.Abort()
+			}
+			return nil
+		})
+		octx, cancel := context.WithTimeout(ctx, transport.HeaderTimeout)
+		s, err := r.OpenStream(octx)
+		cancel()
+		if err != nil {
+			log.Warn("cannot reach the gateway; connection refused", "target", r.target, "err", err)
+			local.Abort()
+			return
+		}
+		st = s
+		remote := transport.Stream{Stream: st}
+		// The header goes out at once and the client's first bytes follow
+		// it: the gateway holds them until the stream is authorised.
+		if err := wire.WriteHeader(st, wire.Header{Kind: wire.KindDial, Target: r.target}); err != nil {
+			log.Warn("open stream", "target", r.target, "err", err)
+			local.Abort()
+			remote.Abort()
+			return
+		}
+		stop := context.AfterFunc(ctx, func() { remote.Abort(); local.Abort() })
+		defer stop()
+		res := transport.Splice(local, &recvWatch{Endpoint: transport.AwaitReply(st, r.target, log), r: r, st: st})
+		if res.Err != nil && ctx.Err() == nil {
+			log.Debug("connection ended with an error", "target", r.target, "err", res.Err)
+		}
+	}
+}
+
+// recvWatch is the gateway's side of a proxied connection: it tells the
+// reporter when the gateway reset the stream, before the splice answers
+// with a reset of its own.
+type recvWatch struct {
+	transport.Endpoint
+	r  *cutReporter
+	st *quic.Stream
+}
+
+func (w *recvWatch) Read(p []byte) (int, error) {
+	n, err := w.Endpoint.Read(p)
+	var se *quic.StreamError
+	if err != nil && errors.As(err, &se) && se.Remote {
+		w.r.received(w.st, se)
+	}
+	return n, err
 }
 
 // cutMessage says why the stream to target ended, given the cause its

@@ -75,6 +75,9 @@ type fakeGateway struct {
 	ln      *quic.Listener
 	conns   chan *quic.Conn
 	streams chan *quic.Stream
+	// echoed gets each stream whose echo ended (the client's end of the
+	// stream reached the gateway).
+	echoed chan *quic.Stream
 }
 
 func startFakeGateway(t *testing.T) *fakeGateway {
@@ -96,7 +99,7 @@ func startFakeGateway(t *testing.T) *fakeGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &fakeGateway{ln: ln, conns: make(chan *quic.Conn, 4), streams: make(chan *quic.Stream, 4)}
+	g := &fakeGateway{ln: ln, conns: make(chan *quic.Conn, 4), streams: make(chan *quic.Stream, 4), echoed: make(chan *quic.Stream, 4)}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -127,6 +130,7 @@ func startFakeGateway(t *testing.T) *fakeGateway {
 					go func() {
 						defer wg.Done()
 						_, _ = io.Copy(st, st)
+						g.echoed <- st
 					}()
 				}
 			}()
@@ -148,22 +152,38 @@ func TestProxyReportsCuts(t *testing.T) {
 		name string
 		cut  func(c *quic.Conn, st *quic.Stream)
 		want string
+		// after, if set, runs once the client's own end of the stream
+		// reached the gateway.
+		after func(st *quic.Stream)
 	}{
 		{"stream revoked", func(_ *quic.Conn, st *quic.Stream) {
 			st.CancelRead(transport.StreamRevoked)
 			st.CancelWrite(transport.StreamRevoked)
-		}, "connection to db-1/postgres closed by the gateway: access revoked by an administrator\n"},
+		}, "connection to db-1/postgres closed by the gateway: access revoked by an administrator\n", nil},
+		// The relay's order (RESET_STREAM, then STOP_SENDING), with the
+		// second arriving only after the forwarder answered the first
+		// with its own reset: the cut is reported all the same.
+		{"stream revoked, reset first", func(_ *quic.Conn, st *quic.Stream) {
+			st.CancelWrite(transport.StreamRevoked)
+		}, "connection to db-1/postgres closed by the gateway: access revoked by an administrator\n", func(st *quic.Stream) {
+			st.CancelRead(transport.StreamRevoked)
+		}},
 		{"stream reset", func(_ *quic.Conn, st *quic.Stream) {
 			st.CancelRead(transport.StreamReset)
 			st.CancelWrite(transport.StreamReset)
-		}, ""},
+		}, "", nil},
+		{"stream reset, reset first", func(_ *quic.Conn, st *quic.Stream) {
+			st.CancelWrite(transport.StreamReset)
+		}, "", func(st *quic.Stream) {
+			st.CancelRead(transport.StreamReset)
+		}},
 		{"connection revoked", func(c *quic.Conn, _ *quic.Stream) {
 			c.CloseWithError(transport.CodeRevoked, "access revoked by an administrator")
-		}, "connection to db-1/postgres closed by the gateway: access revoked by an administrator\n"},
+		}, "connection to db-1/postgres closed by the gateway: access revoked by an administrator\n", nil},
 		{"service closes", func(_ *quic.Conn, st *quic.Stream) {
 			st.CancelRead(transport.StreamCanceled)
 			st.Close()
-		}, ""},
+		}, "", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -183,7 +203,8 @@ func TestProxyReportsCuts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			f := &transport.Forwarder{Listener: ln, Opener: cuts, Target: "db-1/postgres"}
+			// As tunnel proxy sets it up.
+			f := &transport.Forwarder{Listener: ln, Opener: cuts, Target: "db-1/postgres", Carry: cuts.carry(nil)}
 			fctx, stop := context.WithCancel(ctx)
 			served := make(chan error, 1)
 			go func() { served <- f.Serve(fctx) }()
@@ -201,10 +222,17 @@ func TestProxyReportsCuts(t *testing.T) {
 			if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping\n" {
 				t.Fatalf("echo through the forwarder: %q, %v", buf, err)
 			}
-			tc.cut(gc, <-g.streams)
+			gst := <-g.streams
+			tc.cut(gc, gst)
 			// The local connection ends (reset or FIN) once the cut
 			// reaches the forwarder.
 			_, _ = io.Copy(io.Discard, c)
+			if tc.after != nil {
+				if got := <-g.echoed; got != gst {
+					t.Fatal("another stream's echo ended")
+				}
+				tc.after(gst)
+			}
 			stop()
 			if err := <-served; err != nil {
 				t.Fatal(err)

@@ -119,7 +119,8 @@ func (s *Store) GetCertificate(ctx context.Context, kind store.CertKind, serial 
 
 // RevokeCertificates sets RevokedAt to at on the certificates f selects
 // that are neither revoked nor expired (NotAfter after at), appends ev, and
-// returns them as revoked, by kind and serial, in one transaction.
+// returns them as revoked, by kind and serial, in one transaction, which
+// also notifies a store.ChangeCert for each.
 //
 // f must set Subject (with its SubjectKind) or Serial: a filter that
 // selects every certificate is refused. When nothing is left to revoke
@@ -171,6 +172,13 @@ func (s *Store) RevokeCertificates(ctx context.Context, f store.RevokeFilter, at
 			return err
 		}
 		sortCerts(revoked)
+		// Every gateway hears of each certificate when the revocation
+		// commits, and never if it rolls back.
+		for _, c := range revoked {
+			if err := s.notify(ctx, tx, store.ChangeCert, store.CertChangeID(c.Kind, c.Serial), c.Subject); err != nil {
+				return err
+			}
+		}
 		_, err = log.append(ctx, ev)
 		return err
 	})

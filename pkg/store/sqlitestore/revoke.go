@@ -56,7 +56,8 @@ func queryCerts(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]s
 
 // RevokeCertificates sets RevokedAt to at on the certificates f selects
 // that are neither revoked nor expired (NotAfter after at), appends ev, and
-// returns them as revoked, by kind and serial, in one write transaction.
+// returns them as revoked, by kind and serial, in one write transaction;
+// once it commits, a store.ChangeCert is emitted for each.
 //
 // f must set Subject or Serial: a filter that selects every certificate is
 // refused. When nothing is left to revoke (every match already revoked or
@@ -120,6 +121,9 @@ func (s *Store) RevokeCertificates(ctx context.Context, f store.RevokeFilter, at
 	})
 	if err != nil {
 		return nil, fmt.Errorf("revoke certificates %s: %w", describeRevoke(f), err)
+	}
+	for _, c := range revoked {
+		s.emit(store.ChangeCert, store.CertChangeID(c.Kind, c.Serial), c.Subject)
 	}
 	return revoked, nil
 }

@@ -52,7 +52,9 @@
 //     no event, nor does a RevokeCertificates that finds nothing to revoke;
 //   - a certificate expires at NotAfter (RevokeCertificates and
 //     RevokedCertificates skip it from then on); RevokeCertificates and
-//     RevokedCertificates return certificates by kind, then serial.
+//     RevokedCertificates return certificates by kind, then serial, and
+//     RevokeCertificates emits one ChangeCert per certificate it revokes,
+//     in that order.
 //
 // Tests that need to tamper with the stored log belong with the
 // implementation, which has raw access to its storage.
@@ -128,6 +130,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Snapshot", testSnapshot},
 		{"ClaimJob", testClaimJob},
 		{"CARotation", testCARotation},
+		{"CertChanges", testCertChanges},
 		{"RoleSources", testRoleSources},
 	}
 	for _, tt := range tests {

@@ -169,6 +169,10 @@ func (l *LazyConn) dialTCP(ctx context.Context) (*tcpConn, error) {
 	conf := l.TLS.Clone()
 	conf.NextProtos = []string{wire.ALPNTCP}
 	conf.GetClientCertificate = nil
+	// The outer TLS's tickets are not the QUIC connection's: sharing the
+	// cache would file them under the QUIC server's name, and the next
+	// QUIC dial would offer a ticket the gateway cannot open.
+	conf.ClientSessionCache = nil
 	c, err := (&tls.Dialer{Config: conf}).DialContext(ctx, "tcp", l.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("QUIC over TCP: %w", err)

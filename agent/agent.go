@@ -107,6 +107,9 @@ type Agent struct {
 	// renewal, a trust bundle a gateway sends (applyTrust).
 	idMu sync.Mutex
 
+	sudoOnce sync.Once
+	sudoers  *sudoers // the sessions' sudoers drop-ins (sudo)
+
 	// links are the connections to every gateway (gatewayLinks), made
 	// from the identity's list, or from DNS (--gateway srv:ZONE) and then
 	// following its changes; opener opens the local listeners' streams

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -50,6 +51,10 @@ type FileConfig struct {
 	// agent's UDP socket (peertcp.go), or over QUIC only. From direct:
 	// {tcp: off}.
 	DirectTCP string `yaml:"-"`
+	// SudoersDir is where the agent writes the sudoers drop-ins of SSH
+	// sessions granted sudo (roles --sudo); empty means DefaultSudoersDir.
+	// TUNNEL_SUDOERS_DIR in the agent's environment overrides it.
+	SudoersDir string `yaml:"sudoers_dir"`
 }
 
 // DNSConfig is the dns: key: where the agent answers DNS for its
@@ -104,7 +109,7 @@ type Listen struct {
 
 // The keys of each level of the file, in the order help shows them.
 var (
-	topKeys    = []string{"expose", "listen", "direct", "dns"}
+	topKeys    = []string{"expose", "listen", "direct", "dns", "sudoers_dir"}
 	dnsKeys    = []string{"listen", "upstream"}
 	directKeys = []string{"tcp"}
 	exposeKeys = []string{"name", "address", "protocol", "credentials"}
@@ -230,6 +235,12 @@ func (p *parser) file(doc *yaml.Node) (*FileConfig, error) {
 				err = &configError{path, v.Line, fmt.Sprintf("%q: use on (streams between agents go directly when the agents can reach each other), off (always through the gateway) or {tcp: off} (directly, over QUIC only)", d)}
 			}
 			cfg.Direct = d
+		case "sudoers_dir":
+			var d string
+			if d, err = p.scalar(v, path); err == nil && !filepath.IsAbs(d) {
+				err = &configError{path, v.Line, fmt.Sprintf("%q: use an absolute directory that sudo reads (its #includedir, usually /etc/sudoers.d)", d)}
+			}
+			cfg.SudoersDir = d
 		case "expose":
 			err = p.list(v, path, "services to expose", func(_ int, item *yaml.Node, ipath string) error {
 				var e Expose

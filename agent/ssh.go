@@ -170,17 +170,21 @@ func (h *sudoHold) done() {
 	}
 }
 
-// agentSudoers holds each Agent's sudoers manager.
-var agentSudoers sync.Map // *Agent → *sudoers
+// sudoersEnv names the environment variable that overrides the agent
+// file's sudoers_dir.
+const sudoersEnv = "TUNNEL_SUDOERS_DIR"
 
 // sudo returns the agent's sudoers manager: its directory is
-// TUNNEL_SUDOERS_DIR, or DefaultSudoersDir.
+// TUNNEL_SUDOERS_DIR, the file's sudoers_dir, or DefaultSudoersDir.
 func (a *Agent) sudo() *sudoers {
-	if s, ok := agentSudoers.Load(a); ok {
-		return s.(*sudoers)
-	}
-	s, _ := agentSudoers.LoadOrStore(a, newSudoers(os.Getenv("TUNNEL_SUDOERS_DIR"), a.log.With("component", "sudoers")))
-	return s.(*sudoers)
+	a.sudoOnce.Do(func() {
+		dir := os.Getenv(sudoersEnv)
+		if dir == "" && a.cfg.File != nil {
+			dir = a.cfg.File.SudoersDir
+		}
+		a.sudoers = newSudoers(dir, a.log.With("component", "sudoers"))
+	})
+	return a.sudoers
 }
 
 // grantSudo puts the sudoers drop-in of the session in place when the

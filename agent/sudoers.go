@@ -20,8 +20,9 @@ import (
 // while the session has a connection, and removes it when the last one
 // ends. Drop-ins left by an agent that died are removed when it starts.
 
-// DefaultSudoersDir is where the drop-ins go unless TUNNEL_SUDOERS_DIR
-// names another directory (tests use a temporary one).
+// DefaultSudoersDir is where the drop-ins go unless the agent file's
+// sudoers_dir or TUNNEL_SUDOERS_DIR names another directory (tests use a
+// temporary one).
 const DefaultSudoersDir = "/etc/sudoers.d"
 
 // sudoersPrefix starts the name of every drop-in the agent writes;

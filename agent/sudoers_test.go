@@ -126,9 +126,8 @@ func TestSudoersCleanStale(t *testing.T) {
 // often the session is looked up, and removed when the connection ends.
 func TestGrantSudoFollowsHeader(t *testing.T) {
 	dir := t.TempDir()
-	t.Setenv("TUNNEL_SUDOERS_DIR", dir)
-	a := &Agent{log: slog.New(slog.DiscardHandler)}
-	t.Cleanup(func() { agentSudoers.Delete(a) })
+	t.Setenv(sudoersEnv, "") // the file's sudoers_dir applies
+	a := &Agent{log: slog.New(slog.DiscardHandler), cfg: Config{File: &FileConfig{SudoersDir: dir}}}
 	count := func() int {
 		entries, _ := os.ReadDir(dir)
 		return len(entries)
@@ -162,5 +161,21 @@ func TestGrantSudoFollowsHeader(t *testing.T) {
 	hold.done()
 	if n := count(); n != 0 {
 		t.Errorf("%d drop-ins after the connection ended; want none", n)
+	}
+}
+
+// TestSudoersDirEnvOverridesFile: TUNNEL_SUDOERS_DIR wins over the file's
+// sudoers_dir, which wins over the default.
+func TestSudoersDirEnvOverridesFile(t *testing.T) {
+	env, file := t.TempDir(), t.TempDir()
+	t.Setenv(sudoersEnv, env)
+	a := &Agent{log: slog.New(slog.DiscardHandler), cfg: Config{File: &FileConfig{SudoersDir: file}}}
+	if got := a.sudo().dir; got != env {
+		t.Errorf("with %s set: %s; want %s", sudoersEnv, got, env)
+	}
+	t.Setenv(sudoersEnv, "")
+	b := &Agent{log: slog.New(slog.DiscardHandler)}
+	if got := b.sudo().dir; got != DefaultSudoersDir {
+		t.Errorf("no file, no environment: %s; want %s", got, DefaultSudoersDir)
 	}
 }

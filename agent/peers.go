@@ -24,6 +24,16 @@ package agent
 // stream goes through the gateway relay instead, and the pair stays on
 // the relay for directRetryAfter. `direct: off` in the agent's file turns
 // the direct path off for that agent, both ways.
+//
+// A link, or a direct TCP connection, lives as long as its caller holds a
+// valid certificate it proved to the target in a handshake, not only the
+// one it began with: after a renewal the caller retires its links (new
+// streams get new ones) and shows its new certificate at once to every
+// node it still has a direct stream to (reprove); the target keeps one
+// record per caller of the latest certificate it proved, and ends that
+// caller's links and connections when that one expires (callerProofs in
+// peerserve.go). Revocations, locks and access changes still cut each
+// stream at once through the gateway.
 
 import (
 	"context"
@@ -40,6 +50,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/tunnelhq/tunnel/pkg/identity"
+	"github.com/tunnelhq/tunnel/pkg/panics"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/trust"
 	"github.com/tunnelhq/tunnel/pkg/wire"
@@ -132,6 +143,7 @@ func localCandidates(port int) []string {
 // peerLink is a QUIC connection to another agent, for direct streams.
 type peerLink struct {
 	node   string
+	addrs  []string // the node's candidates it was dialled on
 	conn   *quic.Conn
 	active atomic.Int64
 	last   atomic.Int64 // unix nanoseconds of the last stream's end
@@ -149,6 +161,16 @@ type peerPool struct {
 	dialing map[string]*peerDial
 	wg      sync.WaitGroup
 	tcp     *peerTCP // direct streams over TCP (peertcp.go)
+
+	// proven: node → the expiry of the latest certificate this agent
+	// showed it in a full handshake (QUIC or TCP); proving: the nodes
+	// being shown the current one (reprove).
+	proven  map[string]time.Time
+	proving map[string]bool
+
+	// proofs is the serving side's record of what each caller proved
+	// (peerserve.go), for the QUIC and the TCP servers alike.
+	proofs callerProofs
 }
 
 type peerDial struct {
@@ -159,7 +181,8 @@ type peerDial struct {
 
 func newPeerPool(a *Agent) *peerPool {
 	return &peerPool{a: a, links: map[string]*peerLink{}, retired: map[*peerLink]struct{}{},
-		failed: map[string]time.Time{}, dialing: map[string]*peerDial{}, tcp: newPeerTCP()}
+		failed: map[string]time.Time{}, dialing: map[string]*peerDial{}, tcp: newPeerTCP(),
+		proven: map[string]time.Time{}, proving: map[string]bool{}}
 }
 
 // usable reports whether the direct path to node may be tried now.
@@ -248,6 +271,7 @@ func (p *peerPool) dial(node string, addrs []string) (*peerLink, error) {
 	if err != nil {
 		return nil, err
 	}
+	proof := p.a.cert.Load() // before the handshake: it shows this one or a later one
 	ctx, cancel := context.WithTimeout(p.a.ctx, directDialTimeout)
 	defer cancel()
 	type result struct {
@@ -287,21 +311,129 @@ func (p *peerPool) dial(node string, addrs []string) (*peerLink, error) {
 	if win == nil {
 		return nil, fmt.Errorf("agent %s is not reachable directly: %w", node, errors.Join(errs...))
 	}
-	l := &peerLink{node: node, conn: win}
+	// Peer links never resume a TLS session (no session cache): the
+	// handshake showed node the certificate.
+	p.proved(node, proof)
+	l := &peerLink{node: node, addrs: append([]string(nil), addrs...), conn: win}
 	l.last.Store(time.Now().UnixNano())
 	return l, nil
 }
 
+// proved records that node saw cert in a full handshake.
+func (p *peerPool) proved(node string, cert *tls.Certificate) {
+	if cert == nil || cert.Leaf == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if na := cert.Leaf.NotAfter; na.After(p.proven[node]) {
+		p.proven[node] = na
+	}
+}
+
 // retireAll moves every link out of use (after a renewal: new streams use
-// links with the new certificate); each closes once its streams end.
+// links with the new certificate); each closes once its streams end. Every
+// node this agent still has a direct stream to is shown the new
+// certificate at once (reprove), so that it keeps those streams past the
+// old certificate's expiry.
 func (p *peerPool) retireAll() {
 	p.tcp.reset()
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	for node, l := range p.links {
 		p.retired[l] = struct{}{}
 		delete(p.links, node)
 	}
+	p.mu.Unlock()
+	p.reprove()
+}
+
+// reprove shows the current certificate to every node this agent has a
+// live direct stream to (over QUIC or TCP) and has not shown it yet: it
+// dials that node a new connection, which new streams use too (a QUIC
+// link, or over TCP the node's spare connection). The node then keeps
+// the older links and streams as long as the new certificate
+// (callerProofs). After a renewal (retireAll), and at every sweep for the
+// nodes a first try missed.
+func (p *peerPool) reprove() {
+	cert := p.a.cert.Load()
+	if cert == nil || cert.Leaf == nil || p.a.ctx == nil || p.a.ctx.Err() != nil {
+		return
+	}
+	want := cert.Leaf.NotAfter
+	type plan struct {
+		addrs []string
+		tcp   bool // it has direct streams over TCP: prove over TCP first
+	}
+	plans := map[string]*plan{}
+	if p.a.peerTCPOn() {
+		for _, node := range p.tcp.liveNodes() {
+			if addrs := p.tcp.lastAddrs(node); len(addrs) > 0 {
+				plans[node] = &plan{addrs: addrs, tcp: true}
+			}
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	quicLive := func(l *peerLink) {
+		if !l.alive() || l.active.Load() == 0 || len(l.addrs) == 0 {
+			return
+		}
+		if pl := plans[l.node]; pl == nil {
+			plans[l.node] = &plan{addrs: l.addrs}
+		}
+	}
+	for _, l := range p.links {
+		quicLive(l)
+	}
+	for l := range p.retired {
+		quicLive(l)
+	}
+	for node, pl := range plans {
+		if !p.proven[node].Before(want) || p.proving[node] {
+			continue
+		}
+		p.proving[node] = true
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			defer func() {
+				p.mu.Lock()
+				delete(p.proving, node)
+				p.mu.Unlock()
+			}()
+			defer panics.Recover(p.a.log, "showing agent "+node+" the renewed certificate", nil)
+			p.prove(node, pl.addrs, pl.tcp)
+		}()
+	}
+}
+
+// prove shows node the current certificate: over TCP first if asked, else
+// (or if that fails) on a new QUIC link, which replaces node's link for
+// new streams.
+func (p *peerPool) prove(node string, addrs []string, overTCP bool) {
+	if overTCP {
+		err := p.a.proveTCP(node, addrs)
+		if err == nil {
+			return
+		}
+		p.a.log.Debug("cannot show the renewed certificate over TCP; trying QUIC", "node", node, "err", err)
+	}
+	l, err := p.dial(node, addrs)
+	if err != nil {
+		p.a.log.Warn("cannot show the renewed certificate to an agent this one has direct streams to; retrying (they end when the old certificate expires)",
+			"node", node, "err", err)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.a.ctx.Err() != nil {
+		l.conn.CloseWithError(transport.CodeShutdown, "agent shutting down")
+		return
+	}
+	if old := p.links[node]; old != nil {
+		p.retired[old] = struct{}{}
+	}
+	p.links[node] = l
 }
 
 // sweep closes links idle for peerIdleClose, retired links with no
@@ -320,6 +452,21 @@ func (p *peerPool) sweep(now time.Time) {
 		if !l.alive() || l.active.Load() == 0 {
 			l.conn.CloseWithError(transport.CodeNoError, "replaced")
 			delete(p.retired, l)
+		}
+	}
+	// Forget what was shown to nodes this agent has no link to any more,
+	// nor TCP sessions since the last renewal (the next full handshake
+	// tells again).
+	linked := map[string]bool{}
+	for node := range p.links {
+		linked[node] = true
+	}
+	for l := range p.retired {
+		linked[l.node] = true
+	}
+	for node := range p.proven {
+		if !linked[node] && !p.tcp.known(node) {
+			delete(p.proven, node)
 		}
 	}
 }
@@ -346,6 +493,7 @@ func (p *peerPool) run(ctx context.Context) {
 		case now := <-t.C:
 			p.sweep(now)
 			p.tcp.sweep(now)
+			p.reprove()
 		}
 	}
 }

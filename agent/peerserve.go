@@ -55,7 +55,8 @@ func (a *Agent) servePeers(ctx context.Context, ln *quic.Listener) {
 }
 
 // servePeer serves the direct streams of one peer link until it ends (at
-// the latest when the caller's certificate expires).
+// the latest when the latest certificate the caller proved expires:
+// callerProofs).
 func (a *Agent) servePeer(ctx context.Context, conn *quic.Conn) {
 	stop := context.AfterFunc(ctx, func() { conn.CloseWithError(transport.CodeShutdown, "agent shutting down") })
 	defer stop()
@@ -70,10 +71,11 @@ func (a *Agent) servePeer(ctx context.Context, conn *quic.Conn) {
 		conn.CloseWithError(transport.CodeUnauthorized, "no agent identity")
 		return
 	}
-	expiry := time.AfterFunc(time.Until(leaf.NotAfter), func() {
+	// The link ends when the latest certificate the caller proved to this
+	// agent expires (this one, or a later one after a renewal).
+	defer a.peers.proofs.hold(caller.String(), leaf.NotAfter, func() {
 		conn.CloseWithError(transport.CodeUnauthorized, "certificate expired: renew it")
-	})
-	defer expiry.Stop()
+	})()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -92,6 +94,95 @@ func (a *Agent) servePeer(ctx context.Context, conn *quic.Conn) {
 			a.servePeerStream(ctx, st, caller, leaf)
 		}()
 	}
+}
+
+// callerProofs is this agent's one record, per caller agent, of the
+// latest certificate the caller proved to it in a handshake (a QUIC peer
+// link, servePeer, or a direct TCP+TLS connection, servePeerTCP; each
+// verified by peerTLS against the cluster CA at that moment), and of the
+// connections it serves for that caller. Every one of them ends when that
+// latest certificate expires, not the one it began with: a caller that
+// renewed its certificate and shook hands with the new one (peerPool.reprove
+// does so after every renewal) keeps its older links and their streams (a
+// connection pool, a replication link, a psql session left open) as long
+// as it holds a valid certificate. Revocation is not this record's
+// business: a lock or an access change cuts each direct stream at once
+// through the gateway (the lease, wire.MsgCut), as before.
+type callerProofs struct {
+	mu      sync.Mutex // guards the fields below
+	callers map[string]*callerProof
+	next    uint64
+}
+
+// callerProof is one caller's latest proven expiry and its connections.
+type callerProof struct {
+	notAfter time.Time
+	timer    *time.Timer
+	ends     map[uint64]func() // each ends one connection
+}
+
+// hold records that caller (its identity URI) proved a certificate valid
+// until notAfter on a connection that end cuts; the connection is cut when
+// the latest certificate the caller proved expires. release forgets it
+// (call it when the connection ends).
+func (p *callerProofs) hold(caller string, notAfter time.Time, end func()) (release func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.callers == nil {
+		p.callers = map[string]*callerProof{}
+	}
+	cp := p.callers[caller]
+	switch {
+	case cp == nil:
+		cp = &callerProof{notAfter: notAfter, ends: map[uint64]func(){}}
+		p.callers[caller] = cp
+		cp.timer = time.AfterFunc(time.Until(notAfter), func() { p.expire(cp) })
+	case notAfter.After(cp.notAfter):
+		cp.notAfter = notAfter
+		cp.timer.Reset(time.Until(notAfter))
+	}
+	p.next++
+	id := p.next
+	cp.ends[id] = end
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		delete(cp.ends, id)
+		if len(cp.ends) == 0 && p.callers[caller] == cp {
+			cp.timer.Stop()
+			delete(p.callers, caller)
+		}
+	}
+}
+
+// expire cuts a caller's connections once its latest proven certificate
+// has expired (the timer fires; a proof that came meanwhile moves it).
+func (p *callerProofs) expire(cp *callerProof) {
+	p.mu.Lock()
+	if d := time.Until(cp.notAfter); d > 0 {
+		cp.timer.Reset(d)
+		p.mu.Unlock()
+		return
+	}
+	ends := make([]func(), 0, len(cp.ends))
+	for _, end := range cp.ends {
+		ends = append(ends, end)
+	}
+	p.mu.Unlock()
+	for _, end := range ends {
+		end()
+	}
+}
+
+// until returns when the connections of caller end (zero if none is
+// held).
+func (p *callerProofs) until(caller string) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cp := p.callers[caller]; cp != nil {
+		return cp.notAfter
+	}
+	return time.Time{}
 }
 
 // servePeerStream serves one direct stream if a gateway announced it for

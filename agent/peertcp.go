@@ -92,6 +92,7 @@ type peerTCP struct {
 	caches   map[string]tls.ClientSessionCache
 	addrs    map[string][]string    // node → its candidates in the last grant
 	spares   map[string]*tcpPreDial // node → a connection dialled ahead for its next stream
+	live     map[string]int         // node → direct streams over TCP to it now
 	wg       sync.WaitGroup         // the dials of spares
 	// listening is this agent's TCP listener state: 0 not started, 1
 	// listening, 2 not listening (off, or the port taken on TCP).
@@ -100,7 +101,58 @@ type peerTCP struct {
 
 func newPeerTCP() *peerTCP {
 	return &peerTCP{failed: map[string]time.Time{}, fails: map[string]int{}, quicOnly: map[string]bool{}, caches: map[string]tls.ClientSessionCache{},
-		addrs: map[string][]string{}, spares: map[string]*tcpPreDial{}}
+		addrs: map[string][]string{}, spares: map[string]*tcpPreDial{}, live: map[string]int{}}
+}
+
+// streaming counts a direct stream over TCP to node until the returned
+// func is called.
+func (p *peerTCP) streaming(node string) (done func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.live[node]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.live[node]--; p.live[node] <= 0 {
+				delete(p.live, node)
+			}
+		})
+	}
+}
+
+// liveNodes returns the nodes with a direct stream over TCP now.
+func (p *peerTCP) liveNodes() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	nodes := make([]string, 0, len(p.live))
+	for node := range p.live {
+		nodes = append(nodes, node)
+	}
+	return nodes
+}
+
+// known reports whether node has a direct stream over TCP now, or TLS
+// sessions of this agent's current certificate.
+func (p *peerTCP) known(node string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.live[node] > 0 || p.caches[node] != nil
+}
+
+// putSpare makes end, a connection to node on addrs just dialled, node's
+// spare for its next stream; it is closed if node has one.
+func (p *peerTCP) putSpare(node string, addrs []string, end tlsEnd) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.spares[node] != nil || len(p.spares) >= maxExpected {
+		_ = end.Close()
+		return
+	}
+	d := &tcpPreDial{addrs: addrs, spare: true, done: make(chan struct{}), born: time.Now(), end: end}
+	close(d.done)
+	p.spares[node] = d
 }
 
 // peerTCPSpareTTL is how long a spare connection may wait for its stream;
@@ -384,13 +436,20 @@ func (a *Agent) dialPeerTCP(ctx context.Context, node string, addrs []string) (t
 	tc := tls.Client(notifyConn{win}, conf)
 	hctx, hcancel := context.WithTimeout(ctx, peerTCPDialTimeout)
 	defer hcancel()
+	proof := a.cert.Load() // before the handshake: it shows this one or a later one
 	if err := tc.HandshakeContext(hctx); err != nil {
 		win.Close()
 		return tlsEnd{}, fmt.Errorf("TLS with agent %s over TCP: %w", node, err)
 	}
-	if tc.ConnectionState().NegotiatedProtocol != peerTCPALPN {
+	cs := tc.ConnectionState()
+	if cs.NegotiatedProtocol != peerTCPALPN {
 		win.Close()
 		return tlsEnd{}, fmt.Errorf("agent %s does not speak %s", node, peerTCPALPN)
+	}
+	if !cs.DidResume {
+		// A resumed session shows the node the certificate of the
+		// session's first handshake, not the current one.
+		a.peers.proved(node, proof)
 	}
 	return tlsEnd{Conn: tc, tcp: win}, nil
 }
@@ -524,6 +583,9 @@ func (a *Agent) carryTCP(ctx context.Context, f *transport.Forwarder, local tran
 	}
 	log.Debug("direct stream", "target", f.Target, "transport", "tcp")
 	a.peers.tcp.ok(node)
+	// While it lasts, a renewal shows node the new certificate
+	// (peerPool.reprove), so that node keeps the stream past the old one.
+	defer a.peers.tcp.streaming(node)()
 	// The next stream to node finds a connection ready, dialled once
 	// this one ends (not while its first bytes pass).
 	addrs := slices.Clone(grant.Addrs)
@@ -658,8 +720,11 @@ func (a *Agent) servePeerTCP(ctx context.Context, end tlsEnd) {
 	if err != nil {
 		return
 	}
-	expiry := time.AfterFunc(time.Until(leaf.NotAfter), end.Abort)
-	defer expiry.Stop()
+	// The connection ends when the latest certificate the caller proved
+	// expires (callerProofs: this one, or a later one after a renewal;
+	// the handshake alone is a proof, which is all a renewed caller's
+	// proveTCP connection brings).
+	defer a.peers.proofs.hold(caller.String(), leaf.NotAfter, end.Abort)()
 	h, err := wire.ReadHeader(end.Conn)
 	if err != nil || h.Kind != wire.KindPeer || h.Ticket == "" {
 		a.refuseTCP(end, wire.StatusBadRequest, "expected a peer header with a ticket")
@@ -753,6 +818,24 @@ func (a *Agent) servePeerTCPService(ctx context.Context, end tlsEnd, ticket stri
 	stop := context.AfterFunc(sctx, func() { local.Abort(); end.Abort() })
 	defer stop()
 	transport.Splice(local, end)
+}
+
+// proveTCP shows node this agent's current certificate in a full TLS
+// handshake over TCP (its TLS sessions were forgotten at the renewal), so
+// that node keeps this agent's older direct streams past the old
+// certificate's expiry (callerProofs); the connection is then node's spare
+// for its next stream.
+func (a *Agent) proveTCP(node string, addrs []string) error {
+	end, err := a.dialPeerTCP(a.ctx, node, addrs)
+	if err != nil {
+		return err
+	}
+	if end.Conn.ConnectionState().DidResume {
+		_ = end.Close()
+		return fmt.Errorf("the TLS session with agent %s was resumed: it did not see the current certificate", node)
+	}
+	a.peers.tcp.putSpare(node, slices.Clone(addrs), end)
+	return nil
 }
 
 // refuseTCP answers with a refusal and ends the connection cleanly.

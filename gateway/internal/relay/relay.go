@@ -12,7 +12,10 @@
 //	accept ─▶ verify peer ─▶ agent: control stream + hello ─▶ registered
 //	                     └─▶ user:  no control stream
 //	streams: dial ─▶ access (decision + audit) ─▶ open deliver on target ─▶ splice
-//	close:   peer gone, Close, or a newer connection of the same agent
+//	close:   peer gone, Close, a newer connection of the same agent (once
+//	         the old one carries no stream), or certificate expiry: a
+//	         user's login certificate; for an agent, the latest
+//	         certificate it proved on any connection (certLife)
 //
 // A refused connection's audit event goes through an auditlog.Folder
 // (repeats from one source cost one event per interval). A panic serving
@@ -118,6 +121,11 @@ type agentConn struct {
 	// active counts the streams on this connection, so a connection
 	// replaced after a certificate renewal is closed only once idle.
 	active atomic.Int64
+	// life ends the connection when the latest certificate the agent
+	// proved on any of its connections expires (nil in tests that build
+	// an agentConn by hand); serial is the connection's own certificate's.
+	life   *certLife
+	serial string
 
 	ctlMu sync.Mutex // serialises writes on ctl
 	ctl   *quic.Stream
@@ -282,15 +290,19 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 	defer netguard.CutOnDeny(conn.Context(), func(reason string) {
 		conn.CloseWithError(transport.CodeRevoked, reason)
 	})()
-	// A connection ends no later than its certificate.
-	expiry := time.AfterFunc(time.Until(p.NotAfter), func() {
+	// A connection ends no later than its certificate: a user's at its
+	// login certificate's expiry; an agent's at the expiry of the latest
+	// certificate the agent proved on a connection (registry.addAgent),
+	// so that the streams a connection replaced after a renewal still
+	// carries outlive the certificate it began with.
+	life := newCertLife(p.NotAfter, func() {
 		conn.CloseWithError(transport.CodeUnauthorized, "certificate expired: renew it")
 	})
-	defer expiry.Stop()
+	defer life.stop()
 
 	var ac *agentConn
 	if p.ID.Kind == identity.Agent {
-		ac, err = s.register(cctx, conn, p)
+		ac, err = s.register(cctx, conn, p, life)
 		if err != nil {
 			s.log().Info("agent connection refused", "agent", p.ID.Name, "err", err)
 			conn.CloseWithError(transport.CodeProtocol, err.Error())
@@ -332,7 +344,7 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 
 // register reads the agent's control stream hello and records the agent;
 // a newer connection replaces an older one of the same agent.
-func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*agentConn, error) {
+func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer, life *certLife) (*agentConn, error) {
 	hctx, cancel := context.WithTimeout(ctx, transport.HeaderTimeout)
 	defer cancel()
 	st, err := conn.AcceptStream(hctx)
@@ -354,7 +366,7 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*a
 		return nil, err
 	}
 	_ = st.SetWriteDeadline(time.Time{})
-	ac := &agentConn{name: p.ID.Name, conn: conn, since: s.now(), services: hello.Services, ctl: st}
+	ac := &agentConn{name: p.ID.Name, conn: conn, since: s.now(), services: hello.Services, ctl: st, life: life, serial: p.Serial}
 	if hello.Direct && !s.NoDirect {
 		ac.direct, ac.addrs = true, candidates(conn.RemoteAddr(), hello.Addrs)
 	}
@@ -366,7 +378,8 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*a
 	}
 	if old := s.reg.addAgent(ac); old != nil {
 		// New streams go to the new connection; the old one closes when its
-		// last stream ends (at the latest when its certificate expires).
+		// last stream ends (at the latest when the agent's latest
+		// certificate expires: addAgent extended it).
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -391,6 +404,80 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer) (*a
 	return ac, nil
 }
 
+// certLife ends a connection when its certificate expires, or, once
+// extended, when a later certificate of the same principal expires: an
+// agent that renewed its certificate and connected with the new one keeps
+// its older connections, and the streams they still carry, as long as the
+// new certificate (registry.addAgent). A revocation, a lock or a network
+// rule cuts the connection at once regardless (EndAgent, CutOnDeny).
+type certLife struct {
+	mu       sync.Mutex // guards the fields below
+	notAfter time.Time
+	timer    *time.Timer
+	stopped  bool
+}
+
+// newCertLife calls end once notAfter (or a later time given to extend)
+// has passed.
+func newCertLife(notAfter time.Time, end func()) *certLife {
+	l := &certLife{notAfter: notAfter}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.timer = time.AfterFunc(time.Until(notAfter), func() {
+		l.mu.Lock()
+		if l.stopped {
+			l.mu.Unlock()
+			return
+		}
+		if d := time.Until(l.notAfter); d > 0 {
+			l.timer.Reset(d) // extended meanwhile
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock()
+		end()
+	})
+	return l
+}
+
+// extend moves the end to notAfter if that is later.
+func (l *certLife) extend(notAfter time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped || !notAfter.After(l.notAfter) {
+		return
+	}
+	l.notAfter = notAfter
+	l.timer.Reset(time.Until(notAfter))
+}
+
+// set moves the end to notAfter, earlier or later (a proof withdrawn:
+// registry.withdrawProofs); a time past ends the connection now.
+func (l *certLife) set(notAfter time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return
+	}
+	l.notAfter = notAfter
+	l.timer.Reset(time.Until(notAfter))
+}
+
+// until returns when the connection ends.
+func (l *certLife) until() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.notAfter
+}
+
+// stop cancels the end (the connection ended otherwise).
+func (l *certLife) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
+	l.timer.Stop()
+}
+
 // retire closes a replaced connection once it carries no stream.
 func (s *Server) retire(old *agentConn) {
 	defer s.reg.retired(old)
@@ -403,7 +490,9 @@ func (s *Server) retire(old *agentConn) {
 		case <-t.C:
 		}
 	}
-	old.conn.CloseWithError(transport.CodeReplaced, "replaced by a newer connection of the same agent")
+	if s.reg.claimRetired(old) {
+		old.conn.CloseWithError(transport.CodeReplaced, "replaced by a newer connection of the same agent")
+	}
 }
 
 // control answers pings and takes catalogue updates until the stream ends.

@@ -45,6 +45,12 @@ func TestTrustBundlePush(t *testing.T) {
 		t.Fatalf("before the rotation old-1 trusts %d X.509 CAs, %d user CAs, %d host CAs; want one of each", n, len(before.UserCAs), len(before.HostCAs))
 	}
 	oldLeaf := pemCerts(t, before.CertPEM)[0]
+	// late-1 is offline when the rotation starts: it gets the bundle when
+	// it connects again (the gateway sends it to an agent that connects
+	// while a rotation is under way), not at its next renewal.
+	late := c.startAgent("late-1", admin.token("late-1"), "expose:\n  - {name: other, address: 127.0.0.1:9}\n")
+	admin.waitOnline("late-1", true, 20*time.Second)
+	late.stop()
 
 	// start: the new keys reach old-1 over its connection.
 	admin.must("admin", "ca", "rotate", "start")
@@ -80,6 +86,15 @@ func TestTrustBundlePush(t *testing.T) {
 	}
 	if strings.Contains(old.log.String(), "certificate renewed") {
 		t.Fatalf("old-1 renewed its certificate; the test needs the bundle to come without a renewal:\n%s", old.log.String())
+	}
+
+	late.start("")
+	waitFor(t, 30*time.Second, "late-1, connected after the start, to hold the new CAs", func() bool {
+		id := readAgentIdentity(t, late.dataDir)
+		return len(pemCerts(t, id.CAPEM)) == 2 && hasKey(t, id.UserCAs, newKey["ssh-user"]) && hasKey(t, id.HostCAs, newKey["ssh-host"])
+	})
+	if strings.Contains(late.log.String(), "certificate renewed") {
+		t.Fatalf("late-1 renewed its certificate; the test needs the bundle to come on connecting:\n%s", late.log.String())
 	}
 
 	// activate: new-1's certificate is signed by the new CA; old-1's is

@@ -46,6 +46,10 @@ func (s *Server) EndCerts(revoked []store.IssuedCert) int {
 	if len(serials) == 0 {
 		return 0
 	}
+	// A revoked certificate no longer keeps an agent's older connections
+	// alive past their own certificates (their life follows the newest
+	// certificate the agent proved: registry.extend).
+	s.reg.withdrawProofs(serials)
 	wanted := func(name string) bool {
 		if anyName {
 			return true
@@ -91,8 +95,8 @@ func (s *Server) EndCerts(revoked []store.IssuedCert) int {
 		if _, ok := serials[serial]; !ok {
 			continue
 		}
-		// No new stream reaches it from now on.
-		s.reg.removeAgent(ac)
+		// No new stream reaches it from now on, current or retiring.
+		s.reg.dropConn(ac)
 		vs = append(vs, victim{ac.conn, reasonAgentCertRevoked})
 		s.log().Info("closing an agent connection: its certificate was revoked", "agent", ac.name, "serial", serial)
 	}

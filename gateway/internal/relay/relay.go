@@ -104,6 +104,10 @@ type Server struct {
 
 	reg     registry // who is connected
 	streams tracker  // the streams relayed now
+	// trustGen is the generation of the CA keys whose trust bundle
+	// PushTrust last sent (trustpush.go): 0, the keys this gateway
+	// started with.
+	trustGen atomic.Uint64
 
 	wg sync.WaitGroup // every connection and stream goroutine
 }
@@ -399,6 +403,7 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer, lif
 	go func() {
 		defer s.wg.Done()
 		defer panics.Recover(s.log(), "control stream of agent "+ac.name, closeOnPanic(conn))
+		s.trustOnConnect(ac)
 		s.control(ac, st)
 	}()
 	return ac, nil

@@ -3,7 +3,6 @@ package relay
 import (
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tunnelhq/tunnel/certs"
@@ -37,12 +36,6 @@ func TrustBundle(ca *certs.Authority) wire.Control {
 		SSHUserCAs: b.SSHUserCAs, SSHHostCAs: b.SSHHostCAs, Pin: b.Pin}}
 }
 
-// trustPushed holds, per Server, the generation of the CA keys
-// (certs.Authority.Generation) whose bundle it last pushed: 0, the keys
-// it started with, which its agents got at enrolment or renewal.
-// (A field of Server would do; relay.go is left as it is for now.)
-var trustPushed sync.Map // *Server → *atomic.Uint64
-
 // PushTrust sends every agent connected now the current trust bundle, if
 // the CA keys changed since the last push (whoever reloaded them: the
 // fan-out of a change, or the admin API answering a rotation step), in
@@ -53,9 +46,8 @@ func (s *Server) PushTrust() {
 	if s.CA == nil {
 		return
 	}
-	v, _ := trustPushed.LoadOrStore(s, new(atomic.Uint64))
-	last, gen := v.(*atomic.Uint64), s.CA.Generation()
-	if old := last.Load(); old == gen || !last.CompareAndSwap(old, gen) {
+	gen := s.CA.Generation()
+	if old := s.trustGen.Load(); old == gen || !s.trustGen.CompareAndSwap(old, gen) {
 		return
 	}
 	var agents []*agentConn
@@ -156,4 +148,18 @@ func (c *trustCache) current() wire.Control {
 		c.gen, c.msg = gen, &m
 	}
 	return *c.msg
+}
+
+// trustOnConnect sends an agent that has just connected the trust bundle
+// while a rotation is under way (some kind has more than one CA key): it
+// may have missed the push of the step (it was not connected then), and
+// its saved bundle predates it. Outside a rotation its bundle is the one
+// it got with its certificate.
+func (s *Server) trustOnConnect(ac *agentConn) {
+	if s.CA == nil || len(s.CA.X509CAs()) < 2 && len(s.CA.SSHUserCAs()) < 2 && len(s.CA.SSHHostCAs()) < 2 {
+		return
+	}
+	if err := s.sendTrustGuarded(ac, &trustCache{ca: s.CA}); err != nil {
+		s.log().Debug("send the trust bundle to an agent that connected during a rotation", "agent", ac.name, "err", err)
+	}
 }

@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,10 +43,7 @@ func TestPushTrust(t *testing.T) {
 	ctls := map[string]*quic.Stream{"db-1": trustAgent(h, "db-1"), "app-1": trustAgent(h, "app-1")}
 	// The harness's CA cannot reload: as if its keys were a generation
 	// other than the one last pushed.
-	pushed := new(atomic.Uint64)
-	pushed.Store(h.ca.Generation() + 1)
-	trustPushed.Store(h.srv, pushed)
-	t.Cleanup(func() { trustPushed.Delete(h.srv) })
+	h.srv.trustGen.Store(h.ca.Generation() + 1)
 	h.srv.PushTrust()
 	want := TrustBundle(h.ca).Trust
 	for name, ctl := range ctls {

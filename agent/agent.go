@@ -107,6 +107,7 @@ type Agent struct {
 	// renewal, a trust bundle a gateway sends (applyTrust).
 	idMu sync.Mutex
 
+	peerCAs  atomic.Pointer[peerCAs] // the cluster CAs of the identity (peerRoots)
 	sudoOnce sync.Once
 	sudoers  *sudoers // the sessions' sudoers drop-ins (sudo)
 

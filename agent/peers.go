@@ -80,14 +80,19 @@ func peerQUICConfig() *quic.Config {
 
 // peerTLS returns the TLS configuration of a peer link: TLS 1.3, the peer
 // ALPN, this agent's certificate, and the other side's checked against the
-// cluster CA; node, if set, is the agent the other side must be.
+// cluster CAs; node, if set, is the agent the other side must be. The
+// certificate and the CAs are read at each handshake, so that a
+// configuration built once (the listeners') follows renewals and the
+// trust bundles gateways push during a CA rotation.
 func (a *Agent) peerTLS(server bool, node string) (*tls.Config, error) {
-	id := a.identity()
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM([]byte(id.CAPEM)) {
-		return nil, errors.New("the agent's identity holds no CA certificate")
+	if _, _, err := a.peerRoots(); err != nil {
+		return nil, err
 	}
 	verify := func(cs tls.ConnectionState) error {
+		id, roots, err := a.peerRoots()
+		if err != nil {
+			return err
+		}
 		pid, err := trust.VerifyClusterChain(cs.PeerCertificates, roots, id.Cluster, time.Now())
 		if err != nil {
 			return fmt.Errorf("peer certificate: %w", err)
@@ -112,6 +117,28 @@ func (a *Agent) peerTLS(server bool, node string) (*tls.Config, error) {
 		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.cert.Load(), nil }
 	}
 	return c, nil
+}
+
+// peerCAs is the pool of the cluster CAs of one identity (peerRoots).
+type peerCAs struct {
+	id    *Identity
+	roots *x509.CertPool
+}
+
+// peerRoots returns the agent's identity and the pool of its cluster CAs,
+// parsed once per identity (a renewal or a pushed trust bundle sets a new
+// one).
+func (a *Agent) peerRoots() (*Identity, *x509.CertPool, error) {
+	id := a.identity()
+	if c := a.peerCAs.Load(); c != nil && c.id == id {
+		return id, c.roots, nil
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(id.CAPEM)) {
+		return nil, nil, errors.New("the agent's identity holds no CA certificate")
+	}
+	a.peerCAs.Store(&peerCAs{id: id, roots: roots})
+	return id, roots, nil
 }
 
 // localCandidates returns this agent's candidate addresses for peers: each

@@ -129,7 +129,7 @@ func (a *Agent) connect(ctx context.Context) {
 	if a.cfg.File.DirectOn() {
 		if tlsConf, err := a.peerTLS(true, ""); err != nil {
 			a.log.Warn("the direct path is off: no peer TLS configuration", "err", err)
-		} else if ln, err := tr.Listen(a.livePeerTLS(tlsConf), peerQUICConfig()); err != nil {
+		} else if ln, err := tr.Listen(tlsConf, peerQUICConfig()); err != nil {
 			a.log.Warn("the direct path is off: cannot accept peer connections", "err", err)
 		} else {
 			a.log.Debug("accepting direct connections from other agents", "addr", udp.LocalAddr().String())
@@ -160,33 +160,6 @@ func (a *Agent) connect(ctx context.Context) {
 			a.followGateways(ctx, start)
 		}()
 	}
-}
-
-// livePeerTLS makes the peer listener's TLS configuration base follow the
-// identity: each handshake verifies the other agent against the trusted
-// CAs as they are then (a renewal, a trust bundle a gateway sent), not as
-// they were when the listener started.
-func (a *Agent) livePeerTLS(base *tls.Config) *tls.Config {
-	type built struct {
-		id   *Identity
-		conf *tls.Config
-	}
-	var cache atomic.Pointer[built]
-	cache.Store(&built{id: a.identity(), conf: base})
-	live := base.Clone()
-	live.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		id := a.identity()
-		if b := cache.Load(); b.id == id {
-			return b.conf, nil
-		}
-		conf, err := a.peerTLS(true, "")
-		if err != nil {
-			return nil, fmt.Errorf("peer TLS configuration: %w", err)
-		}
-		cache.Store(&built{id: id, conf: conf})
-		return conf, nil
-	}
-	return live
 }
 
 // keep keeps a connection to one gateway until ctx ends: it dials with

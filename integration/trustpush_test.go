@@ -132,6 +132,23 @@ func TestTrustBundlePush(t *testing.T) {
 				strings.Contains(l, `msg="direct stream" listener=`+d.listener)
 		})
 	}
+	// Over TCP both ways: each side's TCP listener checks the caller
+	// against the CAs it trusts now (the pushed bundle), not those it
+	// started with (then new-1's stream to old-1 fell back to QUIC).
+	for _, d := range []struct {
+		from     *agentProc
+		listener string
+	}{{old, "to-new"}, {newAgent, "to-old"}} {
+		tcp := false
+		for _, line := range strings.Split(d.from.log.String(), "\n") {
+			if strings.Contains(line, `msg="direct stream" listener=`+d.listener) && strings.Contains(line, "transport=tcp") {
+				tcp = true
+			}
+		}
+		if !tcp {
+			t.Errorf("%s's direct stream (%s) did not go over TCP:\n%s", d.from.name, d.listener, d.from.log.String())
+		}
+	}
 	if l := old.log.String(); !strings.Contains(l, "direct=true") && !strings.Contains(l, `"direct":true`) {
 		t.Errorf("old-1 delivered no direct stream:\n%s", l)
 	}

@@ -108,6 +108,20 @@ func (s *Server) EndCerts(revoked []store.IssuedCert) int {
 		vs = append(vs, victim{c, reasonUserCertRevoked})
 		s.log().Info("closing a user connection: its certificate was revoked", "user", userNames[i], "serial", serial)
 	}
+	// The streams of a revoked certificate, relayed or direct, end now
+	// with the revocation's code (the caller is told why; a direct
+	// stream's target is sent its cut), as EndAgent's do; those of a
+	// newer certificate of the same name go on.
+	now := time.Now()
+	cut := s.streamsWhere(func(l *liveStream) bool {
+		_, c := serials[l.callerSerial]
+		_, t := serials[l.targetSerial]
+		return c && l.callerSerial != "" || t && l.targetSerial != ""
+	})
+	for _, l := range cut {
+		l.markRevoked(now)
+		l.abort(transport.StreamRevoked)
+	}
 	if len(vs) == 0 {
 		return 0
 	}

@@ -165,7 +165,8 @@ func (s *Server) adopt(ac *agentConn, m wire.Control) {
 		cut(code)
 		return
 	}
-	l := &liveStream{caller: caller, from: caller.Name, to: ac.name, service: m.Service, path: "direct", abort: cut}
+	l := &liveStream{caller: caller, from: caller.Name, to: ac.name, service: m.Service, path: "direct", abort: cut,
+		callerSerial: m.Serial, targetSerial: ac.serial}
 	ac.adoptMu.Lock()
 	defer ac.adoptMu.Unlock()
 	if ac.adopted == nil {

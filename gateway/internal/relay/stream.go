@@ -124,7 +124,7 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	}
 	if caller, ok := s.directFor(p, h, target); ok && !isSSH {
 		// The direct path; the decision is durable before the grant.
-		l := &liveStream{caller: p.ID, from: p.ID.Name, to: node, service: service, src: src}
+		l := &liveStream{caller: p.ID, from: p.ID.Name, to: node, service: service, src: src, callerSerial: p.Serial, targetSerial: target.serial}
 		if s.goDirect(p, st, node, service, target, caller, l, gate, cred) {
 			return
 		}
@@ -175,13 +175,14 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	// Both write sides are reset first: cancelling a read side first would
 	// let the splice see the error and reset the other side with its own
 	// code before this one.
-	l := &liveStream{caller: p.ID, session: sess.ID, to: node, service: service, src: src, path: pathOf(ctx), bytes: m, abort: func(code quic.StreamErrorCode) {
-		cred.cut()
-		st.CancelWrite(code)
-		ts.CancelWrite(code)
-		st.CancelRead(code)
-		ts.CancelRead(code)
-	}}
+	l := &liveStream{caller: p.ID, session: sess.ID, to: node, service: service, src: src, path: pathOf(ctx), bytes: m,
+		callerSerial: p.Serial, targetSerial: target.serial, abort: func(code quic.StreamErrorCode) {
+			cred.cut()
+			st.CancelWrite(code)
+			ts.CancelWrite(code)
+			st.CancelRead(code)
+			ts.CancelRead(code)
+		}}
 	if p.ID.Kind == identity.User {
 		l.user = p.ID.Name
 	} else {
@@ -391,7 +392,7 @@ func (s *Server) OpenSSH(ctx context.Context, user string, sess store.Session, l
 		ts.CancelWrite(transport.StreamCanceled)
 		return nil, fmt.Errorf("node %s refused the connection: %w", sess.Node, err)
 	}
-	l := &liveStream{caller: id, user: user, to: sess.Node, service: api.SSHService, session: sess.ID, meter: &meter{}, abort: func(code quic.StreamErrorCode) {
+	l := &liveStream{caller: id, user: user, to: sess.Node, service: api.SSHService, session: sess.ID, meter: &meter{}, targetSerial: target.serial, abort: func(code quic.StreamErrorCode) {
 		ts.CancelWrite(code)
 		ts.CancelRead(code)
 	}}

@@ -39,6 +39,11 @@ type liveStream struct {
 	// bytes counts the bytes of a relayed stream for the metrics; nil
 	// means meter's (an SSH session's stream), or none (a direct stream).
 	bytes *meter
+	// callerSerial and targetSerial are the serials of the certificates
+	// the caller's and the target's connections were authenticated with
+	// ("" when there is none, an SSH stream's caller): EndCerts cuts the
+	// streams of a revoked certificate.
+	callerSerial, targetSerial string
 	// revokedAt is when a revocation that cuts this stream was applied
 	// (live.go), nil if none was: the stream's end is then observed in the
 	// revocation histogram (ObserveRevocations).

@@ -3,6 +3,7 @@ package certs
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -94,6 +95,8 @@ type Authority struct {
 
 	randMu sync.Mutex // guards rand, which need not be safe for concurrent use
 	rand   io.Reader
+	// sysRand is whether rand is crypto/rand's reader (newP256Key).
+	sysRand bool
 
 	// The CA keys: replaced as a whole by Reload during a rotation
 	// (carotation.go), so that a signature and the chain served with it
@@ -167,40 +170,46 @@ func newSSHCA(key crypto.Signer, others []ssh.PublicKey) (sshCA, error) {
 	return ca, nil
 }
 
-// Generate makes a new CA set for cfg.Cluster: a self-signed X.509 CA valid
-// for CALifetime, an SSH user CA and an SSH host CA, all Ed25519. Store it
-// with Export.
+// newAuthority makes an Authority without keys for a resolved c.
+func newAuthority(c Config) *Authority {
+	return &Authority{cluster: c.Cluster, clock: c.Clock, maxTTL: c.MaxTTL, rand: c.Rand, sysRand: c.Rand == rand.Reader}
+}
+
+// Generate makes a new CA set for cfg.Cluster: a self-signed ECDSA P-256
+// X.509 CA valid for CALifetime (the key type browsers accept, so that the
+// gateway's own certificate opens the web console), and an Ed25519 SSH
+// user CA and SSH host CA. Store it with Export.
 func Generate(cfg Config) (*Authority, error) {
 	c, err := cfg.resolve()
 	if err != nil {
 		return nil, fmt.Errorf("generate CA: %w", err)
 	}
-	a := &Authority{cluster: c.Cluster, clock: c.Clock, maxTTL: c.MaxTTL, rand: c.Rand}
-	var keys [3]ed25519.PrivateKey
-	for i := range keys {
-		if _, keys[i], err = ed25519.GenerateKey(a.reader()); err != nil {
-			return nil, fmt.Errorf("generate CA: generating key: %w", err)
-		}
-	}
-	cert, err := a.newX509CACert(keys[0])
+	a := newAuthority(c)
+	x509Key, err := a.newX509CAKey()
 	if err != nil {
 		return nil, fmt.Errorf("generate CA: %w", err)
 	}
-	ks := &keyset{xca: newX509CA(cert, keys[0], nil)}
-	if ks.userCA, err = newSSHCA(keys[1], nil); err != nil {
-		return nil, fmt.Errorf("generate CA: SSH user CA: %w", err)
+	var sshKeys [2]ed25519.PrivateKey
+	for i := range sshKeys {
+		if sshKeys[i], err = newEd25519Key(a.reader()); err != nil {
+			return nil, fmt.Errorf("generate CA: %w", err)
+		}
 	}
-	if ks.hostCA, err = newSSHCA(keys[2], nil); err != nil {
-		return nil, fmt.Errorf("generate CA: SSH host CA: %w", err)
-	}
-	a.keys.Store(ks)
-	return a, nil
+	return a.withKeys(Signers{X509: x509Key, SSHUser: sshKeys[0], SSHHost: sshKeys[1]})
 }
 
-// Signers are CA keys held elsewhere (a Vault Transit key behind a
-// crypto.Signer): the Authority signs with them and never sees a private
-// key. Each must be Ed25519 and should implement KeyRef, whose reference
-// Export stores in place of a sealed private key.
+// newX509CAKey makes a new local X.509 CA key: ECDSA P-256.
+func (a *Authority) newX509CAKey() (*ecdsa.PrivateKey, error) {
+	return newP256Key(a.reader(), a.sysRand)
+}
+
+// Signers are the CA keys of a set that GenerateWith makes: keys held
+// elsewhere (a Vault Transit key behind a crypto.Signer), which the
+// Authority signs with and never sees, or local private keys. Each must be
+// Ed25519 or ECDSA P-256; the X.509 one should be ECDSA P-256, because
+// browsers accept no Ed25519 in a TLS certificate chain. A signer held
+// elsewhere should implement KeyRef, whose reference Export stores in
+// place of a sealed private key.
 type Signers struct {
 	X509, SSHUser, SSHHost crypto.Signer
 }
@@ -223,7 +232,20 @@ func GenerateWith(cfg Config, keys Signers) (*Authority, error) {
 	if keys.X509 == nil || keys.SSHUser == nil || keys.SSHHost == nil {
 		return nil, errors.New("generate CA: a signer is missing")
 	}
-	a := &Authority{cluster: c.Cluster, clock: c.Clock, maxTTL: c.MaxTTL, rand: c.Rand}
+	return newAuthority(c).withKeys(keys)
+}
+
+// withKeys gives a its first keys: the X.509 CA certificate is
+// self-signed through keys.X509.
+func (a *Authority) withKeys(keys Signers) (*Authority, error) {
+	for _, k := range []struct {
+		name string
+		key  crypto.Signer
+	}{{"X.509", keys.X509}, {"SSH user", keys.SSHUser}, {"SSH host", keys.SSHHost}} {
+		if err := checkPublicKey(k.key.Public()); err != nil {
+			return nil, fmt.Errorf("generate CA: the %s CA key: %w", k.name, err)
+		}
+	}
 	cert, err := a.newX509CACert(keys.X509)
 	if err != nil {
 		return nil, fmt.Errorf("generate CA: %w", err)
@@ -310,7 +332,8 @@ func LoadWith(cfg Config, keys []store.CAKey, open func(store.CAKey) (crypto.Sig
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w", err)
 	}
-	a := &Authority{cluster: c.Cluster, clock: c.Clock, maxTTL: c.MaxTTL, rand: c.Rand, open: open}
+	a := newAuthority(c)
+	a.open = open
 	ks, err := buildKeyset(keys, open)
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w", err)
@@ -480,6 +503,13 @@ func (a *Authority) MaxTTL() time.Duration { return a.maxTTL }
 
 // X509CA returns the active X.509 CA certificate, which signs.
 func (a *Authority) X509CA() *x509.Certificate { return a.ks().xca.cert }
+
+// X509KeyType names the type of the active X.509 CA key: "ECDSA P-256"
+// (new clusters), or "Ed25519" (a cluster made before ECDSA became the
+// default, until an x509 rotation): browsers refuse a gateway certificate
+// that an Ed25519 CA signed, so its web console needs an operator's
+// certificate (--tls-cert) until then.
+func (a *Authority) X509KeyType() string { return caKeyType(a.ks().xca.cert.PublicKey) }
 
 // X509CAs returns every trusted X.509 CA certificate, the active one first.
 func (a *Authority) X509CAs() []*x509.Certificate { return slices.Clone(a.ks().xca.trusted) }

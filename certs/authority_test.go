@@ -2,6 +2,8 @@ package certs
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/x509"
 	"errors"
@@ -41,8 +43,14 @@ func TestGenerate(t *testing.T) {
 	if got, want := ca.KeyUsage, x509.KeyUsageCertSign|x509.KeyUsageCRLSign; got != want {
 		t.Errorf("CA key usage = %v; want %v", got, want)
 	}
-	if got, want := ca.PublicKeyAlgorithm, x509.Ed25519; got != want {
+	if got, want := ca.PublicKeyAlgorithm, x509.ECDSA; got != want {
 		t.Errorf("CA key algorithm = %v; want %v", got, want)
+	}
+	if got, want := a.X509KeyType(), "ECDSA P-256"; got != want {
+		t.Errorf("X509KeyType() = %q; want %q", got, want)
+	}
+	if got, want := ca.SignatureAlgorithm, x509.ECDSAWithSHA256; got != want {
+		t.Errorf("CA signature algorithm = %v; want %v", got, want)
 	}
 	if got, want := ca.NotBefore, testNow.Add(-ClockSkew); !got.Equal(want) {
 		t.Errorf("CA NotBefore = %v; want %v", got, want)
@@ -161,10 +169,20 @@ func TestExportLoad(t *testing.T) {
 		"ssh-user": a.SSHUserCA().Marshal(),
 		"ssh-host": a.SSHHostCA().Marshal(),
 	}
-	privates := map[string]ed25519.PrivateKey{
-		"x509":     a.ks().xca.key.(ed25519.PrivateKey),
+	x509Key := a.ks().xca.key.(*ecdsa.PrivateKey)
+	x509Raw, err := x509Key.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	privates := map[string]crypto.Signer{
+		"x509":     x509Key,
 		"ssh-user": a.ks().userCA.key.(ed25519.PrivateKey),
 		"ssh-host": a.ks().hostCA.key.(ed25519.PrivateKey),
+	}
+	raws := map[string][]byte{
+		"x509":     x509Raw,
+		"ssh-user": a.ks().userCA.key.(ed25519.PrivateKey).Seed(),
+		"ssh-host": a.ks().hostCA.key.(ed25519.PrivateKey).Seed(),
 	}
 	if got, want := len(keys), 3; got != want {
 		t.Fatalf("Export returned %d keys; want %d", got, want)
@@ -180,7 +198,7 @@ func TestExportLoad(t *testing.T) {
 			t.Errorf("%s: CreatedAt = %v; want %v", k.Kind, k.CreatedAt, testNow)
 		}
 		priv := privates[k.Kind]
-		if bytes.Contains(k.SealedPrivate, priv.Seed()) || bytes.Contains(k.SealedPrivate, priv[:16]) {
+		if raw := raws[k.Kind]; bytes.Contains(k.SealedPrivate, raw) || bytes.Contains(k.SealedPrivate, raw[:16]) {
 			t.Errorf("%s: sealed private key holds the raw private key", k.Kind)
 		}
 		der, err := x509.MarshalPKCS8PrivateKey(priv)

@@ -70,9 +70,15 @@ func newVaultBackend(t testing.TB) backend {
 		ctx := context.Background()
 		n := vaultKeys.Add(1)
 		var s [3]*vaultkeys.Signer
+		// The key types of a new cluster: an ECDSA P-256 X.509 CA,
+		// Ed25519 SSH CAs.
 		for i, kind := range []string{"x509", "ssh-user", "ssh-host"} {
 			name := fmt.Sprintf("test-%d-%s-ca", n, kind)
-			if _, err := c.EnsureKey(ctx, name, vaultkeys.KeyEd25519); err != nil {
+			typ := vaultkeys.KeyEd25519
+			if kind == "x509" {
+				typ = vaultkeys.KeyECDSAP256
+			}
+			if _, err := c.EnsureKey(ctx, name, typ); err != nil {
 				t.Fatalf("EnsureKey(%s): %v", name, err)
 			}
 			if s[i], err = vaultkeys.NewSigner(ctx, c, name); err != nil {

@@ -3,7 +3,6 @@ package certs
 import (
 	"bytes"
 	"crypto"
-	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
@@ -90,19 +89,30 @@ func (a *Authority) Generation() uint64 { return a.ks().gen }
 
 // NewCAKey makes a new key of kind for a rotation, inactive and created
 // now: key when given (a key held elsewhere, such as a Vault Transit key,
-// kept by reference), else a new local Ed25519 key sealed with s. For
-// X.509 the stored public part is the new CA certificate followed by its
-// cross-signature by the active CA.
+// kept by reference), else a new local key sealed with s: ECDSA P-256 for
+// the X.509 CA (so that rotating the X.509 CA of a cluster made with an
+// Ed25519 one gives it a CA whose certificates browsers accept), Ed25519
+// for an SSH CA. For X.509 the stored public part is the new CA
+// certificate followed by its cross-signature by the active CA, whatever
+// the types of the two keys.
 func (a *Authority) NewCAKey(kind store.CertKind, s seal.Sealer, key crypto.Signer) (store.CAKey, error) {
 	if key == nil {
 		if s == nil {
 			return store.CAKey{}, errors.New("new CA key: no sealer to seal it with")
 		}
-		_, priv, err := ed25519.GenerateKey(a.reader())
+		var err error
+		switch kind {
+		case store.CertX509:
+			key, err = a.newX509CAKey()
+		default:
+			key, err = newEd25519Key(a.reader())
+		}
 		if err != nil {
 			return store.CAKey{}, fmt.Errorf("new %s CA key: %w", kind, err)
 		}
-		key = priv
+	}
+	if err := checkPublicKey(key.Public()); err != nil {
+		return store.CAKey{}, fmt.Errorf("new %s CA key: %w", kind, err)
 	}
 	var public []byte
 	switch kind {
@@ -116,6 +126,10 @@ func (a *Authority) NewCAKey(kind store.CertKind, s seal.Sealer, key crypto.Sign
 		if tmpl.SerialNumber, err = a.x509Serial(); err != nil {
 			return store.CAKey{}, fmt.Errorf("new X.509 CA key: %w", err)
 		}
+		// The old CA signs with its own algorithm, which need not be the
+		// new key's (an Ed25519 CA cross-signing an ECDSA one): let
+		// CreateCertificate choose it from old.key.
+		tmpl.SignatureAlgorithm = x509.UnknownSignatureAlgorithm
 		cross, err := x509.CreateCertificate(a.reader(), &tmpl, old.cert, key.Public(), old.key)
 		if err != nil {
 			return store.CAKey{}, fmt.Errorf("new X.509 CA key: cross-signing it with the active CA: %w", err)

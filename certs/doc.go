@@ -8,6 +8,14 @@
 // inactive: the active key of each kind signs, and every key is trusted
 // ([Authority.X509Pool], [Authority.SSHUserCAs], [Authority.SSHHostCAs]).
 //
+// Key types: a new CA set ([Generate]) has an ECDSA P-256 X.509 CA, the
+// type browsers accept in a TLS certificate chain (the gateway's own
+// certificate, which this CA signs, opens the web console), and Ed25519
+// SSH CAs. A stored key is recognised by its type, so a cluster made with
+// an Ed25519 X.509 CA loads and signs as before ([Authority.X509KeyType]
+// tells); rotating its X.509 CA ([Authority.NewCAKey]) gives it an ECDSA
+// P-256 one, cross-signed by the Ed25519 CA it replaces.
+//
 // Clients make their own key pairs and send only the public key, so the usual
 // flow is:
 //

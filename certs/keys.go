@@ -5,16 +5,73 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 
 	"golang.org/x/crypto/ssh"
 )
 
 // Only two key types are signed or used as CA keys: Ed25519 and ECDSA on
-// P-256.
+// P-256. A new cluster's X.509 CA is ECDSA P-256, because browsers accept
+// no Ed25519 in a TLS certificate chain (the web console is served under
+// a certificate of that CA); its SSH CAs are Ed25519. A cluster made
+// before that keeps its Ed25519 X.509 CA, recognised by its type when
+// loaded, until a rotation replaces it with an ECDSA one (NewCAKey).
+
+// newEd25519Key makes an Ed25519 key from 32 bytes of r.
+func newEd25519Key(r io.Reader) (ed25519.PrivateKey, error) {
+	_, priv, err := ed25519.GenerateKey(r)
+	if err != nil {
+		return nil, fmt.Errorf("generating an Ed25519 key: %w", err)
+	}
+	return priv, nil
+}
+
+// newP256Key makes an ECDSA P-256 key. With crypto/rand's reader it is
+// ecdsa.GenerateKey; with another source (Config.Rand, in tests) the
+// scalar is drawn from r by rejection sampling (FIPS 186-5 A.2.2: 32
+// bytes, drawn again unless 0 < d < n), because since Go 1.26
+// ecdsa.GenerateKey ignores a reader other than the system's, and a seeded
+// Config.Rand must give the same keys.
+func newP256Key(r io.Reader, defaultReader bool) (*ecdsa.PrivateKey, error) {
+	if defaultReader {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("generating an ECDSA P-256 key: %w", err)
+		}
+		return k, nil
+	}
+	var d [32]byte
+	defer clear(d[:])
+	for range maxSerialTries {
+		if _, err := io.ReadFull(r, d[:]); err != nil {
+			return nil, fmt.Errorf("generating an ECDSA P-256 key: %w", err)
+		}
+		if k, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d[:]); err == nil {
+			return k, nil
+		}
+	}
+	// A draw falls outside [1, n-1] with a probability below 2^-32.
+	return nil, errors.New("generating an ECDSA P-256 key: the random source returns only zeros or out-of-range values")
+}
+
+// caKeyType names the type of a CA key for people: "ECDSA P-256" or
+// "Ed25519".
+func caKeyType(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		return "Ed25519"
+	case *ecdsa.PublicKey:
+		if k != nil && k.Curve != nil {
+			return "ECDSA " + curveName(k.Curve)
+		}
+	}
+	return keyTypeName(pub)
+}
 
 // checkPublicKey checks that pub is an Ed25519 or ECDSA P-256 public key.
 func checkPublicKey(pub crypto.PublicKey) error {

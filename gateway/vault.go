@@ -87,12 +87,15 @@ func vaultInit(ctx context.Context, c *vaultkeys.Client, cluster string) (*vault
 	if _, err := c.EnsureKey(ctx, kek, vaultkeys.KeyKEK); err != nil {
 		return nil, certs.Signers{}, err
 	}
+	// The X.509 CA is ECDSA P-256, which browsers accept in a chain (the
+	// console); the SSH CAs are Ed25519, as for a cluster without Vault.
 	var s certs.Signers
 	for _, k := range []struct {
 		name string
+		typ  vaultkeys.KeyType
 		dst  *crypto.Signer
-	}{{x, &s.X509}, {u, &s.SSHUser}, {h, &s.SSHHost}} {
-		if _, err := c.EnsureKey(ctx, k.name, vaultkeys.KeyEd25519); err != nil {
+	}{{x, vaultkeys.KeyECDSAP256, &s.X509}, {u, vaultkeys.KeyEd25519, &s.SSHUser}, {h, vaultkeys.KeyEd25519, &s.SSHHost}} {
+		if _, err := c.EnsureKey(ctx, k.name, k.typ); err != nil {
 			return nil, certs.Signers{}, err
 		}
 		signer, err := vaultkeys.NewSigner(ctx, c, k.name)

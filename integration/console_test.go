@@ -2,20 +2,16 @@ package integration
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -27,12 +23,17 @@ import (
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/cdproto/security"
 	"github.com/chromedp/chromedp"
 
+	"github.com/tunnelhq/tunnel/certs"
 	"github.com/tunnelhq/tunnel/client/profile"
 	"github.com/tunnelhq/tunnel/integration/internal/testenv"
 	"github.com/tunnelhq/tunnel/pkg/api"
-	"github.com/tunnelhq/tunnel/pkg/trust"
+	"github.com/tunnelhq/tunnel/pkg/audit"
+	"github.com/tunnelhq/tunnel/pkg/seal"
+	"github.com/tunnelhq/tunnel/pkg/store"
+	"github.com/tunnelhq/tunnel/pkg/store/sqlitestore"
 )
 
 // consoleCookie is the web console's session cookie (gateway/internal/webui).
@@ -41,22 +42,30 @@ const consoleCookie = "__Host-tunnel-console"
 // browser is a headless Chromium (Debian's chromium package) driven over
 // the DevTools protocol, with what its pages logged.
 type browser struct {
-	t    *testing.T
-	ctx  context.Context
-	mu   sync.Mutex
-	logs []string
-	shot string // directory of the screenshots
+	t      *testing.T
+	ctx    context.Context
+	cancel func()
+	mu     sync.Mutex
+	logs   []string
+	shot   string // directory of the screenshots
 }
 
-func newBrowser(t *testing.T) *browser {
+// newBrowser starts a headless Chromium that trusts exactly the CA
+// certificates in caPEM (none if it is empty) and checks every
+// certificate, as a person's browser does once they have imported the
+// cluster CA. Chromium on Linux takes its locally trusted CAs from the NSS
+// database in $HOME/.pki/nssdb: the browser gets a HOME of its own whose
+// database certutil (Debian's libnss3-tools) makes, trusting each CA to
+// identify web sites ("C,,").
+func newBrowser(t *testing.T, caPEM string) *browser {
 	t.Helper()
 	chrome := testenv.LookPath(t, "chromium")
+	home := t.TempDir()
+	nssDB(t, home, caPEM)
 	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
 		chromedp.ExecPath(chrome),
 		chromedp.UserDataDir(t.TempDir()),
-		// The gateway's certificate is signed by the cluster's own CA,
-		// which this throwaway profile does not trust.
-		chromedp.IgnoreCertErrors,
+		chromedp.Env("HOME="+home),
 		chromedp.WindowSize(1440, 900),
 	)
 	if testenv.IsRoot() {
@@ -68,7 +77,8 @@ func newBrowser(t *testing.T) *browser {
 	}
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(allocCtx, chromedp.WithListener(b.note))
-	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
+	b.cancel = func() { cancelCtx(); cancelAlloc() }
+	t.Cleanup(b.cancel)
 	b.ctx = ctx
 	// The first Run starts the browser and lives as long as ctx: no
 	// timeout on it.
@@ -84,6 +94,47 @@ func newBrowser(t *testing.T) *browser {
 		}
 	})
 	return b
+}
+
+// nssDB makes the NSS database of a browser whose HOME is home, trusting
+// each certificate of caPEM as a CA for web sites.
+func nssDB(t *testing.T, home, caPEM string) {
+	t.Helper()
+	certutil := testenv.LookPath(t, "certutil")
+	dir := filepath.Join(home, ".pki", "nssdb")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	db := "sql:" + dir
+	certutilRun := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(certutil, args...).CombinedOutput(); err != nil {
+			t.Fatalf("certutil %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	certutilRun("-N", "-d", db, "--empty-password")
+	rest := []byte(caPEM)
+	for i := 1; ; i++ {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		file := filepath.Join(home, fmt.Sprintf("ca-%d.pem", i))
+		if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		certutilRun("-A", "-d", db, "-n", fmt.Sprintf("tunnel cluster CA %d", i), "-t", "C,,", "-a", "-i", file)
+	}
+}
+
+// rootsOf is a pool of the certificates in caPEM.
+func rootsOf(t *testing.T, caPEM string) *x509.CertPool {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+		t.Fatalf("no CA certificate in %q", caPEM)
+	}
+	return pool
 }
 
 // note keeps what the page logged: console messages, CSP violations,
@@ -121,6 +172,13 @@ func (b *browser) run(what string, steps ...chromedp.Action[chromedp.Void]) {
 		path := b.screenshot("failure")
 		b.t.Fatalf("%s: %v (screenshot: %s)", what, err, path)
 	}
+}
+
+// navigate opens url and returns the browser's response for the page.
+func (b *browser) navigate(url string) (*network.Response, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
+	defer cancel()
+	return chromedp.Run(ctx, chromedp.NavigateResponse(url))
 }
 
 // text returns the text of the first element sel selects.
@@ -185,16 +243,23 @@ func (b *browser) cookie() string {
 	return value
 }
 
+// gatewaySite is the console's gateway as a browser reaches it: its
+// address and the CA certificates a browser trusts it with.
+type gatewaySite struct {
+	addr  string
+	roots *x509.CertPool
+}
+
 // consoleHTTP sends one request to the gateway as a browser with the
 // console's cookie would, without the browser: the cookie, and the
 // Origin and CSRF headers when given.
-func consoleHTTP(t *testing.T, c *cluster, method, path, cookie, origin, csrf, body string) (int, string, http.Header) {
+func consoleHTTP(t *testing.T, gw gatewaySite, method, path, cookie, origin, csrf, body string) (int, string, http.Header) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequest(method, "https://"+c.addr+path, rd)
+	req, err := http.NewRequest(method, "https://"+gw.addr+path, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,8 +275,7 @@ func consoleHTTP(t *testing.T, c *cluster, method, path, cookie, origin, csrf, b
 	if csrf != "" {
 		req.Header.Set("X-Tunnel-CSRF", csrf)
 	}
-	// Only the headers and refusals matter here, not who the server is.
-	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: gw.roots, MinVersion: tls.VersionTLS13}}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
@@ -238,93 +302,55 @@ func userRoles(t *testing.T, admin *user, name string) []string {
 	return nil
 }
 
-// newConsoleEnv is newSSHEnv with the API served under an operator's
-// ECDSA certificate (--tls-cert): browsers do not accept the Ed25519
-// certificate the cluster CA issues the API (docs/CONSOLE.md). Clients
-// and agents pin the operator's CA instead.
-func newConsoleEnv(t *testing.T) *sshEnv {
-	t.Helper()
-	certFile, keyFile, pin := operatorCert(t)
-	e := &sshEnv{login: testenv.CurrentUser(t)}
-	e.c = startCluster(t, "--login-burst", "1000", "--tls-cert", certFile, "--tls-key", keyFile)
-	e.c.pin = pin
-	e.admin = e.c.adminUser()
-	e.admin.login()
-	e.admin.must("admin", "roles", "add", "ops", "--login", e.login, "--node", "web-*", "--service", "web-1/echo", "--max-ttl", "2h")
-	e.bob = addUser(t, e.admin, "bob", "ops")
-	e.bob.login()
-	echo := serve(t, echoHandler)
-	e.web = e.c.startAgent("web-1", e.admin.token("web-1"), "expose:\n  - {name: echo, address: "+echo.addr()+"}\n")
-	e.admin.waitOnline("web-1", true, 20*time.Second)
-	return e
-}
-
-// operatorCert writes an ECDSA P-256 CA and a server certificate it signs
-// for 127.0.0.1 and localhost; it returns the chain's and the key's files
-// and the CA's pin.
-func operatorCert(t *testing.T) (certFile, keyFile, pin string) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "console test operator CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(23 * time.Hour), DNSNames: []string{"localhost"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, key.Public(), caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "api.pem"), filepath.Join(dir, "api.key")
-	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})...)
-	if err := os.WriteFile(certFile, chain, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile, trust.Pin(ca)
-}
-
 // TestConsole drives the web console in a real browser against a real
-// gateway, agent and `tunnel ssh`: log in with password and a computed
+// gateway on its defaults, agent and `tunnel ssh`. The browser checks
+// certificates and trusts only the cluster CA (`tunnel ca --type x509`,
+// imported into its NSS database): it opens the console under the
+// certificate the cluster CA issues the gateway, and a browser without
+// that CA refuses it. Then: log in with password and a computed
 // TOTP code, see bob's live session, revoke it with two clicks (his ssh
 // exits with "access revoked by an administrator"), approve his access
 // request (his next login carries the role), play a recording back; a
 // POST without the CSRF token is refused, the CSP holds, a locked user's
 // cookie stops working, and logging out ends the cookie.
 func TestConsole(t *testing.T) {
-	b := newBrowser(t)
-	e := newConsoleEnv(t)
+	testenv.LookPath(t, "chromium")
+	testenv.LookPath(t, "certutil")
+	// The gateway on its defaults: the API is served under its own
+	// certificate, which the cluster CA issues (no --tls-cert).
+	e := newSSHEnv(t)
+	// The cluster CA as a user gets it to import into a browser.
+	caPEM := e.admin.must("ca", "--type", "x509")
+	gw := gatewaySite{addr: e.c.addr, roots: rootsOf(t, caPEM)}
 	base := "https://" + e.c.addr
+
+	// A browser that does not trust the cluster CA refuses the gateway:
+	// the certificate check is on.
+	untrusting := newBrowser(t, "")
+	if _, err := untrusting.navigate(base + "/ui/"); err == nil || !strings.Contains(err.Error(), "ERR_CERT_AUTHORITY_INVALID") {
+		t.Fatalf("a browser that does not trust the cluster CA opened %s/ui/: %v; want net::ERR_CERT_AUTHORITY_INVALID", base, err)
+	}
+	untrusting.cancel()
+
+	// A browser that trusts the cluster CA, and nothing else, opens the
+	// console over a connection it deems secure: TLS 1.3, the certificate
+	// the cluster CA issued the gateway, an ECDSA P-256 signature.
+	b := newBrowser(t, caPEM)
+	resp, err := b.navigate(base + "/ui/")
+	if err != nil {
+		t.Fatalf("a browser that trusts the cluster CA cannot open the console: %v (docs/CONSOLE.md)", err)
+	}
+	if sd := resp.SecurityDetails; resp.SecurityState != security.StateSecure || sd == nil || sd.Protocol != "TLS 1.3" ||
+		sd.Issuer != e.c.name+" tunnel CA" || sd.ServerSignatureAlgorithm != int64(tls.ECDSAWithP256AndSHA256) {
+		t.Errorf("the console's page: security state %q, details %+v; want secure, TLS 1.3, issued by %q, ECDSA P-256 signature",
+			resp.SecurityState, sd, e.c.name+" tunnel CA")
+	}
 	e.admin.must("admin", "roles", "add", "dba", "--login", e.login, "--node", "web-*", "--max-ttl", "1h")
 	e.admin.must("admin", "roles", "add", "oncall-lead", "--approve", "dba")
 	e.admin.must("admin", "users", "grant", e.c.admin, "oncall-lead")
 
 	// The headers of the pages.
-	status, body, h := consoleHTTP(t, e.c, "GET", "/ui/", "", "", "", "")
+	status, body, h := consoleHTTP(t, gw, "GET", "/ui/", "", "", "", "")
 	if status != 200 || !strings.Contains(body, "tunnel console") {
 		t.Fatalf("GET /ui/: %d %.300s", status, body)
 	}
@@ -345,7 +371,6 @@ func TestConsole(t *testing.T) {
 
 	// Log in: a wrong code first, then the right one.
 	b.run("log in with a wrong code",
-		chromedp.Navigate(base+"/ui/"),
 		chromedp.WaitVisible(chromedp.CSS("#login-form")),
 		chromedp.SendKeys(chromedp.CSS("#login-user"), e.c.admin),
 		chromedp.SendKeys(chromedp.CSS("#login-password"), e.c.adminPW),
@@ -420,7 +445,7 @@ func TestConsole(t *testing.T) {
 	if ls := e.admin.must("admin", "agents", "ls"); strings.Contains(ls, "locked") {
 		t.Errorf("a refused POST locked the agent:\n%s", ls)
 	}
-	if st, body, _ := consoleHTTP(t, e.c, "POST", "/v1/admin/agents/web-1/lock", cookie, "https://evil.example", "", ""); st != 403 || !strings.Contains(body, "Origin") {
+	if st, body, _ := consoleHTTP(t, gw, "POST", "/v1/admin/agents/web-1/lock", cookie, "https://evil.example", "", ""); st != 403 || !strings.Contains(body, "Origin") {
 		t.Errorf("a POST from another origin: %d %s; want 403", st, body)
 	}
 
@@ -532,7 +557,7 @@ func TestConsole(t *testing.T) {
 
 	// A locked user's cookie stops working, and stays dead after the
 	// unlock (the lock revoked the certificate it carries).
-	status, body, h = consoleHTTP(t, e.c, "POST", "/ui/api/login", "", base, "",
+	status, body, h = consoleHTTP(t, gw, "POST", "/ui/api/login", "", base, "",
 		fmt.Sprintf(`{"user":"bob","password":%q,"otp":%q}`, bob.pw, bob.otp.next(t)))
 	if status != 200 {
 		t.Fatalf("bob's console login: %d %s", status, body)
@@ -543,21 +568,21 @@ func TestConsole(t *testing.T) {
 			bobCookie = c.Value
 		}
 	}
-	if st, body, _ := consoleHTTP(t, e.c, "GET", "/v1/whoami", bobCookie, "", "", ""); st != 200 || !strings.Contains(body, `"bob"`) {
+	if st, body, _ := consoleHTTP(t, gw, "GET", "/v1/whoami", bobCookie, "", "", ""); st != 200 || !strings.Contains(body, `"bob"`) {
 		t.Fatalf("whoami with bob's console cookie: %d %s", st, body)
 	}
 	e.admin.must("admin", "users", "lock", "bob")
-	if st, body, _ := consoleHTTP(t, e.c, "GET", "/v1/whoami", bobCookie, "", "", ""); st != 403 || !strings.Contains(body, "your account is locked") {
+	if st, body, _ := consoleHTTP(t, gw, "GET", "/v1/whoami", bobCookie, "", "", ""); st != 403 || !strings.Contains(body, "your account is locked") {
 		t.Errorf("bob's console cookie after the lock: %d %s; want 403 'your account is locked'", st, body)
 	}
 	e.admin.must("admin", "users", "unlock", "bob")
-	if st, body, _ := consoleHTTP(t, e.c, "GET", "/v1/whoami", bobCookie, "", "", ""); st != 401 || !strings.Contains(body, "console session ended") {
+	if st, body, _ := consoleHTTP(t, gw, "GET", "/v1/whoami", bobCookie, "", "", ""); st != 401 || !strings.Contains(body, "console session ended") {
 		t.Errorf("bob's console cookie after the unlock: %d %s; want 401, the session ended", st, body)
 	}
 
 	// Log out: the cookie is dead everywhere, not only in this browser.
 	b.run("log out", chromedp.Click(chromedp.CSS("#logout")), chromedp.WaitVisible(chromedp.CSS("#login-form")))
-	if st, body, _ := consoleHTTP(t, e.c, "GET", "/v1/whoami", cookie, "", "", ""); st != 401 || !strings.Contains(body, "logged out") {
+	if st, body, _ := consoleHTTP(t, gw, "GET", "/v1/whoami", cookie, "", "", ""); st != 401 || !strings.Contains(body, "logged out") {
 		t.Errorf("the console cookie after logout: %d %s; want 401", st, body)
 	}
 
@@ -566,4 +591,144 @@ func TestConsole(t *testing.T) {
 			t.Errorf("the page logged: %s", l)
 		}
 	}
+}
+
+// TestConsoleAfterRotation: on a cluster made with an Ed25519 X.509 CA (as
+// clusters were before ECDSA P-256 became the default) browsers refuse the
+// gateway's certificate; rotating the X.509 CA, the documented way out
+// (docs/CONSOLE.md), gives the cluster an ECDSA P-256 CA, and once it
+// signs, a browser that trusts it opens the console over a chain that also
+// carries the Ed25519 cross-signature, while the CLI and the agent, which
+// pinned the Ed25519 CA, keep working.
+func TestConsoleAfterRotation(t *testing.T) {
+	testenv.LookPath(t, "chromium")
+	testenv.LookPath(t, "certutil")
+	c := startCluster(t, "--login-burst", "1000")
+	c.stop()
+	c.pin = useEd25519X509CA(t, c)
+	c.start("--login-burst", "1000")
+	admin := c.adminUser()
+	admin.login()
+	c.startAgent("web-1", admin.token("web-1"), "")
+	admin.waitOnline("web-1", true, 20*time.Second)
+	base := "https://" + c.addr
+	if first := caCertsOf(t, admin.must("ca", "--type", "x509"))[0]; first.PublicKeyAlgorithm != x509.Ed25519 {
+		t.Fatalf("the cluster's X.509 CA is %v; want the Ed25519 one the test made", first.PublicKeyAlgorithm)
+	}
+
+	// Before: the certificate is signed with Ed25519, which the browser
+	// refuses whatever it trusts (and NSS cannot even import that CA).
+	before := newBrowser(t, "")
+	if _, err := before.navigate(base + "/ui/"); err == nil || !strings.Contains(err.Error(), "ERR_CERT_INVALID") {
+		t.Fatalf("a browser opened the console of a cluster with an Ed25519 CA: %v; want net::ERR_CERT_INVALID", err)
+	}
+	before.cancel()
+
+	admin.must("admin", "ca", "rotate", "start", "--kind", "x509")
+	// The admin's and the agent's certificates predate the start: force.
+	admin.must("admin", "ca", "rotate", "activate", "--kind", "x509", "--force")
+	var newCA *x509.Certificate
+	waitFor(t, 30*time.Second, "the gateway to sign with the new ECDSA CA", func() bool {
+		newCA = caCertsOf(t, admin.must("ca", "--type", "x509"))[0]
+		return newCA.PublicKeyAlgorithm == x509.ECDSA
+	})
+
+	// After: a browser that trusts only the new CA opens the console.
+	b := newBrowser(t, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: newCA.Raw})))
+	resp, err := b.navigate(base + "/ui/")
+	if err != nil {
+		t.Fatalf("after the rotation a browser that trusts the new CA cannot open the console: %v", err)
+	}
+	if sd := resp.SecurityDetails; resp.SecurityState != security.StateSecure || sd == nil ||
+		sd.ServerSignatureAlgorithm != int64(tls.ECDSAWithP256AndSHA256) {
+		t.Errorf("the console's page after the rotation: security state %q, details %+v; want secure, ECDSA P-256", resp.SecurityState, sd)
+	}
+	b.run("see the login form", chromedp.WaitVisible(chromedp.CSS("#login-form")))
+
+	// The CLI (its profile pins the Ed25519 CA) and the agent keep working.
+	admin.must("admin", "agents", "ls")
+	admin.waitOnline("web-1", true, 20*time.Second)
+	admin.login()
+}
+
+// caCertsOf parses the PEM certificates in s, at least one.
+func caCertsOf(t *testing.T, s string) []*x509.Certificate {
+	t.Helper()
+	var out []*x509.Certificate
+	rest := []byte(s)
+	for {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		t.Fatalf("no certificate in %q", s)
+	}
+	return out
+}
+
+// useEd25519X509CA gives the stopped cluster c an Ed25519 X.509 CA in
+// place of the one init made, as clusters were made before ECDSA P-256
+// became the default: sealed with the cluster's KEK and swapped in through
+// the store's rotation steps. It returns the new CA pin.
+func useEd25519X509CA(t *testing.T, c *cluster) string {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlitestore.Open(ctx, filepath.Join(c.dataDir, "gateway.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	kek, err := seal.NewKeyFileSealer(filepath.Join(c.dataDir, "kek"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys [3]ed25519.PrivateKey
+	for i := range keys {
+		if _, keys[i], err = ed25519.GenerateKey(nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, err := certs.GenerateWith(certs.Config{Cluster: c.name}, certs.Signers{X509: keys[0], SSHUser: keys[1], SSHHost: keys[2]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	made, err := old.Export(kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := st.CAKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := func(typ audit.Type) audit.Event {
+		return audit.Event{Time: time.Now().UTC().Truncate(time.Microsecond), Type: typ, Actor: "system", Subject: "x509", Outcome: audit.Success}
+	}
+	for _, k := range made {
+		if k.Kind != string(store.CertX509) {
+			continue
+		}
+		if err := st.AddCAKey(ctx, k, ev(audit.CARotationStarted)); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.ActivateCAKey(ctx, k.Kind, k.Public, time.Now(), ev(audit.CARotationActivated)); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range stored {
+			if s.Kind == k.Kind {
+				if err := st.RemoveCAKey(ctx, s.Kind, s.Public, ev(audit.CARotationFinished)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		return certs.CAFingerprint(k)
+	}
+	t.Fatal("no X.509 CA key made")
+	return ""
 }

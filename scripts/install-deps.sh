@@ -15,6 +15,8 @@ MIN_GO_MINOR=26
 
 # Keep in sync with what the integration tests look up (testenv.LookPath).
 # make/gcc/libc6-dev: `make test` and `go test -race` (cgo).
+# libnss3-tools: certutil, which makes the console test browser's NSS
+# database trusting the cluster CA.
 PACKAGES=(
 	make
 	gcc
@@ -28,6 +30,7 @@ PACKAGES=(
 	mariadb-client
 	stunnel4
 	chromium
+	libnss3-tools
 	fonts-dejavu-core
 	iperf3
 	tmux

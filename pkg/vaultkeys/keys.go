@@ -16,8 +16,13 @@ import (
 type KeyType string
 
 const (
-	// KeyEd25519 is a signing key for a CA (ed25519, not exportable).
+	// KeyEd25519 is a signing key for a CA (ed25519, not exportable): the
+	// SSH CAs, and the X.509 CA of clusters made before KeyECDSAP256.
 	KeyEd25519 KeyType = "ed25519"
+	// KeyECDSAP256 is a signing key for a CA (ecdsa-p256, not
+	// exportable): the X.509 CA, whose chains browsers must accept, which
+	// they do not with Ed25519.
+	KeyECDSAP256 KeyType = "ecdsa-p256"
 	// KeyKEK is a key-encryption key: aes256-gcm96 with key derivation, so
 	// that a sealed value is bound to its label (Transit's "context").
 	KeyKEK KeyType = "aes256-gcm96"
@@ -97,24 +102,20 @@ func (k *keyInfo) check(typ KeyType) error {
 	return nil
 }
 
-// publicKey returns the base64 public key of version v of an asymmetric
-// key.
-func (k *keyInfo) publicKey(v int) ([]byte, error) {
+// publicKey returns the public key of version v of an asymmetric key as
+// Transit gives it: base64 for Ed25519, PEM for ECDSA.
+func (k *keyInfo) publicKey(v int) (string, error) {
 	raw, ok := k.Keys[strconv.Itoa(v)]
 	if !ok {
-		return nil, fmt.Errorf("vault: Transit key %q on Vault at %s has no version %d", k.Name, k.addr, v)
+		return "", fmt.Errorf("vault: Transit key %q on Vault at %s has no version %d", k.Name, k.addr, v)
 	}
 	var kv struct {
 		PublicKey string `json:"public_key"`
 	}
 	if err := json.Unmarshal(raw, &kv); err != nil || kv.PublicKey == "" {
-		return nil, fmt.Errorf("vault: Transit key %q version %d on Vault at %s has no public key", k.Name, v, k.addr)
+		return "", fmt.Errorf("vault: Transit key %q version %d on Vault at %s has no public key", k.Name, v, k.addr)
 	}
-	b, err := base64.StdEncoding.DecodeString(kv.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("vault: Transit key %q version %d: public key is not base64: %w", k.Name, v, err)
-	}
-	return b, nil
+	return kv.PublicKey, nil
 }
 
 // readKey reads transit/keys/NAME; a missing key is ErrKeyMissing.

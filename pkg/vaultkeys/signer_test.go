@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -218,3 +220,126 @@ func (connMeta) RemoteAddr() net.Addr  { return nil }
 func (connMeta) LocalAddr() net.Addr   { return nil }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+// TestSignerECDSA: an ECDSA P-256 Transit key signs through the same
+// Signer (prehashed SHA-256, ASN.1 signatures): a CA certificate it
+// self-signs and a leaf it signs verify with crypto/x509 and the real
+// openssl verify, an SSH certificate with ssh.CertChecker; a digest of
+// another hash is refused, and the Signer stays pinned to its version
+// after a rotation in Vault.
+func TestSignerECDSA(t *testing.T) {
+	openssl := testenv.LookPath(t, "openssl")
+	srv := startVault(t, false)
+	c := newClient(t, srv)
+	ctx := context.Background()
+	if created, err := c.EnsureKey(ctx, "x509-ca", KeyECDSAP256); err != nil || !created {
+		t.Fatalf("EnsureKey(ecdsa-p256) = %v, %v; want created", created, err)
+	}
+	if created, err := c.EnsureKey(ctx, "x509-ca", KeyECDSAP256); err != nil || created {
+		t.Fatalf("EnsureKey(ecdsa-p256) again = %v, %v; want false, nil", created, err)
+	}
+	if _, err := c.EnsureKey(ctx, "x509-ca", KeyEd25519); err == nil || !strings.Contains(err.Error(), "is ecdsa-p256, not ed25519") {
+		t.Errorf("EnsureKey with another type: %v; want a type refusal", err)
+	}
+	ca, err := NewSigner(ctx, c, "x509-ca")
+	if err != nil {
+		t.Fatalf("NewSigner: %v", err)
+	}
+	pub, ok := ca.Public().(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() || ca.KeyType() != KeyECDSAP256 {
+		t.Fatalf("Public() = %T, KeyType %q; want an ECDSA P-256 key", ca.Public(), ca.KeyType())
+	}
+
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "prod tunnel CA"},
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, ca.Public(), ca)
+	if err != nil {
+		t.Fatalf("self-signing the CA through Vault: %v", err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	if caCert.SignatureAlgorithm != x509.ECDSAWithSHA256 {
+		t.Errorf("the CA certificate is signed with %v; want ECDSA-SHA256", caCert.SignatureAlgorithm)
+	}
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "gateway"},
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour), DNSNames: []string{"localhost"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, caCert, leafKey.Public(), ca)
+	if err != nil {
+		t.Fatalf("signing a leaf through Vault: %v", err)
+	}
+	leaf, _ := x509.ParseCertificate(leafDER)
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: "localhost"}); err != nil {
+		t.Errorf("x509 Verify: %v", err)
+	}
+	dir := t.TempDir()
+	caPath, leafPath := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "leaf.pem")
+	_ = os.WriteFile(caPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600)
+	_ = os.WriteFile(leafPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), 0o600)
+	out, err := exec.Command(openssl, "verify", "-CAfile", caPath, "-purpose", "sslserver", leafPath).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), leafPath+": OK") {
+		t.Errorf("openssl verify: %v\n%s", err, out)
+	}
+	// A certificate altered after signing must not verify: the check can fail.
+	bad := bytes.Clone(leaf.RawTBSCertificate)
+	bad[len(bad)/2] ^= 1
+	if err := caCert.CheckSignature(leaf.SignatureAlgorithm, bad, leaf.Signature); err == nil {
+		t.Error("an altered certificate checks against the Vault-signed CA")
+	}
+
+	// An SSH certificate: ecdsa-sha2-nistp256.
+	caSigner, err := ssh.NewSignerFromSigner(ca)
+	if err != nil {
+		t.Fatalf("NewSignerFromSigner: %v", err)
+	}
+	userPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	sshUser, _ := ssh.NewPublicKey(userPub)
+	cert := &ssh.Certificate{Key: sshUser, Serial: 7, CertType: ssh.UserCert, KeyId: "alice", ValidPrincipals: []string{"alice"},
+		ValidAfter: uint64(now.Add(-time.Minute).Unix()), ValidBefore: uint64(now.Add(time.Hour).Unix())}
+	if err := cert.SignCert(rand.Reader, caSigner); err != nil {
+		t.Fatalf("SignCert: %v", err)
+	}
+	checker := ssh.CertChecker{IsUserAuthority: func(k ssh.PublicKey) bool { return bytes.Equal(k.Marshal(), caSigner.PublicKey().Marshal()) }}
+	if _, err := checker.Authenticate(connMeta("alice"), cert); err != nil {
+		t.Errorf("CertChecker refused the Vault-signed certificate: %v", err)
+	}
+
+	// Refusals: a digest of another hash, a message instead of a digest.
+	d := sha256.Sum256([]byte("x"))
+	if _, err := ca.Sign(nil, d[:], crypto.Hash(0)); err == nil {
+		t.Error("Sign without a hash succeeded; want a refusal")
+	}
+	if _, err := ca.Sign(nil, make([]byte, 48), crypto.SHA384); err == nil {
+		t.Error("Sign with SHA-384 succeeded; want a refusal")
+	}
+
+	// Pinned to its version after a rotation in Vault.
+	if _, err := c.API().Logical().Write("transit/keys/x509-ca/rotate", nil); err != nil {
+		t.Fatalf("rotate: %v", err)
+	}
+	msg := []byte("certificate bytes")
+	sig, v, err := ca.SignContext(ctx, msg)
+	if err != nil || v != 1 {
+		t.Fatalf("SignContext = version %d, %v; want 1", v, err)
+	}
+	h := sha256.Sum256(msg)
+	if !ecdsa.VerifyASN1(pub, h[:], sig) {
+		t.Error("the version-1 signature does not verify")
+	}
+	s2, err := NewSigner(ctx, c, "x509-ca")
+	if err != nil || s2.Version() != 2 || s2.Public().(*ecdsa.PublicKey).Equal(pub) {
+		t.Fatalf("new signer after the rotation: version %d, %v; want version 2 with another key", s2.Version(), err)
+	}
+}

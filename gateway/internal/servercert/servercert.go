@@ -1,8 +1,12 @@
 // Package servercert provides the gateway's TLS server certificate through
 // a GetCertificate callback, from one of two sources:
 //
-//   - [FromCA]: a short-lived certificate issued by the cluster CA for a key
-//     that lives only in memory, re-issued in place at two thirds of its life;
+//   - [FromCA]: a short-lived certificate issued by the cluster CA for an
+//     ECDSA P-256 key that lives only in memory, re-issued in place at two
+//     thirds of its life. ECDSA P-256 because browsers accept no Ed25519
+//     in TLS: with a cluster CA of that type too (certs.Generate), a
+//     browser that trusts the cluster CA opens the web console
+//     (docs/CONSOLE.md);
 //   - [FromFiles]: an operator's certificate and key (PEM files), reloaded
 //     when the files change, without a restart. A reload that fails keeps the
 //     certificate that works and logs why.
@@ -13,7 +17,8 @@
 package servercert
 
 import (
-	"crypto/ed25519"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -75,12 +80,12 @@ func FromCA(ca *certs.Authority, gatewayName string, names []string, ttl time.Du
 
 func (s *CA) issue() (*tls.Certificate, error) {
 	gen := s.ca.Generation()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("gateway certificate: %w", err)
 	}
 	leaf, err := s.ca.IssueX509Server(certs.X509Request{
-		ID: s.id, PublicKey: pub, TTL: s.ttl, DNSNames: s.dns, IPAddresses: s.ips,
+		ID: s.id, PublicKey: priv.Public(), TTL: s.ttl, DNSNames: s.dns, IPAddresses: s.ips,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway certificate: %w", err)

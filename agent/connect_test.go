@@ -55,7 +55,7 @@ func (g *fakeGateway) goDown() {
 
 const lockedReason = "agent db-1 is locked by an administrator: tunnel admin agents unlock db-1"
 
-func newCA(t *testing.T, cluster string) *certs.Authority {
+func newCA(t testing.TB, cluster string) *certs.Authority {
 	t.Helper()
 	ca, err := certs.Generate(certs.Config{Cluster: cluster})
 	if err != nil {
@@ -158,7 +158,7 @@ func (g *fakeGateway) serve(ctx context.Context, c *quic.Conn) {
 
 // testAgent is an agent of ca's cluster named db-1, with an identity for
 // gateway and a log kept in memory; it is not started.
-func testAgent(t *testing.T, ca *certs.Authority, gateway string) (*Agent, *syncBuffer) {
+func testAgent(t testing.TB, ca *certs.Authority, gateway string) (*Agent, *syncBuffer) {
 	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

@@ -34,7 +34,7 @@ func caLines(keys ...ssh.PublicKey) []string {
 }
 
 // gatewayChain is the chain a gateway of ca presents.
-func gatewayChain(t *testing.T, ca *certs.Authority) []*x509.Certificate {
+func gatewayChain(t testing.TB, ca *certs.Authority) []*x509.Certificate {
 	t.Helper()
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

@@ -34,7 +34,9 @@ import (
 //     the policy first).
 //
 // Changes this gateway made (Origin == its id) were carried out when they
-// were made, and are skipped. A Resync (changes may have been missed), and
+// were made, and are skipped, except a certificate's revocation (closing
+// by certificate is idempotent, and its callers close by name) and the
+// CA and request changes. A Resync (changes may have been missed), and
 // a sweep every ReconcileInterval as a safety net, reconcile: close what
 // belongs to locked users and agents and to sessions ended lately, and
 // schedule every active session's deadline, and close what revoked
@@ -109,6 +111,14 @@ func (f *fanout) apply(ctx context.Context, c store.Change) {
 		f.applyRequest(ctx, c) // this gateway's own too: it schedules the window's end
 		return
 	}
+	if c.Kind == store.ChangeCert {
+		// This gateway's own too: the caller that revoked closed what the
+		// revocation names by user, agent or session, and EndCerts is
+		// idempotent, so a connection of the certificate that escaped that
+		// (another path, a race with a reconnection) is closed here.
+		f.applyCert(c)
+		return
+	}
 	if c.Kind != store.ChangeResync && c.Origin == f.self {
 		return
 	}
@@ -148,13 +158,6 @@ func (f *fanout) apply(ctx context.Context, c store.Change) {
 		case err != nil && !errors.Is(err, store.ErrNotFound):
 			f.warn(c, err)
 		}
-	case store.ChangeCert:
-		kind, serial, ok := store.ParseCertChangeID(c.ID)
-		if !ok {
-			f.log.Warn("a certificate change names no certificate; the next reconciliation closes what it should", "id", c.ID, "origin", c.Origin)
-			return
-		}
-		f.endCerts([]store.IssuedCert{{Kind: kind, Serial: serial, Subject: c.Subject}})
 	case store.ChangeRole, store.ChangePolicy:
 		f.reeval(ctx)
 	case store.ChangeNetwork:
@@ -162,6 +165,16 @@ func (f *fanout) apply(ctx context.Context, c store.Change) {
 	case store.ChangeResync:
 		f.reconcile(ctx, true)
 	}
+}
+
+// applyCert closes what runs here on the certificate a ChangeCert names.
+func (f *fanout) applyCert(c store.Change) {
+	kind, serial, ok := store.ParseCertChangeID(c.ID)
+	if !ok {
+		f.log.Warn("a certificate change names no certificate; the next reconciliation closes what it should", "id", c.ID, "origin", c.Origin)
+		return
+	}
+	f.endCerts([]store.IssuedCert{{Kind: kind, Serial: serial, Subject: c.Subject}})
 }
 
 func (f *fanout) warn(c store.Change, err error) {

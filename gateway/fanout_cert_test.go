@@ -23,8 +23,8 @@ func (k *certKiller) EndCerts(revoked []store.IssuedCert) int {
 
 // TestFanoutEndsRevokedCertificates: a certificate revoked on another
 // gateway (an agent enrolled again there) closes what it authenticated
-// here, through the store's change; one revoked here is skipped (done
-// already); the reconciliation sweep closes what the whole deny list
+// here, through the store's change, as does one revoked here; the
+// reconciliation sweep closes what the whole deny list
 // still holds open.
 func TestFanoutEndsRevokedCertificates(t *testing.T) {
 	ctx := t.Context()
@@ -69,17 +69,23 @@ func TestFanoutEndsRevokedCertificates(t *testing.T) {
 	stop()
 	<-done
 
-	// Applied directly: this gateway's own is skipped, a malformed ID
-	// closes nothing.
+	// Applied directly: a malformed ID closes nothing; a certificate
+	// revoked on gw-a, and one revoked here (this gateway's own change:
+	// its caller closed by name, this closes by certificate what escaped
+	// that), close what they authenticated.
 	before := len(k.calls())
-	f.apply(ctx, store.Change{Kind: store.ChangeCert, ID: store.CertChangeID(store.CertSSHUser, "b2"), Subject: "alice", Origin: "gw-b"})
 	f.apply(ctx, store.Change{Kind: store.ChangeCert, ID: "b2", Subject: "alice", Origin: "gw-a"})
 	if got := k.calls()[before:]; len(got) != 0 {
-		t.Fatalf("this gateway's own or a malformed certificate change closed %v", got)
+		t.Fatalf("a malformed certificate change closed %v", got)
 	}
 	f.apply(ctx, store.Change{Kind: store.ChangeCert, ID: store.CertChangeID(store.CertSSHUser, "b2"), Subject: "alice", Origin: "gw-a"})
 	if got := k.calls()[before:]; !slices.Equal(got, []string{"cert ssh-user b2 of alice"}) {
 		t.Fatalf("a certificate revoked on gw-a closed %v here; want b2 of alice", got)
+	}
+	before = len(k.calls())
+	f.apply(ctx, store.Change{Kind: store.ChangeCert, ID: store.CertChangeID(store.CertX509, "c3"), Subject: "bob", Origin: "gw-b"})
+	if got := k.calls()[before:]; !slices.Equal(got, []string{"cert x509 c3 of bob"}) {
+		t.Fatalf("a certificate revoked on this gateway closed %v here; want c3 of bob", got)
 	}
 
 	// The sweep: the whole deny list (a1 only: b2 is not revoked in the

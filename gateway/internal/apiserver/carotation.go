@@ -117,7 +117,7 @@ func (s *Server) caKindStatus(ctx context.Context, keys []store.CAKey, kind stor
 				return caKind{}, err
 			}
 			k.out.WaitingUntil = until
-			k.out.Next = fmt.Sprintf("%d certificates issued before the start are still valid: connected agents received the new trust bundle over their connection, the others and users get it when they connect, renew or log in, at the latest by %s; then run tunnel admin ca rotate activate %s (--force if every agent is connected).",
+			k.out.Next = fmt.Sprintf("%d certificates issued before the start are still valid: connected agents were sent the new trust bundle over their connection, the others get it when they connect or renew and users at their next login, at the latest by %s; then run tunnel admin ca rotate activate %s (--force if every agent is connected).",
 				n, until.Format(time.RFC3339), flag)
 		} else {
 			k.out.Next = "Every agent and user has renewed or logged in since the start and has the new trust bundle: run tunnel admin ca rotate activate " + flag + "."

@@ -135,6 +135,9 @@ func (f *fanout) apply(ctx context.Context, c store.Change) {
 			return
 		}
 		f.unschedule(s.ID)
+		if f.expiredHere(s.ID) {
+			return // this gateway's deadline timer ended it and closes it here
+		}
 		f.endSession(s)
 	case store.ChangeUser:
 		u, err := f.store.GetUser(ctx, c.ID)
@@ -340,6 +343,15 @@ func (f *fanout) schedule(s store.Session) {
 		defer f.timersWG.Done()
 		f.expire(id)
 	})
+}
+
+// expiredHere reports whether this gateway's deadline timer for session id
+// fired (expire ends it in the store and closes it here, once).
+func (f *fanout) expiredHere(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.expired[id]
+	return ok
 }
 
 // expiredMemory is how long a session ended here at its deadline is not

@@ -232,61 +232,12 @@ type fakeAgent struct {
 	wg   sync.WaitGroup
 }
 
+// startAgent enrols the agent name, issues its certificate and connects
+// it with services (connectAgent).
 func (h *harness) startAgent(name string, services map[string]handler) *fakeAgent {
 	h.t.Helper()
 	h.enrol(name)
-	conn := h.dial(h.cert(identity.Agent, name))
-	ctl, err := conn.OpenStreamSync(context.Background())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	hello := wire.Control{Type: wire.MsgHello, Version: "test"}
-	for s := range services {
-		hello.Services = append(hello.Services, wire.Service{Name: s})
-	}
-	if err := wire.WriteHeader(ctl, wire.Header{Kind: wire.KindControl}); err != nil {
-		h.t.Fatal(err)
-	}
-	if err := wire.WriteControl(ctl, hello); err != nil {
-		h.t.Fatal(err)
-	}
-	if m, err := wire.ReadControl(ctl); err != nil || m.Type != wire.MsgWelcome {
-		h.t.Fatalf("agent %s: no welcome: %+v %v", name, m, err)
-	}
-	a := &fakeAgent{conn: conn}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		for {
-			st, err := conn.AcceptStream(context.Background())
-			if err != nil {
-				return
-			}
-			a.wg.Add(1)
-			go func() {
-				defer a.wg.Done()
-				hd, err := wire.ReadHeader(st)
-				if err != nil || hd.Kind != wire.KindDeliver || services[hd.Target] == nil {
-					st.CancelRead(transport.StreamCanceled)
-					st.CancelWrite(transport.StreamCanceled)
-					return
-				}
-				services[hd.Target](hd, st)
-			}()
-		}
-	}()
-	h.t.Cleanup(func() {
-		conn.CloseWithError(0, "")
-		a.wg.Wait()
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for h.srv.lookup(name) == nil {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("agent %s not registered within 30s", name)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return a
+	return h.connectAgent(name, h.cert(identity.Agent, name), services)
 }
 
 // open opens a dial stream to target (with session, if set), sends

@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -31,31 +30,14 @@ func testCertChanges(t *testing.T, s store.Store) {
 		cert(store.CertSSHUser, "1b", "alice", identity.User, live),
 	}, []audit.Event{ev(audit.CertIssued, "batch")}))
 
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
-	ch, err := s.Watch(wctx)
-	must(t, "Watch", err)
-	next := func(want store.Change) {
-		t.Helper()
-		select {
-		case c, ok := <-ch:
-			if !ok {
-				t.Fatalf("watch closed; want %+v", want)
-			}
-			c.Origin = ""
-			if c != want {
-				t.Fatalf("change = %+v, want %+v", c, want)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("no change within 30s; want %+v", want)
-		}
-	}
+	w := watch(t, s)
+	next := w.next
 	certChange := func(kind store.CertKind, serial, subject string) store.Change {
 		return store.Change{Kind: store.ChangeCert, ID: store.CertChangeID(kind, serial), Subject: subject}
 	}
 
 	// An agent enrolled again: its earlier identity's certificates, each.
-	_, err = s.RevokeCertificates(ctx, store.RevokeFilter{Subject: "web-1", SubjectKind: identity.Agent}, now, ev(audit.CertRevoked, "web-1"))
+	_, err := s.RevokeCertificates(ctx, store.RevokeFilter{Subject: "web-1", SubjectKind: identity.Agent}, now, ev(audit.CertRevoked, "web-1"))
 	must(t, "RevokeCertificates web-1", err)
 	next(certChange(store.CertSSHHost, "0b", "web-1"))
 	next(certChange(store.CertX509, "0a", "web-1"))

@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"context"
 	"errors"
 	"strconv"
 	"testing"
@@ -66,25 +65,8 @@ func testGateways(t *testing.T, s store.Store) {
 // nothing; the channel closes when the watch's context ends.
 func testWatch(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
-	ch, err := s.Watch(wctx)
-	must(t, "Watch", err)
-	next := func(want store.Change) {
-		t.Helper()
-		select {
-		case c, ok := <-ch:
-			if !ok {
-				t.Fatalf("watch closed; want %+v", want)
-			}
-			c.Origin = ""
-			if c != want {
-				t.Fatalf("change = %+v, want %+v", c, want)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("no change within 30s; want %+v", want)
-		}
-	}
+	w := watch(t, s)
+	next := w.next
 	mustCreateRole(t, s, "dev", "ubuntu")
 	next(store.Change{Kind: store.ChangeRole, ID: "dev"})
 	mustCreateUser(t, s, "alice", "dev")
@@ -128,11 +110,11 @@ func testWatch(t *testing.T, s store.Store) {
 	must(t, "EndSession", err)
 	next(store.Change{Kind: store.ChangeSession, ID: ss.ID, Subject: "bob"})
 
-	stop()
+	w.stop()
 	deadline := time.After(30 * time.Second)
 	for {
 		select {
-		case _, ok := <-ch:
+		case _, ok := <-w.ch:
 			if !ok {
 				return
 			}

@@ -1,11 +1,9 @@
 package storetest
 
 import (
-	"context"
 	"errors"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -20,25 +18,8 @@ import (
 // ChangeNetwork.
 func testNetwork(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
-	ch, err := s.Watch(wctx)
-	must(t, "Watch", err)
-	next := func(want store.Change) {
-		t.Helper()
-		select {
-		case c, ok := <-ch:
-			if !ok {
-				t.Fatalf("watch closed; want %+v", want)
-			}
-			c.Origin = ""
-			if c != want {
-				t.Fatalf("change = %+v, want %+v", c, want)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("no change within 30s; want %+v", want)
-		}
-	}
+	w := watch(t, s)
+	next := w.next
 
 	add := func(r store.NetworkRule) (store.NetworkRule, error) {
 		return s.AddNetworkRule(ctx, r, ev(audit.NetworkRuleAdded, r.CIDR))

@@ -421,6 +421,12 @@ func (a *Agent) enroll(ctx context.Context) (*Identity, error) {
 	return id, nil
 }
 
+// A renewal answered with an older trust bundle than the one in force is
+// asked again staleRenewalTries-1 times, staleRenewalWait apart (renew).
+const staleRenewalTries = 3
+
+var staleRenewalWait = 2 * time.Second // a variable for tests
+
 // renewLoop renews the certificate at about two thirds of its life. A
 // failed renewal keeps the current certificate and retries with backoff.
 func (a *Agent) renewLoop(ctx context.Context) {
@@ -484,9 +490,29 @@ func (a *Agent) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// An answer with an older trust bundle than the one in force (a
+	// gateway that has not reloaded the CA keys of a rotation's step yet,
+	// about a second) is asked again; the third is taken whatever its
+	// epoch, since a cluster whose store was restored from a backup goes
+	// back to an older one for good.
 	var resp api.AgentIdentity
-	if err := c.Do(ctx, http.MethodPost, api.PathRenew, nil, api.RenewRequest{CSR: csr, SSHHostKey: k.hostPub()}, &resp); err != nil {
-		return err
+	for try := 1; ; try++ {
+		if err := c.Do(ctx, http.MethodPost, api.PathRenew, nil, api.RenewRequest{CSR: csr, SSHHostKey: k.hostPub()}, &resp); err != nil {
+			return err
+		}
+		have := a.identity().TrustEpoch
+		if resp.CA.Epoch >= have {
+			break
+		}
+		if try == staleRenewalTries {
+			a.log.Warn("the gateway renewed this agent's certificate with an older trust bundle than the one it holds; taking it (was the cluster's store restored from a backup?)",
+				"epoch", resp.CA.Epoch, "held", have)
+			break
+		}
+		a.log.Info("the gateway answered the renewal with an older trust bundle than the one in force; asking again", "epoch", resp.CA.Epoch, "held", have)
+		if !sleep(ctx, staleRenewalWait) {
+			return ctx.Err()
+		}
 	}
 	a.idMu.Lock()
 	id, err := k.apply(*a.identity(), resp)
@@ -519,6 +545,11 @@ func (a *Agent) applyTrust(m wire.Control, s *session) {
 	a.idMu.Lock()
 	defer a.idMu.Unlock()
 	id, changed, err := a.identity().withTrust(m.Trust, gw)
+	var stale *staleTrustError
+	if errors.As(err, &stale) {
+		a.log.Info("ignored a trust bundle older than the one in force (a gateway that had not reloaded the CA keys yet)", "epoch", stale.got, "held", stale.have)
+		return
+	}
 	if err != nil {
 		a.log.Warn("refused the trust bundle the gateway sent; keeping the current one", "err", err)
 		return

@@ -49,6 +49,10 @@ type Identity struct {
 	UserCAs []string `json:"user_cas"`
 	// HostCAs are the cluster's SSH host CAs (authorized_keys lines).
 	HostCAs []string `json:"host_cas,omitempty"`
+	// TrustEpoch is the epoch of the trust bundle above (CAPEM, UserCAs,
+	// HostCAs: api.CA's Epoch): a pushed bundle of a lower one is older
+	// and ignored.
+	TrustEpoch uint64 `json:"trust_epoch,omitempty"`
 }
 
 // TLSCertificate returns the identity's certificate and key for mTLS.
@@ -129,7 +133,7 @@ func (k *keys) apply(base Identity, resp api.AgentIdentity) (*Identity, error) {
 		return nil, err
 	}
 	id.CertPEM, id.CAPEM, id.HostCert = resp.X509Certificate, resp.CA.X509, resp.SSHHostCertificate
-	id.UserCAs, id.HostCAs = resp.CA.SSHUserCAs, resp.CA.SSHHostCAs
+	id.UserCAs, id.HostCAs, id.TrustEpoch = resp.CA.SSHUserCAs, resp.CA.SSHHostCAs, resp.CA.Epoch
 	cert, err := id.TLSCertificate()
 	if err != nil {
 		return nil, err
@@ -232,11 +236,15 @@ func renewAt(nb, na time.Time, jitter float64) time.Time {
 // do not parse, one that no longer holds the X.509 CA that signed this
 // agent's own certificate (other agents would then be told to refuse it),
 // and one that no longer anchors the certificate chain the gateway
-// presented (gw) where the current bundle does. The pin stays: the agent
-// authenticates its gateways with the pin it enrolled with.
+// presented (gw) where the current bundle does, and one older than the
+// bundle in force (a lower epoch: a *staleTrustError). The pin stays: the
+// agent authenticates its gateways with the pin it enrolled with.
 func (id *Identity) withTrust(t *wire.Trust, gw []*x509.Certificate) (*Identity, bool, error) {
 	if err := t.Check(); err != nil {
 		return nil, false, err
+	}
+	if t.Epoch < id.TrustEpoch {
+		return nil, false, &staleTrustError{got: t.Epoch, have: id.TrustEpoch}
 	}
 	if t.Cluster != id.Cluster {
 		return nil, false, fmt.Errorf("the bundle is for cluster %q, and this agent belongs to %q", t.Cluster, id.Cluster)
@@ -273,12 +281,21 @@ func (id *Identity) withTrust(t *wire.Trust, gw []*x509.Certificate) (*Identity,
 			}
 		}
 	}
-	if t.X509 == id.CAPEM && slices.Equal(t.SSHUserCAs, id.UserCAs) && slices.Equal(t.SSHHostCAs, id.HostCAs) {
+	if t.X509 == id.CAPEM && slices.Equal(t.SSHUserCAs, id.UserCAs) && slices.Equal(t.SSHHostCAs, id.HostCAs) && t.Epoch == id.TrustEpoch {
 		return id, false, nil
 	}
 	next := *id
 	next.CAPEM, next.UserCAs, next.HostCAs = t.X509, slices.Clone(t.SSHUserCAs), slices.Clone(t.SSHHostCAs)
+	next.TrustEpoch = t.Epoch
 	return &next, true, nil
+}
+
+// staleTrustError: a trust bundle older than the one in force (a gateway
+// that answered before it reloaded the CA keys of a rotation's step).
+type staleTrustError struct{ got, have uint64 }
+
+func (e *staleTrustError) Error() string {
+	return fmt.Sprintf("the bundle (CA epoch %d) is older than the one in force (CA epoch %d)", e.got, e.have)
 }
 
 // parseCAPEM parses PEM CA certificates.

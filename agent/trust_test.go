@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -104,5 +105,38 @@ func TestWithTrust(t *testing.T) {
 	// operator's --tls-cert) is no reason to refuse.
 	if _, _, err := id.withTrust(rotation(), gatewayChain(t, other)); err != nil {
 		t.Errorf("withTrust from a gateway with an operator's certificate: %v", err)
+	}
+}
+
+// TestWithTrustEpochs: a bundle older than the one in force (a lower CA
+// epoch: a gateway that answered before it reloaded a rotation's step) is
+// refused as stale and changes nothing, even when it would be valid; the
+// same keys under a newer epoch are taken (the epoch moves on).
+func TestWithTrustEpochs(t *testing.T) {
+	oldCA, newCA := newCA(t, "prod"), newCA(t, "prod")
+	a, _ := testAgent(t, oldCA, "gw:8443")
+	id := a.identity()
+	id.CAPEM, id.UserCAs, id.HostCAs = caPEM(oldCA), caLines(oldCA.SSHUserCA()), caLines(oldCA.SSHHostCA())
+	gw := gatewayChain(t, oldCA)
+	started := &wire.Trust{Cluster: "prod", X509: caPEM(oldCA, newCA), Epoch: 1,
+		SSHUserCAs: caLines(oldCA.SSHUserCA(), newCA.SSHUserCA()), SSHHostCAs: caLines(oldCA.SSHHostCA(), newCA.SSHHostCA())}
+	next, changed, err := id.withTrust(started, gw)
+	if err != nil || !changed || next.TrustEpoch != 1 {
+		t.Fatalf("withTrust(epoch 1) = %v, changed %t; want it taken at epoch 1", err, changed)
+	}
+	// The bundle before the start (epoch 0), pushed late: refused.
+	before := &wire.Trust{Cluster: "prod", X509: caPEM(oldCA), SSHUserCAs: caLines(oldCA.SSHUserCA()), SSHHostCAs: caLines(oldCA.SSHHostCA())}
+	var stale *staleTrustError
+	if got, changed, err := next.withTrust(before, gw); !errors.As(err, &stale) || changed || got != nil {
+		t.Fatalf("withTrust(an older bundle) = %+v, changed %t, %v; want it refused as stale", got, changed, err)
+	}
+	if next.CAPEM != caPEM(oldCA, newCA) || next.TrustEpoch != 1 {
+		t.Fatal("a stale bundle changed the identity")
+	}
+	// The same keys under a newer epoch.
+	later := *started
+	later.Epoch = 2
+	if got, changed, err := next.withTrust(&later, gw); err != nil || !changed || got.TrustEpoch != 2 || got.CAPEM != next.CAPEM {
+		t.Fatalf("withTrust(the same keys at epoch 2) = %v, changed %t; want the epoch moved on", err, changed)
 	}
 }

@@ -62,6 +62,9 @@ type Config struct {
 	// MaxTTL is the cluster's maximum certificate lifetime; zero means
 	// ClusterMaxTTL, and values above ClusterMaxTTL are refused.
 	MaxTTL time.Duration
+	// Epoch is the store's CA epoch of the keys Load and LoadWith are
+	// given (store.ReadCAKeys): the version of the trust bundle (Epoch).
+	Epoch uint64
 }
 
 // resolve validates c and fills in its defaults.
@@ -115,6 +118,8 @@ type keyset struct {
 	hostCA sshCA
 	// gen counts the reloads (Generation).
 	gen uint64
+	// epoch is the store's CA epoch the keys were read at (Epoch).
+	epoch uint64
 	// digest identifies the stored keys it was made of (Refresh).
 	digest [32]byte
 }
@@ -338,6 +343,7 @@ func LoadWith(cfg Config, keys []store.CAKey, open func(store.CAKey) (crypto.Sig
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w", err)
 	}
+	ks.epoch = c.Epoch
 	a.keys.Store(ks)
 	return a, nil
 }

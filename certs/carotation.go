@@ -34,32 +34,45 @@ import (
 // refused once it is removed.
 
 // Reload replaces the Authority's keys by keys (the store's CAKeys), as
-// Load would make them, opening the active keys again. On error the keys in
-// use are kept. An Authority made by Generate cannot reload.
+// Load would make them, opening the active keys again, under the epoch in
+// use. On error the keys in use are kept. An Authority made by Generate
+// cannot reload.
 func (a *Authority) Reload(keys []store.CAKey) error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
-	return a.reloadLocked(keys)
+	return a.reloadLocked(keys, a.ks().epoch)
 }
 
-// Refresh reads the keys with fetch (the store's CAKeys) and reloads them
-// if they differ from those in use, reporting whether it did. Calls are
-// serialised from the read to the switch, so that a slow one never puts
-// back keys older than a faster one read.
-func (a *Authority) Refresh(fetch func() ([]store.CAKey, error)) (bool, error) {
+// Refresh reads the keys and their CA epoch with fetch (store.ReadCAKeys)
+// and reloads them if they differ from those in use, reporting whether it
+// did. Calls are serialised from the read to the switch, so that a slow
+// one never puts back keys older than a faster one read; an epoch lower
+// than the one in use is not taken either.
+func (a *Authority) Refresh(fetch func() ([]store.CAKey, uint64, error)) (bool, error) {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
-	keys, err := fetch()
+	keys, epoch, err := fetch()
 	if err != nil {
 		return false, fmt.Errorf("reload CA: reading the keys: %w", err)
 	}
-	if keysDigest(keys) == a.ks().digest {
+	cur := a.ks()
+	if epoch < cur.epoch {
 		return false, nil
 	}
-	return true, a.reloadLocked(keys)
+	if keysDigest(keys) == cur.digest {
+		if epoch > cur.epoch {
+			// The same keys under a newer epoch (a step that changed
+			// nothing, such as activating the active key again).
+			next := *cur
+			next.epoch = epoch
+			a.keys.Store(&next)
+		}
+		return false, nil
+	}
+	return true, a.reloadLocked(keys, epoch)
 }
 
-func (a *Authority) reloadLocked(keys []store.CAKey) error {
+func (a *Authority) reloadLocked(keys []store.CAKey, epoch uint64) error {
 	if a.open == nil {
 		return errors.New("reload CA: this authority was not loaded from a store")
 	}
@@ -67,10 +80,15 @@ func (a *Authority) reloadLocked(keys []store.CAKey) error {
 	if err != nil {
 		return fmt.Errorf("reload CA: %w", err)
 	}
-	ks.gen = a.ks().gen + 1
+	ks.gen, ks.epoch = a.ks().gen+1, epoch
 	a.keys.Store(ks)
 	return nil
 }
+
+// Epoch returns the store's CA epoch of the keys in use
+// (store.CAEpochMeta): it versions the trust bundle, so that an agent can
+// tell an older bundle from a newer one.
+func (a *Authority) Epoch() uint64 { return a.ks().epoch }
 
 // keysDigest identifies a set of keys: kinds, public parts, which are
 // active.

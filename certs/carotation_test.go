@@ -244,27 +244,41 @@ func TestNewCAKeyCrossSigned(t *testing.T) {
 	}
 }
 
-// TestRefresh: Refresh reloads only when the stored keys changed.
+// TestRefresh: Refresh reloads only when the stored keys changed, takes
+// the epoch they were read at, and ignores keys read at an older epoch
+// than the one in use (a slow read that lost a race).
 func TestRefresh(t *testing.T) {
 	s := testSealer(t, 7)
 	keys, err := newTestAuthority(t).Export(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := Load(Config{Cluster: "prod", Clock: fixedClock(testNow)}, keys, s)
+	a, err := Load(Config{Cluster: "prod", Clock: fixedClock(testNow), Epoch: 3}, keys, s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fetch := func() ([]store.CAKey, error) { return keys, nil }
-	if changed, err := a.Refresh(fetch); err != nil || changed || a.Generation() != 0 {
-		t.Fatalf("Refresh with the same keys = %v, %v (generation %d); want no reload", changed, err, a.Generation())
+	epoch := uint64(3)
+	fetch := func() ([]store.CAKey, uint64, error) { return keys, epoch, nil }
+	if changed, err := a.Refresh(fetch); err != nil || changed || a.Generation() != 0 || a.Epoch() != 3 {
+		t.Fatalf("Refresh with the same keys = %v, %v (generation %d, epoch %d); want no reload, epoch 3", changed, err, a.Generation(), a.Epoch())
 	}
 	k, err := a.NewCAKey(store.CertSSHUser, s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys = append(keys, k)
-	if changed, err := a.Refresh(fetch); err != nil || !changed || a.Generation() != 1 || len(a.SSHUserCAs()) != 2 {
-		t.Fatalf("Refresh with a new key = %v, %v (generation %d, %d user CAs); want a reload trusting 2", changed, err, a.Generation(), len(a.SSHUserCAs()))
+	older := keys
+	keys, epoch = append(keys, k), 4
+	if changed, err := a.Refresh(fetch); err != nil || !changed || a.Generation() != 1 || len(a.SSHUserCAs()) != 2 || a.Epoch() != 4 {
+		t.Fatalf("Refresh with a new key = %v, %v (generation %d, %d user CAs, epoch %d); want a reload trusting 2 at epoch 4", changed, err, a.Generation(), len(a.SSHUserCAs()), a.Epoch())
+	}
+	// Keys read at an older epoch are not put back.
+	keys, epoch = older, 3
+	if changed, err := a.Refresh(fetch); err != nil || changed || len(a.SSHUserCAs()) != 2 || a.Epoch() != 4 {
+		t.Fatalf("Refresh with keys of an older epoch = %v, %v (%d user CAs, epoch %d); want them ignored", changed, err, len(a.SSHUserCAs()), a.Epoch())
+	}
+	// The same keys at a newer epoch: the epoch moves on, nothing reloads.
+	keys, epoch = append(older, k), 5
+	if changed, err := a.Refresh(fetch); err != nil || changed || a.Generation() != 1 || a.Epoch() != 5 {
+		t.Fatalf("Refresh with the same keys at a newer epoch = %v, %v (generation %d, epoch %d); want epoch 5 and no reload", changed, err, a.Generation(), a.Epoch())
 	}
 }

@@ -30,7 +30,7 @@ func (f *fanout) applyCA(ctx context.Context) {
 
 // reloadCA reloads the CA keys if the store's changed.
 func (g *Gateway) reloadCA(ctx context.Context) error {
-	changed, err := g.ca.Refresh(func() ([]store.CAKey, error) { return g.store.CAKeys(ctx) })
+	changed, err := g.ca.Refresh(func() ([]store.CAKey, uint64, error) { return store.ReadCAKeys(ctx, g.store) })
 	if err == nil && changed {
 		g.cfg.Log.Info("CA keys reloaded", "x509_pin", g.ca.Pin(), "trusted_x509_cas", len(g.ca.X509CAs()),
 			"trusted_ssh_user_cas", len(g.ca.SSHUserCAs()), "trusted_ssh_host_cas", len(g.ca.SSHHostCAs()))

@@ -228,14 +228,15 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	if err != nil {
 		return fmt.Errorf("read cluster name: %w", storeError(err))
 	}
-	keys, err := g.store.CAKeys(ctx)
+	keys, epoch, err := store.ReadCAKeys(ctx, g.store)
 	if err != nil {
 		return fmt.Errorf("read CA keys: %w", storeError(err))
 	}
+	caCfg := certs.Config{Cluster: cluster, Clock: cfg.Clock, Epoch: epoch}
 	if g.vault != nil {
-		g.ca, err = certs.LoadWith(certs.Config{Cluster: cluster, Clock: cfg.Clock}, keys, vaultOpener(ctx, g.vault))
+		g.ca, err = certs.LoadWith(caCfg, keys, vaultOpener(ctx, g.vault))
 	} else {
-		g.ca, err = certs.Load(certs.Config{Cluster: cluster, Clock: cfg.Clock}, keys, sealer)
+		g.ca, err = certs.Load(caCfg, keys, sealer)
 	}
 	if err != nil {
 		return kekError(cfg.KEKFile, err)

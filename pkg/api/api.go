@@ -91,6 +91,10 @@ type CA struct {
 	SSHHostCAs []string `json:"ssh_host_cas"`
 	// Pin is the pin of the active X.509 CA.
 	Pin string `json:"pin"`
+	// Epoch versions the bundle: the store's CA epoch it was read at
+	// (store.CAEpochMeta), higher for newer keys; 0 from a gateway that
+	// does not send it.
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // LoginRequest is the body of PathLogin.

@@ -3,6 +3,9 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/tunnelhq/tunnel/pkg/audit"
@@ -44,6 +47,38 @@ const ChangeCA ChangeKind = "ca"
 // nanoseconds, at which the active key of kind was made active by a
 // rotation; absent for a kind never rotated.
 func CAActivatedMeta(kind string) string { return "ca_activated/" + kind }
+
+// CAEpochMeta is the meta key (GetMeta) holding the CA epoch: a decimal
+// counter that AddCAKey, ActivateCAKey and RemoveCAKey each increment in
+// their transaction, so that of two trust bundles the one with the higher
+// epoch was made from newer keys (an agent refuses a bundle older than the
+// one it holds). Absent, it is 0: no key changed since Initialize.
+const CAEpochMeta = "ca_epoch"
+
+// ReadCAKeys returns every CA key and the CA epoch they belong to. The
+// epoch is read first: the keys returned are at least as new as it, so a
+// bundle labelled with it is never newer than its label says.
+func ReadCAKeys(ctx context.Context, st interface {
+	GetMeta(ctx context.Context, key string) (string, error)
+	CAKeys(ctx context.Context) ([]CAKey, error)
+}) ([]CAKey, uint64, error) {
+	var epoch uint64
+	v, err := st.GetMeta(ctx, CAEpochMeta)
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return nil, 0, err
+	default:
+		if epoch, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return nil, 0, fmt.Errorf("the stored CA epoch %q is not a number: %w", v, err)
+		}
+	}
+	keys, err := st.CAKeys(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	return keys, epoch, nil
+}
 
 // CAPhase is where a kind's rotation stands.
 type CAPhase string

@@ -36,6 +36,9 @@ type Trust struct {
 	// Pin is the pin of the active X.509 CA (sha256:HEX), for logs: an
 	// agent keeps the pin it enrolled with.
 	Pin string `json:"pin,omitempty"`
+	// Epoch versions the bundle (api.CA's Epoch): an agent ignores a
+	// bundle older than the one it holds.
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // Limits of a trust bundle: a rotation trusts two keys of each kind; the

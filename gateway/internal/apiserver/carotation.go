@@ -342,7 +342,7 @@ func (s *Server) caStep(r *http.Request, step string, kind store.CertKind, k caK
 func (s *Server) caReload(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if _, err := s.CA.Refresh(func() ([]store.CAKey, error) { return s.Store.CAKeys(ctx) }); err != nil {
+	if _, err := s.CA.Refresh(func() ([]store.CAKey, uint64, error) { return store.ReadCAKeys(ctx, s.Store) }); err != nil {
 		s.log().Error("reload the CA keys after a rotation step; the reconciliation sweep retries", "err", err)
 	}
 }

@@ -88,6 +88,12 @@ func TestCARotationAPI(t *testing.T) {
 	if st.Kinds[0].Waiting != 1 {
 		t.Errorf("waiting = %d; want 1 (the admin's certificate)", st.Kinds[0].Waiting)
 	}
+	// Each step moves the CA epoch on, which versions the trust bundle
+	// agents are sent.
+	started := ca.Epoch()
+	if started == 0 {
+		t.Fatal("the CA epoch is still 0 after start")
+	}
 
 	seq := s.lastSeq()
 	wantError(t, s.do(admin, "POST", api.PathAdminCARotation+"/activate", api.CARotationRequest{Kind: "x509"}),
@@ -112,6 +118,10 @@ func TestCARotationAPI(t *testing.T) {
 	if ca.Pin() == oldPin || string(ca.SSHUserCA().Marshal()) == string(oldUser) {
 		t.Fatal("after activate the gateway still signs with the old keys")
 	}
+	activated := ca.Epoch()
+	if activated <= started {
+		t.Fatalf("CA epoch %d after activate, %d after start; want it higher", activated, started)
+	}
 	if st.Kinds[0].OldValid != 1 {
 		t.Errorf("old_valid = %d; want 1 (the admin's certificate)", st.Kinds[0].OldValid)
 	}
@@ -129,6 +139,9 @@ func TestCARotationAPI(t *testing.T) {
 	r = s.do(admin, "POST", api.PathAdminCARotation+"/finish", api.CARotationRequest{Kind: "ssh-user"})
 	if r.status != 200 || len(ca.SSHUserCAs()) != 1 {
 		t.Fatalf("finish ssh-user: %d %s; %d user CAs trusted, want 1", r.status, r.body, len(ca.SSHUserCAs()))
+	}
+	if ca.Epoch() <= activated {
+		t.Fatalf("CA epoch %d after finish, %d after activate; want it higher", ca.Epoch(), activated)
 	}
 	r = s.do(admin, "POST", api.PathAdminCARotation+"/finish", api.CARotationRequest{Kind: "ssh-user"})
 	r.decode(t, &st)

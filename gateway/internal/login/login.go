@@ -498,7 +498,10 @@ func addrString(a netip.Addr) string {
 
 // CABundle returns the public trust anchors of the cluster.
 func CABundle(ca *certs.Authority) api.CA {
-	b := api.CA{Cluster: ca.Cluster(), Pin: ca.Pin()}
+	// The epoch is read first: a reload meanwhile gives newer keys under
+	// it, never older ones under a newer label.
+	b := api.CA{Epoch: ca.Epoch()}
+	b.Cluster, b.Pin = ca.Cluster(), ca.Pin()
 	for _, c := range ca.X509CAs() {
 		b.X509 += string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
 	}

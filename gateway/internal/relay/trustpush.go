@@ -33,7 +33,7 @@ const trustSenders = 32
 func TrustBundle(ca *certs.Authority) wire.Control {
 	b := login.CABundle(ca)
 	return wire.Control{Type: wire.MsgTrust, Trust: &wire.Trust{Cluster: b.Cluster, X509: b.X509,
-		SSHUserCAs: b.SSHUserCAs, SSHHostCAs: b.SSHHostCAs, Pin: b.Pin}}
+		SSHUserCAs: b.SSHUserCAs, SSHHostCAs: b.SSHHostCAs, Pin: b.Pin, Epoch: b.Epoch}}
 }
 
 // PushTrust sends every agent connected now the current trust bundle, if

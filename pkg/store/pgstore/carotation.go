@@ -33,6 +33,9 @@ func (s *Store) AddCAKey(ctx context.Context, k store.CAKey, ev audit.Event) err
 			VALUES ($1, $2, $3, $4, false)`, k.Kind, k.Public, k.SealedPrivate, ts(k.CreatedAt)); err != nil {
 			return err
 		}
+		if err := bumpCAEpoch(ctx, tx); err != nil {
+			return err
+		}
 		if err := s.notify(ctx, tx, store.ChangeCA, k.Kind, ""); err != nil {
 			return err
 		}
@@ -66,6 +69,9 @@ func (s *Store) ActivateCAKey(ctx context.Context, kind string, public []byte, a
 			store.CAActivatedMeta(kind), at.UTC().Format(time.RFC3339Nano)); err != nil {
 			return err
 		}
+		if err := bumpCAEpoch(ctx, tx); err != nil {
+			return err
+		}
 		if err := s.notify(ctx, tx, store.ChangeCA, kind, ""); err != nil {
 			return err
 		}
@@ -95,6 +101,9 @@ func (s *Store) RemoveCAKey(ctx context.Context, kind string, public []byte, ev 
 			return errors.New("the active key cannot be removed")
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM ca_keys WHERE kind = $1 AND public = $2 AND NOT active`, kind, public); err != nil {
+			return err
+		}
+		if err := bumpCAEpoch(ctx, tx); err != nil {
 			return err
 		}
 		if err := s.notify(ctx, tx, store.ChangeCA, kind, ""); err != nil {
@@ -139,4 +148,11 @@ func (s *Store) CountValidCerts(ctx context.Context, kind store.CertKind, issued
 		return 0, fmt.Errorf("count %s certificates: %w", kind, err)
 	}
 	return n, nil
+}
+
+// bumpCAEpoch increments store.CAEpochMeta in tx.
+func bumpCAEpoch(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, '1')
+		ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text`, store.CAEpochMeta)
+	return err
 }

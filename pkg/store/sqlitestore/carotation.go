@@ -30,6 +30,9 @@ func (s *Store) AddCAKey(ctx context.Context, k store.CAKey, ev audit.Event) err
 			VALUES (?, ?, ?, ?, 0)`, k.Kind, k.Public, k.SealedPrivate, micros(k.CreatedAt)); err != nil {
 			return err
 		}
+		if err := bumpCAEpoch(ctx, tx); err != nil {
+			return err
+		}
 		return appendEvents(ctx, tx, ev)
 	})
 	if err != nil {
@@ -60,6 +63,9 @@ func (s *Store) ActivateCAKey(ctx context.Context, kind string, public []byte, a
 			store.CAActivatedMeta(kind), at.UTC().Format(time.RFC3339Nano)); err != nil {
 			return err
 		}
+		if err := bumpCAEpoch(ctx, tx); err != nil {
+			return err
+		}
 		return appendEvents(ctx, tx, ev)
 	})
 	if err != nil {
@@ -86,6 +92,9 @@ func (s *Store) RemoveCAKey(ctx context.Context, kind string, public []byte, ev 
 			return errors.New("the active key cannot be removed")
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM ca_keys WHERE kind = ? AND public = ? AND active = 0`, kind, public); err != nil {
+			return err
+		}
+		if err := bumpCAEpoch(ctx, tx); err != nil {
 			return err
 		}
 		return appendEvents(ctx, tx, ev)
@@ -123,4 +132,11 @@ func (s *Store) CountValidCerts(ctx context.Context, kind store.CertKind, issued
 		return 0, fmt.Errorf("count %s certificates: %w", kind, err)
 	}
 	return n, nil
+}
+
+// bumpCAEpoch increments store.CAEpochMeta in tx.
+func bumpCAEpoch(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, '1')
+		ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)`, store.CAEpochMeta)
+	return err
 }

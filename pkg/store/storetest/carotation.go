@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -21,25 +20,8 @@ func testCARotation(t *testing.T, s store.Store) {
 	host := store.CAKey{Kind: "ssh-host", Public: []byte("ssh-ed25519 host"), SealedPrivate: []byte("sealed host"), CreatedAt: t0, Active: true}
 	must(t, "Initialize", s.Initialize(ctx, map[string]string{"cluster": "prod"}, []store.CAKey{old, host}, ev(audit.ClusterInit, "prod")))
 
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
-	ch, err := s.Watch(wctx)
-	must(t, "Watch", err)
-	next := func(want store.Change) {
-		t.Helper()
-		select {
-		case c, ok := <-ch:
-			if !ok {
-				t.Fatalf("watch closed; want %+v", want)
-			}
-			c.Origin = ""
-			if c != want {
-				t.Fatalf("change = %+v, want %+v", c, want)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("no change within 30s; want %+v", want)
-		}
-	}
+	w := watch(t, s)
+	next := w.next
 	phase := func(what string, want store.CAPhase) (store.CAKey, *store.CAKey, []store.CAKey) {
 		t.Helper()
 		keys, err := s.CAKeys(ctx)
@@ -54,6 +36,17 @@ func testCARotation(t *testing.T, s store.Store) {
 		return active, pending, olds
 	}
 	events := func() int { t.Helper(); return len(verified(t, s)) }
+	// Every step that changes a key moves the CA epoch on by one; a
+	// refused one does not.
+	epoch := func(what string, want uint64) {
+		t.Helper()
+		keys, got, err := store.ReadCAKeys(ctx, s)
+		must(t, "ReadCAKeys", err)
+		if got != want || len(keys) == 0 {
+			t.Fatalf("%s: CA epoch %d (%d keys); want %d", what, got, len(keys), want)
+		}
+	}
+	epoch("before start", 0)
 
 	phase("before start", store.CAIdle)
 	newKey := store.CAKey{Kind: "ssh-user", Public: []byte("ssh-ed25519 new"), SealedPrivate: []byte("sealed new"), CreatedAt: t0.Add(time.Hour), Active: true}
@@ -64,6 +57,7 @@ func testCARotation(t *testing.T, s store.Store) {
 		t.Fatalf("after start: active %q, pending %+v; want the old key active and the new one pending, inactive", active.Public, pending)
 	}
 	checkUTC(t, "pending CreatedAt", pending.CreatedAt)
+	epoch("after start", 1)
 
 	n := events()
 	again := newKey
@@ -78,11 +72,13 @@ func testCARotation(t *testing.T, s store.Store) {
 		t.Fatalf("refused calls appended %d events", got-n)
 	}
 	phase("after refused calls", store.CAStarted)
+	epoch("after refused calls", 1)
 
 	activatedAt := t0.Add(90 * time.Minute)
 	must(t, "ActivateCAKey", s.ActivateCAKey(ctx, "ssh-user", newKey.Public, activatedAt, ev(audit.CARotationActivated, "ssh-user")))
 	next(store.Change{Kind: store.ChangeCA, ID: "ssh-user"})
 	active, pending, olds := phase("after activate", store.CAActivated)
+	epoch("after activate", 2)
 	if string(active.Public) != "ssh-ed25519 new" || pending != nil || len(olds) != 1 || string(olds[0].Public) != "ssh-ed25519 old" {
 		t.Fatalf("after activate: active %q, pending %v, old %d keys; want the new key active and the old one kept", active.Public, pending, len(olds))
 	}
@@ -100,6 +96,7 @@ func testCARotation(t *testing.T, s store.Store) {
 	must(t, "RemoveCAKey", s.RemoveCAKey(ctx, "ssh-user", old.Public, ev(audit.CARotationFinished, "ssh-user")))
 	next(store.Change{Kind: store.ChangeCA, ID: "ssh-user"})
 	active, _, _ = phase("after finish", store.CAIdle)
+	epoch("after activate again and finish", 4)
 	if string(active.Public) != "ssh-ed25519 new" {
 		t.Fatalf("after finish the active key is %q; want the new one", active.Public)
 	}

@@ -93,6 +93,20 @@ func (f *fanout) run(ctx context.Context, ch <-chan store.Change) {
 			if !ok {
 				return
 			}
+			if c.Kind == store.ChangeCert {
+				// A lock or re-enrolment revokes many certificates at
+				// once: the changes already delivered are closed in one
+				// pass over the connections, not one pass each.
+				batch, next, open := drainCerts(c, ch)
+				f.applyCerts(batch)
+				if next != nil {
+					f.apply(ctx, *next)
+				}
+				if !open {
+					return
+				}
+				continue
+			}
 			f.apply(ctx, c)
 		case <-t.C:
 			f.reconcile(ctx, false)
@@ -171,13 +185,47 @@ func (f *fanout) apply(ctx context.Context, c store.Change) {
 }
 
 // applyCert closes what runs here on the certificate a ChangeCert names.
-func (f *fanout) applyCert(c store.Change) {
-	kind, serial, ok := store.ParseCertChangeID(c.ID)
-	if !ok {
-		f.log.Warn("a certificate change names no certificate; the next reconciliation closes what it should", "id", c.ID, "origin", c.Origin)
-		return
+func (f *fanout) applyCert(c store.Change) { f.applyCerts([]store.Change{c}) }
+
+// maxCertBatch bounds the certificate changes closed in one pass.
+const maxCertBatch = 1024
+
+// drainCerts returns first and the certificate changes delivered on ch
+// right after it (without waiting, at most maxCertBatch in all), the
+// first other change it read (nil if none), and whether ch is still open.
+func drainCerts(first store.Change, ch <-chan store.Change) (batch []store.Change, next *store.Change, open bool) {
+	batch = []store.Change{first}
+	for len(batch) < maxCertBatch {
+		select {
+		case c, ok := <-ch:
+			if !ok {
+				return batch, nil, false
+			}
+			if c.Kind != store.ChangeCert {
+				return batch, &c, true
+			}
+			batch = append(batch, c)
+		default:
+			return batch, nil, true
+		}
 	}
-	f.endCerts([]store.IssuedCert{{Kind: kind, Serial: serial, Subject: c.Subject}})
+	return batch, nil, true
+}
+
+// applyCerts closes what runs here on the certificates ChangeCerts name,
+// in one pass (this gateway's own changes too: see apply).
+func (f *fanout) applyCerts(cs []store.Change) {
+	defer panics.Recover(f.log, "apply certificate revocations", nil)
+	revoked := make([]store.IssuedCert, 0, len(cs))
+	for _, c := range cs {
+		kind, serial, ok := store.ParseCertChangeID(c.ID)
+		if !ok {
+			f.log.Warn("a certificate change names no certificate; the next reconciliation closes what it should", "id", c.ID, "origin", c.Origin)
+			continue
+		}
+		revoked = append(revoked, store.IssuedCert{Kind: kind, Serial: serial, Subject: c.Subject})
+	}
+	f.endCerts(revoked)
 }
 
 func (f *fanout) warn(c store.Change, err error) {

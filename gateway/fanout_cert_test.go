@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,14 +13,57 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
-// certKiller is a fakeKiller that can also end connections by certificate.
-type certKiller struct{ fakeKiller }
+// certKiller is a fakeKiller that can also end connections by certificate;
+// passes counts its EndCerts calls.
+type certKiller struct {
+	fakeKiller
+	passes atomic.Int32
+}
 
 func (k *certKiller) EndCerts(revoked []store.IssuedCert) int {
+	k.passes.Add(1)
 	for _, c := range revoked {
 		k.add("cert " + string(c.Kind) + " " + c.Serial + " of " + c.Subject)
 	}
 	return len(revoked)
+}
+
+// TestFanoutBatchesRevokedCertificates: certificate changes delivered
+// together (a user with many certificates locked) are closed in one pass
+// over the connections; a malformed one among them is skipped; a change
+// of another kind read while gathering them is still applied, after them.
+func TestFanoutBatchesRevokedCertificates(t *testing.T) {
+	ctx := t.Context()
+	st := fanoutFixture(t, time.Now().Add(time.Hour))
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := &certKiller{}
+	var reevals int
+	f := newTestFanout(st, &k.fakeKiller, &reevals)
+	f.killers = append(f.killers, k)
+	ch := make(chan store.Change, 8)
+	var want []string
+	for i := range 5 {
+		serial := fmt.Sprintf("%02x", i)
+		ch <- store.Change{Kind: store.ChangeCert, ID: store.CertChangeID(store.CertX509, serial), Subject: "alice", Origin: "gw-a"}
+		want = append(want, "cert x509 "+serial+" of alice")
+	}
+	ch <- store.Change{Kind: store.ChangeCert, ID: "not-a-cert", Subject: "alice", Origin: "gw-a"}
+	must(st.SetAgentLocked(ctx, "web1", true, testEvent(audit.AgentLocked, "web1")))
+	ch <- store.Change{Kind: store.ChangeAgent, ID: "web1", Origin: "gw-a"}
+	close(ch)
+	f.run(ctx, ch) // returns when ch is closed and drained
+	want = append(want, "agent web1: access revoked by an administrator")
+	if got := k.calls(); !slices.Equal(got, want) {
+		t.Fatalf("closed %q\nwant %q", got, want)
+	}
+	if n := k.passes.Load(); n != 1 {
+		t.Fatalf("%d passes over the connections for 5 certificates delivered together; want 1", n)
+	}
 }
 
 // TestFanoutEndsRevokedCertificates: a certificate revoked on another

@@ -61,17 +61,28 @@ func (s *CertSigner) SignWithAlgorithm(rand io.Reader, data []byte, algorithm st
 // passed. A long-running SSH server (the gateway's jump host) gives it as
 // its host key; every handshake presents the current certificate (a
 // CertSigner). The private key never changes. Safe for concurrent use.
+//
+// One caller issues at a time, outside the lock: the others present the
+// certificate in use meanwhile while it is valid, so that a slow signer
+// (a Transit key in Vault) never holds up handshakes; after a failure the
+// next attempt waits hostRetry.
 type HostSigner struct {
 	a          *Authority
 	host       string
 	principals []string
 	signer     CertSigner
 
-	mu     sync.Mutex
-	cert   *ssh.Certificate
-	gen    uint64
-	issued bool
+	mu      sync.Mutex
+	cert    *ssh.Certificate
+	gen     uint64
+	issued  bool
+	issuing chan struct{} // closed when the issuance under way ends; nil if none
+	retryAt time.Time     // no new attempt before, after a failure
 }
+
+// hostRetry is how long a HostSigner waits after a failed issuance before
+// it tries again (it presents the previous certificate meanwhile).
+const hostRetry = 10 * time.Second
 
 // NewHostSigner returns a HostSigner for key (Ed25519 or ECDSA P-256),
 // certified for host and principals as IssueSSHHost does.
@@ -88,24 +99,47 @@ func (a *Authority) NewHostSigner(host string, principals []string, key crypto.S
 	return h, nil
 }
 
-// current returns a current certificate, issuing one if needed; if that
-// fails, the previous one while it is valid.
+// current returns a current certificate, issuing one if needed; while
+// another caller issues, or after a failure, the previous one while it is
+// valid.
 func (h *HostSigner) current() (*ssh.Certificate, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	gen, now := h.a.Generation(), h.a.now()
-	if h.issued && gen == h.gen && !hostCertDue(h.cert, now) {
-		return h.cert, nil
+	for {
+		h.mu.Lock()
+		gen, now := h.a.Generation(), h.a.now()
+		valid := h.issued && now.Before(time.Unix(int64(h.cert.ValidBefore), 0))
+		if h.issued && gen == h.gen && !hostCertDue(h.cert, now) || valid && (h.issuing != nil || now.Before(h.retryAt)) {
+			c := h.cert
+			h.mu.Unlock()
+			return c, nil
+		}
+		if wait := h.issuing; wait != nil {
+			// No valid certificate to present meanwhile: wait for it.
+			h.mu.Unlock()
+			<-wait
+			continue
+		}
+		done := make(chan struct{})
+		h.issuing = done
+		h.mu.Unlock()
+
+		cert, err := h.a.IssueSSHHost(SSHHostRequest{Host: h.host, Principals: h.principals, PublicKey: h.signer.Key.PublicKey()})
+
+		h.mu.Lock()
+		h.issuing = nil
+		close(done)
+		if err == nil {
+			h.cert, h.gen, h.issued, h.retryAt = cert, gen, true, time.Time{}
+			h.mu.Unlock()
+			return cert, nil
+		}
+		h.retryAt = now.Add(hostRetry)
+		c := h.cert
+		h.mu.Unlock()
+		if valid {
+			return c, nil
+		}
+		return nil, fmt.Errorf("host certificate for %s: %w", h.host, err)
 	}
-	cert, err := h.a.IssueSSHHost(SSHHostRequest{Host: h.host, Principals: h.principals, PublicKey: h.signer.Key.PublicKey()})
-	if err == nil {
-		h.cert, h.gen, h.issued = cert, gen, true
-		return cert, nil
-	}
-	if h.issued && now.Before(time.Unix(int64(h.cert.ValidBefore), 0)) {
-		return h.cert, nil
-	}
-	return nil, fmt.Errorf("host certificate for %s: %w", h.host, err)
 }
 
 // hostCertDue reports whether two thirds of c's life have passed at now.

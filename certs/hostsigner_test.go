@@ -2,8 +2,13 @@ package certs
 
 import (
 	"bytes"
+	"crypto"
+	"errors"
+	"io"
 	"net"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -104,5 +109,110 @@ func TestHostSignerFollowsRotation(t *testing.T) {
 	}
 	if err := handshake(t, hs, oldCAs); err == nil {
 		t.Fatal("a client trusting only the old host CA accepts the new certificate")
+	}
+}
+
+// gatedSigner is a CA key that can be made slow (gate: Sign waits until
+// it is closed) or failing, as a Transit key in Vault can be.
+type gatedSigner struct {
+	crypto.Signer
+	gate  atomic.Pointer[chan struct{}]
+	fail  atomic.Bool
+	calls atomic.Int32
+}
+
+func (g *gatedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	g.calls.Add(1)
+	if ch := g.gate.Load(); ch != nil {
+		<-*ch
+	}
+	if g.fail.Load() {
+		return nil, errors.New("Vault is sealed")
+	}
+	return g.Signer.Sign(r, digest, opts)
+}
+
+// TestHostSignerNeverHoldsUpHandshakes: while the host CA is slow to
+// sign a due certificate, other callers present the one in use at once;
+// after a failure the signer is not asked again before hostRetry, and the
+// valid certificate is presented meanwhile.
+func TestHostSignerNeverHoldsUpHandshakes(t *testing.T) {
+	s := testSealer(t, 7)
+	keys, err := newTestAuthority(t).Export(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now atomic.Pointer[time.Time]
+	setNow := func(t time.Time) { now.Store(&t) }
+	setNow(testNow)
+	host := &gatedSigner{}
+	open := func(k store.CAKey) (crypto.Signer, error) {
+		key, err := openSealedKey(k, s)
+		if err != nil || k.Kind != string(store.CertSSHHost) {
+			return key, err
+		}
+		host.Signer = key
+		return host, nil
+	}
+	a, err := LoadWith(Config{Cluster: "prod", Clock: func() time.Time { return *now.Load() }}, keys, open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, priv := newEd25519(t)
+	hs, err := a.NewHostSigner("gateway", []string{"gw.example"}, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := hs.Certificate()
+	due := func(c *ssh.Certificate) time.Time {
+		after, before := time.Unix(int64(c.ValidAfter), 0), time.Unix(int64(c.ValidBefore), 0)
+		return after.Add(before.Sub(after) * 3 / 4)
+	}
+
+	// A slow issuance: another caller gets the certificate in use.
+	gate := make(chan struct{})
+	host.gate.Store(&gate)
+	setNow(due(first))
+	issued := make(chan *ssh.Certificate)
+	go func() { issued <- hs.Certificate() }()
+	for host.calls.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	meanwhile := make(chan *ssh.Certificate)
+	go func() { meanwhile <- hs.Certificate() }()
+	select {
+	case c := <-meanwhile:
+		if c.Serial != first.Serial {
+			t.Fatalf("during the issuance another caller got serial %d; want the one in use, %d", c.Serial, first.Serial)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a caller waited for the slow issuance instead of presenting the certificate in use")
+	}
+	close(gate)
+	second := <-issued
+	if second.Serial == first.Serial || hs.Certificate().Serial != second.Serial {
+		t.Fatal("the due certificate was not replaced once the issuance ended")
+	}
+	if n := host.calls.Load(); n != 2 {
+		t.Fatalf("the host CA signed %d times; want 2 (one issuance at a time)", n)
+	}
+
+	// A failing issuance: the valid certificate meanwhile, no new attempt
+	// before hostRetry.
+	host.fail.Store(true)
+	at := due(second)
+	setNow(at)
+	for range 3 {
+		if c := hs.Certificate(); c == nil || c.Serial != second.Serial {
+			t.Fatalf("with the host CA failing: %v; want the valid certificate in use", c)
+		}
+	}
+	if n := host.calls.Load(); n != 3 {
+		t.Fatalf("the host CA was asked %d times after one failure; want 3 in all (no retry before %v)", n, hostRetry)
+	}
+	host.fail.Store(false)
+	setNow(at.Add(hostRetry + time.Second))
+	if c := hs.Certificate(); c.Serial == second.Serial || host.calls.Load() != 4 {
+		t.Fatalf("after %v the host certificate was not issued again (%d signatures)", hostRetry, host.calls.Load())
 	}
 }

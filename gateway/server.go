@@ -341,6 +341,13 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 		Presence: g.relay, PolicyChanged: g.relay.ReloadPolicy, AgentTTL: cfg.AgentTTL, Sessions: g.sess,
 	}
 	api.NetworkChanged = g.applyNetwork
+	if g.vault != nil {
+		now := cfg.Clock
+		if now == nil {
+			now = time.Now
+		}
+		api.NewCAKey = vaultCAKeyMaker(g.vault, cluster, now)
+	}
 	// net/http bounds a TLS handshake by the least of ReadHeaderTimeout,
 	// ReadTimeout and WriteTimeout: a connection silent from its first
 	// byte, or stalled in mid-handshake, is closed after HandshakeTimeout.

@@ -16,7 +16,8 @@ import (
 )
 
 // Vault as the key backend (--vault-addr): the cluster's three CA keys are
-// Ed25519 Transit keys that sign through Vault (the gateway never holds a
+// Transit keys (ECDSA P-256 for the X.509 CA, Ed25519 for the SSH CAs; a
+// rotation makes new ones, vaultCAKeyMaker) that sign through Vault (the gateway never holds a
 // CA private key; the store keeps only where each lives), and the
 // key-encryption key that seals the store's secrets (TOTP secrets) is a
 // Transit key (pkg/vaultkeys). Every gateway of the cluster gives the same
@@ -109,6 +110,29 @@ func vaultInit(ctx context.Context, c *vaultkeys.Client, cluster string) (*vault
 		return nil, certs.Signers{}, err
 	}
 	return sealer, s, nil
+}
+
+// vaultCAKeyMaker makes the new CA key of a rotation's start in Vault: a
+// new Transit key (ECDSA P-256 for the X.509 CA, Ed25519 for the SSH
+// CAs, not exportable) named after the cluster's key of that kind and the
+// time, e.g. tunnel-prod-x509-ca-r20261202T030512Z. Two gateways starting
+// a rotation in the same second make one key; the store takes one start.
+func vaultCAKeyMaker(c *vaultkeys.Client, cluster string, clock func() time.Time) func(context.Context, store.CertKind) (crypto.Signer, error) {
+	return func(ctx context.Context, kind store.CertKind) (crypto.Signer, error) {
+		_, x, u, h := vaultKeyNames(cluster)
+		base, typ := map[store.CertKind]string{store.CertX509: x, store.CertSSHUser: u, store.CertSSHHost: h}[kind], vaultkeys.KeyEd25519
+		if base == "" {
+			return nil, fmt.Errorf("no Vault key for CA kind %q", kind)
+		}
+		if kind == store.CertX509 {
+			typ = vaultkeys.KeyECDSAP256
+		}
+		name := base + "-r" + clock().UTC().Format("20060102T150405Z")
+		if _, err := c.EnsureKey(ctx, name, typ); err != nil {
+			return nil, err
+		}
+		return vaultkeys.NewSigner(ctx, c, name)
+	}
 }
 
 // vaultOpener opens the CA keys of the store that live in Vault.

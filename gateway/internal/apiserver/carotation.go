@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -201,9 +202,9 @@ func (s *Server) handleCARotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	if step == api.CARotateStart {
+	if step == api.CARotateStart && s.NewCAKey == nil {
 		if b, err := s.Store.GetMeta(ctx, "key_backend"); err == nil && b == "vault" {
-			s.fail(w, r, conflict("this cluster keeps its CA keys in Vault, and rotating keys held in Vault is not supported yet: rotate the Transit keys in Vault instead (docs/CA-ROTATION.md)"))
+			s.fail(w, r, conflict("this cluster keeps its CA keys in Vault, and this gateway was started without it: start it with --vault-addr (docs/CA-ROTATION.md)"))
 			return
 		}
 	}
@@ -293,7 +294,16 @@ func (s *Server) caStep(r *http.Request, step string, kind store.CertKind, k caK
 		if k.phase == store.CAStarted {
 			return "already started", nil
 		}
-		key, err := s.CA.NewCAKey(kind, s.Sealer, nil)
+		// A new key where the cluster keeps them: sealed here, or a new
+		// Transit key in Vault (the store keeps its name).
+		var held crypto.Signer
+		if s.NewCAKey != nil {
+			var err error
+			if held, err = s.NewCAKey(ctx, kind); err != nil {
+				return "", fmt.Errorf("new %s CA key: %w", kind, err)
+			}
+		}
+		key, err := s.CA.NewCAKey(kind, s.Sealer, held)
 		if err != nil {
 			return "", err
 		}

@@ -18,6 +18,7 @@ package apiserver
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,12 +43,17 @@ import (
 // Server holds what the handlers need. Fields are set once before Handler
 // is called.
 type Server struct {
-	Store   store.Store
-	CA      *certs.Authority
-	Sealer  seal.Sealer
-	Hasher  *auth.Hasher
-	Login   *login.Service
-	Limiter *auth.IPLimiter // for anonymous callers; nil means no limit
+	Store  store.Store
+	CA     *certs.Authority
+	Sealer seal.Sealer
+	// NewCAKey makes the key of a CA rotation's start where the cluster
+	// keeps its CA keys (a new Transit key in Vault); nil means a local
+	// key sealed with Sealer. A cluster whose keys are in Vault refuses a
+	// rotation without it.
+	NewCAKey func(ctx context.Context, kind store.CertKind) (crypto.Signer, error)
+	Hasher   *auth.Hasher
+	Login    *login.Service
+	Limiter  *auth.IPLimiter // for anonymous callers; nil means no limit
 	// Denials records refusals of anonymous callers (enrolment, renewal),
 	// folding repeats; nil means one event each, written directly.
 	Denials *auditlog.Folder

@@ -210,7 +210,11 @@ func Run(ctx context.Context, cfg Config) error {
 		if cfg.Token != "" {
 			a.log.Info("already enrolled; ignoring --token", "agent", id.Name)
 		}
-		if cfg.Pin != "" && !strings.EqualFold(cfg.Pin, id.Pin) {
+		if cfg.Pin != "" && !strings.EqualFold(cfg.Pin, id.Pin) && id.knowsPin(cfg.Pin) {
+			// The pin this agent enrolled with (a unit file keeps giving
+			// it); a CA rotation moved it since.
+			a.log.Info("--ca-pin is the pin this agent enrolled with; the cluster's CA was rotated since, and the agent uses the current one", "pin", id.Pin)
+		} else if cfg.Pin != "" && !strings.EqualFold(cfg.Pin, id.Pin) {
 			return fmt.Errorf("--ca-pin %s is not the pin this agent enrolled with (%s): drop --ca-pin (the enrolled identity keeps it), or, if the cluster's CA really changed, enrol again with a new join token (remove %s first)",
 				cfg.Pin, id.Pin, st.dir+"/"+IdentityFile)
 		}
@@ -366,9 +370,9 @@ func (a *Agent) apiClient(withCert bool) (*apiclient.Client, error) {
 		if gw == "" {
 			gw = id.Gateway
 		}
-		if pin == "" {
-			pin = id.Pin
-		}
+		// The identity's pin: run checked that --ca-pin is it or one it
+		// had before a CA rotation moved it (followPin).
+		pin = id.Pin
 	}
 	if zone, isSRV, _ := discovery.ParseGateway(gw); isSRV {
 		if gw = a.currentGateways(); gw == "" {
@@ -515,6 +519,7 @@ func (a *Agent) renew(ctx context.Context) error {
 		}
 	}
 	a.idMu.Lock()
+	prevPin := a.identity().Pin
 	id, err := k.apply(*a.identity(), resp)
 	if err == nil {
 		err = a.store.save(id)
@@ -527,6 +532,9 @@ func (a *Agent) renew(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("certificate renewed", "expires", a.cert.Load().Leaf.NotAfter)
+	if id.Pin != prevPin {
+		a.log.Info("the cluster's signing CA changed: this agent now authenticates gateways with its pin", "pin", id.Pin, "was", prevPin)
+	}
 	a.reconnectAll()
 	a.peers.retireAll()
 	return nil
@@ -563,9 +571,13 @@ func (a *Agent) applyTrust(m wire.Control, s *session) {
 		return
 	}
 	// The certificate is the same: only the identity changes.
+	prevPin := a.identity().Pin
 	a.mu.Lock()
 	a.id = id
 	a.mu.Unlock()
+	if id.Pin != prevPin {
+		a.log.Info("the cluster's signing CA changed: this agent now authenticates gateways with its pin", "pin", id.Pin, "was", prevPin)
+	}
 	a.log.Info("trust bundle from the gateway saved and in force", "x509_cas", strings.Count(id.CAPEM, "-----BEGIN CERTIFICATE-----"),
 		"ssh_user_cas", len(id.UserCAs), "ssh_host_cas", len(id.HostCAs), "x509_pin", m.Trust.Pin)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/seal"
+	"github.com/tunnelhq/tunnel/pkg/trust"
 	"github.com/tunnelhq/tunnel/pkg/wire"
 )
 
@@ -53,6 +54,31 @@ type Identity struct {
 	// HostCAs: api.CA's Epoch): a pushed bundle of a lower one is older
 	// and ignored.
 	TrustEpoch uint64 `json:"trust_epoch,omitempty"`
+	// FormerPins are the pins Pin replaced when a CA rotation made a new
+	// CA sign (trust.FollowPin): the --ca-pin the agent enrolled with is
+	// still accepted on its command line.
+	FormerPins []string `json:"former_pins,omitempty"`
+}
+
+// followPin moves the identity's pin to the signing CA of a trust bundle
+// (x509 and pin, from a gateway this identity authenticated) when
+// trust.FollowPin says so, and keeps the old one in FormerPins. trusted is
+// the X.509 CAs the agent trusted until now.
+func (id *Identity) followPin(trusted, x509, pin string) {
+	if next, moved := trust.FollowPin(id.Pin, trusted, x509, pin); moved {
+		id.FormerPins = append(slices.Clone(id.FormerPins), id.Pin)
+		id.Pin = next
+	}
+}
+
+// knowsPin reports whether pin is this identity's pin or one it had
+// before a CA rotation.
+func (id *Identity) knowsPin(pin string) bool {
+	p, err := trust.ParsePin(pin)
+	if err != nil {
+		return false
+	}
+	return p == id.Pin || slices.Contains(id.FormerPins, p)
 }
 
 // TLSCertificate returns the identity's certificate and key for mTLS.
@@ -134,6 +160,7 @@ func (k *keys) apply(base Identity, resp api.AgentIdentity) (*Identity, error) {
 	}
 	id.CertPEM, id.CAPEM, id.HostCert = resp.X509Certificate, resp.CA.X509, resp.SSHHostCertificate
 	id.UserCAs, id.HostCAs, id.TrustEpoch = resp.CA.SSHUserCAs, resp.CA.SSHHostCAs, resp.CA.Epoch
+	id.followPin(base.CAPEM, resp.CA.X509, resp.CA.Pin)
 	cert, err := id.TLSCertificate()
 	if err != nil {
 		return nil, err
@@ -237,8 +264,8 @@ func renewAt(nb, na time.Time, jitter float64) time.Time {
 // agent's own certificate (other agents would then be told to refuse it),
 // and one that no longer anchors the certificate chain the gateway
 // presented (gw) where the current bundle does, and one older than the
-// bundle in force (a lower epoch: a *staleTrustError). The pin stays: the
-// agent authenticates its gateways with the pin it enrolled with.
+// bundle in force (a lower epoch: a *staleTrustError). The pin follows
+// the signing CA of a rotation (followPin).
 func (id *Identity) withTrust(t *wire.Trust, gw []*x509.Certificate) (*Identity, bool, error) {
 	if err := t.Check(); err != nil {
 		return nil, false, err
@@ -281,10 +308,11 @@ func (id *Identity) withTrust(t *wire.Trust, gw []*x509.Certificate) (*Identity,
 			}
 		}
 	}
-	if t.X509 == id.CAPEM && slices.Equal(t.SSHUserCAs, id.UserCAs) && slices.Equal(t.SSHHostCAs, id.HostCAs) && t.Epoch == id.TrustEpoch {
+	next := *id
+	next.followPin(id.CAPEM, t.X509, t.Pin)
+	if t.X509 == id.CAPEM && slices.Equal(t.SSHUserCAs, id.UserCAs) && slices.Equal(t.SSHHostCAs, id.HostCAs) && t.Epoch == id.TrustEpoch && next.Pin == id.Pin {
 		return id, false, nil
 	}
-	next := *id
 	next.CAPEM, next.UserCAs, next.HostCAs = t.X509, slices.Clone(t.SSHUserCAs), slices.Clone(t.SSHHostCAs)
 	next.TrustEpoch = t.Epoch
 	return &next, true, nil

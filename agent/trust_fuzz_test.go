@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/tunnelhq/tunnel/pkg/trust"
 	"github.com/tunnelhq/tunnel/pkg/wire"
 )
 
@@ -29,6 +30,8 @@ func FuzzWithTrust(f *testing.F) {
 	seed(wire.Trust{Cluster: "prod", X509: caPEM(oldCA, newCA),
 		SSHUserCAs: caLines(oldCA.SSHUserCA(), newCA.SSHUserCA()), SSHHostCAs: caLines(oldCA.SSHHostCA(), newCA.SSHHostCA())})
 	seed(wire.Trust{Cluster: "prod", X509: caPEM(newCA), SSHUserCAs: caLines(newCA.SSHUserCA())})
+	seed(wire.Trust{Cluster: "prod", X509: caPEM(newCA, oldCA), Pin: newCA.Pin(), Epoch: 2,
+		SSHUserCAs: caLines(newCA.SSHUserCA(), oldCA.SSHUserCA()), SSHHostCAs: caLines(newCA.SSHHostCA(), oldCA.SSHHostCA())})
 	seed(wire.Trust{Cluster: "other", X509: caPEM(oldCA)})
 	seed(wire.Trust{Cluster: "prod", X509: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"})
 	f.Add([]byte(`{"type":"trust","trust":{"cluster":"prod","x509_pem":"","ssh_user_cas":["ssh-ed25519 AAAA"]}}`))
@@ -66,8 +69,18 @@ func FuzzWithTrust(f *testing.F) {
 		if !anchored(gw, cas) {
 			t.Fatal("a bundle taken no longer anchors the gateway's chain")
 		}
-		if next.CertPEM != id.CertPEM || string(next.KeyDER) != string(id.KeyDER) || next.Pin != id.Pin {
-			t.Fatal("a bundle changed the agent's certificate, key or pin")
+		if next.CertPEM != id.CertPEM || string(next.KeyDER) != string(id.KeyDER) {
+			t.Fatal("a bundle changed the agent's certificate or key")
+		}
+		// The pin moves only to a CA of the bundle, and the old one is kept.
+		if next.Pin != id.Pin {
+			pinned := false
+			for _, c := range cas {
+				pinned = pinned || trust.Pin(c) == next.Pin
+			}
+			if !pinned || len(next.FormerPins) == 0 || next.FormerPins[len(next.FormerPins)-1] != id.Pin {
+				t.Fatalf("the pin moved to %s, not a CA of the bundle, or the old one was not kept: %v", next.Pin, next.FormerPins)
+			}
 		}
 	})
 }

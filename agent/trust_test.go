@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,5 +139,36 @@ func TestWithTrustEpochs(t *testing.T) {
 	later.Epoch = 2
 	if got, changed, err := next.withTrust(&later, gw); err != nil || !changed || got.TrustEpoch != 2 || got.CAPEM != next.CAPEM {
 		t.Fatalf("withTrust(the same keys at epoch 2) = %v, changed %t; want the epoch moved on", err, changed)
+	}
+}
+
+// TestWithTrustMovesThePin: the bundle of a rotation's activate (the new
+// CA signs) moves the agent's pin to the new CA and keeps the old one as
+// a former pin, which --ca-pin may still give; a bundle signed by the
+// CA already pinned moves nothing.
+func TestWithTrustMovesThePin(t *testing.T) {
+	oldCA, newCA, otherCA := newCA(t, "prod"), newCA(t, "prod"), newCA(t, "prod")
+	a, _ := testAgent(t, oldCA, "gw:8443")
+	id := a.identity()
+	id.CAPEM, id.UserCAs, id.HostCAs = caPEM(oldCA), caLines(oldCA.SSHUserCA()), caLines(oldCA.SSHHostCA())
+	gw := gatewayChain(t, oldCA)
+	bundle := func(pin string, epoch uint64) *wire.Trust {
+		return &wire.Trust{Cluster: "prod", X509: caPEM(newCA, oldCA), Pin: pin, Epoch: epoch,
+			SSHUserCAs: caLines(newCA.SSHUserCA(), oldCA.SSHUserCA()), SSHHostCAs: caLines(newCA.SSHHostCA(), oldCA.SSHHostCA())}
+	}
+	started, _, err := id.withTrust(bundle(oldCA.Pin(), 1), gw)
+	if err != nil || started.Pin != oldCA.Pin() || len(started.FormerPins) != 0 {
+		t.Fatalf("start's bundle: %v, pin %s; want the old pin kept", err, started.Pin)
+	}
+	activated, changed, err := started.withTrust(bundle(newCA.Pin(), 2), gw)
+	if err != nil || !changed || activated.Pin != newCA.Pin() || !slices.Equal(activated.FormerPins, []string{oldCA.Pin()}) {
+		t.Fatalf("activate's bundle: %v, changed %t, pin %s, former %v; want the new CA's pin and the old one kept", err, changed, activated.Pin, activated.FormerPins)
+	}
+	upper := "sha256:" + strings.ToUpper(strings.TrimPrefix(oldCA.Pin(), "sha256:"))
+	if !activated.knowsPin(upper) || !activated.knowsPin(newCA.Pin()) || activated.knowsPin(otherCA.Pin()) {
+		t.Fatal("knowsPin does not accept the enrolment pin (any case) and the current one after the move, or accepts another")
+	}
+	if again, changed, err := activated.withTrust(bundle(newCA.Pin(), 2), gw); err != nil || changed || again != activated {
+		t.Fatalf("the same bundle again: %v, changed %t; want nothing changed", err, changed)
 	}
 }

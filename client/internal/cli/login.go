@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/apiclient"
 	"github.com/tunnelhq/tunnel/pkg/discovery"
 	"github.com/tunnelhq/tunnel/pkg/secretfile"
+	"github.com/tunnelhq/tunnel/pkg/trust"
 )
 
 type loginFlags struct {
@@ -144,6 +146,15 @@ func runLogin(cmd *cobra.Command, env Env, f loginFlags) error {
 	}
 	if err := checkIssued(resp, key); err != nil {
 		return err
+	}
+	// A CA rotation's new CA signs from its activate step: the pin follows
+	// it (it authenticated this gateway, which gave the bundle), so that
+	// the next rotation does not leave this profile pinned to a CA no
+	// gateway chain carries. A pin of an operator's CA stays.
+	trusted, _ := os.ReadFile(dir.File(profile.CAFile))
+	if pin, moved := trust.FollowPin(p.CAPin, string(trusted), resp.CA.X509, resp.CA.Pin); moved {
+		fmt.Fprintf(cmd.ErrOrStderr(), "The cluster's CA was rotated: this profile now pins %s (was %s).\n", pin, p.CAPin)
+		p.CAPin = pin
 	}
 	if err := dir.SaveCredentials(profile.Credentials{
 		Key: key, TLSCertPEM: resp.X509Certificate, SSHCert: resp.SSHCertificate,

@@ -496,21 +496,18 @@ func (a *Agent) renew(ctx context.Context) error {
 	}
 	// An answer with an older trust bundle than the one in force (a
 	// gateway that has not reloaded the CA keys of a rotation's step yet,
-	// about a second) is asked again; the third is taken whatever its
-	// epoch, since a cluster whose store was restored from a backup goes
-	// back to an older one for good.
+	// about a second) is asked again. The last answer's certificate is
+	// taken whatever its bundle's epoch; its bundle only if the bundle in
+	// force cannot anchor that certificate (a store restored from a backup
+	// of older keys: withNewerTrust).
 	var resp api.AgentIdentity
 	for try := 1; ; try++ {
+		resp = api.AgentIdentity{}
 		if err := c.Do(ctx, http.MethodPost, api.PathRenew, nil, api.RenewRequest{CSR: csr, SSHHostKey: k.hostPub()}, &resp); err != nil {
 			return err
 		}
 		have := a.identity().TrustEpoch
-		if resp.CA.Epoch >= have {
-			break
-		}
-		if try == staleRenewalTries {
-			a.log.Warn("the gateway renewed this agent's certificate with an older trust bundle than the one it holds; taking it (was the cluster's store restored from a backup?)",
-				"epoch", resp.CA.Epoch, "held", have)
+		if resp.CA.Epoch >= have || try == staleRenewalTries {
 			break
 		}
 		a.log.Info("the gateway answered the renewal with an older trust bundle than the one in force; asking again", "epoch", resp.CA.Epoch, "held", have)
@@ -519,9 +516,10 @@ func (a *Agent) renew(ctx context.Context) error {
 		}
 	}
 	a.idMu.Lock()
-	prevPin := a.identity().Pin
-	id, err := k.apply(*a.identity(), resp)
+	held := a.identity()
+	id, err := k.apply(*held, resp)
 	if err == nil {
+		id = id.withNewerTrust(held, a.log)
 		err = a.store.save(id)
 	}
 	if err == nil {
@@ -532,8 +530,8 @@ func (a *Agent) renew(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("certificate renewed", "expires", a.cert.Load().Leaf.NotAfter)
-	if id.Pin != prevPin {
-		a.log.Info("the cluster's signing CA changed: this agent now authenticates gateways with its pin", "pin", id.Pin, "was", prevPin)
+	if id.Pin != held.Pin {
+		a.log.Info("the cluster's signing CA changed: this agent now authenticates gateways with its pin", "pin", id.Pin, "was", held.Pin)
 	}
 	a.reconnectAll()
 	a.peers.retireAll()

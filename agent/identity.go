@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -316,6 +317,30 @@ func (id *Identity) withTrust(t *wire.Trust, gw []*x509.Certificate) (*Identity,
 	next.CAPEM, next.UserCAs, next.HostCAs = t.X509, slices.Clone(t.SSHUserCAs), slices.Clone(t.SSHHostCAs)
 	next.TrustEpoch = t.Epoch
 	return &next, true, nil
+}
+
+// withNewerTrust returns id, an identity just renewed from an answer whose
+// trust bundle may be older than held's (a lower epoch): then held's
+// bundle, pin and epoch stay in force with id's certificate, if held's
+// X.509 CAs anchor it (a gateway that had not reloaded a rotation's step
+// signed with a CA the agent already trusts); if they do not (a cluster
+// restored from a backup of older keys), the answer's bundle is taken,
+// with a warning.
+func (id *Identity) withNewerTrust(held *Identity, log *slog.Logger) *Identity {
+	if id.TrustEpoch >= held.TrustEpoch {
+		return id
+	}
+	cert, err := id.TLSCertificate()
+	cas, cerr := parseCAPEM(held.CAPEM)
+	if err != nil || cerr != nil || !anchored([]*x509.Certificate{cert.Leaf}, cas) {
+		log.Warn("the gateway renewed this agent's certificate with an older trust bundle than the one it holds, and the one it holds does not anchor the new certificate: taking the gateway's (was the cluster's store restored from a backup?)",
+			"epoch", id.TrustEpoch, "held", held.TrustEpoch)
+		return id
+	}
+	next := *id
+	next.CAPEM, next.UserCAs, next.HostCAs, next.TrustEpoch = held.CAPEM, held.UserCAs, held.HostCAs, held.TrustEpoch
+	next.Pin, next.FormerPins = held.Pin, held.FormerPins
+	return &next
 }
 
 // staleTrustError: a trust bundle older than the one in force (a gateway

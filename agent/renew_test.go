@@ -114,9 +114,10 @@ func renewingAgent(t *testing.T, ca *certs.Authority, g *renewGateway, held uint
 // TestRenewalWithAnOlderTrustBundle: a renewal answered with a trust
 // bundle older than the one in force (a gateway that had not reloaded a
 // rotation's step yet) is asked again, and the newer answer taken; one
-// that stays older is taken at the third answer, with a warning (a store
-// restored from a backup goes back for good), so the agent never stops
-// renewing.
+// that stays older gives the agent its certificate but leaves the bundle
+// in force when that bundle anchors the certificate; when it does not (a
+// store restored from a backup of older keys) the answer's bundle is
+// taken, with a warning, so the agent never stops renewing.
 func TestRenewalWithAnOlderTrustBundle(t *testing.T) {
 	defer func(d time.Duration) { staleRenewalWait = d }(staleRenewalWait)
 	staleRenewalWait = 10 * time.Millisecond
@@ -132,13 +133,25 @@ func TestRenewalWithAnOlderTrustBundle(t *testing.T) {
 	}
 
 	g = startRenewGateway(t, ca, 2)
-	a, logs := renewingAgent(t, ca, g, 5)
+	a, _ = renewingAgent(t, ca, g, 5)
 	old := a.cert.Load().Leaf.SerialNumber
 	if err := a.renew(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if n := g.calls.Load(); n != staleRenewalTries || a.identity().TrustEpoch != 2 || a.cert.Load().Leaf.SerialNumber.Cmp(old) == 0 {
-		t.Fatalf("with a gateway that stays older: %d renewal calls, trust epoch %d; want %d calls, the new certificate and epoch 2", n, a.identity().TrustEpoch, staleRenewalTries)
+	if n := g.calls.Load(); n != staleRenewalTries || a.identity().TrustEpoch != 5 || a.cert.Load().Leaf.SerialNumber.Cmp(old) == 0 {
+		t.Fatalf("with a gateway that stays older: %d renewal calls, trust epoch %d; want %d calls, the new certificate and the held bundle (epoch 5)",
+			n, a.identity().TrustEpoch, staleRenewalTries)
+	}
+
+	// The bundle in force is of another CA than the one that signs now.
+	g = startRenewGateway(t, ca, 2)
+	a, logs := renewingAgent(t, ca, g, 5)
+	a.id.CAPEM = caPEM(newCA(t, "prod"))
+	if err := a.renew(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if a.identity().TrustEpoch != 2 || a.identity().CAPEM != caPEM(ca) {
+		t.Fatalf("with a held bundle that does not anchor the new certificate: trust epoch %d; want the answer's bundle (epoch 2)", a.identity().TrustEpoch)
 	}
 	if !strings.Contains(logs.String(), "restored from a backup") {
 		t.Errorf("taking an older bundle logged no warning:\n%s", logs.String())

@@ -45,9 +45,10 @@ func (a *Authority) Reload(keys []store.CAKey) error {
 
 // Refresh reads the keys and their CA epoch with fetch (store.ReadCAKeys)
 // and reloads them if they differ from those in use, reporting whether it
-// did. Calls are serialised from the read to the switch, so that a slow
-// one never puts back keys older than a faster one read; an epoch lower
-// than the one in use is not taken either.
+// did (or took a newer epoch for the same keys: a new generation too).
+// Calls are serialised from the read to the switch, so that a slow one
+// never puts back keys older than a faster one read; an epoch lower than
+// the one in use is not taken either.
 func (a *Authority) Refresh(fetch func() ([]store.CAKey, uint64, error)) (bool, error) {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
@@ -60,14 +61,17 @@ func (a *Authority) Refresh(fetch func() ([]store.CAKey, uint64, error)) (bool, 
 		return false, nil
 	}
 	if keysDigest(keys) == cur.digest {
-		if epoch > cur.epoch {
-			// The same keys under a newer epoch (a step that changed
-			// nothing, such as activating the active key again).
-			next := *cur
-			next.epoch = epoch
-			a.keys.Store(&next)
+		if epoch == cur.epoch {
+			return false, nil
 		}
-		return false, nil
+		// The same keys under a newer epoch (a step that changed nothing,
+		// such as activating the active key again, or keys read earlier
+		// under a label older than they were): a new generation, so that
+		// the bundle goes out again with its true label.
+		next := *cur
+		next.epoch, next.gen = epoch, cur.gen+1
+		a.keys.Store(&next)
+		return true, nil
 	}
 	return true, a.reloadLocked(keys, epoch)
 }

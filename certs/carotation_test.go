@@ -276,9 +276,10 @@ func TestRefresh(t *testing.T) {
 	if changed, err := a.Refresh(fetch); err != nil || changed || len(a.SSHUserCAs()) != 2 || a.Epoch() != 4 {
 		t.Fatalf("Refresh with keys of an older epoch = %v, %v (%d user CAs, epoch %d); want them ignored", changed, err, len(a.SSHUserCAs()), a.Epoch())
 	}
-	// The same keys at a newer epoch: the epoch moves on, nothing reloads.
+	// The same keys at a newer epoch: the epoch moves on in a new
+	// generation (the bundle goes out again with its label), the keys stay.
 	keys, epoch = append(older, k), 5
-	if changed, err := a.Refresh(fetch); err != nil || changed || a.Generation() != 1 || a.Epoch() != 5 {
-		t.Fatalf("Refresh with the same keys at a newer epoch = %v, %v (generation %d, epoch %d); want epoch 5 and no reload", changed, err, a.Generation(), a.Epoch())
+	if changed, err := a.Refresh(fetch); err != nil || !changed || a.Generation() != 2 || a.Epoch() != 5 || len(a.SSHUserCAs()) != 2 {
+		t.Fatalf("Refresh with the same keys at a newer epoch = %v, %v (generation %d, epoch %d); want epoch 5 in generation 2", changed, err, a.Generation(), a.Epoch())
 	}
 }

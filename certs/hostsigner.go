@@ -78,6 +78,7 @@ type HostSigner struct {
 	issued  bool
 	issuing chan struct{} // closed when the issuance under way ends; nil if none
 	retryAt time.Time     // no new attempt before, after a failure
+	lastErr error         // that failure
 }
 
 // hostRetry is how long a HostSigner waits after a failed issuance before
@@ -100,46 +101,65 @@ func (a *Authority) NewHostSigner(host string, principals []string, key crypto.S
 }
 
 // current returns a current certificate, issuing one if needed; while
-// another caller issues, or after a failure, the previous one while it is
-// valid.
+// another caller issues, or for hostRetry after a failure, the previous
+// one while it is valid, or the failure if there is none.
 func (h *HostSigner) current() (*ssh.Certificate, error) {
 	for {
 		h.mu.Lock()
 		gen, now := h.a.Generation(), h.a.now()
 		valid := h.issued && now.Before(time.Unix(int64(h.cert.ValidBefore), 0))
-		if h.issued && gen == h.gen && !hostCertDue(h.cert, now) || valid && (h.issuing != nil || now.Before(h.retryAt)) {
+		switch {
+		case h.issued && gen == h.gen && !hostCertDue(h.cert, now),
+			valid && (h.issuing != nil || now.Before(h.retryAt)):
 			c := h.cert
 			h.mu.Unlock()
 			return c, nil
-		}
-		if wait := h.issuing; wait != nil {
-			// No valid certificate to present meanwhile: wait for it.
+		case h.issuing == nil && now.Before(h.retryAt):
+			err := h.lastErr
+			h.mu.Unlock()
+			return nil, err
+		case h.issuing != nil:
+			// No valid certificate to present meanwhile: wait for the
+			// issuance under way, then look again (a failure sets retryAt,
+			// so its waiters get the error instead of issuing in turn).
+			wait := h.issuing
 			h.mu.Unlock()
 			<-wait
 			continue
 		}
-		done := make(chan struct{})
-		h.issuing = done
+		h.issuing = make(chan struct{})
 		h.mu.Unlock()
-
-		cert, err := h.a.IssueSSHHost(SSHHostRequest{Host: h.host, Principals: h.principals, PublicKey: h.signer.Key.PublicKey()})
-
-		h.mu.Lock()
-		h.issuing = nil
-		close(done)
-		if err == nil {
-			h.cert, h.gen, h.issued, h.retryAt = cert, gen, true, time.Time{}
-			h.mu.Unlock()
-			return cert, nil
+		if c, err := h.issue(gen); err != nil || c != nil {
+			return c, err
 		}
-		h.retryAt = now.Add(hostRetry)
-		c := h.cert
-		h.mu.Unlock()
-		if valid {
-			return c, nil
-		}
-		return nil, fmt.Errorf("host certificate for %s: %w", h.host, err)
 	}
+}
+
+// issue issues a certificate for the keys of generation gen (the caller
+// set h.issuing) and records the outcome: the new certificate, or, after
+// a failure, the previous one while it is valid (nil, nil if there is
+// none: the caller's loop then returns the failure).
+func (h *HostSigner) issue(gen uint64) (cert *ssh.Certificate, err error) {
+	defer func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		close(h.issuing)
+		h.issuing = nil
+		if err == nil && cert != nil {
+			h.cert, h.gen, h.issued, h.retryAt = cert, gen, true, time.Time{}
+			return
+		}
+		if err == nil {
+			err = errors.New("internal error")
+		}
+		h.lastErr = fmt.Errorf("host certificate for %s: %w", h.host, err)
+		h.retryAt = h.a.now().Add(hostRetry)
+		cert, err = nil, h.lastErr
+		if h.issued && h.a.now().Before(time.Unix(int64(h.cert.ValidBefore), 0)) {
+			cert, err = h.cert, nil
+		}
+	}()
+	return h.a.IssueSSHHost(SSHHostRequest{Host: h.host, Principals: h.principals, PublicKey: h.signer.Key.PublicKey()})
 }
 
 // hostCertDue reports whether two thirds of c's life have passed at now.

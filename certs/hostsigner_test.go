@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -212,7 +213,27 @@ func TestHostSignerNeverHoldsUpHandshakes(t *testing.T) {
 	}
 	host.fail.Store(false)
 	setNow(at.Add(hostRetry + time.Second))
-	if c := hs.Certificate(); c.Serial == second.Serial || host.calls.Load() != 4 {
+	third := hs.Certificate()
+	if third.Serial == second.Serial || host.calls.Load() != 4 {
 		t.Fatalf("after %v the host certificate was not issued again (%d signatures)", hostRetry, host.calls.Load())
+	}
+
+	// Expired and failing: the failure, and no new attempt before
+	// hostRetry either.
+	host.fail.Store(true)
+	expired := time.Unix(int64(third.ValidBefore), 0).Add(time.Minute)
+	setNow(expired)
+	for range 3 {
+		if c, err := hs.current(); c != nil || err == nil || !strings.Contains(err.Error(), "Vault is sealed") {
+			t.Fatalf("with no valid certificate and the host CA failing: %v, %v; want the failure", c, err)
+		}
+	}
+	if n := host.calls.Load(); n != 5 {
+		t.Fatalf("the host CA was asked %d times; want 5 in all (one attempt, then the failure until %v passed)", n, hostRetry)
+	}
+	host.fail.Store(false)
+	setNow(expired.Add(hostRetry + time.Second))
+	if c, err := hs.current(); err != nil || c == nil {
+		t.Fatalf("after %v with the host CA back: %v", hostRetry, err)
 	}
 }

@@ -346,7 +346,9 @@ func (f *fanout) reconcile(ctx context.Context, full bool) {
 			f.schedule(s)
 		case s.EndedAt.After(since):
 			f.unschedule(s.ID)
-			f.endSession(s)
+			if !f.expiredHere(s.ID) { // closed here by expire already
+				f.endSession(s)
+			}
 		}
 	}
 }

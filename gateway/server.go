@@ -250,11 +250,7 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 		}
 		g.certs, err = servercert.FromCA(g.ca, "gateway", names, 0, cfg.Clock)
 		if g.ca.X509KeyType() == "Ed25519" && cfg.Log != nil {
-			fix := "rotate the X.509 CA (tunnel admin ca rotate start --kind x509) or serve the API with --tls-cert and --tls-key"
-			if g.vault != nil {
-				fix = "serve the API with --tls-cert and --tls-key (CA keys in Vault cannot be rotated yet)"
-			}
-			cfg.Log.Warn("the cluster's X.509 CA is Ed25519, which browsers refuse: the web console will not open in a browser; " + fix)
+			cfg.Log.Warn("the cluster's X.509 CA is Ed25519, which browsers refuse: the web console will not open in a browser; rotate the X.509 CA (tunnel admin ca rotate start --kind x509) or serve the API with --tls-cert and --tls-key")
 		}
 	}
 	if err != nil {

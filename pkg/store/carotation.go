@@ -49,10 +49,14 @@ const ChangeCA ChangeKind = "ca"
 func CAActivatedMeta(kind string) string { return "ca_activated/" + kind }
 
 // CAEpochMeta is the meta key (GetMeta) holding the CA epoch: a decimal
-// counter that AddCAKey, ActivateCAKey and RemoveCAKey each increment in
+// number that AddCAKey, ActivateCAKey and RemoveCAKey each move on in
 // their transaction, so that of two trust bundles the one with the higher
 // epoch was made from newer keys (an agent refuses a bundle older than the
-// one it holds). Absent, it is 0: no key changed since Initialize.
+// one it holds). Each step sets it to the previous epoch plus one or to
+// its audit event's time in microseconds since 1970, whichever is higher:
+// a store restored from an older backup moves past the epochs agents hold
+// at its first step, as clocks go forward. Absent, it is 0: no key
+// changed since Initialize.
 const CAEpochMeta = "ca_epoch"
 
 // ReadCAKeys returns every CA key and the CA epoch they belong to. The

@@ -85,6 +85,7 @@ type keyInfo struct {
 	Type          string                     `json:"type"`
 	Derived       bool                       `json:"derived"`
 	Exportable    bool                       `json:"exportable"`
+	PlainBackup   bool                       `json:"allow_plaintext_backup"`
 	LatestVersion int                        `json:"latest_version"`
 	Keys          map[string]json.RawMessage `json:"keys"`
 }
@@ -92,6 +93,9 @@ type keyInfo struct {
 func (k *keyInfo) check(typ KeyType) error {
 	if k.Type != string(typ) {
 		return fmt.Errorf("vault: Transit key %q on Vault at %s is %s, not %s: choose another key name", k.Name, k.addr, k.Type, typ)
+	}
+	if k.Exportable || k.PlainBackup {
+		return fmt.Errorf("vault: Transit key %q on Vault at %s can leave Vault (exportable or with plaintext backups allowed): a key of this cluster must not; choose another key name", k.Name, k.addr)
 	}
 	if typ == KeyKEK && !k.Derived {
 		return fmt.Errorf("vault: Transit key %q on Vault at %s was not created with derived=true, so it cannot bind a sealed value to its label: create a new key", k.Name, k.addr)

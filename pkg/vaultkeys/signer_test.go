@@ -185,7 +185,8 @@ func TestSignerPinnedVersion(t *testing.T) {
 }
 
 // TestEnsureKey: EnsureKey is idempotent and refuses an existing key of
-// another type; a missing key is ErrKeyMissing with its name.
+// another type or one that can be exported; a missing key is
+// ErrKeyMissing with its name.
 func TestEnsureKey(t *testing.T) {
 	srv := startVault(t, false)
 	c := newClient(t, srv)
@@ -200,6 +201,17 @@ func TestEnsureKey(t *testing.T) {
 	k, err := c.API().Logical().Read("transit/keys/ca")
 	if err != nil || k.Data["exportable"] != false {
 		t.Errorf("key exportable = %v (%v); want false", k.Data["exportable"], err)
+	}
+	// A key made by someone else that can leave Vault is refused, not
+	// taken (a rotation's key name is predictable).
+	if _, err := c.API().Logical().Write("transit/keys/leaky", map[string]any{"type": "ed25519", "exportable": true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.EnsureKey(ctx, "leaky", KeyEd25519); err == nil || !strings.Contains(err.Error(), "can leave Vault") {
+		t.Errorf("EnsureKey of an exportable key: %v; want a refusal", err)
+	}
+	if _, err := NewSigner(ctx, c, "leaky"); err == nil {
+		t.Errorf("NewSigner took an exportable key")
 	}
 	_, err = NewSigner(ctx, c, "nokey")
 	if !errorsIs(err, ErrKeyMissing) || !strings.Contains(err.Error(), `has no Transit key "nokey"`) {

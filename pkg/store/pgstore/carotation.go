@@ -33,7 +33,7 @@ func (s *Store) AddCAKey(ctx context.Context, k store.CAKey, ev audit.Event) err
 			VALUES ($1, $2, $3, $4, false)`, k.Kind, k.Public, k.SealedPrivate, ts(k.CreatedAt)); err != nil {
 			return err
 		}
-		if err := bumpCAEpoch(ctx, tx); err != nil {
+		if err := bumpCAEpoch(ctx, tx, ev.Time); err != nil {
 			return err
 		}
 		if err := s.notify(ctx, tx, store.ChangeCA, k.Kind, ""); err != nil {
@@ -69,7 +69,7 @@ func (s *Store) ActivateCAKey(ctx context.Context, kind string, public []byte, a
 			store.CAActivatedMeta(kind), at.UTC().Format(time.RFC3339Nano)); err != nil {
 			return err
 		}
-		if err := bumpCAEpoch(ctx, tx); err != nil {
+		if err := bumpCAEpoch(ctx, tx, ev.Time); err != nil {
 			return err
 		}
 		if err := s.notify(ctx, tx, store.ChangeCA, kind, ""); err != nil {
@@ -103,7 +103,7 @@ func (s *Store) RemoveCAKey(ctx context.Context, kind string, public []byte, ev 
 		if _, err := tx.Exec(ctx, `DELETE FROM ca_keys WHERE kind = $1 AND public = $2 AND NOT active`, kind, public); err != nil {
 			return err
 		}
-		if err := bumpCAEpoch(ctx, tx); err != nil {
+		if err := bumpCAEpoch(ctx, tx, ev.Time); err != nil {
 			return err
 		}
 		if err := s.notify(ctx, tx, store.ChangeCA, kind, ""); err != nil {
@@ -150,9 +150,15 @@ func (s *Store) CountValidCerts(ctx context.Context, kind store.CertKind, issued
 	return n, nil
 }
 
-// bumpCAEpoch increments store.CAEpochMeta in tx.
-func bumpCAEpoch(ctx context.Context, tx pgx.Tx) error {
-	_, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, '1')
-		ON CONFLICT (key) DO UPDATE SET value = (meta.value::bigint + 1)::text`, store.CAEpochMeta)
+// bumpCAEpoch moves store.CAEpochMeta on in tx, to at least at in
+// microseconds (store.CAEpochMeta says why).
+func bumpCAEpoch(ctx context.Context, tx pgx.Tx, at time.Time) error {
+	floor := int64(0)
+	if !at.IsZero() {
+		floor = at.UnixMicro()
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, greatest(1, $2::bigint)::text)
+		ON CONFLICT (key) DO UPDATE SET value = greatest(meta.value::bigint + 1, $2::bigint)::text`,
+		store.CAEpochMeta, floor)
 	return err
 }

@@ -30,7 +30,7 @@ func (s *Store) AddCAKey(ctx context.Context, k store.CAKey, ev audit.Event) err
 			VALUES (?, ?, ?, ?, 0)`, k.Kind, k.Public, k.SealedPrivate, micros(k.CreatedAt)); err != nil {
 			return err
 		}
-		if err := bumpCAEpoch(ctx, tx); err != nil {
+		if err := bumpCAEpoch(ctx, tx, ev.Time); err != nil {
 			return err
 		}
 		return appendEvents(ctx, tx, ev)
@@ -63,7 +63,7 @@ func (s *Store) ActivateCAKey(ctx context.Context, kind string, public []byte, a
 			store.CAActivatedMeta(kind), at.UTC().Format(time.RFC3339Nano)); err != nil {
 			return err
 		}
-		if err := bumpCAEpoch(ctx, tx); err != nil {
+		if err := bumpCAEpoch(ctx, tx, ev.Time); err != nil {
 			return err
 		}
 		return appendEvents(ctx, tx, ev)
@@ -94,7 +94,7 @@ func (s *Store) RemoveCAKey(ctx context.Context, kind string, public []byte, ev 
 		if _, err := tx.ExecContext(ctx, `DELETE FROM ca_keys WHERE kind = ? AND public = ? AND active = 0`, kind, public); err != nil {
 			return err
 		}
-		if err := bumpCAEpoch(ctx, tx); err != nil {
+		if err := bumpCAEpoch(ctx, tx, ev.Time); err != nil {
 			return err
 		}
 		return appendEvents(ctx, tx, ev)
@@ -134,9 +134,15 @@ func (s *Store) CountValidCerts(ctx context.Context, kind store.CertKind, issued
 	return n, nil
 }
 
-// bumpCAEpoch increments store.CAEpochMeta in tx.
-func bumpCAEpoch(ctx context.Context, tx *sql.Tx) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, '1')
-		ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)`, store.CAEpochMeta)
+// bumpCAEpoch moves store.CAEpochMeta on in tx, to at least at in
+// microseconds (store.CAEpochMeta says why).
+func bumpCAEpoch(ctx context.Context, tx *sql.Tx, at time.Time) error {
+	floor := int64(0)
+	if !at.IsZero() {
+		floor = at.UnixMicro()
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, CAST(max(1, ?) AS TEXT))
+		ON CONFLICT (key) DO UPDATE SET value = CAST(max(CAST(meta.value AS INTEGER) + 1, ?) AS TEXT)`,
+		store.CAEpochMeta, floor, floor)
 	return err
 }

@@ -36,8 +36,10 @@ func testCARotation(t *testing.T, s store.Store) {
 		return active, pending, olds
 	}
 	events := func() int { t.Helper(); return len(verified(t, s)) }
-	// Every step that changes a key moves the CA epoch on by one; a
-	// refused one does not.
+	// Every step that changes a key moves the CA epoch on: to its event's
+	// time in microseconds when that is higher (the first step here), else
+	// by one; a refused one does not.
+	base := uint64(t0.UnixMicro())
 	epoch := func(what string, want uint64) {
 		t.Helper()
 		keys, got, err := store.ReadCAKeys(ctx, s)
@@ -57,7 +59,7 @@ func testCARotation(t *testing.T, s store.Store) {
 		t.Fatalf("after start: active %q, pending %+v; want the old key active and the new one pending, inactive", active.Public, pending)
 	}
 	checkUTC(t, "pending CreatedAt", pending.CreatedAt)
-	epoch("after start", 1)
+	epoch("after start", base)
 
 	n := events()
 	again := newKey
@@ -72,13 +74,13 @@ func testCARotation(t *testing.T, s store.Store) {
 		t.Fatalf("refused calls appended %d events", got-n)
 	}
 	phase("after refused calls", store.CAStarted)
-	epoch("after refused calls", 1)
+	epoch("after refused calls", base)
 
 	activatedAt := t0.Add(90 * time.Minute)
 	must(t, "ActivateCAKey", s.ActivateCAKey(ctx, "ssh-user", newKey.Public, activatedAt, ev(audit.CARotationActivated, "ssh-user")))
 	next(store.Change{Kind: store.ChangeCA, ID: "ssh-user"})
 	active, pending, olds := phase("after activate", store.CAActivated)
-	epoch("after activate", 2)
+	epoch("after activate", base+1)
 	if string(active.Public) != "ssh-ed25519 new" || pending != nil || len(olds) != 1 || string(olds[0].Public) != "ssh-ed25519 old" {
 		t.Fatalf("after activate: active %q, pending %v, old %d keys; want the new key active and the old one kept", active.Public, pending, len(olds))
 	}
@@ -96,7 +98,7 @@ func testCARotation(t *testing.T, s store.Store) {
 	must(t, "RemoveCAKey", s.RemoveCAKey(ctx, "ssh-user", old.Public, ev(audit.CARotationFinished, "ssh-user")))
 	next(store.Change{Kind: store.ChangeCA, ID: "ssh-user"})
 	active, _, _ = phase("after finish", store.CAIdle)
-	epoch("after activate again and finish", 4)
+	epoch("after activate again and finish", base+3)
 	if string(active.Public) != "ssh-ed25519 new" {
 		t.Fatalf("after finish the active key is %q; want the new one", active.Public)
 	}

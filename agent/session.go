@@ -474,7 +474,7 @@ func (a *Agent) dialOn(ctx context.Context, tr *quic.Transport, addr net.Addr, h
 		err = wire.WriteHeader(ctl, wire.Header{Kind: wire.KindControl})
 	}
 	if err == nil {
-		hello := wire.Control{Type: wire.MsgHello, Version: agentVersion(), Services: a.catalog()}
+		hello := wire.Control{Type: wire.MsgHello, Version: agentVersion(), Services: a.catalog(), Epoch: a.identity().TrustEpoch}
 		if a.cfg.File.DirectOn() && !overTCP {
 			hello.Direct = true
 			if ua, ok := tr.Conn.LocalAddr().(*net.UDPAddr); ok {
@@ -563,6 +563,11 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 				a.expect.cutTicket(m.Ticket, quic.StreamErrorCode(m.Code))
 			case wire.MsgTrust:
 				a.applyTrust(m, s)
+				// Say which bundle is in force now, whatever became of
+				// this one, so that the gateway can count who has it.
+				if err := s.send(wire.Control{Type: wire.MsgTrusted, Epoch: a.identity().TrustEpoch}); err != nil {
+					a.log.Debug("tell the gateway which trust bundle is in force", "err", err)
+				}
 			}
 		}
 	}()

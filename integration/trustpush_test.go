@@ -96,6 +96,17 @@ func TestTrustBundlePush(t *testing.T) {
 	if strings.Contains(late.log.String(), "certificate renewed") {
 		t.Fatalf("late-1 renewed its certificate; the test needs the bundle to come on connecting:\n%s", late.log.String())
 	}
+	// rotate status counts the agents that said they hold the bundle.
+	waitFor(t, 30*time.Second, "rotate status to count both agents holding the new bundle", func() bool {
+		var st api.CARotationStatus
+		if err := json.Unmarshal([]byte(admin.must("admin", "ca", "rotate", "status", "--json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Agents != nil && st.Agents.Connected == 2 && st.Agents.Current == 2
+	})
+	if out := admin.must("admin", "ca", "rotate", "status"); !strings.Contains(out, "agents: 2 of 2 connected to this gateway hold its current trust bundle") {
+		t.Errorf("rotate status does not say how many agents hold the bundle:\n%s", out)
+	}
 
 	// activate: new-1's certificate is signed by the new CA; old-1's is
 	// still the old CA's.

@@ -243,7 +243,10 @@ type Agent struct {
 	// when it is offline. DirectStreams and RelayedStreams count the
 	// streams it opened that are live now, as the gateway answering sees
 	// them.
-	Direct         string `json:"direct,omitempty"`
+	Direct string `json:"direct,omitempty"`
+	// TrustEpoch is the epoch of the trust bundle the connected agent says
+	// it holds (CA.Epoch); 0 when offline or not said.
+	TrustEpoch     uint64 `json:"trust_epoch,omitempty"`
 	DirectStreams  int    `json:"direct_streams,omitempty"`
 	RelayedStreams int    `json:"relayed_streams,omitempty"`
 }

@@ -41,9 +41,22 @@ type CARotationRequest struct {
 // CARotationStatus is where the rotation of each CA stands.
 type CARotationStatus struct {
 	Kinds []CAKindStatus `json:"kinds"`
+	// Agents counts the agents connected to the gateway that answered,
+	// and those of them that said they hold its current trust bundle
+	// (its epoch or a newer one); nil when it does not know.
+	Agents *CATrustHolders `json:"agents,omitempty"`
 	// Done says, per kind, what a step did ("started", "already started",
 	// ...); empty for GET.
 	Done map[string]string `json:"done,omitempty"`
+}
+
+// CATrustHolders: of Connected agents, Current said they hold the
+// gateway's current trust bundle; the others have not said so yet (an
+// agent of an older version never does).
+type CATrustHolders struct {
+	Connected int    `json:"connected"`
+	Current   int    `json:"current"`
+	Epoch     uint64 `json:"epoch"`
 }
 
 // CAKindStatus is one CA's rotation.

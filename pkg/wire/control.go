@@ -85,6 +85,9 @@ type Control struct {
 	DBPassword Secret `json:"db_password,omitempty"`
 	// Trust is the trust bundle of a MsgTrust (trust.go).
 	Trust *Trust `json:"trust,omitempty"`
+	// Epoch, in a hello or a MsgTrusted, is the epoch of the trust bundle
+	// the agent holds (Trust.Epoch).
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // MaxAddrs bounds the candidate addresses of one agent.

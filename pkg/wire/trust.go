@@ -20,6 +20,12 @@ import (
 // gateway to an agent.
 const MsgTrust = "trust"
 
+// MsgTrusted, from an agent, says the epoch of the trust bundle it holds
+// now (Control.Epoch), after a MsgTrust (taken, unchanged or ignored as
+// older); its hello says it too. A gateway counts the agents that hold
+// the current bundle (tunnel admin ca rotate status).
+const MsgTrusted = "trusted"
+
 // Trust is the cluster's trust bundle, as the enrolment and renewal
 // answers carry it (api.CA): what an agent verifies other agents
 // (X509), SSH users (SSHUserCAs) and the cluster's hosts (SSHHostCAs)

@@ -119,4 +119,11 @@ func printCARotation(w io.Writer, st api.CARotationStatus) {
 		}
 		fmt.Fprintf(w, "  next:     %s\n", k.Next)
 	}
+	if a := st.Agents; a != nil {
+		fmt.Fprintf(w, "agents: %d of %d connected to this gateway hold its current trust bundle", a.Current, a.Connected)
+		if a.Current < a.Connected {
+			fmt.Fprint(w, " (the others get it when they reconnect or renew)")
+		}
+		fmt.Fprintln(w)
+	}
 }

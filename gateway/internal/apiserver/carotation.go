@@ -81,6 +81,16 @@ func (s *Server) caStatus(ctx context.Context) (api.CARotationStatus, error) {
 		}
 		out.Kinds = append(out.Kinds, ks.out)
 	}
+	if s.Presence != nil && s.CA != nil {
+		h := &api.CATrustHolders{Epoch: s.CA.Epoch()}
+		for _, a := range s.Presence.Online() {
+			h.Connected++
+			if a.TrustEpoch >= h.Epoch {
+				h.Current++
+			}
+		}
+		out.Agents = h
+	}
 	return out, nil
 }
 

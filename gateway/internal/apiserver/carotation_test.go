@@ -94,6 +94,18 @@ func TestCARotationAPI(t *testing.T) {
 	if started == 0 {
 		t.Fatal("the CA epoch is still 0 after start")
 	}
+	// Of the connected agents, those that said they hold this bundle.
+	presence := &fakePresence{}
+	presence.connect("db-1", s.clock.Now())
+	presence.connect("app-1", s.clock.Now())
+	presence.agents["db-1"] = api.Agent{Name: "db-1", Online: true, TrustEpoch: started}
+	s.api.Presence = presence
+	r = s.do(admin, "GET", api.PathAdminCARotation, nil)
+	r.decode(t, &st)
+	if a := st.Agents; a == nil || a.Connected != 2 || a.Current != 1 || a.Epoch != started {
+		t.Fatalf("status agents = %+v; want 1 of 2 holding epoch %d", a, started)
+	}
+	s.api.Presence = nil
 
 	seq := s.lastSeq()
 	wantError(t, s.do(admin, "POST", api.PathAdminCARotation+"/activate", api.CARotationRequest{Kind: "x509"}),

@@ -219,7 +219,7 @@ func (r *registry) online() map[string]api.Agent {
 	out := make(map[string]api.Agent, len(r.agents))
 	for name, ac := range r.agents {
 		since := ac.since
-		a := api.Agent{Name: name, Online: true, Since: &since, Direct: "off"}
+		a := api.Agent{Name: name, Online: true, Since: &since, Direct: "off", TrustEpoch: ac.trustEpoch.Load()}
 		if ac.direct {
 			a.Direct = "on"
 		}

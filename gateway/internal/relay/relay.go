@@ -122,6 +122,9 @@ type agentConn struct {
 	// addrs (the address the gateway sees first, then its own).
 	direct bool
 	addrs  []string
+	// trustEpoch is the epoch of the trust bundle the agent says it holds
+	// (its hello, then wire.MsgTrusted).
+	trustEpoch atomic.Uint64
 	// active counts the streams on this connection, so a connection
 	// replaced after a certificate renewal is closed only once idle.
 	active atomic.Int64
@@ -371,6 +374,7 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer, lif
 	}
 	_ = st.SetWriteDeadline(time.Time{})
 	ac := &agentConn{name: p.ID.Name, conn: conn, since: s.now(), services: hello.Services, ctl: st, life: life, serial: p.Serial}
+	ac.trustEpoch.Store(hello.Epoch)
 	if hello.Direct && !s.NoDirect {
 		ac.direct, ac.addrs = true, candidates(conn.RemoteAddr(), hello.Addrs)
 	}
@@ -520,6 +524,8 @@ func (s *Server) control(ac *agentConn, st *quic.Stream) {
 			s.adopt(ac, m)
 		case wire.MsgEnded:
 			ac.untrackAdopted(m.Ticket)
+		case wire.MsgTrusted:
+			ac.trustEpoch.Store(m.Epoch)
 		}
 	}
 }

@@ -67,3 +67,32 @@ func TestPushTrust(t *testing.T) {
 	}
 	waitFor(t, "the push to be logged", func() bool { return strings.Contains(h.logs.String(), "trust bundle sent to the connected agents") })
 }
+
+// TestTrustEpochReported: the gateway shows, per connected agent, the
+// epoch of the trust bundle the agent said it holds: in its hello, then
+// in each wire.MsgTrusted (what rotate status counts).
+func TestTrustEpochReported(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.enrol("db-1")
+	conn := h.dial(h.cert(identity.Agent, "db-1"))
+	t.Cleanup(func() { conn.CloseWithError(0, "") })
+	ctl, err := conn.OpenStreamSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.WriteHeader(ctl, wire.Header{Kind: wire.KindControl}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.WriteControl(ctl, wire.Control{Type: wire.MsgHello, Version: "test", Epoch: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := wire.ReadControl(ctl); err != nil || m.Type != wire.MsgWelcome {
+		t.Fatalf("no welcome: %+v %v", m, err)
+	}
+	epoch := func() uint64 { return h.srv.Online()["db-1"].TrustEpoch }
+	waitFor(t, "the hello's epoch", func() bool { return epoch() == 7 })
+	if err := wire.WriteControl(ctl, wire.Control{Type: wire.MsgTrusted, Epoch: 9}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the epoch of a MsgTrusted", func() bool { return epoch() == 9 })
+}

@@ -64,7 +64,7 @@ func peerAgent(t *testing.T, ca *certs.Authority, name string, services map[stri
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		a.servePeers(ctx, ln)
+		a.servePeers(ctx, ln, nil)
 	}()
 	pdone := make(chan struct{})
 	go func() {

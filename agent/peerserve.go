@@ -22,11 +22,13 @@ import (
 // servePeers accepts peer links from other agents on ln until ctx ends,
 // then closes ln and the links and waits for their streams. The TLS handshake already
 // refused anything but an agent certificate of the cluster (peerTLS).
-func (a *Agent) servePeers(ctx context.Context, ln *quic.Listener) {
+// tcp is the TCP listener on the same port number bindPeerPorts opened
+// (nil: servePeers tries to open one).
+func (a *Agent) servePeers(ctx context.Context, ln *quic.Listener, tcp *net.TCPListener) {
 	defer ln.Close()
 	// Direct streams over TCP, on the same port number (peertcp.go).
 	tctx, tcancel := context.WithCancel(ctx)
-	defer a.listenPeersTCP(tctx, ln.Addr())()
+	defer a.listenPeersTCP(tctx, ln.Addr(), tcp)()
 	defer tcancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()

@@ -623,28 +623,29 @@ func (a *Agent) carryTCP(ctx context.Context, f *transport.Forwarder, local tran
 	return true
 }
 
-// listenPeersTCP listens on TCP on the port of the peer listener's UDP
-// socket and serves direct streams over TCP until ctx ends; it returns at
-// once (the listener is optional: a port taken on TCP leaves QUIC only).
-// wait waits for its goroutines.
-func (a *Agent) listenPeersTCP(ctx context.Context, udp net.Addr) (wait func()) {
+// listenPeersTCP serves direct streams over TCP on ln, a listener on the
+// port of the peer listener's UDP socket (bindPeerPorts), or, if ln is nil,
+// on one it opens there, until ctx ends; it returns at once (the listener
+// is optional: a port taken on TCP leaves QUIC only). wait waits for its
+// goroutines.
+func (a *Agent) listenPeersTCP(ctx context.Context, udp net.Addr, ln *net.TCPListener) (wait func()) {
 	ua, ok := udp.(*net.UDPAddr)
-	if !ok || !a.peerTCPOn() {
-		a.peers.tcp.listening.Store(2)
-		return func() {}
-	}
 	conf, err := a.peerTLS(true, "")
-	if err != nil {
+	if !ok || !a.peerTCPOn() || err != nil {
+		if ln != nil {
+			ln.Close()
+		}
 		a.peers.tcp.listening.Store(2)
 		return func() {}
 	}
 	conf.NextProtos = []string{peerTCPALPN}
 	conf.DynamicRecordSizingDisabled = true
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: ua.IP, Port: ua.Port})
-	if err != nil {
-		a.log.Info("direct streams over TCP are off: cannot listen on the UDP socket's port", "port", ua.Port, "err", err)
-		a.peers.tcp.listening.Store(2)
-		return func() {}
+	if ln == nil {
+		if ln, err = net.ListenTCP("tcp", &net.TCPAddr{IP: ua.IP, Port: ua.Port}); err != nil {
+			a.log.Info("direct streams over TCP are off: cannot listen on the UDP socket's port", "port", ua.Port, "err", err)
+			a.peers.tcp.listening.Store(2)
+			return func() {}
+		}
 	}
 	a.peers.tcp.listening.Store(1)
 	a.log.Debug("accepting direct streams over TCP from other agents", "addr", ln.Addr().String())
@@ -654,6 +655,35 @@ func (a *Agent) listenPeersTCP(ctx context.Context, udp net.Addr) (wait func()) 
 		a.servePeersTCP(ctx, ln, conf)
 	}()
 	return func() { <-done }
+}
+
+// bindPeerPorts opens the agent's UDP socket (its gateway connections and
+// the QUIC peer listener) and, when direct streams over TCP are on, a TCP
+// listener on the same port number. A port free on UDP may be taken on
+// TCP (another program's connection): it then tries another port, up to
+// 20 times, and in the end keeps UDP alone (nil listener: QUIC only).
+func (a *Agent) bindPeerPorts() (*net.UDPConn, *net.TCPListener, error) {
+	if !a.cfg.File.DirectOn() || !a.peerTCPOn() {
+		udp, err := net.ListenUDP("udp", nil)
+		return udp, nil, err
+	}
+	var lastErr error
+	for range 20 {
+		udp, err := net.ListenUDP("udp", nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		ua := udp.LocalAddr().(*net.UDPAddr)
+		ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: ua.IP, Port: ua.Port})
+		if err == nil {
+			return udp, ln, nil
+		}
+		lastErr = err
+		udp.Close()
+	}
+	a.log.Info("direct streams over TCP are off: no port was free on both UDP and TCP", "err", lastErr)
+	udp, err := net.ListenUDP("udp", nil)
+	return udp, nil, err
 }
 
 // servePeersTCP accepts direct streams over TCP on ln until ctx ends,

@@ -114,12 +114,13 @@ func (a *Agent) setOpenerLocked() {
 // connect keeps a connection to every gateway until ctx ends, each with
 // its own reconnect loop (see keep), on one UDP socket.
 func (a *Agent) connect(ctx context.Context) {
-	udp, err := net.ListenUDP("udp", nil)
+	udp, tcp, err := a.bindPeerPorts()
 	if err != nil {
 		a.log.Error("cannot open a UDP socket to reach the gateway; the agent stays offline", "err", err)
 		return
 	}
 	defer udp.Close() // a Transport does not close a socket it was given
+	served := false   // tcp is handed to servePeers
 	tr := &quic.Transport{Conn: udp}
 	defer tr.Close()
 	a.tr.Store(tr)
@@ -133,12 +134,16 @@ func (a *Agent) connect(ctx context.Context) {
 			a.log.Warn("the direct path is off: cannot accept peer connections", "err", err)
 		} else {
 			a.log.Debug("accepting direct connections from other agents", "addr", udp.LocalAddr().String())
+			served = true
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				a.servePeers(ctx, ln)
+				a.servePeers(ctx, ln, tcp)
 			}()
 		}
+	}
+	if tcp != nil && !served {
+		tcp.Close() // no peer listener to serve it
 	}
 	start := func(l *link) {
 		lctx, cancel := context.WithCancel(ctx)

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -67,19 +66,7 @@ func TestVaultCARotation(t *testing.T) {
 
 	admin.must("admin", "ca", "rotate", "activate", "--force")
 	admin.login()
-	var evs []struct {
-		Type    string            `json:"type"`
-		Details map[string]string `json:"details"`
-	}
-	if err := json.Unmarshal([]byte(admin.must("admin", "audit", "ls", "--json")), &evs); err != nil {
-		t.Fatal(err)
-	}
-	signers := map[string]bool{}
-	for _, ev := range evs {
-		if ev.Type == "cert.issued" {
-			signers[ev.Details["signer"]] = true
-		}
-	}
+	signers := certSigners(t, admin)
 	for _, kind := range []string{"x509", "ssh-user"} {
 		if want := "vault key " + newKeys[kind] + " version 1"; !signers[want] {
 			t.Errorf("after activate no cert.issued event names %q: %v", want, signers)

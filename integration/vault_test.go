@@ -61,19 +61,7 @@ func TestVaultKeyBackend(t *testing.T) {
 	}
 
 	// Each certificate's audit event names the Vault key and version.
-	var evs []struct {
-		Type    string            `json:"type"`
-		Details map[string]string `json:"details"`
-	}
-	if err := json.Unmarshal([]byte(admin.must("admin", "audit", "ls", "--json")), &evs); err != nil {
-		t.Fatal(err)
-	}
-	signers := map[string]bool{}
-	for _, ev := range evs {
-		if ev.Type == "cert.issued" {
-			signers[ev.Details["signer"]] = true
-		}
-	}
+	signers := certSigners(t, admin)
 	for _, want := range []string{"vault key tunnel-vaulted-x509-ca version 1", "vault key tunnel-vaulted-ssh-user-ca version 1"} {
 		if !signers[want] {
 			t.Errorf("no cert.issued event names %q: %v", want, signers)
@@ -104,6 +92,26 @@ func TestVaultKeyBackend(t *testing.T) {
 		_, _, err := admin.run("login", "--password-file", admin.pwPath, "--otp", admin.otp.next(t))
 		return err == nil
 	})
+}
+
+// certSigners returns the signers the cert.issued audit events name
+// ("vault key NAME version N", "local key").
+func certSigners(t testing.TB, admin *user) map[string]bool {
+	t.Helper()
+	var evs []struct {
+		Type    string            `json:"type"`
+		Details map[string]string `json:"details"`
+	}
+	if err := json.Unmarshal([]byte(admin.must("admin", "audit", "ls", "--json")), &evs); err != nil {
+		t.Fatal(err)
+	}
+	signers := map[string]bool{}
+	for _, ev := range evs {
+		if ev.Type == "cert.issued" {
+			signers[ev.Details["signer"]] = true
+		}
+	}
+	return signers
 }
 
 // initVaultCluster runs tunnel-gateway init --vault-addr for a cluster

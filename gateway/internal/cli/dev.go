@@ -56,7 +56,9 @@ credentials are printed only when the cluster is created).`,
 				fmt.Fprintf(out, "Development cluster %q in %s\n\n", res.Cluster, dataDir)
 				fmt.Fprintf(out, "Admin user: admin\nPassword:   %s\n\n", password)
 				termqr.PrintEnrollment(out, "admin", res.Admin.URI, res.Admin.Secret)
-				fmt.Fprintf(out, "\nLog in from another terminal:\n  tunnel login --gateway %s --ca-pin %s --user admin\n\n", addr, res.Pin)
+				fmt.Fprintf(out, "\nLog in from another terminal:\n  tunnel login --gateway %s --ca-pin %s --user admin\n", addr, res.Pin)
+				fmt.Fprintf(out, "\nWeb console: https://%s/ui/ once your browser trusts the cluster CA\n"+
+					"(tunnel ca --type x509 --gateway %s --ca-pin %s > tunnel-ca.pem, then import it: docs/CONSOLE.md)\n\n", addr, addr, res.Pin)
 			}
 			cfg := gateway.Config{DataDir: dataDir, APIAddr: addr, SSHAddr: sshAddr, Log: log, Version: version.Version}
 			return serve(cmd.Context(), cfg, out, nil)

@@ -24,7 +24,7 @@ func (s *Server) online() map[string]api.Agent {
 func agentOut(a store.Agent, p api.Agent) api.Agent {
 	out := api.Agent{Name: a.Name, Locked: a.Locked, Online: p.Online, Since: p.Since,
 		Services: slices.Clone(p.Services), CreatedAt: a.CreatedAt, EnrolledAt: a.EnrolledAt,
-		Direct: p.Direct, DirectStreams: p.DirectStreams, RelayedStreams: p.RelayedStreams}
+		Direct: p.Direct, DirectStreams: p.DirectStreams, RelayedStreams: p.RelayedStreams, TrustEpoch: p.TrustEpoch}
 	if out.Services == nil {
 		out.Services = []string{}
 	}

@@ -434,6 +434,9 @@ func TestAgentsList(t *testing.T) {
 	}
 	since := s.clock.Now().Add(-time.Minute)
 	presence.connect("db-1", since, "mysql", "postgres")
+	db1 := presence.agents["db-1"]
+	db1.TrustEpoch = 42 // the trust bundle it says it holds
+	presence.agents["db-1"] = db1
 	presence.connect("ghost", since, "x") // connected but not in the store: not listed
 
 	if r := s.do(admin, "POST", api.PathAgents+"/web-1/lock", nil); r.status != 204 {
@@ -450,7 +453,7 @@ func TestAgentsList(t *testing.T) {
 	r.decode(t, &agents)
 	now := s.clock.Now()
 	want := []api.Agent{
-		{Name: "db-1", Online: true, Since: &since, Services: []string{"mysql", "postgres"}, CreatedAt: now, EnrolledAt: now},
+		{Name: "db-1", Online: true, Since: &since, Services: []string{"mysql", "postgres"}, CreatedAt: now, EnrolledAt: now, TrustEpoch: 42},
 		{Name: "old-1", Services: []string{}, LastSeen: &seen, CreatedAt: now, EnrolledAt: now},
 		{Name: "web-1", Locked: true, Services: []string{}, CreatedAt: now, EnrolledAt: now},
 	}

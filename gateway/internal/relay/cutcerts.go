@@ -111,12 +111,16 @@ func (s *Server) EndCerts(revoked []store.IssuedCert) int {
 	// The streams of a revoked certificate, relayed or direct, end now
 	// with the revocation's code (the caller is told why; a direct
 	// stream's target is sent its cut), as EndAgent's do; those of a
-	// newer certificate of the same name go on.
+	// newer certificate of the same name go on. A bastion session's
+	// stream is left to the session's end, as EndUser and EndAgent leave
+	// it: its node sends the user the reason over SSH, which a reset
+	// here would overtake; the connection's close after the grace ends it
+	// in any case.
 	now := time.Now()
 	cut := s.streamsWhere(func(l *liveStream) bool {
 		_, c := serials[l.callerSerial]
 		_, t := serials[l.targetSerial]
-		return c && l.callerSerial != "" || t && l.targetSerial != ""
+		return l.session == "" && (c && l.callerSerial != "" || t && l.targetSerial != "")
 	})
 	for _, l := range cut {
 		l.markRevoked(now)

@@ -174,17 +174,21 @@ func (m *Metrics) streamStarted(path string) func(sent, received int64) {
 	default:
 		path = PathRelayed
 	}
-	m.streamsTotal.WithLabelValues(path).Inc()
+	// A scrape reads each series at its own moment: the stream is active
+	// before it is counted, and its bytes are counted before it stops
+	// being active, so a reader that sees it counted and no longer active
+	// sees its bytes too (when it reads them after the gauge).
 	active := m.streamsActive.WithLabelValues(path)
 	active.Inc()
+	m.streamsTotal.WithLabelValues(path).Inc()
 	var done atomic.Bool
 	return func(sent, received int64) {
 		if done.Swap(true) {
 			return
 		}
-		active.Dec()
 		m.bytes.WithLabelValues("sent").Add(float64(max(sent, 0)))
 		m.bytes.WithLabelValues("received").Add(float64(max(received, 0)))
+		active.Dec()
 	}
 }
 

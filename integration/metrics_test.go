@@ -351,12 +351,14 @@ func TestAgentMetrics(t *testing.T) {
 	admin.must("admin", "policy", "allow", "--from", "app-1", "--to", "web-1/echo")
 	admin.waitOnline("app-1", true, 20*time.Second)
 	dialRetry(t, laddr, echoOnce, 20*time.Second)
-	waitFor(t, 20*time.Second, "the stream's end to be counted", func() bool {
-		s = getMetrics(t, addr)
-		return s.value("tunnel_agent_streams_active", "path", "relayed") == 0 && s.value("tunnel_agent_streams_total", "path", "relayed") >= 1
-	})
 	// echoOnce sends "ping\n" and reads it back: web-1 received and sent
-	// at least those 5 bytes.
+	// at least those 5 bytes. A scrape is no snapshot (each series is read
+	// at its own moment), so wait for all of them to agree.
+	waitFor(t, 20*time.Second, "the stream's end and its bytes to be counted", func() bool {
+		s = getMetrics(t, addr)
+		return s.value("tunnel_agent_streams_active", "path", "relayed") == 0 && s.value("tunnel_agent_streams_total", "path", "relayed") >= 1 &&
+			s.value("tunnel_agent_stream_bytes_total", "direction", "received") >= 5 && s.value("tunnel_agent_stream_bytes_total", "direction", "sent") >= 5
+	})
 	if got := s.value("tunnel_agent_stream_bytes_total", "direction", "received"); got < 5 {
 		t.Errorf(`stream_bytes_total{direction="received"} = %v; want at least 5`, got)
 	}

@@ -45,6 +45,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/tunnelhq/tunnel/agent/internal/dbauth"
 	"github.com/tunnelhq/tunnel/agent/internal/dnsstub"
 	"github.com/tunnelhq/tunnel/agent/internal/sshd"
 	"github.com/tunnelhq/tunnel/pkg/api"
@@ -193,6 +194,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	for _, e := range cfg.File.Expose {
 		a.services[e.Name] = e
+		if e.Protocol == "mysql" && e.Credentials.Vault != "" {
+			// The MySQL protocol library logs for the whole process.
+			dbauth.SetMySQLLog(a.log.With("component", "mysql-login"))
+		}
 	}
 	id, err := st.load()
 	if err != nil {

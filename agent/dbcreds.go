@@ -26,7 +26,7 @@ import (
 // then passes the session through.
 
 // dbProtocols are the protocols the agent can log in with.
-var dbProtocols = map[string]bool{"postgres": true}
+var dbProtocols = map[string]bool{"postgres": true, "mysql": true}
 
 // vaultDBPathRE is MOUNT/creds/ROLE.
 var vaultDBPathRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/creds/[A-Za-z0-9_.-]+$`)
@@ -43,10 +43,10 @@ func checkCredentials(e Expose, item string, lines map[string]int, missing func(
 	}
 	if !dbProtocols[e.Protocol] {
 		if _, ok := lines[item+".protocol"]; !ok && lines != nil {
-			return &configError{item, lines[item], "missing key protocol; a service with credentials needs protocol: postgres (the agent logs in to the database for the caller)"}
+			return &configError{item, lines[item], "missing key protocol; a service with credentials needs protocol: postgres or mysql (the agent logs in to the database for the caller)"}
 		}
 		return &configError{item + ".protocol", lines[item+".protocol"], fmt.Sprintf(
-			"%q: with credentials, use postgres (the protocol the agent logs in to the database with; mysql is not supported yet)", e.Protocol)}
+			"%q: with credentials, use postgres or mysql (the protocol the agent logs in to the database with; mysql also serves MariaDB)", e.Protocol)}
 	}
 	return nil
 }
@@ -94,6 +94,13 @@ func (a *Agent) serveDB(ctx context.Context, st *quic.Stream, svc Expose, caller
 	switch svc.Protocol {
 	case "postgres":
 		server, err = (&dbauth.Postgres{Addr: svc.Address}).Serve(ctx, st, cred)
+	case "mysql":
+		var s *dbauth.MySQLSession
+		if s, err = (&dbauth.MySQL{Addr: svc.Address}).Serve(ctx, st, cred); err == nil {
+			// The login holds the stream until the session is over.
+			defer s.Release()
+			server = s.Server
+		}
 	default:
 		err = fmt.Errorf("logging in with protocol %q is not supported", svc.Protocol)
 	}

@@ -39,30 +39,45 @@ const (
 
 func startDBCreds(t *testing.T, extra ...string) *dbcredsEnv {
 	t.Helper()
-	e := &dbcredsEnv{v: vaulttest.Start(t), pg: pgtest.Start(t)}
+	e := &dbcredsEnv{pg: pgtest.Start(t)}
 	e.pg.SuperPSQL(t, fmt.Sprintf("CREATE ROLE %s WITH LOGIN SUPERUSER PASSWORD '%s'", dbcredsVaultAdmin, dbcredsVaultAdminPW))
-	vc := e.v.Client(t)
-	if err := vc.Sys().Mount("database", &vault.MountInput{Type: "database"}); err != nil {
-		t.Fatalf("enable Vault's database engine: %v", err)
-	}
-	if _, err := vc.Logical().Write("database/config/orders", map[string]any{
+	e.startVault(t, "orders", map[string]any{
 		"plugin_name":    "postgresql-database-plugin",
 		"connection_url": fmt.Sprintf("postgresql://{{username}}:{{password}}@%s/app?sslmode=disable", e.pg.Addr),
 		"username":       dbcredsVaultAdmin,
 		"password":       dbcredsVaultAdminPW,
 		"allowed_roles":  "orders-app",
-	}); err != nil {
-		t.Fatalf("configure Vault's database engine: %v", err)
-	}
-	if _, err := vc.Logical().Write("database/roles/orders-app", map[string]any{
+	}, "orders-app", map[string]any{
 		"db_name":               "orders",
 		"creation_statements":   []string{dbcredsCreation},
 		"revocation_statements": []string{dbcredsRevocation},
 		"default_ttl":           "1h",
 		"max_ttl":               "24h",
-	}); err != nil {
+	})
+	e.startCluster(t, extra...)
+	return e
+}
+
+// startVault starts a real Vault whose database engine has one connection
+// (db) and one role.
+func (e *dbcredsEnv) startVault(t *testing.T, db string, config map[string]any, role string, roleConfig map[string]any) {
+	t.Helper()
+	e.v = vaulttest.Start(t)
+	vc := e.v.Client(t)
+	if err := vc.Sys().Mount("database", &vault.MountInput{Type: "database"}); err != nil {
+		t.Fatalf("enable Vault's database engine: %v", err)
+	}
+	if _, err := vc.Logical().Write("database/config/"+db, config); err != nil {
+		t.Fatalf("configure Vault's database engine: %v", err)
+	}
+	if _, err := vc.Logical().Write("database/roles/"+role, roleConfig); err != nil {
 		t.Fatalf("create the Vault role: %v", err)
 	}
+}
+
+// startCluster starts a gateway on e's Vault and logs its admin in.
+func (e *dbcredsEnv) startCluster(t *testing.T, extra ...string) {
+	t.Helper()
 	tokenFile := writeSecret(t, e.v.Token)
 	e.c = &cluster{t: t, dataDir: filepath.Join(t.TempDir(), "data"), name: "dbcreds", admin: "alice", adminPW: "correct horse battery staple"}
 	pwFile := writeSecret(t, e.c.adminPW)
@@ -76,7 +91,6 @@ func startDBCreds(t *testing.T, extra ...string) *dbcredsEnv {
 	e.c.start(append(append(vaultArgs, "--login-burst", "1000"), extra...)...)
 	e.admin = e.c.adminUser()
 	e.admin.login()
-	return e
 }
 
 // as returns a copy of the test server that psql and pgbench use as user

@@ -421,6 +421,12 @@ func (s *Server) MySQL(t testing.TB, addr, sql string) string {
 // to fail. To try other credentials, call it on a copy of s with
 // User/Password/Database changed.
 func (s *Server) TryMySQL(addr, sql string) (string, error) {
+	return s.TryMySQLArgs(addr, sql)
+}
+
+// TryMySQLArgs is TryMySQL with more client options (for example
+// "--default-character-set=latin1"), given before -e.
+func (s *Server) TryMySQLArgs(addr, sql string, extra ...string) (string, error) {
 	if addr == "" {
 		addr = s.Addr
 	}
@@ -437,7 +443,7 @@ func (s *Server) TryMySQL(addr, sql string) (string, error) {
 	if s.Database != "" {
 		args = append(args, "-D", s.Database)
 	}
-	args = append(args, "-N", "-B", "-e", sql)
+	args = append(append(args, extra...), "-N", "-B", "-e", sql)
 	return s.client("mariadb client to "+addr, args...)
 }
 

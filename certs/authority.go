@@ -430,6 +430,13 @@ func openCAKey(k store.CAKey, open func(store.CAKey) (crypto.Signer, error), pub
 	return key, nil
 }
 
+// OpenSealedKey opens the CA private key of k, sealed with s (a KEK file's
+// keyring): for moving it elsewhere (tunnel-gateway vault import). A key
+// held elsewhere already (a reference) is an error.
+func OpenSealedKey(k store.CAKey, s seal.Sealer) (crypto.Signer, error) {
+	return openSealedKey(k, s)
+}
+
 // openSealedKey opens a CA private key sealed with s.
 func openSealedKey(k store.CAKey, s seal.Sealer) (crypto.Signer, error) {
 	if bytes.HasPrefix(k.SealedPrivate, []byte(RefPrefix)) {

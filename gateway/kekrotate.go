@@ -79,6 +79,10 @@ type KEKRotateConfig struct {
 	// would otherwise stop the rotation for good. They stay unopenable.
 	Skip []string
 
+	// command names the command for the advice of refusals ("kek
+	// rotate" if empty).
+	command string
+
 	// lease, in tests, replaces kekRotateLease.
 	lease time.Duration
 	// beforeDrop, in tests, runs just before step 3 writes the file.
@@ -193,6 +197,13 @@ func sameKeys(a, b [][]byte) bool {
 // skipped reports whether cfg.Skip names ref.
 func (cfg *KEKRotateConfig) skipped(ref store.SealedRef) bool {
 	return slices.Contains(cfg.Skip, ref.Kind+"/"+ref.Key)
+}
+
+func (cfg *KEKRotateConfig) commandName() string {
+	if cfg.command == "" {
+		return "kek rotate"
+	}
+	return cfg.command
 }
 
 func (cfg *KEKRotateConfig) progress(format string, args ...any) {
@@ -373,7 +384,7 @@ func firstNotUnder(ctx context.Context, cfg *KEKRotateConfig, ss store.SealedSto
 
 // cannotReseal says which value could not be re-sealed, and how to get
 // past it: a value nobody can open would stop every rotation for good.
-func cannotReseal(ref store.SealedRef, err error) error {
+func cannotReseal(cfg *KEKRotateConfig, ref store.SealedRef, err error) error {
 	err = fmt.Errorf("re-seal %s %s: %w", ref.Kind, ref.Key, err)
 	if !errors.Is(err, seal.ErrOpen) {
 		return err
@@ -381,11 +392,11 @@ func cannotReseal(ref store.SealedRef, err error) error {
 	name := ref.Kind + "/" + ref.Key
 	switch ref.Kind {
 	case store.SealedTOTP:
-		return fmt.Errorf("%w: reset that user's TOTP with tunnel admin users reset-mfa %s (or leave the value unopenable for good with --skip %s), then run kek rotate again", err, ref.Key, name)
+		return fmt.Errorf("%w: reset that user's TOTP with tunnel admin users reset-mfa %s (or leave the value unopenable for good with --skip %s), then run %s again", err, ref.Key, name, cfg.commandName())
 	case store.SealedCAKey:
-		return fmt.Errorf("%w: this CA key cannot be opened with the KEK file's keys; give the KEK that sealed it (--kek-file), or, if it is lost, leave it unopenable for good with --skip %s, then run kek rotate again", err, name)
+		return fmt.Errorf("%w: this CA key cannot be opened with the KEK file's keys; give the KEK that sealed it (--kek-file), or, if it is lost, leave it unopenable for good with --skip %s, then run %s again", err, name, cfg.commandName())
 	default:
-		return fmt.Errorf("%w: this value cannot be opened with the KEK file's keys; leave it unopenable for good with --skip %s, then run kek rotate again", err, name)
+		return fmt.Errorf("%w: this value cannot be opened with the KEK file's keys; leave it unopenable for good with --skip %s, then run %s again", err, name, cfg.commandName())
 	}
 }
 
@@ -422,7 +433,7 @@ func resealAll(ctx context.Context, cfg *KEKRotateConfig, ss store.SealedStore, 
 				}
 				nv, err := reseal(v, ref.Label)
 				if err != nil {
-					return total, cannotReseal(ref, err)
+					return total, cannotReseal(cfg, ref, err)
 				}
 				err = ss.ReplaceSealed(ctx, ref, v, nv)
 				if errors.Is(err, store.ErrChanged) && attempt < 10 {

@@ -153,8 +153,8 @@ func vaultSealer(ctx context.Context, st store.Store, c *vaultkeys.Client) (*vau
 	if err != nil {
 		return nil, fmt.Errorf("read cluster name: %w", storeError(err))
 	}
-	if b, err := st.GetMeta(ctx, "key_backend"); err != nil || b != "vault" {
-		return nil, fmt.Errorf("cluster %q keeps its keys sealed with a KEK file, not in Vault: drop --vault-addr (moving a cluster's keys to Vault is not supported yet)", cluster)
+	if b, err := st.GetMeta(ctx, store.KeyBackendMeta); err != nil || b != "vault" {
+		return nil, fmt.Errorf("cluster %q keeps its keys sealed with a KEK file, not in Vault: drop --vault-addr, or move its keys into Vault with tunnel-gateway vault import (every gateway stopped; an import begun earlier finishes when run again)", cluster)
 	}
 	kek, _, _, _ := vaultKeyNames(cluster)
 	return vaultkeys.NewSealer(ctx, c, kek)

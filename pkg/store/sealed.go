@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"errors"
+
+	"github.com/tunnelhq/tunnel/pkg/audit"
 )
 
 // Kinds of sealed values (SealedRef.Kind).
@@ -38,4 +40,13 @@ type SealedStore interface {
 	// still old (compare-and-swap): ErrChanged if it is not, ErrNotFound
 	// if it is gone. It appends no event and emits no change.
 	ReplaceSealed(ctx context.Context, ref SealedRef, old, sealed []byte) error
+	// SetKeyBackend records where the cluster's keys live, the meta key
+	// KeyBackendMeta ("vault"; "" for a KEK file), and appends ev, in one
+	// transaction (tunnel-gateway vault import, once every value is
+	// moved).
+	SetKeyBackend(ctx context.Context, backend string, ev audit.Event) error
 }
+
+// KeyBackendMeta is the meta key (GetMeta) that says where the cluster's
+// keys live: "vault" (Transit keys), or missing for a KEK file.
+const KeyBackendMeta = "key_backend"

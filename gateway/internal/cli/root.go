@@ -41,7 +41,7 @@ A real cluster:
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newInitCmd(), newRunCmd(), newDevCmd(), newBackupCmd(), newRestoreCmd(), newKEKCmd())
+	root.AddCommand(newInitCmd(), newRunCmd(), newDevCmd(), newBackupCmd(), newRestoreCmd(), newKEKCmd(), newVaultCmd())
 	return root
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/tunnelhq/tunnel/pkg/audit"
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
@@ -72,6 +73,18 @@ func (s *Store) ReplaceSealed(ctx context.Context, ref store.SealedRef, old, sea
 	start := time.Now()
 	err := ss.ReplaceSealed(ctx, ref, old, sealed)
 	s.observe("replace_sealed", start, err)
+	return err
+}
+
+// SetKeyBackend is store.SealedStore's, timed.
+func (s *Store) SetKeyBackend(ctx context.Context, backend string, ev audit.Event) error {
+	ss, ok := s.Store.(store.SealedStore)
+	if !ok {
+		return errNotImplemented(s.Store, "record the key backend")
+	}
+	start := time.Now()
+	err := ss.SetKeyBackend(ctx, backend, ev)
+	s.observe("set_key_backend", start, err)
 	return err
 }
 

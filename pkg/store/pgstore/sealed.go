@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tunnelhq/tunnel/pkg/audit"
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
@@ -123,6 +124,29 @@ func (s *Store) ReplaceSealed(ctx context.Context, ref store.SealedRef, old, sea
 	})
 	if err != nil {
 		return fmt.Errorf("replace sealed %s %s: %w", ref.Kind, ref.Key, err)
+	}
+	return nil
+}
+
+// SetKeyBackend records where the cluster's keys live and appends ev, in
+// one transaction; "" removes the record (a KEK file).
+func (s *Store) SetKeyBackend(ctx context.Context, backend string, ev audit.Event) error {
+	err := s.audited(ctx, func(tx pgx.Tx, log *chain) error {
+		var err error
+		if backend == "" {
+			_, err = tx.Exec(ctx, `DELETE FROM meta WHERE key = $1`, store.KeyBackendMeta)
+		} else {
+			_, err = tx.Exec(ctx, `INSERT INTO meta (key, value) VALUES ($1, $2)
+				ON CONFLICT (key) DO UPDATE SET value = excluded.value`, store.KeyBackendMeta, backend)
+		}
+		if err != nil {
+			return err
+		}
+		_, err = log.append(ctx, ev)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("set the key backend: %w", err)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tunnelhq/tunnel/pkg/audit"
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
@@ -129,6 +130,28 @@ func (s *Store) ReplaceSealed(ctx context.Context, ref store.SealedRef, old, sea
 	})
 	if err != nil {
 		return fmt.Errorf("replace sealed %s %s: %w", ref.Kind, ref.Key, err)
+	}
+	return nil
+}
+
+// SetKeyBackend records where the cluster's keys live and appends ev, in
+// one transaction; "" removes the record (a KEK file).
+func (s *Store) SetKeyBackend(ctx context.Context, backend string, ev audit.Event) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		if backend == "" {
+			_, err = tx.ExecContext(ctx, `DELETE FROM meta WHERE key = ?`, store.KeyBackendMeta)
+		} else {
+			_, err = tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?)
+				ON CONFLICT (key) DO UPDATE SET value = excluded.value`, store.KeyBackendMeta, backend)
+		}
+		if err != nil {
+			return err
+		}
+		return appendEvents(ctx, tx, ev)
+	})
+	if err != nil {
+		return fmt.Errorf("set the key backend: %w", err)
 	}
 	return nil
 }

@@ -208,6 +208,44 @@ func TestDBCredsMariaDB(t *testing.T) {
 		t.Errorf("the database mysql through the listener: %v; want MariaDB's access denied", err)
 	}
 
+	// Junk and silent connections to the listener, and 16 clients at once:
+	// the junk is refused, the clients all log in, and a client after them
+	// too.
+	var junk []net.Conn
+	for i := range 50 {
+		c, err := net.Dial("tcp", addr1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch i % 3 {
+		case 0:
+			c.Close()
+		case 1:
+			_, _ = c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+			junk = append(junk, c)
+		default:
+			junk = append(junk, c) // silent
+		}
+	}
+	errs := make(chan error, 16)
+	for range 16 {
+		go func() {
+			_, err := app.TryMySQL(addr1, "SELECT COUNT(*) FROM orders;")
+			errs <- err
+		}()
+	}
+	for range 16 {
+		if err := <-errs; err != nil {
+			t.Errorf("one of 16 clients at once: %v", err)
+		}
+	}
+	for _, c := range junk {
+		c.Close()
+	}
+	if got := app.MySQL(t, addr1, "SELECT CURRENT_USER();"); got != user1+"@%" {
+		t.Errorf("after the junk: %q", got)
+	}
+
 	// The audit log names each stream's lease and user.
 	leases1 := e.streamLeases(t, "app-1", "db-1/shop")
 	if len(leases1) != 1 {

@@ -64,7 +64,8 @@ func runIperf(ctx context.Context, client *host, bin, addr string, streams int, 
 				return iperfResult{}, lastErr
 			}
 		default:
-			lastErr = fmt.Errorf("iperf3 %s: %v (json: %v) %.300q", strings.Join(args, " "), runErr, jerr, out)
+			// The end of the output holds the summary that was missing.
+			lastErr = fmt.Errorf("iperf3 %s: %v (json: %v) ...%q", strings.Join(args, " "), runErr, jerr, out[max(len(out)-1500, 0):])
 		}
 		if ctx.Err() != nil {
 			return iperfResult{}, ctx.Err()

@@ -170,6 +170,9 @@ func buildReport(cfg *Config, topo *topology, info sysInfo, paths []Path, res *r
 	}
 	w("```sh\n%s\n```\n\n", cfg.CommandLine)
 	w("- Machine: %d cores (`nproc`), %s; Linux %s; GOMAXPROCS %d (harness)\n", info.NProc, info.CPUModel, info.Kernel, info.GOMAXPROCS)
+	if info.Load != "" {
+		w("- Load average (1, 5, 15 min): %s\n", info.Load)
+	}
 	w("- Versions: %s\n", strings.Join(info.Versions, "; "))
 	w("- UDP/socket buffers: %s\n", info.Sysctls)
 	w("- %s\n", topologyLine(topo))

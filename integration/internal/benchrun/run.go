@@ -301,6 +301,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 
 	res := newResults()
+	loadBefore := loadAverage()
 	var linksBefore linkTraffic
 	linksOK := false
 	if topo.isNetns() {
@@ -333,6 +334,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 
 	info := gatherSysInfo(ctx, tl, pg)
+	info.Load = fmt.Sprintf("%s at the start of the measurements, %s at the end", loadBefore, loadAverage())
 	report := buildReport(cfg, topo, info, paths, res)
 	fmt.Fprint(stdout, report)
 	if cfg.Out != "" {

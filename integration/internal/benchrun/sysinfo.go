@@ -21,6 +21,19 @@ type sysInfo struct {
 	Kernel     string
 	Versions   []string
 	Sysctls    string
+	// Load is the load average around the measurements: other work on the
+	// machine lowers every number, so the ratios are what to read.
+	Load string
+}
+
+// loadAverage is the 1, 5 and 15 minute load averages, "unknown" if
+// unreadable.
+func loadAverage() string {
+	f := strings.Fields(readSmall("/proc/loadavg"))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func gatherSysInfo(ctx context.Context, tl tools, pg *pgtest.Server) sysInfo {

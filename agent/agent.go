@@ -194,7 +194,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	for _, e := range cfg.File.Expose {
 		a.services[e.Name] = e
-		if e.Protocol == "mysql" && e.Credentials.Vault != "" {
+		if e.Protocol == "mysql" && e.Credentials != nil {
 			// The MySQL protocol library logs for the whole process.
 			dbauth.SetMySQLLog(a.log.With("component", "mysql-login"))
 		}

@@ -113,21 +113,16 @@ func RotateKEK(ctx context.Context, cfg KEKRotateConfig) (*KEKRotateResult, erro
 	if cfg.Settle == 0 {
 		cfg.Settle = 2 * time.Second
 	}
-	if cfg.KEKFile == "" {
-		if cfg.DataDir == "" {
-			return nil, errors.New("give --data-dir (where the KEK file is) or --kek-file")
-		}
-		cfg.KEKFile = filepath.Join(cfg.DataDir, KEKFile)
+	kekFile, err := kekFilePath(cfg.DataDir, cfg.KEKFile)
+	if err != nil {
+		return nil, err
 	}
-	st, err := openExisting(ctx, cfg.DataDir, cfg.Store, cfg.StoreInsecure)
+	cfg.KEKFile = kekFile
+	st, ss, err := openSealedStore(ctx, cfg.DataDir, cfg.Store, cfg.StoreInsecure)
 	if err != nil {
 		return nil, err
 	}
 	defer st.Close()
-	ss, ok := concrete(st).(store.SealedStore)
-	if !ok {
-		return nil, fmt.Errorf("this store (%T) cannot list its sealed values", st)
-	}
 	backend, _ := st.GetMeta(ctx, "key_backend")
 	if backend == "vault" || cfg.Vault.Addr != "" {
 		if backend != "vault" {
@@ -157,6 +152,33 @@ func RotateKEK(ctx context.Context, cfg KEKRotateConfig) (*KEKRotateResult, erro
 	defer lk.release()
 	res, err := rotateFile(lk.ctx, cfg, st, ss)
 	return res, lk.or(err)
+}
+
+// kekFilePath is the KEK file a command works on: kekFile, else the one
+// in dataDir.
+func kekFilePath(dataDir, kekFile string) (string, error) {
+	if kekFile != "" {
+		return kekFile, nil
+	}
+	if dataDir == "" {
+		return "", errors.New("give --data-dir (where the KEK file is) or --kek-file")
+	}
+	return filepath.Join(dataDir, KEKFile), nil
+}
+
+// openSealedStore opens the cluster's existing store and its sealed values
+// (kek rotate, vault import); the caller closes the store.
+func openSealedStore(ctx context.Context, dataDir, url string, insecure bool) (store.Store, store.SealedStore, error) {
+	st, err := openExisting(ctx, dataDir, url, insecure)
+	if err != nil {
+		return nil, nil, err
+	}
+	ss, ok := concrete(st).(store.SealedStore)
+	if !ok {
+		st.Close()
+		return nil, nil, fmt.Errorf("this store (%T) cannot list its sealed values", st)
+	}
+	return st, ss, nil
 }
 
 // or returns err, or errRotationClaimLost if that is why it failed.

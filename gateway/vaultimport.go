@@ -30,7 +30,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -83,21 +82,16 @@ func ImportKeysToVault(ctx context.Context, cfg VaultImportConfig) (*VaultImport
 	if cfg.Vault.Addr == "" {
 		return nil, errors.New("give --vault-addr (and a token: --vault-token-file or VAULT_TOKEN, or AppRole): the Vault to move the keys into")
 	}
-	if cfg.KEKFile == "" {
-		if cfg.DataDir == "" {
-			return nil, errors.New("give --data-dir (where the KEK file is) or --kek-file")
-		}
-		cfg.KEKFile = filepath.Join(cfg.DataDir, KEKFile)
+	kekFile, err := kekFilePath(cfg.DataDir, cfg.KEKFile)
+	if err != nil {
+		return nil, err
 	}
-	st, err := openExisting(ctx, cfg.DataDir, cfg.Store, cfg.StoreInsecure)
+	cfg.KEKFile = kekFile
+	st, ss, err := openSealedStore(ctx, cfg.DataDir, cfg.Store, cfg.StoreInsecure)
 	if err != nil {
 		return nil, err
 	}
 	defer st.Close()
-	ss, ok := concrete(st).(store.SealedStore)
-	if !ok {
-		return nil, fmt.Errorf("this store (%T) cannot list its sealed values", st)
-	}
 	cluster, err := st.GetMeta(ctx, "cluster")
 	if err != nil {
 		return nil, fmt.Errorf("read the cluster name: %w", storeError(err))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -266,13 +267,20 @@ func TestDBCredsPostgres(t *testing.T) {
 	if !strings.Contains(logs, user1) {
 		t.Errorf("the logs never name the leased user %s", user1)
 	}
+	e.checkLeaseLogsAndPaths(t, logs, user1, user2)
+}
+
+// checkLeaseLogsAndPaths checks that no log line names a leased user
+// beside a password, and that app-1's streams went directly to db-1 and
+// app-2's through the relay.
+func (e *dbcredsEnv) checkLeaseLogsAndPaths(t *testing.T, logs string, users ...string) {
+	t.Helper()
 	for _, line := range strings.Split(logs, "\n") {
-		if (strings.Contains(line, user1) || strings.Contains(line, user2)) && strings.Contains(strings.ToLower(line), "password") &&
-			!strings.Contains(line, "[redacted]") {
+		if slices.ContainsFunc(users, func(u string) bool { return strings.Contains(line, u) }) &&
+			strings.Contains(strings.ToLower(line), "password") && !strings.Contains(line, "[redacted]") {
 			t.Errorf("a log line names a leased user and a password: %s", line)
 		}
 	}
-	// app-1's streams went directly to db-1, app-2's through the relay.
 	if got := e.streamPaths(t, "app-1"); got != "direct" {
 		t.Errorf("app-1's streams took paths %q; want direct", got)
 	}

@@ -90,7 +90,7 @@ func (m *MySQL) Serve(ctx context.Context, app AppStream, cred Credential) (*MyS
 	ac := &appConn{s: app}
 	ln := newOneConnListener(ac)
 	h := &mysqlLogin{
-		env: env, ctx: ctx, cred: cred, host: host, port: port, addr: m.Addr,
+		noCommands: noCommands{env: env}, ctx: ctx, cred: cred, host: host, port: port, addr: m.Addr,
 		ready:  make(chan *mysql.Conn, 1),
 		closed: make(chan struct{}),
 		resume: make(chan struct{}),
@@ -162,7 +162,7 @@ var mysqlEnv = sync.OnceValues(func() (*vtenv.Environment, error) {
 // (ConnectionReady) the connection is handed to Serve's caller; no
 // command is served here.
 type mysqlLogin struct {
-	env             *vtenv.Environment
+	noCommands
 	ctx             context.Context
 	cred            Credential
 	host, addr      string
@@ -294,31 +294,36 @@ func (h *mysqlLogin) ComQuery(_ *mysql.Conn, query string, _ func(*sqltypes.Resu
 	return nil
 }
 
-func (h *mysqlLogin) ComQueryMulti(*mysql.Conn, string, func(sqltypes.QueryResponse, bool, bool) error) error {
+// noCommands answers every command but ComQuery with an error, and
+// carries the protocol library's environment: the part of a go/mysql
+// Handler that serves nothing.
+type noCommands struct{ env *vtenv.Environment }
+
+func (noCommands) ComQueryMulti(*mysql.Conn, string, func(sqltypes.QueryResponse, bool, bool) error) error {
 	return errNoCommands
 }
 
-func (h *mysqlLogin) ComPrepare(*mysql.Conn, string) ([]*querypb.Field, uint16, error) {
+func (noCommands) ComPrepare(*mysql.Conn, string) ([]*querypb.Field, uint16, error) {
 	return nil, 0, errNoCommands
 }
 
-func (h *mysqlLogin) ComStmtExecute(*mysql.Conn, *mysql.PrepareData, func(*sqltypes.Result) error) error {
+func (noCommands) ComStmtExecute(*mysql.Conn, *mysql.PrepareData, func(*sqltypes.Result) error) error {
 	return errNoCommands
 }
 
-func (h *mysqlLogin) ComRegisterReplica(*mysql.Conn, string, uint16, string, string) error {
+func (noCommands) ComRegisterReplica(*mysql.Conn, string, uint16, string, string) error {
 	return errNoCommands
 }
 
-func (h *mysqlLogin) ComBinlogDump(*mysql.Conn, string, uint32) error { return errNoCommands }
+func (noCommands) ComBinlogDump(*mysql.Conn, string, uint32) error { return errNoCommands }
 
-func (h *mysqlLogin) ComBinlogDumpGTID(*mysql.Conn, string, uint64, replication.GTIDSet, uint16) error {
+func (noCommands) ComBinlogDumpGTID(*mysql.Conn, string, uint64, replication.GTIDSet, uint16) error {
 	return errNoCommands
 }
 
-func (h *mysqlLogin) WarningCount(*mysql.Conn) uint16 { return 0 }
-func (h *mysqlLogin) ComResetConnection(*mysql.Conn)  {}
-func (h *mysqlLogin) Env() *vtenv.Environment         { return h.env }
+func (noCommands) WarningCount(*mysql.Conn) uint16 { return 0 }
+func (noCommands) ComResetConnection(*mysql.Conn)  {}
+func (n noCommands) Env() *vtenv.Environment       { return n.env }
 
 var errNoCommands = sqlerror.NewSQLError(sqlerror.ERUnknownError, sqlerror.SSUnknownSQLState,
 	"the tunnel agent serves no commands itself")

@@ -13,11 +13,9 @@ import (
 	"time"
 
 	"vitess.io/vitess/go/mysql"
-	"vitess.io/vitess/go/mysql/replication"
 	"vitess.io/vitess/go/mysql/sqlerror"
 	"vitess.io/vitess/go/sqltypes"
 	querypb "vitess.io/vitess/go/vt/proto/query"
-	"vitess.io/vitess/go/vt/vtenv"
 
 	"github.com/tunnelhq/tunnel/pkg/wire"
 )
@@ -54,7 +52,7 @@ func startFakeMySQL(t testing.TB) *fakeMySQL {
 	}
 	f := &fakeMySQL{addr: ln.Addr().String(), done: make(chan struct{})}
 	auth := mysql.NewAuthServerStatic("", fmt.Sprintf(`{%q: [{"Password": %q}]}`, fakeMySQLUser, fakeMySQLPassword), 0)
-	f.l, err = mysql.NewListenerWithConfig(mysql.ListenerConfig{Listener: ln, AuthServer: auth, Handler: &fakeHandler{f: f, env: env}})
+	f.l, err = mysql.NewListenerWithConfig(mysql.ListenerConfig{Listener: ln, AuthServer: auth, Handler: &fakeHandler{noCommands: noCommands{env: env}, f: f}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,8 +68,8 @@ func startFakeMySQL(t testing.TB) *fakeMySQL {
 }
 
 type fakeHandler struct {
-	f   *fakeMySQL
-	env *vtenv.Environment
+	noCommands
+	f *fakeMySQL
 }
 
 func (h *fakeHandler) NewConnection(*mysql.Conn)    {}
@@ -109,26 +107,6 @@ func (h *fakeHandler) ComQuery(c *mysql.Conn, query string, callback func(*sqlty
 	}
 	return sqlerror.NewSQLErrorf(sqlerror.ERSyntaxError, sqlerror.SSClientError, "unknown query %q", query)
 }
-
-func (h *fakeHandler) ComQueryMulti(c *mysql.Conn, sql string, callback func(sqltypes.QueryResponse, bool, bool) error) error {
-	return errNoCommands
-}
-func (h *fakeHandler) ComPrepare(*mysql.Conn, string) ([]*querypb.Field, uint16, error) {
-	return nil, 0, errNoCommands
-}
-func (h *fakeHandler) ComStmtExecute(*mysql.Conn, *mysql.PrepareData, func(*sqltypes.Result) error) error {
-	return errNoCommands
-}
-func (h *fakeHandler) ComRegisterReplica(*mysql.Conn, string, uint16, string, string) error {
-	return errNoCommands
-}
-func (h *fakeHandler) ComBinlogDump(*mysql.Conn, string, uint32) error { return errNoCommands }
-func (h *fakeHandler) ComBinlogDumpGTID(*mysql.Conn, string, uint64, replication.GTIDSet, uint16) error {
-	return errNoCommands
-}
-func (h *fakeHandler) WarningCount(*mysql.Conn) uint16 { return 0 }
-func (h *fakeHandler) ComResetConnection(*mysql.Conn)  {}
-func (h *fakeHandler) Env() *vtenv.Environment         { return h.env }
 
 // front listens for applications: each connection is logged in to srv as
 // cred by MySQL.Serve and then passed through. It returns the address and

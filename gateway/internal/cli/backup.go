@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -49,9 +48,7 @@ CA keys. Restore with tunnel-gateway restore.`,
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return writeJSON(out, res)
 			}
 			fmt.Fprintf(out, "Backup of cluster %q (%s store, schema %d) written to %s: %d bytes, encrypted to %d recipient(s).\n",
 				res.Header.Cluster, res.Header.StoreKind, res.Header.SchemaVersion, res.File, res.Size, len(rs))

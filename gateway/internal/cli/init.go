@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -62,9 +61,7 @@ unless --store-insecure (dangerous) is given.`,
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return writeJSON(out, res)
 			}
 			fmt.Fprintf(out, "Created cluster %q in %s.\nCA pin: %s\n", res.Cluster, res.DataDir, res.Pin)
 			if res.Admin != nil {

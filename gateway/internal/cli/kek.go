@@ -1,10 +1,10 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/tunnelhq/tunnel/gateway"
 )
@@ -63,9 +63,7 @@ says how to get past it (reset a user's TOTP, or --skip the value).`,
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return writeJSON(out, res)
 			}
 			switch {
 			case res.Prepared:
@@ -79,14 +77,21 @@ says how to get past it (reset a user's TOTP, or --skip the value).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", "", "the gateway's data directory (SQLite store, and the KEK file unless --kek-file)")
-	f.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key file (default DIR/kek)")
-	f.StringVar(&cfg.Store, "store", "", "PostgreSQL URL of the cluster's store (instead of SQLite in --data-dir)")
-	f.BoolVar(&cfg.StoreInsecure, "store-insecure", false, "DANGEROUS: allow plaintext or unverified TLS to a PostgreSQL host other than loopback")
+	sealedStoreFlags(f, &cfg.DataDir, &cfg.KEKFile, &cfg.Store, &cfg.StoreInsecure)
 	f.BoolVar(&cfg.Prepare, "prepare", false, "only add the new key to the KEK file (to copy it to the other gateways first)")
 	f.DurationVar(&cfg.Settle, "settle", 0, "wait this long after adding the new key, for seals in flight on running gateways (default 2s)")
 	f.DurationVar(&cfg.Throttle, "throttle", 0, "pause after each value re-sealed, to spread the load on a busy store")
 	f.StringArrayVar(&cfg.Skip, "skip", nil, "leave this sealed value (KIND/KEY, as a refusal names it: totp/carol) as it is, unopenable for good, instead of stopping; repeatable")
 	vaultFlags(f, &cfg.Vault)
 	return cmd
+}
+
+// sealedStoreFlags registers where the KEK file and the store of an
+// existing cluster are, for the commands that re-seal its values (kek
+// rotate, vault import).
+func sealedStoreFlags(f *pflag.FlagSet, dataDir, kekFile, storeURL *string, insecure *bool) {
+	f.StringVar(dataDir, "data-dir", "", "the gateway's data directory (SQLite store, and the KEK file unless --kek-file)")
+	f.StringVar(kekFile, "kek-file", "", "key-encryption key file (default DIR/kek)")
+	f.StringVar(storeURL, "store", "", "PostgreSQL URL of the cluster's store (instead of SQLite in --data-dir)")
+	f.BoolVar(insecure, "store-insecure", false, "DANGEROUS: allow plaintext or unverified TLS to a PostgreSQL host other than loopback")
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -48,9 +47,7 @@ ID the backup's secrets are sealed with, and where to copy the KEK file
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return writeJSON(out, res)
 			}
 			h := res.Header
 			fmt.Fprintf(out, "Restored cluster %q from the backup made %s by %s (%s store, schema %d).\n",

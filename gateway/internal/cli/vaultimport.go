@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -63,9 +62,7 @@ transit/keys/* (create, update).`,
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return writeJSON(out, res)
 			}
 			if res.Already {
 				fmt.Fprintf(out, "The cluster's keys are in Vault already (Transit KEK %s): nothing to move.\n", res.KEK)
@@ -76,10 +73,7 @@ transit/keys/* (create, update).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", "", "the gateway's data directory (SQLite store, and the KEK file unless --kek-file)")
-	f.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key file (default DIR/kek)")
-	f.StringVar(&cfg.Store, "store", "", "PostgreSQL URL of the cluster's store (instead of SQLite in --data-dir)")
-	f.BoolVar(&cfg.StoreInsecure, "store-insecure", false, "DANGEROUS: allow plaintext or unverified TLS to a PostgreSQL host other than loopback")
+	sealedStoreFlags(f, &cfg.DataDir, &cfg.KEKFile, &cfg.Store, &cfg.StoreInsecure)
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	vaultFlags(f, &cfg.Vault)
 	return cmd

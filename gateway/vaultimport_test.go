@@ -124,3 +124,63 @@ func TestVaultImportResumes(t *testing.T) {
 		}
 	}
 }
+
+// TestVaultImportConcurrent: two imports at once (one lock for both): each
+// ends moved, refused by the other's lock, or finding nothing to move, and
+// every CA key is imported once and referenced by the store.
+func TestVaultImportConcurrent(t *testing.T) {
+	v := vaulttest.Start(t)
+	dir := newSealedCluster(t)
+	ctx := t.Context()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(v.Token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := VaultImportConfig{DataDir: dir, Vault: VaultConfig{Addr: v.Addr, TokenFile: tokenFile}}
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := ImportKeysToVault(ctx, cfg)
+			errs <- err
+		}()
+	}
+	moved := 0
+	for range 2 {
+		err := <-errs
+		switch {
+		case err == nil:
+			moved++
+		case strings.Contains(err.Error(), "is running"):
+		default:
+			t.Errorf("an import beside another: %v", err)
+		}
+	}
+	if moved == 0 {
+		t.Fatal("neither import moved the keys")
+	}
+	res, err := ImportKeysToVault(ctx, cfg)
+	if err != nil || !res.Already {
+		t.Fatalf("a third import: %+v, %v; want nothing left to move", res, err)
+	}
+	st, err := sqlitestore.Open(ctx, filepath.Join(dir, DBFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	keys, err := st.CAKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(string(k.SealedPrivate), certs.RefPrefix+vaultkeys.RefPrefix) {
+			t.Errorf("CA key %s is not a Vault reference after the imports", k.Kind)
+		}
+	}
+	list, err := v.Client(t).Logical().List("transit/keys")
+	if err != nil || list == nil {
+		t.Fatalf("list Transit keys: %v", err)
+	}
+	if n := len(list.Data["keys"].([]any)); n != len(keys)+1 {
+		t.Errorf("Vault holds %d Transit keys; want %d CA keys and the KEK", n, len(keys))
+	}
+}

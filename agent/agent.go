@@ -104,6 +104,9 @@ type Agent struct {
 	id       *Identity
 	cert     atomic.Pointer[tls.Certificate]
 	services map[string]Expose
+	// chains remembers the peer chains verified (peerTLS): a direct
+	// connection presents the same chain at every handshake.
+	chains *trust.ChainCache
 	// idMu serialises the changes of the identity (read, save, set): a
 	// renewal, a trust bundle a gateway sends (applyTrust).
 	idMu sync.Mutex
@@ -182,7 +185,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Log, store: st, services: map[string]Expose{}, probeTCP: probeTCP, expect: newExpected()}
+	a := &Agent{cfg: cfg, log: cfg.Log, store: st, services: map[string]Expose{}, probeTCP: probeTCP, expect: newExpected(),
+		chains: trust.NewChainCache(maxPeerChains)}
 	cfg.Metrics.attach(a)
 	a.peers = newPeerPool(a)
 	// --gateway srv:ZONE: the gateways come from DNS (discovery.go).

@@ -36,13 +36,22 @@ func (a *Agent) carry(ctx context.Context, f *transport.Forwarder, local transpo
 		return
 	}
 	leaseEnd := transport.Stream{Stream: lease}
-	// A TCP connection to the node, if it has one, comes up meanwhile
-	// (peertcp.go).
-	pre := a.preDialTCP(ctx, node, service)
+	// The ticket this agent proposes for the stream: a TCP connection
+	// to the node, if it has one, comes up meanwhile and offers the
+	// stream under it, so the target has it when the gateway's
+	// announcement comes (peertcp.go).
+	ticket := wire.NewTicket()
+	pre := a.preDialTCP(ctx, node, service, ticket)
 	defer pre.discard()
+	// Or, when TCP is not tried, a stream of the live QUIC peer link.
+	var early *peerOffer
+	if pre == nil {
+		early = a.peers.offer(node, service, ticket)
+	}
+	defer func() { early.drop() }()
 	// The gateway decides first; the client's bytes wait (they may go
 	// another way than this stream).
-	err = wire.WriteHeader(lease, wire.Header{Kind: wire.KindDial, Target: f.Target, Direct: wire.DirectOffer})
+	err = wire.WriteHeader(lease, wire.Header{Kind: wire.KindDial, Target: f.Target, Direct: wire.DirectOffer, Ticket: ticket})
 	var rep wire.Reply
 	if err == nil {
 		_ = lease.SetReadDeadline(time.Now().Add(transport.HeaderTimeout))
@@ -80,11 +89,24 @@ func (a *Agent) carry(ctx context.Context, f *transport.Forwarder, local transpo
 	if a.carryTCP(ctx, f, local, lease, node, service, grant, pre, log) {
 		return
 	}
-	ps, release, err := a.peers.open(ctx, node, grant.Addrs)
-	if err == nil {
-		if err = wire.WriteHeader(ps, wire.Header{Kind: wire.KindPeer, Target: service, Ticket: grant.Ticket}); err != nil {
-			transport.Stream{Stream: ps}.Abort()
-			release()
+	var (
+		ps      *quic.Stream
+		release func()
+	)
+	if early != nil && early.ticket == grant.Ticket {
+		ps, release = early.st, early.release
+		early = nil
+	} else {
+		// No offer ahead, or one under another ticket (a gateway that
+		// does not take proposed tickets).
+		early.drop()
+		early = nil
+		ps, release, err = a.peers.open(ctx, node, grant.Addrs)
+		if err == nil {
+			if err = wire.WriteHeader(ps, wire.Header{Kind: wire.KindPeer, Target: service, Ticket: grant.Ticket}); err != nil {
+				transport.Stream{Stream: ps}.Abort()
+				release()
+			}
 		}
 	}
 	if err != nil {

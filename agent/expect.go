@@ -8,6 +8,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/tunnelhq/tunnel/pkg/transport"
 	"github.com/tunnelhq/tunnel/pkg/wire"
 )
 
@@ -43,6 +44,8 @@ type liveDirect struct {
 var (
 	errNotAnnounced = errors.New("no gateway announced this stream")
 	errCut          = errors.New("the gateway cut this stream before it began")
+	errTicketInUse  = errors.New("another stream is served under this ticket")
+	errCallerLeft   = errors.New("the caller gave up the stream before a gateway announced it")
 )
 
 // expected holds the direct streams gateways announced to this agent as a
@@ -56,11 +59,21 @@ type expected struct {
 	commits map[string]expectation // announced, not committed yet
 	live    map[string]liveDirect
 	clock   func() time.Time
+	// wait bounds how long a stream waits for its announcement (take).
+	wait time.Duration
+}
+
+// setWait sets how long a stream waits for its announcement.
+func (e *expected) setWait(d time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.wait = d
 }
 
 func newExpected() *expected {
 	return &expected{pending: map[string]expectation{}, waiters: map[string][]chan struct{}{},
-		cut: map[string]time.Time{}, live: map[string]liveDirect{}, commits: map[string]expectation{}, clock: time.Now}
+		cut: map[string]time.Time{}, live: map[string]liveDirect{}, commits: map[string]expectation{}, clock: time.Now,
+		wait: transport.HeaderTimeout}
 }
 
 // add records an announcement from the gateway connection s and wakes a
@@ -71,6 +84,17 @@ func (e *expected) add(m wire.Control, s *session) {
 	now := e.clock()
 	e.expire(now)
 	if len(e.pending) >= maxExpected || m.Ticket == "" {
+		return
+	}
+	_, announced := e.pending[m.Ticket]
+	_, served := e.live[m.Ticket]
+	if announced || served {
+		// A caller proposes its tickets (wire.NewTicket): one it reuses
+		// while its first stream is announced or served would take
+		// over that stream's record, and a cut of the ticket would miss
+		// one of the two. No stream may start under it any more; one
+		// being served goes on (and a cut still reaches it).
+		e.cut[m.Ticket] = now
 		return
 	}
 	x := expectation{caller: m.Caller, serial: m.Serial, service: m.Service, expires: now.Add(expectTTL), from: s,
@@ -101,10 +125,16 @@ func (e *expected) expire(now time.Time) {
 	}
 }
 
-// take removes and returns the announcement of ticket, waiting until ctx
-// ends for it if it has not arrived yet (the gateway's message and the
-// caller's stream race each other).
-func (e *expected) take(ctx context.Context, ticket string) (expectation, error) {
+// take removes and returns the announcement of ticket, waiting for it if
+// it has not arrived yet, until ctx ends (the caller left) or e.wait has
+// passed: the gateway's message and the caller's stream race each other,
+// and a caller sends its stream ahead of the gateway's decision.
+func (e *expected) take(caller context.Context, ticket string) (expectation, error) {
+	e.mu.Lock()
+	wait := e.wait
+	e.mu.Unlock()
+	ctx, cancel := context.WithTimeout(caller, wait)
+	defer cancel()
 	for {
 		e.mu.Lock()
 		if _, ok := e.cut[ticket]; ok {
@@ -140,22 +170,29 @@ func (e *expected) take(ctx context.Context, ticket string) (expectation, error)
 				e.waiters[ticket] = ws
 			}
 			e.mu.Unlock()
+			if caller.Err() != nil {
+				return expectation{}, errCallerLeft
+			}
 			return expectation{}, errNotAnnounced
 		}
 	}
 }
 
 // serving records a direct stream being served under ticket, with the
-// function that resets it; the returned func forgets it.
-func (e *expected) serving(ticket string, x expectation, abort func(quic.StreamErrorCode)) func() {
+// function that resets it; the returned func forgets it. It reports false,
+// recording nothing, if another stream is served under ticket.
+func (e *expected) serving(ticket string, x expectation, abort func(quic.StreamErrorCode)) (func(), bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if _, dup := e.live[ticket]; dup {
+		return func() {}, false
+	}
 	e.live[ticket] = liveDirect{x: x, abort: abort}
 	return func() {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		delete(e.live, ticket)
-	}
+	}, true
 }
 
 // cutTicket resets the direct stream of ticket with code, or, if it has
@@ -196,4 +233,11 @@ func (e *expected) commit(ticket string) {
 		close(x.committed)
 		delete(e.commits, ticket)
 	}
+}
+
+// waiting reports whether a stream waits for the announcement of ticket.
+func (e *expected) waiting(ticket string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.waiters[ticket]) > 0
 }

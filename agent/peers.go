@@ -52,7 +52,6 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/identity"
 	"github.com/tunnelhq/tunnel/pkg/panics"
 	"github.com/tunnelhq/tunnel/pkg/transport"
-	"github.com/tunnelhq/tunnel/pkg/trust"
 	"github.com/tunnelhq/tunnel/pkg/wire"
 )
 
@@ -69,6 +68,9 @@ const (
 	peerIdleClose = time.Minute
 	// maxPeerConns bounds the peer links an agent accepts at once.
 	maxPeerConns = 1024
+	// maxPeerChains bounds the peer certificate chains an agent remembers
+	// as verified (Agent.chains).
+	maxPeerChains = 1024
 )
 
 // peerQUICConfig is the QUIC configuration of peer links.
@@ -93,7 +95,7 @@ func (a *Agent) peerTLS(server bool, node string) (*tls.Config, error) {
 		if err != nil {
 			return err
 		}
-		pid, err := trust.VerifyClusterChain(cs.PeerCertificates, roots, id.Cluster, time.Now())
+		pid, err := a.chains.Verify(cs.PeerCertificates, roots, id.Cluster, time.Now())
 		if err != nil {
 			return fmt.Errorf("peer certificate: %w", err)
 		}
@@ -251,6 +253,54 @@ func (p *peerPool) open(ctx context.Context, node string, addrs []string) (*quic
 			l.active.Add(-1)
 		})
 	}, nil
+}
+
+// offer opens a stream to node on its live peer link, if it has one (it
+// dials none), and sends the header of a stream to service under ticket,
+// the one the caller proposed to the gateway, so that the target has it
+// when the gateway's announcement arrives. It returns nil if it could not.
+// The caller must drop or use the returned offer.
+func (p *peerPool) offer(node, service, ticket string) *peerOffer {
+	p.mu.Lock()
+	l := p.links[node]
+	p.mu.Unlock()
+	if l == nil || !l.alive() {
+		return nil
+	}
+	l.active.Add(1)
+	release := func() {
+		l.last.Store(time.Now().UnixNano())
+		l.active.Add(-1)
+	}
+	st, err := l.conn.OpenStream()
+	if err == nil {
+		if err = wire.WriteHeader(st, wire.Header{Kind: wire.KindPeer, Target: service, Ticket: ticket}); err != nil {
+			transport.Stream{Stream: st}.Abort()
+		}
+	}
+	if err != nil {
+		release()
+		return nil
+	}
+	return &peerOffer{st: st, ticket: ticket, release: release}
+}
+
+// peerOffer is a stream whose header went to the target ahead of the
+// gateway's decision (peerPool.offer).
+type peerOffer struct {
+	st      *quic.Stream
+	ticket  string
+	release func()
+}
+
+// drop resets an offer that will not be used: the target stops waiting
+// for its announcement. Safe on nil.
+func (o *peerOffer) drop() {
+	if o == nil {
+		return
+	}
+	transport.Stream{Stream: o.st}.Abort()
+	o.release()
 }
 
 // link returns the live peer link to node, dialling it (once for all

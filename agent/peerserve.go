@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -197,9 +198,20 @@ func (a *Agent) servePeerStream(ctx context.Context, st *quic.Stream, caller ide
 		refuse(st, wire.StatusBadRequest, "expected a peer header with a ticket")
 		return
 	}
-	wctx, cancel := context.WithTimeout(ctx, transport.HeaderTimeout)
+	// The caller may have sent the header before the gateway decided: it
+	// resets the stream if the gateway refuses or relays, which ends the
+	// wait for the announcement.
+	wctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(st.Context(), cancel)
 	x, err := a.expect.take(wctx, h.Ticket)
+	stop()
 	cancel()
+	if errors.Is(err, errCallerLeft) {
+		// The gateway refused or relayed a stream sent ahead of its
+		// decision (or this agent is stopping).
+		a.log.Debug("direct stream dropped before its announcement", "caller", caller.Name, "service", h.Target)
+		return
+	}
 	if err != nil {
 		a.log.Info("direct stream refused", "caller", caller.Name, "service", h.Target, "reason", err)
 		refuse(st, wire.StatusDenied, err.Error())

@@ -465,16 +465,23 @@ type tcpPreDial struct {
 	done  chan struct{}
 	end   tlsEnd
 	err   error
-	mu    sync.Mutex // guards taken
-	taken bool
+	// ticket is the ticket offered on end, and ack the target's answer
+	// (offerPeerTCP); set with end when done is closed.
+	ticket string
+	ack    byte
+	mu     sync.Mutex // guards taken
+	taken  bool
 }
 
 // preDialTCP returns a connection to node dialled ahead (the spare left
 // by its last stream, or one dialled now, while the gateway decides) if
 // its TCP transport may be used and its addresses are known; nil
-// otherwise. Each stream carried over TCP leaves a spare for the next
-// (refill). The caller must call discard.
-func (a *Agent) preDialTCP(ctx context.Context, node, service string) *tcpPreDial {
+// otherwise. As soon as the connection is up it offers the stream's header
+// with ticket, the one the caller proposed to the gateway, so that the
+// target has it when the gateway's announcement arrives (offerPeerTCP).
+// Each stream carried over TCP leaves a spare for the next (refill). The
+// caller must call discard.
+func (a *Agent) preDialTCP(ctx context.Context, node, service, ticket string) *tcpPreDial {
 	if !a.peerTCPOn() || !a.peers.tcp.usable(node, service) {
 		return nil
 	}
@@ -482,18 +489,47 @@ func (a *Agent) preDialTCP(ctx context.Context, node, service string) *tcpPreDia
 	if len(addrs) == 0 {
 		return nil
 	}
-	if d := a.peers.tcp.takeSpare(node); d != nil {
-		return d
-	}
+	spare := a.peers.tcp.takeSpare(node)
 	d := &tcpPreDial{addrs: addrs, done: make(chan struct{}), born: time.Now()}
+	if spare != nil {
+		d.addrs, d.spare, d.born = spare.addrs, true, spare.born
+	}
 	go func() {
 		defer close(d.done)
-		d.end, d.err = a.dialPeerTCP(ctx, node, addrs)
+		if spare != nil {
+			d.end, d.err = spare.take()
+		} else {
+			d.end, d.err = a.dialPeerTCP(ctx, node, addrs)
+		}
+		if d.err == nil {
+			d.ack, d.err = offerPeerTCP(d.end, service, ticket)
+			d.ticket = ticket
+		}
 	}()
 	return d
 }
 
-// take waits for the dial and hands its connection over.
+// offerPeerTCP sends the header of a stream to service under ticket on
+// remote and reads the target's one-byte answer (peerTCPServe or
+// peerTCPUseQUIC). The target answers at once, before it looks at the
+// ticket: no answer means the header did not reach it (a firewall that
+// came up under a spare connection, a dead target), and QUIC may carry
+// the ticket instead. On an error remote is reset.
+func offerPeerTCP(remote tlsEnd, service, ticket string) (byte, error) {
+	var ack [1]byte
+	err := wire.WriteHeader(remote.Conn, wire.Header{Kind: wire.KindPeer, Target: service, Ticket: ticket})
+	if err == nil {
+		_ = remote.Conn.SetReadDeadline(time.Now().Add(peerTCPAckTimeout))
+		_, err = io.ReadFull(remote.Conn, ack[:])
+		_ = remote.Conn.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		remote.Abort()
+	}
+	return ack[0], err
+}
+
+// take waits for the dial and the offer, and hands the connection over.
 func (d *tcpPreDial) take() (tlsEnd, error) {
 	<-d.done
 	d.mu.Lock()
@@ -527,41 +563,31 @@ func (a *Agent) carryTCP(ctx context.Context, f *transport.Forwarder, local tran
 		return false
 	}
 	a.peers.tcp.setAddrs(node, grant.Addrs)
-	// offer sends the header on remote and reads the target's answer.
-	offer := func(remote tlsEnd, err error) (byte, error) {
-		if err != nil {
-			return 0, err
-		}
-		var ack [1]byte
-		err = wire.WriteHeader(remote.Conn, wire.Header{Kind: wire.KindPeer, Target: service, Ticket: grant.Ticket})
-		if err == nil {
-			// The target answers at once, before it looks at the
-			// ticket: no answer means the header did not reach it (a
-			// firewall that came up under a spare connection, a dead
-			// target), and QUIC may carry the ticket instead.
-			_ = remote.Conn.SetReadDeadline(time.Now().Add(peerTCPAckTimeout))
-			_, err = io.ReadFull(remote.Conn, ack[:])
-			_ = remote.Conn.SetReadDeadline(time.Time{})
-		}
-		if err != nil {
-			remote.Abort()
-		}
-		return ack[0], err
-	}
 	var (
 		remote tlsEnd
 		ack    byte
 		err    error
 	)
 	if pre != nil {
+		// Offered ahead under the ticket the gateway granted, or dialled
+		// ahead only (a gateway that does not take proposed tickets:
+		// that header was for nothing, and the target drops it when
+		// the connection is reset).
 		remote, err = pre.take()
-		ack, err = offer(remote, err)
+		if err == nil && pre.ticket != grant.Ticket {
+			remote.Abort()
+			err = errors.New("the gateway granted another ticket than the one offered ahead")
+		}
+		ack = pre.ack
 	}
-	if pre == nil || (err != nil && (pre.spare || !slices.Equal(pre.addrs, grant.Addrs))) {
-		// No early dial, a spare that died (the target restarted), or a
-		// dial to addresses the node no longer has: a new connection.
+	if pre == nil || (err != nil && (pre.spare || !slices.Equal(pre.addrs, grant.Addrs) || pre.ticket != grant.Ticket)) {
+		// No early dial, a spare that died (the target restarted), a
+		// dial to addresses the node no longer has, or another ticket:
+		// a new connection.
 		remote, err = a.dialPeerTCP(ctx, node, grant.Addrs)
-		ack, err = offer(remote, err)
+		if err == nil {
+			ack, err = offerPeerTCP(remote, service, grant.Ticket)
+		}
 	}
 	switch {
 	case err != nil:
@@ -770,9 +796,24 @@ func (a *Agent) servePeerTCP(ctx context.Context, end tlsEnd) {
 	if _, err := end.Conn.Write([]byte{peerTCPServe}); err != nil {
 		return
 	}
-	wctx, cancel := context.WithTimeout(ctx, transport.HeaderTimeout)
+	// The caller may have sent the header before the gateway decided: it
+	// resets the connection if the gateway refuses or relays, which ends
+	// the wait for the announcement.
+	_ = end.tcp.SetDeadline(time.Time{}) // take bounds the wait
+	wctx, cancel := context.WithCancel(ctx)
+	ahead := readAhead(end, cancel)
+	defer func() {
+		_ = end.tcp.Close() // ends the read ahead if nothing else did
+		ahead.wait()
+	}()
 	x, err := a.expect.take(wctx, h.Ticket)
 	cancel()
+	if errors.Is(err, errCallerLeft) {
+		// The gateway refused or relayed a stream sent ahead of its
+		// decision (or this agent is stopping).
+		a.log.Debug("direct stream dropped before its announcement", "caller", caller.Name, "service", h.Target)
+		return
+	}
 	if err != nil {
 		a.log.Info("direct stream refused", "caller", caller.Name, "service", h.Target, "reason", err)
 		a.refuseTCP(end, wire.StatusDenied, err.Error())
@@ -785,15 +826,58 @@ func (a *Agent) servePeerTCP(ctx context.Context, end tlsEnd) {
 		return
 	}
 	_ = end.tcp.SetDeadline(time.Time{})
-	a.servePeerTCPService(ctx, end, h.Ticket, x)
+	a.servePeerTCPService(ctx, ahead, h.Ticket, x)
+}
+
+// aheadEnd is a direct stream's connection whose first read is made
+// ahead, while the target waits for the gateway's announcement, so that
+// the caller resetting the connection ends the wait (readAhead). Its Read
+// returns what that read got first. A clean end (the client's half-close,
+// a TLS close_notify) does not end the wait.
+type aheadEnd struct {
+	tlsEnd
+	done chan struct{}
+	buf  []byte
+	err  error
+}
+
+// readAhead starts the read ahead of end; gone is called if it fails
+// other than at a clean end. wait waits for it (end closed ends it).
+func readAhead(end tlsEnd, gone func()) *aheadEnd {
+	e := &aheadEnd{tlsEnd: end, done: make(chan struct{})}
+	go func() {
+		defer close(e.done)
+		buf := make([]byte, 4<<10)
+		n, err := end.Conn.Read(buf)
+		e.buf, e.err = buf[:n], err
+		if err != nil && !errors.Is(err, io.EOF) {
+			gone()
+		}
+	}()
+	return e
+}
+
+func (e *aheadEnd) wait() { <-e.done }
+
+func (e *aheadEnd) Read(p []byte) (int, error) {
+	<-e.done
+	if len(e.buf) > 0 {
+		n := copy(p, e.buf)
+		e.buf = e.buf[n:]
+		return n, nil
+	}
+	if e.err != nil {
+		return 0, e.err
+	}
+	return e.tlsEnd.Conn.Read(p)
 }
 
 // servePeerTCPService delivers an authorised direct stream over TCP to
 // its local service, as serveService does for QUIC.
-func (a *Agent) servePeerTCPService(ctx context.Context, end tlsEnd, ticket string, x expectation) {
+func (a *Agent) servePeerTCPService(ctx context.Context, end *aheadEnd, ticket string, x expectation) {
 	svc, ok := a.services[x.service]
 	if !ok {
-		a.refuseTCP(end, wire.StatusUnavailable, fmt.Sprintf("node %s exposes no service %q", a.identity().Name, x.service))
+		a.refuseTCP(end.tlsEnd, wire.StatusUnavailable, fmt.Sprintf("node %s exposes no service %q", a.identity().Name, x.service))
 		return
 	}
 	sctx, cancel := context.WithCancel(ctx)
@@ -802,7 +886,7 @@ func (a *Agent) servePeerTCPService(ctx context.Context, end tlsEnd, ticket stri
 		lmu   sync.Mutex // guards local: the gateway's cut may come while it is dialled
 		local transport.TCP
 	)
-	defer a.expect.serving(ticket, x, func(quic.StreamErrorCode) {
+	release, ok := a.expect.serving(ticket, x, func(quic.StreamErrorCode) {
 		cancel()
 		end.Abort()
 		lmu.Lock()
@@ -810,13 +894,18 @@ func (a *Agent) servePeerTCPService(ctx context.Context, end tlsEnd, ticket stri
 		if local.TCPConn != nil {
 			local.Abort()
 		}
-	})()
+	})
+	defer release()
+	if !ok {
+		a.refuseTCP(end.tlsEnd, wire.StatusDenied, errTicketInUse.Error())
+		return
+	}
 	defer a.adoptDirect(ticket, x)()
 	d := net.Dialer{Timeout: 5 * time.Second}
 	c, err := d.DialContext(sctx, "tcp", svc.Address)
 	if err != nil {
 		a.log.Warn("cannot reach local service", "service", svc.Name, "address", svc.Address, "err", err)
-		a.refuseTCP(end, wire.StatusDialFailed, fmt.Sprintf("service %s on %s is not reachable at %s", svc.Name, a.identity().Name, svc.Address))
+		a.refuseTCP(end.tlsEnd, wire.StatusDialFailed, fmt.Sprintf("service %s on %s is not reachable at %s", svc.Name, a.identity().Name, svc.Address))
 		return
 	}
 	lmu.Lock()
@@ -835,7 +924,7 @@ func (a *Agent) servePeerTCPService(ctx context.Context, end tlsEnd, ticket stri
 			return
 		case <-t.C:
 			local.Abort()
-			a.refuseTCP(end, wire.StatusInternal, "the gateway did not confirm this stream's audit event")
+			a.refuseTCP(end.tlsEnd, wire.StatusInternal, "the gateway did not confirm this stream's audit event")
 			return
 		}
 	}

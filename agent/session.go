@@ -632,7 +632,7 @@ func (a *Agent) serveService(ctx context.Context, st *quic.Stream, service, call
 	if ticket != "" {
 		// The gateway cuts a direct stream by its ticket: both sides are
 		// reset with its code, the stream's first.
-		defer a.expect.serving(ticket, x, func(code quic.StreamErrorCode) {
+		release, ok := a.expect.serving(ticket, x, func(code quic.StreamErrorCode) {
 			st.CancelWrite(code)
 			st.CancelRead(code)
 			lmu.Lock()
@@ -640,7 +640,12 @@ func (a *Agent) serveService(ctx context.Context, st *quic.Stream, service, call
 			if local.TCPConn != nil {
 				local.Abort()
 			}
-		})()
+		})
+		defer release()
+		if !ok {
+			refuse(st, wire.StatusDenied, errTicketInUse.Error())
+			return
+		}
 		defer a.adoptDirect(ticket, x)()
 	}
 	if svc.Credentials != nil {

@@ -28,35 +28,57 @@ var (
 // accepting a direct connection from another agent (which then checks the
 // gateway's announcement of the stream). Errors wrap the Err values above.
 func VerifyClusterChain(chain []*x509.Certificate, roots *x509.CertPool, cluster string, now time.Time) (identity.ID, error) {
+	id, _, err := verifyClusterChain(chain, roots, cluster, now)
+	return id, err
+}
+
+// verifyClusterChain is VerifyClusterChain; it also returns the window
+// in which the chain it verified is valid.
+func verifyClusterChain(chain []*x509.Certificate, roots *x509.CertPool, cluster string, now time.Time) (identity.ID, window, error) {
 	if len(chain) == 0 {
-		return identity.ID{}, ErrNoCertificate
+		return identity.ID{}, window{}, ErrNoCertificate
 	}
 	leaf := chain[0]
 	if now.After(leaf.NotAfter) {
-		return identity.ID{}, fmt.Errorf("%w %s ago", ErrExpired, now.Sub(leaf.NotAfter).Round(time.Second))
+		return identity.ID{}, window{}, fmt.Errorf("%w %s ago", ErrExpired, now.Sub(leaf.NotAfter).Round(time.Second))
 	}
 	if now.Before(leaf.NotBefore) {
-		return identity.ID{}, ErrNotYetValid
+		return identity.ID{}, window{}, ErrNotYetValid
 	}
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
+	chains, err := leaf.Verify(x509.VerifyOptions{
 		Roots: roots, Intermediates: inter, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}); err != nil {
-		return identity.ID{}, fmt.Errorf("%w: %w", ErrNotIssued, err)
+	})
+	if err != nil {
+		return identity.ID{}, window{}, fmt.Errorf("%w: %w", ErrNotIssued, err)
 	}
 	if len(leaf.URIs) != 1 {
-		return identity.ID{}, ErrNoIdentity
+		return identity.ID{}, window{}, ErrNoIdentity
 	}
 	id, err := identity.ParseURI(leaf.URIs[0])
 	if err != nil {
-		return identity.ID{}, fmt.Errorf("%w: %w", ErrNoIdentity, err)
+		return identity.ID{}, window{}, fmt.Errorf("%w: %w", ErrNoIdentity, err)
 	}
 	if id.Cluster != cluster {
-		return identity.ID{}, ErrOtherCluster
+		return identity.ID{}, window{}, ErrOtherCluster
 	}
-	return id, nil
+	w := window{from: leaf.NotBefore, until: leaf.NotAfter}
+	for _, c := range chains[0] {
+		if c.NotBefore.After(w.from) {
+			w.from = c.NotBefore
+		}
+		if c.NotAfter.Before(w.until) {
+			w.until = c.NotAfter
+		}
+	}
+	return id, w, nil
 }
+
+// window is when every certificate of a verified chain is valid.
+type window struct{ from, until time.Time }
+
+func (w window) holds(now time.Time) bool { return !now.Before(w.from) && !now.After(w.until) }

@@ -105,7 +105,8 @@ type Header struct {
 	// "port-forwarding", "agent-forwarding".
 	Permit string
 	// Ticket names the gateway's authorisation of a KindPeer stream (see
-	// Control.Ticket).
+	// Control.Ticket); on a KindDial stream offering the direct path, the
+	// ticket the caller proposes for it (NewTicket).
 	Ticket string
 	// Direct, on a KindDial stream of an agent, offers the direct path:
 	// the gateway may answer StatusDirect and a MsgDirect instead of

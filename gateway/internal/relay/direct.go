@@ -2,8 +2,6 @@ package relay
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"io"
 	"net"
@@ -68,13 +66,6 @@ func (s *Server) directFor(p peer.Peer, h wire.Header, target *agentConn) (calle
 	return caller, true
 }
 
-// newTicket returns a random ticket naming one direct stream.
-func newTicket() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
 // goDirect hands an authorised stream to the direct path: the target is
 // told to expect it, the caller gets the grant, and the stream is tracked
 // until the caller closes its dial stream (the direct stream's lease).
@@ -82,8 +73,13 @@ func newTicket() string {
 // could not be told: the stream is then relayed. The target is told while
 // the decision's audit event commits (it serves nothing before the caller
 // comes with the ticket); the caller gets the grant only once it has.
-func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service string, target, caller *agentConn, l *liveStream, gate *auditGate, cred *streamCred) bool {
-	ticket := newTicket()
+func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service, proposed string, target, caller *agentConn, l *liveStream, gate *auditGate, cred *streamCred) bool {
+	// The caller's proposed ticket, when it has the form of one: it sent
+	// it to the target already, while this gateway decided.
+	ticket := proposed
+	if !wire.ValidTicket(ticket) {
+		ticket = wire.NewTicket()
+	}
 	x := wire.Control{Type: wire.MsgExpect, Ticket: ticket, Caller: p.ID.String(), Serial: p.Serial, Service: service, Addrs: caller.addrs}
 	cred.expect(&x)
 	if err := target.sendControl(x); err != nil {

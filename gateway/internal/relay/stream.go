@@ -125,7 +125,7 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	if caller, ok := s.directFor(p, h, target); ok && !isSSH {
 		// The direct path; the decision is durable before the grant.
 		l := &liveStream{caller: p.ID, from: p.ID.Name, to: node, service: service, src: src, callerSerial: p.Serial, targetSerial: target.serial}
-		if s.goDirect(p, st, node, service, target, caller, l, gate, cred) {
+		if s.goDirect(p, st, node, service, h.Ticket, target, caller, l, gate, cred) {
 			return
 		}
 	}

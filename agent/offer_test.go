@@ -197,3 +197,26 @@ func TestDirectTicketReuse(t *testing.T) {
 		t.Errorf("the first stream after the cut of its ticket: ended cleanly; want it reset")
 	}
 }
+
+// TestInboundLinks: the target knows which callers hold a QUIC peer link
+// to it (a stream announced for one of them sends no punch), until the
+// link ends.
+func TestInboundLinks(t *testing.T) {
+	ca := newCA(t, "prod")
+	db, dbAddr := peerAgent(t, ca, "db-1", map[string]Expose{"echo": echoService(t)})
+	app, _ := peerAgent(t, ca, "app-1", nil)
+	appID := identity.ID{Cluster: "prod", Kind: identity.Agent, Name: "app-1"}.String()
+	if db.peers.linked(appID) {
+		t.Fatal("linked before any link")
+	}
+	l, err := app.peers.link(context.Background(), "db-1", []string{dbAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the target counts the caller's link", func() bool { return db.peers.linked(appID) })
+	if db.peers.linked(identity.ID{Cluster: "prod", Kind: identity.Agent, Name: "web-1"}.String()) {
+		t.Error("another caller counted as linked")
+	}
+	l.conn.CloseWithError(0, "done")
+	waitFor(t, "the target forgets the caller's link once it ended", func() bool { return !db.peers.linked(appID) })
+}

@@ -200,6 +200,39 @@ type peerPool struct {
 	// proofs is the serving side's record of what each caller proved
 	// (peerserve.go), for the QUIC and the TCP servers alike.
 	proofs callerProofs
+
+	// inbound: caller identity URI → the QUIC peer links it holds to
+	// this agent now (servePeer), so that a new stream of a caller
+	// already linked sends it no punch.
+	inbound map[string]int
+}
+
+// linkedFrom counts a QUIC peer link from caller until the returned func
+// is called.
+func (p *peerPool) linkedFrom(caller string) (done func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.inbound == nil {
+		p.inbound = map[string]int{}
+	}
+	p.inbound[caller]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.inbound[caller]--; p.inbound[caller] <= 0 {
+				delete(p.inbound, caller)
+			}
+		})
+	}
+}
+
+// linked reports whether caller holds a QUIC peer link to this agent.
+func (p *peerPool) linked(caller string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inbound[caller] > 0
 }
 
 type peerDial struct {

@@ -74,6 +74,7 @@ func (a *Agent) servePeer(ctx context.Context, conn *quic.Conn) {
 		conn.CloseWithError(transport.CodeUnauthorized, "no agent identity")
 		return
 	}
+	defer a.peers.linkedFrom(caller.String())()
 	// The link ends when the latest certificate the caller proved to this
 	// agent expires (this one, or a later one after a renewal).
 	defer a.peers.proofs.hold(caller.String(), leaf.NotAfter, func() {

@@ -561,7 +561,10 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 				a.endSession(m)
 			case wire.MsgExpect:
 				a.expect.add(m, s)
-				a.punch(m.Addrs)
+				if !a.peers.linked(m.Caller) {
+					// A caller with a link here needs no way in.
+					a.punch(m.Addrs)
+				}
 			case wire.MsgCommitted:
 				a.expect.commit(m.Ticket)
 			case wire.MsgCut:

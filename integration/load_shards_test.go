@@ -69,7 +69,7 @@ func loadTokens(t *testing.T, admin *apiclient.Client, n int) []agentload.Agent 
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				name := fmt.Sprintf("load-%05d", i)
+				name := loadAgentName(i)
 				var tok api.Token
 				if err := admin.Do(context.Background(), http.MethodPost, api.PathTokens, nil, api.CreateTokenRequest{Agent: name}, &tok); err != nil {
 					errs <- fmt.Errorf("join token for %s: %w", name, err)
@@ -169,7 +169,7 @@ func loadShardsCPU(procs []*exec.Cmd) time.Duration {
 // loadWaitAll waits until every agent connected in the tracker's current
 // epoch; it fails at once if one stopped for good, a shard exited, or the
 // gateway exited.
-func loadWaitAll(t *testing.T, gw *cluster, tr *agentload.Tracker, procs []*exec.Cmd, timeout time.Duration, what string) {
+func loadWaitAll(t *testing.T, gw *cluster, admin *apiclient.Client, tr *agentload.Tracker, timeout time.Duration, what string) {
 	t.Helper()
 	n := tr.N()
 	deadline := time.Now().Add(timeout)
@@ -183,8 +183,55 @@ func loadWaitAll(t *testing.T, gw *cluster, tr *agentload.Tracker, procs []*exec
 		default:
 		}
 		if time.Now().After(deadline) {
+			loadReportMissing(t, admin, tr)
 			t.Fatalf("after %s only %d of %d agents %s; their warnings: %v", timeout, tr.ConnectedNow(), n, what, tr.Warnings())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// loadReportMissing logs, for the agents the tracker has not seen connect
+// in its current epoch, what the gateway says of each (the admin API's
+// online flag, since when, last seen) and how often each connected in
+// all: whether they are disconnected, or connected without the event
+// reaching the count.
+func loadReportMissing(t *testing.T, admin *apiclient.Client, tr *agentload.Tracker) {
+	t.Helper()
+	idx, n := tr.Missing(50)
+	var agents []api.Agent
+	if err := admin.Do(context.Background(), http.MethodGet, api.PathAgents, nil, nil, &agents); err != nil {
+		t.Logf("load: %d agents missing; the admin API cannot list agents: %v", n, err)
+		return
+	}
+	byName := make(map[string]api.Agent, len(agents))
+	for _, a := range agents {
+		byName[a.Name] = a
+	}
+	online := 0
+	for _, i := range idx {
+		if byName[loadAgentName(i)].Online {
+			online++
+		}
+	}
+	t.Logf("load: %d agents missing from the count; of the first %d, the gateway lists %d online:", n, len(idx), online)
+	for _, i := range idx {
+		name := loadAgentName(i)
+		a, ok := byName[name]
+		if !ok {
+			t.Logf("load:   %s: unknown to the gateway; %d connections in all", name, tr.ConnectionsOf(i))
+			continue
+		}
+		t.Logf("load:   %s: online %v, connected since %s, last seen %s; %d connections in all",
+			name, a.Online, loadTime(a.Since), loadTime(a.LastSeen), tr.ConnectionsOf(i))
+	}
+}
+
+// loadAgentName is the name of simulated agent i.
+func loadAgentName(i int) string { return fmt.Sprintf("load-%05d", i) }
+
+func loadTime(at *time.Time) string {
+	if at == nil {
+		return "-"
+	}
+	return at.UTC().Format(time.RFC3339Nano)
 }

@@ -94,7 +94,7 @@ func TestLoadAgents(t *testing.T) {
 	enrolling := max(1, 32/shards)
 	start = time.Now()
 	procs := loadStartShards(t, shardBin, gw, tokens, perShard, enrolling, tr)
-	loadWaitAll(t, gw, tr, procs, deadline, "enrolled and connected")
+	loadWaitAll(t, gw, admin, tr, deadline, "enrolled and connected")
 	enrolTime := time.Since(start)
 	t.Logf("load: enrolment: %d join tokens from the admin API (32 requests at a time) in %s; %d agents enrolled and connected (%d at a time per shard) in %s (%.0f agents/s)",
 		n, tokenTime.Round(time.Millisecond), n, enrolling, enrolTime.Round(time.Millisecond), float64(n)/enrolTime.Seconds())
@@ -135,7 +135,7 @@ func TestLoadAgents(t *testing.T) {
 		gw.start(flags...)
 		listening := time.Now()
 		prof := loadProfile(t, gw, kill)
-		loadWaitAll(t, gw, tr, procs, deadline, "reconnected after the gateway's "+how)
+		loadWaitAll(t, gw, admin, tr, deadline, "reconnected after the gateway's "+how)
 		t.Logf("load: restart after %s: CPU from the stop to the last reconnection (%s): gateway %s, PostgreSQL %s, agents (shard processes) %s",
 			how, time.Since(stopAt).Round(time.Millisecond), loadProcCPU(gw.cmd.Process.Pid).Round(10*time.Millisecond),
 			(loadGroupCPU(srv.PID()) - pgCPU).Round(10*time.Millisecond), (loadShardsCPU(procs) - agentsCPU).Round(10*time.Millisecond))

@@ -41,6 +41,16 @@ func TestTrackerEpochs(t *testing.T) {
 	if got := tr.Connections(); got != 5 {
 		t.Fatalf("Connections() = %d; want 5", got)
 	}
+	if idx, n := tr.Missing(10); n != 1 || len(idx) != 1 || idx[0] != 0 {
+		t.Fatalf("Missing = %v, %d; want agent 0 alone", idx, n)
+	}
+	if got := tr.ConnectionsOf(0); got != 2 {
+		t.Fatalf("ConnectionsOf(0) = %d; want 2", got)
+	}
+	tr.NewEpoch()
+	if idx, n := tr.Missing(1); n != 2 || len(idx) != 1 || idx[0] != 0 {
+		t.Fatalf("Missing(1) = %v, %d; want [0] of 2", idx, n)
+	}
 }
 
 func TestPercentile(t *testing.T) {

@@ -120,6 +120,29 @@ func (t *Tracker) ConnectTimes(since time.Time) []time.Duration {
 	return out
 }
 
+// Missing returns the agents (indices, at most max of them) not connected
+// in the current epoch, and how many there are in all.
+func (t *Tracker) Missing(max int) (idx []int, n int) {
+	e := t.epoch.Load()
+	for i := range t.members {
+		if t.members[i].epoch.Load() != e {
+			if n++; len(idx) < max {
+				idx = append(idx, i)
+			}
+		}
+	}
+	return idx, n
+}
+
+// ConnectionsOf returns agent i's connections in all epochs (0 if out of
+// range).
+func (t *Tracker) ConnectionsOf(i int) int64 {
+	if i < 0 || i >= len(t.members) {
+		return 0
+	}
+	return t.members[i].conns.Load()
+}
+
 // Connections returns the agents' connections in all epochs.
 func (t *Tracker) Connections() int64 {
 	var n int64

@@ -34,7 +34,7 @@ func (s *Store) CreateJoinToken(ctx context.Context, t store.JoinToken, ev audit
 		if err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("create join token for agent %s: %w", t.Agent, err)
@@ -121,7 +121,7 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, hash string, now time.Time
 			t.Agent, micros(now), micros(now)); err != nil {
 			return fmt.Errorf("agent %s: %w", t.Agent, err)
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	var r *store.Refusal
 	if errors.As(err, &r) {
@@ -194,7 +194,7 @@ func (s *Store) SetAgentLocked(ctx context.Context, name string, locked bool, ev
 		if err := mustAffect(res); err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		op := "unlock agent"

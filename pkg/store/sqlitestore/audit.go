@@ -12,16 +12,86 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/store"
 )
 
+// The audit append's statements. It runs with every decision and every
+// change, and preparing them anew was a third of its CPU.
+const (
+	auditHead = iota
+	auditInsert
+	auditUpdate
+)
+
+var auditSQL = [...]string{
+	auditHead: `SELECT seq, hash FROM audit_head WHERE id = 1`,
+	auditInsert: `INSERT INTO audit_events
+		(seq, time, type, actor, subject, outcome, reason, source_ip, details, prev_hash, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	auditUpdate: `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`,
+}
+
+// auditStmts are the audit append's statements, prepared once per store
+// (database/sql then keeps one prepared copy per connection). A nil
+// *auditStmts, or a statement that could not be prepared, runs the SQL
+// text instead.
+type auditStmts [len(auditSQL)]*sql.Stmt
+
+// prepareAudit prepares the audit append's statements on db; what fails
+// to prepare is left nil.
+func prepareAudit(ctx context.Context, db *sql.DB) *auditStmts {
+	var a auditStmts
+	for i, q := range auditSQL {
+		if st, err := db.PrepareContext(ctx, q); err == nil {
+			a[i] = st
+		}
+	}
+	return &a
+}
+
+// close closes the statements. Safe on nil.
+func (a *auditStmts) close() {
+	if a == nil {
+		return
+	}
+	for _, st := range a {
+		if st != nil {
+			st.Close()
+		}
+	}
+}
+
+// in returns statement which bound to tx, or nil to run its text.
+func (a *auditStmts) in(ctx context.Context, tx *sql.Tx, which int) *sql.Stmt {
+	if a == nil || a[which] == nil {
+		return nil
+	}
+	return tx.StmtContext(ctx, a[which])
+}
+
+// queryRow runs statement which in tx.
+func (a *auditStmts) queryRow(ctx context.Context, tx *sql.Tx, which int, args ...any) *sql.Row {
+	if st := a.in(ctx, tx, which); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return tx.QueryRowContext(ctx, auditSQL[which], args...)
+}
+
+// exec runs statement which in tx.
+func (a *auditStmts) exec(ctx context.Context, tx *sql.Tx, which int, args ...any) (sql.Result, error) {
+	if st := a.in(ctx, tx, which); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return tx.ExecContext(ctx, auditSQL[which], args...)
+}
+
 // appendEvent chains ev after the recorded head of the log, inserts it and
 // moves the head, inside tx. The head (not the last stored event) is what
 // ev follows, so that events deleted from the end of the log stay a
 // detectable gap instead of being written over.
-func appendEvent(ctx context.Context, tx *sql.Tx, ev audit.Event) (audit.Event, error) {
+func appendEvent(ctx context.Context, tx *sql.Tx, st *auditStmts, ev audit.Event) (audit.Event, error) {
 	var (
 		seq  int64
 		hash string
 	)
-	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&seq, &hash)
+	err := st.queryRow(ctx, tx, auditHead).Scan(&seq, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return audit.Event{}, errors.New("append audit event: the audit head is missing")
 	}
@@ -42,23 +112,21 @@ func appendEvent(ctx context.Context, tx *sql.Tx, ev audit.Event) (audit.Event, 
 		}
 		details = sql.NullString{String: string(b), Valid: true}
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_events
-		(seq, time, type, actor, subject, outcome, reason, source_ip, details, prev_hash, hash)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	if _, err := st.exec(ctx, tx, auditInsert,
 		ev.Seq, micros(ev.Time), string(ev.Type), ev.Actor, ev.Subject, string(ev.Outcome),
 		ev.Reason, ev.SourceIP, details, ev.PrevHash, ev.Hash); err != nil {
 		return audit.Event{}, fmt.Errorf("append audit event %d: %w", ev.Seq, err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, ev.Seq, ev.Hash); err != nil {
+	if _, err := st.exec(ctx, tx, auditUpdate, ev.Seq, ev.Hash); err != nil {
 		return audit.Event{}, fmt.Errorf("append audit event %d: %w", ev.Seq, err)
 	}
 	return ev, nil
 }
 
 // appendEvents appends evs in order.
-func appendEvents(ctx context.Context, tx *sql.Tx, evs ...audit.Event) error {
+func appendEvents(ctx context.Context, tx *sql.Tx, st *auditStmts, evs ...audit.Event) error {
 	for _, ev := range evs {
-		if _, err := appendEvent(ctx, tx, ev); err != nil {
+		if _, err := appendEvent(ctx, tx, st, ev); err != nil {
 			return err
 		}
 	}
@@ -71,7 +139,7 @@ func (s *Store) AppendAudit(ctx context.Context, ev audit.Event) (audit.Event, e
 	var out audit.Event
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = appendEvent(ctx, tx, ev)
+		out, err = appendEvent(ctx, tx, s.audit, ev)
 		return err
 	})
 	if err != nil {
@@ -90,7 +158,7 @@ func (s *Store) AppendAudits(ctx context.Context, evs []audit.Event) ([]audit.Ev
 	out := make([]audit.Event, 0, len(evs))
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		for _, ev := range evs {
-			e, err := appendEvent(ctx, tx, ev)
+			e, err := appendEvent(ctx, tx, s.audit, ev)
 			if err != nil {
 				return fmt.Errorf("%s: %w", ev.Type, err)
 			}

@@ -33,7 +33,7 @@ func (s *Store) AddCAKey(ctx context.Context, k store.CAKey, ev audit.Event) err
 		if err := bumpCAEpoch(ctx, tx, ev.Time); err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("add %s CA key: %w", k.Kind, err)
@@ -66,7 +66,7 @@ func (s *Store) ActivateCAKey(ctx context.Context, kind string, public []byte, a
 		if err := bumpCAEpoch(ctx, tx, ev.Time); err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("activate %s CA key: %w", kind, err)
@@ -97,7 +97,7 @@ func (s *Store) RemoveCAKey(ctx context.Context, kind string, public []byte, ev 
 		if err := bumpCAEpoch(ctx, tx, ev.Time); err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("remove %s CA key: %w", kind, err)

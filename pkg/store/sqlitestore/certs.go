@@ -20,7 +20,7 @@ func (s *Store) RecordCertificates(ctx context.Context, certs []store.IssuedCert
 		if err := insertCerts(ctx, tx, certs); err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, evs...)
+		return appendEvents(ctx, tx, s.audit, evs...)
 	})
 	if err != nil {
 		return fmt.Errorf("record certificates: %w", err)

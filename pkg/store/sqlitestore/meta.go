@@ -54,7 +54,7 @@ func (s *Store) Initialize(ctx context.Context, meta map[string]string, keys []s
 				return fmt.Errorf("CA key %s: %w", k.Kind, err)
 			}
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("initialize store: %w", err)

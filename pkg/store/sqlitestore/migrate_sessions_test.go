@@ -72,7 +72,7 @@ func TestMigrateFromVersion2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, err := appendEvent(ctx, tx, audit.Event{Time: created, Type: audit.CertIssued, Actor: "alice", Subject: "0a", Outcome: audit.Success})
+	first, err := appendEvent(ctx, tx, nil, audit.Event{Time: created, Type: audit.CertIssued, Actor: "alice", Subject: "0a", Outcome: audit.Success})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,7 +95,7 @@ func TestMigrateFromVersion1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, err := appendEvent(ctx, tx, audit.Event{Time: created, Type: audit.RoleCreated, Actor: "admin", Subject: "ops", Outcome: audit.Success})
+	first, err := appendEvent(ctx, tx, nil, audit.Event{Time: created, Type: audit.RoleCreated, Actor: "admin", Subject: "ops", Outcome: audit.Success})
 	if err != nil {
 		t.Fatal(err)
 	}

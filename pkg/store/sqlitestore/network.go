@@ -30,7 +30,7 @@ func (s *Store) AddNetworkRule(ctx context.Context, r store.NetworkRule, ev audi
 		if err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return store.NetworkRule{}, fmt.Errorf("add network rule %s %s on %s: %w", r.Effect, r.CIDR, r.Listener, err)
@@ -77,7 +77,7 @@ func (s *Store) DeleteNetworkRule(ctx context.Context, id int64, ev audit.Event)
 		if err := mustAffect(res); err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("delete network rule %d: %w", id, err)

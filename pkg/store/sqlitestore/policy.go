@@ -34,7 +34,7 @@ func (s *Store) AddPolicyRule(ctx context.Context, r store.PolicyRule, ev audit.
 		if err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return store.PolicyRule{}, fmt.Errorf("add policy rule %s from %s to %s: %w", r.Effect, r.From, r.To, err)
@@ -95,7 +95,7 @@ func (s *Store) DeletePolicyRule(ctx context.Context, id int64, ev audit.Event) 
 		if err := mustAffect(res); err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("delete policy rule %d: %w", id, err)

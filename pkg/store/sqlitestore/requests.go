@@ -69,7 +69,7 @@ func (s *Store) CreateRequest(ctx context.Context, r store.AccessRequest, ev aud
 		if err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("create request %s: %w", r.ID, err)
@@ -173,7 +173,7 @@ func (s *Store) DecideRequest(ctx context.Context, id string, d store.RequestDec
 		if r, err = getRequest(ctx, tx, id); err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return r, fmt.Errorf("decide request %s: %w", id, err)
@@ -213,7 +213,7 @@ func (s *Store) EndRequest(ctx context.Context, id string, state store.RequestSt
 			return err
 		}
 		changed = true
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return store.AccessRequest{}, false, fmt.Errorf("end request %s: %w", id, err)

@@ -117,7 +117,7 @@ func (s *Store) RevokeCertificates(ctx context.Context, f store.RevokeFilter, at
 		for i := range revoked {
 			revoked[i].RevokedAt = at
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("revoke certificates %s: %w", describeRevoke(f), err)

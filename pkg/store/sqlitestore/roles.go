@@ -58,7 +58,7 @@ func (s *Store) CreateRole(ctx context.Context, r store.Role, ev audit.Event) er
 		if err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("create role %s: %w", r.Name, err)
@@ -82,7 +82,7 @@ func (s *Store) UpdateRole(ctx context.Context, r store.Role, ev audit.Event) er
 		if err := mustAffect(res); err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("update role %s: %w", r.Name, err)
@@ -148,7 +148,7 @@ func (s *Store) DeleteRole(ctx context.Context, name string, ev audit.Event) err
 		if err := mustAffect(res); err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("delete role %s: %w", name, err)

@@ -148,7 +148,7 @@ func (s *Store) SetKeyBackend(ctx context.Context, backend string, ev audit.Even
 		if err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("set the key backend: %w", err)

@@ -100,7 +100,7 @@ func (s *Store) CreateSession(ctx context.Context, ss store.Session, certs []sto
 		if err := insertCerts(ctx, tx, certs); err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, evs...)
+		return appendEvents(ctx, tx, s.audit, evs...)
 	})
 	if err != nil {
 		return fmt.Errorf("create session %s: %w", ss.ID, err)
@@ -203,7 +203,7 @@ func (s *Store) EndSession(ctx context.Context, id string, state store.SessionSt
 			return fmt.Errorf("the session changed while it was being ended: %w", err)
 		}
 		ss.State, ss.EndedAt, ss.EndReason = state, at, reason
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return store.Session{}, fmt.Errorf("end session %s: %w", id, err)

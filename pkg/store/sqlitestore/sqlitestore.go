@@ -63,6 +63,7 @@ type Store struct {
 	// changes go to Watch's watchers in this process only.
 	origin  string
 	changes store.Broker
+	audit   *auditStmts
 
 	closeOnce sync.Once
 	closeErr  error
@@ -138,7 +139,7 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open sqlite store %s: %w", abs, err)
 		}
 	}
-	return &Store{db: db, origin: opts.Origin}, nil
+	return &Store{db: db, origin: opts.Origin, audit: prepareAudit(ctx, db)}, nil
 }
 
 // createFile creates the database file with mode 0600 (whatever the umask)
@@ -181,6 +182,7 @@ func dsn(abs string, opts Options) string {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.changes.Close()
+		s.audit.close()
 		if err := s.db.Close(); err != nil {
 			s.closeErr = fmt.Errorf("close sqlite store: %w", err)
 		}

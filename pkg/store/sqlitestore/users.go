@@ -48,7 +48,7 @@ func (s *Store) CreateUser(ctx context.Context, u store.User, ev audit.Event) er
 		if err := insertUserRoles(ctx, tx, u.Name, u.Roles); err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("create user %s: %w", u.Name, err)
@@ -183,7 +183,7 @@ func (s *Store) updateUser(ctx context.Context, op, name string, ev audit.Event,
 		if err := mustAffect(res); err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", op, name, err)
@@ -256,7 +256,7 @@ func (s *Store) SetUserRoles(ctx context.Context, name string, roles []string, e
 		if err := insertUserRoles(ctx, tx, name, roles); err != nil {
 			return err
 		}
-		return appendEvents(ctx, tx, ev)
+		return appendEvents(ctx, tx, s.audit, ev)
 	})
 	if err != nil {
 		return fmt.Errorf("set roles of %s: %w", name, err)

@@ -74,7 +74,10 @@ func (a *Agent) carry(ctx context.Context, f *transport.Forwarder, local transpo
 	case rep.Status == wire.StatusOK:
 		// The gateway relays this one (the target cannot take the direct
 		// path): the reply is the target's, the stream is the data path.
+		// What was offered ahead is dropped now, not when this ends.
 		pre.discard()
+		early.drop()
+		early = nil
 		stop := context.AfterFunc(ctx, func() { leaseEnd.Abort(); local.Abort() })
 		defer stop()
 		transport.Splice(local, leaseEnd)

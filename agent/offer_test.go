@@ -28,6 +28,14 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// announceEcho announces and commits, on db, a stream of app-1 (app) to
+// echo under ticket, as its gateway does.
+func announceEcho(db, app *Agent, ticket string) {
+	db.expect.add(wire.Control{Type: wire.MsgExpect, Ticket: ticket, Caller: identity.ID{Cluster: "prod", Kind: identity.Agent, Name: "app-1"}.String(),
+		Serial: certs.X509SerialHex(app.cert.Load().Leaf), Service: "echo"}, nil)
+	db.expect.commit(ticket)
+}
+
 // offerTCP dials db over TCP and sends the header of ticket, as
 // preDialTCP does ahead of the gateway's decision.
 func offerTCP(t *testing.T, app *Agent, dbAddr, ticket string) tlsEnd {
@@ -52,11 +60,7 @@ func TestOfferAheadTCP(t *testing.T) {
 	db, dbAddr := tcpPeerAgent(t, ca, "db-1", map[string]Expose{"echo": echoService(t)})
 	db.expect.setWait(time.Hour) // only the caller's reset can end the wait
 	app, _ := peerAgent(t, ca, "app-1", nil)
-	announce := func(ticket string) {
-		db.expect.add(wire.Control{Type: wire.MsgExpect, Ticket: ticket, Caller: identity.ID{Cluster: "prod", Kind: identity.Agent, Name: "app-1"}.String(),
-			Serial: certs.X509SerialHex(app.cert.Load().Leaf), Service: "echo"}, nil)
-		db.expect.commit(ticket)
-	}
+	announce := func(ticket string) { announceEcho(db, app, ticket) }
 
 	// Bytes and the half-close before the announcement are kept.
 	ticket := wire.NewTicket()
@@ -104,11 +108,7 @@ func TestOfferAheadQUIC(t *testing.T) {
 	if app.peers.offer("db-1", "echo", wire.NewTicket()) != nil {
 		t.Fatal("an offer without a live peer link: offer dials none")
 	}
-	announce := func(ticket string) {
-		db.expect.add(wire.Control{Type: wire.MsgExpect, Ticket: ticket, Caller: identity.ID{Cluster: "prod", Kind: identity.Agent, Name: "app-1"}.String(),
-			Serial: certs.X509SerialHex(app.cert.Load().Leaf), Service: "echo"}, nil)
-		db.expect.commit(ticket)
-	}
+	announce := func(ticket string) { announceEcho(db, app, ticket) }
 	// A first stream brings the link up.
 	announce("first")
 	if rep, err := peerStream(t, app, "db-1", dbAddr, "echo", "first"); err != nil || rep.Status != wire.StatusOK {
@@ -155,11 +155,7 @@ func TestDirectTicketReuse(t *testing.T) {
 	ca := newCA(t, "prod")
 	db, dbAddr := tcpPeerAgent(t, ca, "db-1", map[string]Expose{"echo": echoService(t)})
 	app, _ := peerAgent(t, ca, "app-1", nil)
-	announce := func(ticket string) {
-		db.expect.add(wire.Control{Type: wire.MsgExpect, Ticket: ticket, Caller: identity.ID{Cluster: "prod", Kind: identity.Agent, Name: "app-1"}.String(),
-			Serial: certs.X509SerialHex(app.cert.Load().Leaf), Service: "echo"}, nil)
-		db.expect.commit(ticket)
-	}
+	announce := func(ticket string) { announceEcho(db, app, ticket) }
 	ticket := wire.NewTicket()
 	announce(ticket)
 	_, rep, first, err := tcpStream(t, app, "db-1", dbAddr, "echo", ticket)

@@ -104,8 +104,9 @@ type Agent struct {
 	id       *Identity
 	cert     atomic.Pointer[tls.Certificate]
 	services map[string]Expose
-	// chains remembers the peer chains verified (peerTLS): a direct
-	// connection presents the same chain at every handshake.
+	// chains remembers the chains verified: the peers' (peerTLS), since a
+	// direct connection presents the same chain at every handshake, and
+	// the gateways' (dialOn), presented again at every reconnection.
 	chains *trust.ChainCache
 	// idMu serialises the changes of the identity (read, save, set): a
 	// renewal, a trust bundle a gateway sends (applyTrust).

@@ -68,8 +68,8 @@ const (
 	peerIdleClose = time.Minute
 	// maxPeerConns bounds the peer links an agent accepts at once.
 	maxPeerConns = 1024
-	// maxPeerChains bounds the peer certificate chains an agent remembers
-	// as verified (Agent.chains).
+	// maxPeerChains bounds the certificate chains (its peers' and its
+	// gateways') an agent remembers as verified (Agent.chains).
 	maxPeerChains = 1024
 )
 

@@ -20,7 +20,6 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/apiclient"
 	"github.com/tunnelhq/tunnel/pkg/panics"
 	"github.com/tunnelhq/tunnel/pkg/transport"
-	"github.com/tunnelhq/tunnel/pkg/trust"
 	"github.com/tunnelhq/tunnel/pkg/wire"
 )
 
@@ -428,7 +427,7 @@ func (a *Agent) dial(ctx context.Context, tr *quic.Transport, gw string) (*sessi
 func (a *Agent) dialTCP(ctx context.Context, gw string) (*session, error) {
 	id := a.identity()
 	host, _, _ := net.SplitHostPort(gw)
-	conf := trust.PinnedClientConfig(id.Pin, host, nil)
+	conf := a.chains.PinnedClientConfig(id.Pin, host, nil)
 	conf.NextProtos = []string{wire.ALPNTCP}
 	dctx, cancel := context.WithTimeout(ctx, transport.HandshakeTimeout)
 	defer cancel()
@@ -462,7 +461,7 @@ func (a *Agent) dialTCP(ctx context.Context, gw string) (*session, error) {
 // path (UDP is blocked, so other agents could not reach this one).
 func (a *Agent) dialOn(ctx context.Context, tr *quic.Transport, addr net.Addr, host string, overTCP bool) (*session, error) {
 	id := a.identity()
-	tlsConf := transport.ClientTLS(trust.PinnedClientConfig(id.Pin, host, nil),
+	tlsConf := transport.ClientTLS(a.chains.PinnedClientConfig(id.Pin, host, nil),
 		func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.cert.Load(), nil })
 	dctx, cancel := context.WithTimeout(ctx, transport.HandshakeTimeout)
 	defer cancel()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -131,7 +132,7 @@ func loadMiB(b uint64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20
 // from now to DIR/gateway-restart-{term,kill}-goroutines-Ns.txt; the
 // function it returns waits for them. Read the profile with go tool pprof
 // -top BINARY FILE.
-func loadProfile(t *testing.T, c *cluster, kill bool) func() {
+func loadProfile(t *testing.T, c *cluster, shards []*exec.Cmd, kill bool) func() {
 	t.Helper()
 	dir := os.Getenv("LOAD_PROFILE")
 	if dir == "" {
@@ -161,8 +162,20 @@ func loadProfile(t *testing.T, c *cluster, kill bool) func() {
 		}
 		return os.WriteFile(name, b, 0o644)
 	}
+	// The shards profile themselves from one SIGUSR1 to the next
+	// (loadagents --profile), over the gateway's 20 s.
+	signalShards := func() {
+		for _, p := range shards {
+			_ = p.Process.Signal(syscall.SIGUSR1)
+		}
+	}
+	signalShards()
 	done := make(chan error, 2)
-	go func() { done <- save(debug+"profile?seconds=20", base+".pprof") }()
+	go func() {
+		err := save(debug+"profile?seconds=20", base+".pprof")
+		signalShards()
+		done <- err
+	}()
 	go func() {
 		start := time.Now()
 		var err error
@@ -177,7 +190,7 @@ func loadProfile(t *testing.T, c *cluster, kill bool) func() {
 			t.Errorf("profiles of the gateway: %v", err)
 			return
 		}
-		t.Logf("load: CPU profile of the gateway's first 20 s after the restart: %s.pprof (binary %s); goroutines: %s-goroutines-*.txt", base, bin("tunnel-gateway"), base)
+		t.Logf("load: CPU profile of the gateway's first 20 s after the restart: %s.pprof (binary %s); goroutines: %s-goroutines-*.txt; the agents' shards over the same 20 s: %s/agents-shard-*-N.pprof (N counts the restarts)", base, bin("tunnel-gateway"), base, dir)
 	}
 }
 

@@ -111,8 +111,15 @@ func loadStartShards(t *testing.T, shardBin string, gw *cluster, agents []agentl
 		if err := os.WriteFile(tokFile, []byte(lines.String()), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(shardBin, "--gateway", gw.addr, "--ca-pin", gw.pin, "--dir", filepath.Join(dir, "agents"),
-			"--tokens", tokFile, "--enrolling", strconv.Itoa(enrolling))
+		args := []string{"--gateway", gw.addr, "--ca-pin", gw.pin, "--dir", filepath.Join(dir, "agents"),
+			"--tokens", tokFile, "--enrolling", strconv.Itoa(enrolling)}
+		if prof := os.Getenv("LOAD_PROFILE"); prof != "" {
+			if err := os.MkdirAll(prof, 0o755); err != nil {
+				t.Fatalf("LOAD_PROFILE: %v", err)
+			}
+			args = append(args, "--profile", filepath.Join(prof, fmt.Sprintf("agents-shard-%d", s)))
+		}
+		cmd := exec.Command(shardBin, args...)
 		stderr := &syncBuffer{}
 		cmd.Stderr = stderr
 		out, err := cmd.StdoutPipe()

@@ -134,7 +134,7 @@ func TestLoadAgents(t *testing.T) {
 		execAt := time.Now()
 		gw.start(flags...)
 		listening := time.Now()
-		prof := loadProfile(t, gw, kill)
+		prof := loadProfile(t, gw, procs, kill)
 		loadWaitAll(t, gw, admin, tr, deadline, "reconnected after the gateway's "+how)
 		t.Logf("load: restart after %s: CPU from the stop to the last reconnection (%s): gateway %s, PostgreSQL %s, agents (shard processes) %s",
 			how, time.Since(stopAt).Round(time.Millisecond), loadProcCPU(gw.cmd.Process.Pid).Round(10*time.Millisecond),

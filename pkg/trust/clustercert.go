@@ -66,8 +66,13 @@ func verifyClusterChain(chain []*x509.Certificate, roots *x509.CertPool, cluster
 	if id.Cluster != cluster {
 		return identity.ID{}, window{}, ErrOtherCluster
 	}
-	w := window{from: leaf.NotBefore, until: leaf.NotAfter}
-	for _, c := range chains[0] {
+	return id, chainWindow(chains[0]), nil
+}
+
+// chainWindow is when every certificate of chain (not empty) is valid.
+func chainWindow(chain []*x509.Certificate) window {
+	w := window{from: chain[0].NotBefore, until: chain[0].NotAfter}
+	for _, c := range chain[1:] {
 		if c.NotBefore.After(w.from) {
 			w.from = c.NotBefore
 		}
@@ -75,7 +80,7 @@ func verifyClusterChain(chain []*x509.Certificate, roots *x509.CertPool, cluster
 			w.until = c.NotAfter
 		}
 	}
-	return id, w, nil
+	return w
 }
 
 // window is when every certificate of a verified chain is valid.

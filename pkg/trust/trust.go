@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -62,14 +63,21 @@ var ErrPinMismatch = errors.New("the gateway's certificate does not chain to the
 // the chain that it signed (a CA rotation's cross-signature of the new CA,
 // docs/CA-ROTATION.md). It returns the pinned CA.
 func VerifyPinned(rawCerts [][]byte, pin, serverName string, now time.Time) (*x509.Certificate, error) {
+	ca, _, err := verifyPinned(rawCerts, pin, serverName, now)
+	return ca, err
+}
+
+// verifyPinned is VerifyPinned; it also returns the window in which the
+// chain it verified is valid.
+func verifyPinned(rawCerts [][]byte, pin, serverName string, now time.Time) (*x509.Certificate, window, error) {
 	if len(rawCerts) == 0 {
-		return nil, fmt.Errorf("%w: no certificate presented", ErrPinMismatch)
+		return nil, window{}, fmt.Errorf("%w: no certificate presented", ErrPinMismatch)
 	}
 	certs := make([]*x509.Certificate, 0, len(rawCerts))
 	for _, raw := range rawCerts {
 		c, err := x509.ParseCertificate(raw)
 		if err != nil {
-			return nil, fmt.Errorf("parse gateway certificate: %w", err)
+			return nil, window{}, fmt.Errorf("parse gateway certificate: %w", err)
 		}
 		certs = append(certs, c)
 	}
@@ -81,7 +89,7 @@ func VerifyPinned(rawCerts [][]byte, pin, serverName string, now time.Time) (*x5
 		}
 	}
 	if ca == nil {
-		return nil, fmt.Errorf("%w: check the --ca-pin you were given, or that you reach the right gateway", ErrPinMismatch)
+		return nil, window{}, fmt.Errorf("%w: check the --ca-pin you were given, or that you reach the right gateway", ErrPinMismatch)
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
@@ -103,36 +111,22 @@ func VerifyPinned(rawCerts [][]byte, pin, serverName string, now time.Time) (*x5
 		DNSName:       serverName,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	if _, err := certs[0].Verify(opts); err != nil {
-		return nil, fmt.Errorf("verify gateway certificate: %w", err)
+	chains, err := certs[0].Verify(opts)
+	if err != nil {
+		return nil, window{}, fmt.Errorf("verify gateway certificate: %w", err)
 	}
-	return ca, nil
+	// The pinned CA's own validity counts too, even when a cross-signed
+	// CA anchored the chain.
+	return ca, chainWindow(append(slices.Clone(chains[0]), ca)), nil
 }
 
 // PinnedClientConfig returns a TLS 1.3 client configuration that accepts a
 // server only if its chain leads to the CA with the given pin. now is the
 // clock (nil means time.Now). The caller may set GetClientCertificate for
-// mutual TLS.
+// mutual TLS. It verifies the chain at every handshake; a process that
+// connects again and again (an agent) uses [ChainCache.PinnedClientConfig].
 func PinnedClientConfig(pin, serverName string, now func() time.Time) *tls.Config {
-	if now == nil {
-		now = time.Now
-	}
-	return &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		ServerName: serverName,
-		// Verification is done by VerifyConnection against the pin instead of
-		// the system roots, so the default check is switched off here and
-		// replaced, never skipped.
-		InsecureSkipVerify: true, //nolint:gosec // replaced by VerifyConnection below
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			raw := make([][]byte, len(cs.PeerCertificates))
-			for i, c := range cs.PeerCertificates {
-				raw[i] = c.Raw
-			}
-			_, err := VerifyPinned(raw, pin, serverName, now())
-			return err
-		},
-	}
+	return (*ChainCache)(nil).PinnedClientConfig(pin, serverName, now)
 }
 
 // ServerConfig returns a TLS 1.3-only server configuration that asks

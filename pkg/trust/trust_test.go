@@ -185,32 +185,63 @@ func TestVerifyPinned(t *testing.T) {
 		{name: "client-only certificate", chain: raw(clientOnly, ca), pin: pin, serverName: "gw.example.com"},
 		{name: "garbage", chain: [][]byte{[]byte("not a certificate"), ca.Raw}, pin: pin, serverName: "gw.example.com"},
 	}
+	// The same answers from a ChainCache that already accepted every
+	// chain of the table at now, with the pin and name that made it pass:
+	// a remembered chain must not pass under another pin, name or time.
+	cache := trust.NewChainCache(64)
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			at := tc.at
-			if at.IsZero() {
-				at = now
+		if tc.wantCA != nil && tc.at.IsZero() {
+			if _, err := cache.VerifyPinned(tc.chain, tc.pin, tc.serverName, now); err != nil {
+				t.Fatalf("%s: priming the cache: %v", tc.name, err)
 			}
-			got, err := trust.VerifyPinned(tc.chain, tc.pin, tc.serverName, at)
-			if tc.wantCA != nil {
-				if err != nil {
-					t.Fatalf("got error %v; want success", err)
+		}
+	}
+	if cache.Len() == 0 {
+		t.Fatal("the cache remembers no chain")
+	}
+	verifiers := []struct {
+		name   string
+		verify func([][]byte, string, string, time.Time) (*x509.Certificate, error)
+	}{
+		{"VerifyPinned", trust.VerifyPinned},
+		{"ChainCache", cache.VerifyPinned},
+	}
+	for _, v := range verifiers {
+		for _, tc := range tests {
+			t.Run(v.name+"/"+tc.name, func(t *testing.T) {
+				at := tc.at
+				if at.IsZero() {
+					at = now
 				}
-				if !got.Equal(tc.wantCA) {
-					t.Errorf("got CA %q; want %q", got.Subject.CommonName, tc.wantCA.Subject.CommonName)
-				}
-				return
+				checkPinned(t, tc.wantCA, tc.mismatch)(v.verify(tc.chain, tc.pin, tc.serverName, at))
+			})
+		}
+	}
+}
+
+// checkPinned checks one VerifyPinned answer: wantCA, or a refusal (with
+// ErrPinMismatch if mismatch) when wantCA is nil.
+func checkPinned(t *testing.T, wantCA *x509.Certificate, mismatch bool) func(*x509.Certificate, error) {
+	return func(got *x509.Certificate, err error) {
+		t.Helper()
+		if wantCA != nil {
+			if err != nil {
+				t.Fatalf("got error %v; want success", err)
 			}
-			if err == nil {
-				t.Fatalf("got CA %q, no error; want refused", got.Subject.CommonName)
+			if !got.Equal(wantCA) {
+				t.Errorf("got CA %q; want %q", got.Subject.CommonName, wantCA.Subject.CommonName)
 			}
-			if got != nil {
-				t.Errorf("got CA %q along with error %v; want none", got.Subject.CommonName, err)
-			}
-			if errors.Is(err, trust.ErrPinMismatch) != tc.mismatch {
-				t.Errorf("got error %v; want ErrPinMismatch: %v", err, tc.mismatch)
-			}
-		})
+			return
+		}
+		if err == nil {
+			t.Fatalf("got CA %q, no error; want refused", got.Subject.CommonName)
+		}
+		if got != nil {
+			t.Errorf("got CA %q along with error %v; want none", got.Subject.CommonName, err)
+		}
+		if errors.Is(err, trust.ErrPinMismatch) != mismatch {
+			t.Errorf("got error %v; want ErrPinMismatch: %v", err, mismatch)
+		}
 	}
 }
 

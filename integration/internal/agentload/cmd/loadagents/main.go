@@ -5,7 +5,11 @@
 // SIGTERM or SIGINT, or until its stdin ends (the test that started it
 // is gone), then stops every agent and exits.
 //
-//	loadagents --gateway HOST:PORT --ca-pin sha256:HEX --dir DIR --tokens FILE [--enrolling 16]
+//	loadagents --gateway HOST:PORT --ca-pin sha256:HEX --dir DIR --tokens FILE [--enrolling 16] [--profile PREFIX]
+//
+// With --profile, SIGUSR1 starts a CPU profile of the shard written to
+// PREFIX-1.pprof (then -2, -3, ...), and the next SIGUSR1 ends it (the load test profiles the agents'
+// side of a reconnection this way).
 //
 // The tokens file has one agent per line: INDEX<TAB>NAME<TAB>JOIN-TOKEN.
 package main
@@ -18,6 +22,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,6 +44,7 @@ func run() error {
 	dir := flag.String("dir", "", "directory for the agents' data directories")
 	tokens := flag.String("tokens", "", "file of INDEX<TAB>NAME<TAB>TOKEN lines")
 	enrolling := flag.Int("enrolling", 16, "agents enrolling at once")
+	profile := flag.String("profile", "", "on SIGUSR1, write a CPU profile to PREFIX-N.pprof until the next SIGUSR1")
 	flag.Parse()
 	if *gateway == "" || *pin == "" || *dir == "" || *tokens == "" {
 		return fmt.Errorf("give --gateway, --ca-pin, --dir and --tokens")
@@ -57,6 +63,10 @@ func run() error {
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		stop()
 	}()
+	if *profile != "" {
+		done := profileOnSignal(ctx, *profile)
+		defer done()
+	}
 	f := agentload.Start(agentload.Config{Gateway: *gateway, Pin: *pin, Dir: *dir, Agents: agents,
 		Enrolling: *enrolling, Report: agentload.NewEventWriter(os.Stdout)})
 	<-ctx.Done()
@@ -84,4 +94,50 @@ func readTokens(path string) ([]agentload.Agent, error) {
 		out = append(out, agentload.Agent{Index: i, Name: f[1], Token: f[2]})
 	}
 	return out, sc.Err()
+}
+
+// profileOnSignal starts a CPU profile into prefix-N.pprof at a SIGUSR1 and ends it
+// at the next one (or when ctx ends); the function it returns waits for
+// that.
+func profileOnSignal(ctx context.Context, prefix string) func() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer signal.Stop(sig)
+		var fh *os.File
+		n := 0
+		stop := func() {
+			if fh != nil {
+				pprof.StopCPUProfile()
+				fh.Close()
+				fh = nil
+			}
+		}
+		defer stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sig:
+			}
+			if fh != nil {
+				stop()
+				continue
+			}
+			n++
+			var err error
+			if fh, err = os.Create(fmt.Sprintf("%s-%d.pprof", prefix, n)); err != nil {
+				fmt.Fprintln(os.Stderr, "loadagents: profile:", err)
+				continue
+			}
+			if err := pprof.StartCPUProfile(fh); err != nil {
+				fmt.Fprintln(os.Stderr, "loadagents: profile:", err)
+				fh.Close()
+				fh = nil
+			}
+		}
+	}()
+	return func() { <-done }
 }

@@ -229,15 +229,15 @@ func (s *Store) SetAgentLocked(ctx context.Context, name string, locked bool, ev
 // an error wrapping store.ErrNotFound. It appends no event: the
 // connection's own event records it.
 func (s *Store) TouchAgent(ctx context.Context, name string, seen time.Time) error {
-	err := s.write(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE agents SET last_seen = GREATEST(last_seen, $2) WHERE name = $1`, name, ts(seen))
-		if err != nil {
-			return err
+	// One statement, no transaction: it appends no audit event, and it
+	// runs at every agent connection (one round trip, not three).
+	// GREATEST makes it safe to run twice.
+	err := s.retry(ctx, func() (error, bool) {
+		tag, err := s.pool.Exec(ctx, `UPDATE agents SET last_seen = GREATEST(last_seen, $2) WHERE name = $1`, name, ts(seen))
+		if err == nil && tag.RowsAffected() == 0 {
+			err = store.ErrNotFound
 		}
-		if tag.RowsAffected() == 0 {
-			return store.ErrNotFound
-		}
-		return nil
+		return err, true
 	})
 	if err != nil {
 		return fmt.Errorf("touch agent %s: %w", name, err)

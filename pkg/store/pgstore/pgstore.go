@@ -46,7 +46,7 @@
 //
 // Other URL parameters are pgx's: connect_timeout (Open sets 10 s if the
 // URL has none), application_name (default tunnel-gateway), pool_max_conns
-// (default 4 or the number of CPUs, whichever is more) and the PG*
+// (default [DefaultMaxConns]) and the PG*
 // environment variables. Behind PgBouncer in transaction mode add
 // default_query_exec_mode=exec, as pgx caches prepared statements per
 // connection otherwise.
@@ -142,6 +142,16 @@ const MaxAttempts = 5
 // none.
 const DefaultConnectTimeout = 10 * time.Second
 
+// DefaultMaxConns is the pool_max_conns Open uses when the URL sets none
+// (pgx's own default is 4 on a machine of up to 4 CPUs). A gateway's
+// queries are short and mostly wait on round trips, not on the
+// database's CPU: when every agent of a restarted gateway reconnects at
+// once, each connection's lookups queued behind 4 pooled connections and
+// held its handshake slot meanwhile. The gateway also holds one more
+// connection for LISTEN; PostgreSQL's default max_connections (100) fits
+// five gateways.
+const DefaultMaxConns = 16
+
 // Store is a [store.Store] kept in a PostgreSQL database. It is safe for
 // concurrent use, also by several processes (gateways) sharing the
 // database.
@@ -184,27 +194,42 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	return OpenWith(ctx, url, Options{})
 }
 
-// OpenWith is Open with options.
-func OpenWith(ctx context.Context, url string, opts Options) (*Store, error) {
-	if url == "" {
-		return nil, errors.New("open PostgreSQL store: empty URL")
-	}
+// poolConfig parses url into the pool's configuration with Open's
+// defaults, and refuses a connection that would not be verified TLS
+// unless opts.Insecure.
+func poolConfig(url string, opts Options) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, parseError(url, err)
 	}
-	where := describe(cfg.ConnConfig)
 	if !opts.Insecure {
 		if err := checkTLS(cfg.ConnConfig); err != nil {
-			return nil, fmt.Errorf("open PostgreSQL store %s: %w", where, err)
+			return nil, fmt.Errorf("open PostgreSQL store %s: %w", describe(cfg.ConnConfig), err)
 		}
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
 	}
+	// pgx sets its own default when the URL has no pool_max_conns.
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = DefaultMaxConns
+	}
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "tunnel-gateway"
 	}
+	return cfg, nil
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, url string, opts Options) (*Store, error) {
+	if url == "" {
+		return nil, errors.New("open PostgreSQL store: empty URL")
+	}
+	cfg, err := poolConfig(url, opts)
+	if err != nil {
+		return nil, err
+	}
+	where := describe(cfg.ConnConfig)
 	listenCfg := cfg.ConnConfig.Copy()
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

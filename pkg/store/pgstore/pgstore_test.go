@@ -167,6 +167,31 @@ func TestOpenRefusesPlaintext(t *testing.T) {
 	}
 }
 
+// TestPoolConfig: Open's defaults apply where the URL says nothing, and
+// the URL's own settings win.
+func TestPoolConfig(t *testing.T) {
+	for _, tt := range []struct {
+		url            string
+		maxConns       int32
+		connectTimeout time.Duration
+		app            string
+	}{
+		{"postgres://tunnel@localhost/tunnel?sslmode=disable", DefaultMaxConns, DefaultConnectTimeout, "tunnel-gateway"},
+		{"postgres://tunnel@localhost/tunnel?sslmode=disable&pool_max_conns=3&connect_timeout=2&application_name=gw-a", 3, 2 * time.Second, "gw-a"},
+		{"host=localhost user=tunnel sslmode=disable pool_max_conns=40", 40, DefaultConnectTimeout, "tunnel-gateway"},
+	} {
+		cfg, err := poolConfig(tt.url, Options{})
+		if err != nil {
+			t.Errorf("poolConfig(%q): %v", tt.url, err)
+			continue
+		}
+		if cfg.MaxConns != tt.maxConns || cfg.ConnConfig.ConnectTimeout != tt.connectTimeout || cfg.ConnConfig.RuntimeParams["application_name"] != tt.app {
+			t.Errorf("poolConfig(%q): max conns %d, connect timeout %s, application %q; want %d, %s, %q", tt.url,
+				cfg.MaxConns, cfg.ConnConfig.ConnectTimeout, cfg.ConnConfig.RuntimeParams["application_name"], tt.maxConns, tt.connectTimeout, tt.app)
+		}
+	}
+}
+
 // closedAddr returns a loopback address nothing listens on.
 func closedAddr(t *testing.T) string {
 	t.Helper()

@@ -312,6 +312,10 @@ func TestDialNoAnswerIsExplained(t *testing.T) {
 			base + ", and nothing listens on TCP port " + port + " there either: check that tunnel-gateway is running on 127.0.0.1 and that --gateway " + addr + " is its address (UDP to " + addr + " may also be blocked by a firewall)"},
 		{"TCP silent", func(string) error { return context.DeadlineExceeded }, failNoAnswer,
 			base + ": UDP to " + addr + " may be blocked; check the firewalls for UDP port " + port + " (the gateway's QUIC port, the same number as its API port) and that tunnel-gateway is running there"},
+		// Not blocked UDP (which would move the agent to QUIC over TCP):
+		// a gateway too busy to answer.
+		{"the gateway restarted a moment ago", func(string) error { return errRestarting }, failBusy,
+			base + ", less than a minute after it restarted: it is most likely busy taking its agents back; retrying with backoff"},
 	} {
 		ce := explainConnect(err, addr, tt.probe)
 		if ce.kind != tt.kind || ce.Error() != tt.want {

@@ -64,6 +64,17 @@ func probeTCP(addr string) error {
 	return c.Close()
 }
 
+// errRestarting is what keep's probe says instead of probing TCP when the
+// agent's connection over UDP to the gateway ended less than restartGrace
+// ago with the gateway restarting: a timeout then is a gateway too busy to
+// answer (every agent coming back at once), not a firewall, and must not
+// move the agent to QUIC over TCP.
+var errRestarting = errors.New("the gateway restarted lately")
+
+// restartGrace is how long after a gateway's restart a timeout does not
+// count as blocked UDP.
+const restartGrace = time.Minute // explainConnect says "a minute"
+
 // explainConnect classifies err, the failure to connect to gateway
 // (HOST:PORT), and says it in words a person can act on. probe, if not nil,
 // is used after a timeout to see whether the gateway's TCP port answers.
@@ -126,6 +137,11 @@ func explainConnect(err error, gateway string, probe func(string) error) *connec
 			perr = probe(gateway)
 		}
 		switch {
+		case errors.Is(perr, errRestarting):
+			// Not a firewall: the gateway restarted a moment ago, over
+			// UDP. It is most likely taking back all its agents at once,
+			// and could not answer this one's first packets in time.
+			return wrap(failBusy, "%s, less than a minute after it restarted: it is most likely busy taking its agents back; retrying with backoff", base)
 		case perr == nil:
 			return wrap(failUDPBlocked, "%s, yet its TCP port answers: UDP to %s is probably blocked; open UDP port %s in the firewalls between this machine and the gateway", base, gateway, port)
 		case errors.Is(perr, syscall.ECONNREFUSED):

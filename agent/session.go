@@ -188,6 +188,18 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 	everConnected := false // for the metrics' reconnects
 	last := ""
 	udpBlocked := 0 // UDP dials in a row with no answer while TCP answers
+	// restarted is when a connection over UDP last ended with the
+	// gateway restarting (it said it was shutting down, or it answered
+	// with a stateless reset), or the zero time: a timeout soon after is
+	// that gateway busy taking its agents back, not blocked UDP
+	// (errRestarting). An idle timeout proves nothing either way.
+	var restarted time.Time
+	probe := func(gw string) error {
+		if !restarted.IsZero() && time.Since(restarted) < restartGrace {
+			return errRestarting
+		}
+		return a.probeTCP(gw)
+	}
 	gw := l.addr
 	a.log.Info("connecting to the gateway", "gateway", gw)
 	for ctx.Err() == nil {
@@ -201,7 +213,7 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 		}
 		var ce *connectError
 		if err != nil && ctx.Err() == nil {
-			ce = explainConnect(err, gw, a.probeTCP)
+			ce = explainConnect(err, gw, probe)
 			if a.cfg.OverTCP && ce.kind == failOther {
 				ce = &connectError{kind: failOther, err: err,
 					msg: fmt.Sprintf("cannot connect to the gateway at %s with QUIC over TCP (--quic-over-tcp): %v", gw, err)}
@@ -284,6 +296,9 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 			case <-s.done:
 				l.sess.CompareAndSwap(s, nil)
 				connected = false
+				if !s.tcp && (shuttingDown(s.conn) || statelessReset(s.conn)) {
+					restarted = time.Now()
+				}
 				reason := closeReason(s.conn)
 				a.log.Warn("disconnected from the gateway; reconnecting", "gateway", gw, "reason", reason)
 				if time.Since(start) > 30*time.Second {
@@ -344,6 +359,13 @@ const restartSpread = 5 * time.Second
 func shuttingDown(c *quic.Conn) bool {
 	var ae *quic.ApplicationError
 	return errors.As(context.Cause(c.Context()), &ae) && ae.Remote && ae.ErrorCode == transport.CodeShutdown
+}
+
+// statelessReset reports whether c ended with a stateless reset: the
+// gateway at its address restarted and no longer knows it.
+func statelessReset(c *quic.Conn) bool {
+	var sr *quic.StatelessResetError
+	return errors.As(context.Cause(c.Context()), &sr)
 }
 
 // udpRetryInterval is how often an agent on QUIC over TCP tries UDP again,

@@ -72,8 +72,21 @@ func probeTCP(addr string) error {
 var errRestarting = errors.New("the gateway restarted lately")
 
 // restartGrace is how long after a gateway's restart a timeout does not
-// count as blocked UDP.
-const restartGrace = time.Minute // explainConnect says "a minute"
+// count as blocked UDP, and the agent waits restartHandshakeTimeout for
+// the gateway's answer rather than transport.HandshakeTimeout.
+const (
+	restartGrace            = time.Minute // explainConnect says "a minute"
+	restartHandshakeTimeout = 30 * time.Second
+)
+
+// dialTimeout is a handshake that did not finish within after.
+type dialTimeout struct {
+	after time.Duration
+	err   error
+}
+
+func (e *dialTimeout) Error() string { return e.err.Error() }
+func (e *dialTimeout) Unwrap() error { return e.err }
 
 // explainConnect classifies err, the failure to connect to gateway
 // (HOST:PORT), and says it in words a person can act on. probe, if not nil,
@@ -131,7 +144,11 @@ func explainConnect(err error, gateway string, probe func(string) error) *connec
 		return wrap(failOther, "the gateway at %s accepted the connection but did not answer the agent's hello within %s: check the gateway's log", gateway, welcomeTimeout)
 
 	case errors.As(err, &hsTimeout), errors.As(err, &idle) && !isAfter, errors.Is(err, context.DeadlineExceeded) && !isAfter:
-		base := fmt.Sprintf("no answer from the gateway at %s over UDP within %s", gateway, transport.HandshakeTimeout)
+		wait := transport.HandshakeTimeout
+		if dt := (*dialTimeout)(nil); errors.As(err, &dt) {
+			wait = dt.after
+		}
+		base := fmt.Sprintf("no answer from the gateway at %s over UDP within %s", gateway, wait)
 		var perr error = errors.New("not probed")
 		if probe != nil {
 			perr = probe(gateway)

@@ -194,22 +194,24 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 	// that gateway busy taking its agents back, not blocked UDP
 	// (errRestarting). An idle timeout proves nothing either way.
 	var restarted time.Time
-	probe := func(gw string) error {
-		if !restarted.IsZero() && time.Since(restarted) < restartGrace {
-			return errRestarting
-		}
-		return a.probeTCP(gw)
-	}
 	gw := l.addr
 	a.log.Info("connecting to the gateway", "gateway", gw)
 	for ctx.Err() == nil {
 		start := time.Now()
 		var s *session
 		var err error
+		// Soon after the gateway restarted, it is busy taking its agents
+		// back: wait longer for its answer rather than give up and start
+		// over (a new handshake for both sides), and do not take its
+		// silence for blocked UDP.
+		hs, probe := transport.HandshakeTimeout, a.probeTCP
+		if !restarted.IsZero() && time.Since(restarted) < restartGrace {
+			hs, probe = restartHandshakeTimeout, func(string) error { return errRestarting }
+		}
 		if a.cfg.OverTCP {
 			s, err = a.dialTCP(ctx, gw)
 		} else {
-			s, err = a.dial(ctx, tr, gw)
+			s, err = a.dial(ctx, tr, gw, hs)
 		}
 		var ce *connectError
 		if err != nil && ctx.Err() == nil {
@@ -319,7 +321,7 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 				redial = true // dial again with the new certificate
 			case <-retryUDP:
 				uctx, cancel := context.WithTimeout(ctx, udpRetryTimeout)
-				s2, err := a.dial(uctx, tr, gw)
+				s2, err := a.dial(uctx, tr, gw, udpRetryTimeout)
 				cancel()
 				if err != nil {
 					a.log.Debug("UDP to the gateway still blocked", "gateway", gw, "err", err)
@@ -434,14 +436,15 @@ func closeReason(c *quic.Conn) string {
 	return "connection closed"
 }
 
-// dial connects to the gateway at gw (HOST:PORT) over UDP and says hello.
-func (a *Agent) dial(ctx context.Context, tr *quic.Transport, gw string) (*session, error) {
+// dial connects to the gateway at gw (HOST:PORT) over UDP and says hello;
+// handshake bounds the QUIC handshake.
+func (a *Agent) dial(ctx context.Context, tr *quic.Transport, gw string, handshake time.Duration) (*session, error) {
 	addr, err := net.ResolveUDPAddr("udp", gw)
 	if err != nil {
 		return nil, err
 	}
 	host, _, _ := net.SplitHostPort(gw)
-	return a.dialOn(ctx, tr, addr, host, false)
+	return a.dialOn(ctx, tr, addr, host, false, handshake)
 }
 
 // dialTCP connects to the gateway at gw with QUIC carried over a TLS
@@ -464,7 +467,7 @@ func (a *Agent) dialTCP(ctx context.Context, gw string) (*session, error) {
 	}
 	pc := transport.NewStreamPacketConn(c)
 	ttr := &quic.Transport{Conn: pc}
-	s, err := a.dialOn(ctx, ttr, c.RemoteAddr(), host, true)
+	s, err := a.dialOn(ctx, ttr, c.RemoteAddr(), host, true, transport.HandshakeTimeout)
 	if err != nil {
 		ttr.Close()
 		pc.Close()
@@ -481,14 +484,21 @@ func (a *Agent) dialTCP(ctx context.Context, gw string) (*session, error) {
 // dialOn connects to the gateway at addr on tr and says hello; host is the
 // name its certificate must carry. Over TCP the hello offers no direct
 // path (UDP is blocked, so other agents could not reach this one).
-func (a *Agent) dialOn(ctx context.Context, tr *quic.Transport, addr net.Addr, host string, overTCP bool) (*session, error) {
+func (a *Agent) dialOn(ctx context.Context, tr *quic.Transport, addr net.Addr, host string, overTCP bool, handshake time.Duration) (*session, error) {
 	id := a.identity()
 	tlsConf := transport.ClientTLS(a.chains.PinnedClientConfig(id.Pin, host, nil),
 		func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.cert.Load(), nil })
-	dctx, cancel := context.WithTimeout(ctx, transport.HandshakeTimeout)
+	dctx, cancel := context.WithTimeout(ctx, handshake)
 	defer cancel()
-	conn, err := tr.Dial(dctx, addr, tlsConf, transport.QUICConfig())
+	qc := transport.QUICConfig()
+	qc.HandshakeIdleTimeout = handshake
+	conn, err := tr.Dial(dctx, addr, tlsConf, qc)
 	if err != nil {
+		var idle *quic.IdleTimeoutError
+		var hsTimeout *quic.HandshakeTimeoutError
+		if ctx.Err() == nil && (dctx.Err() != nil || errors.As(err, &idle) || errors.As(err, &hsTimeout)) {
+			err = &dialTimeout{after: handshake, err: err}
+		}
 		return nil, err
 	}
 	// Say hello on the control stream and wait for the welcome: a gateway

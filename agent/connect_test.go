@@ -447,3 +447,25 @@ func TestRenewalReconnectsToEveryGateway(t *testing.T) {
 	a.reconnectAll()
 	waitUntil(t, "a second welcome from each gateway", func() bool { return g1.welcomed.Load() == 2 && g2.welcomed.Load() == 2 })
 }
+
+// TestAfterRestart: for a minute after the gateway restarted, a dial waits
+// 30 s for its handshake and a timeout means busy; before any restart
+// and after that minute, 10 s and the usual diagnosis.
+func TestAfterRestart(t *testing.T) {
+	now := time.Date(2026, 12, 2, 18, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name      string
+		restarted time.Time
+		want      time.Duration
+		busy      bool
+	}{
+		{"never", time.Time{}, transport.HandshakeTimeout, false},
+		{"just now", now, restartHandshakeTimeout, true},
+		{"59 s ago", now.Add(-59 * time.Second), restartHandshakeTimeout, true},
+		{"a minute ago", now.Add(-restartGrace), transport.HandshakeTimeout, false},
+	} {
+		if hs, busy := afterRestart(tt.restarted, now); hs != tt.want || busy != tt.busy {
+			t.Errorf("%s: %s, busy %v; want %s, %v", tt.name, hs, busy, tt.want, tt.busy)
+		}
+	}
+}

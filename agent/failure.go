@@ -145,7 +145,8 @@ func explainConnect(err error, gateway string, probe func(string) error) *connec
 
 	case errors.As(err, &hsTimeout), errors.As(err, &idle) && !isAfter, errors.Is(err, context.DeadlineExceeded) && !isAfter:
 		wait := transport.HandshakeTimeout
-		if dt := (*dialTimeout)(nil); errors.As(err, &dt) {
+		var dt *dialTimeout
+		if errors.As(err, &dt) {
 			wait = dt.after
 		}
 		base := fmt.Sprintf("no answer from the gateway at %s over UDP within %s", gateway, wait)

@@ -204,9 +204,10 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 		// back: wait longer for its answer rather than give up and start
 		// over (a new handshake for both sides), and do not take its
 		// silence for blocked UDP.
-		hs, probe := transport.HandshakeTimeout, a.probeTCP
-		if !restarted.IsZero() && time.Since(restarted) < restartGrace {
-			hs, probe = restartHandshakeTimeout, func(string) error { return errRestarting }
+		hs, busy := afterRestart(restarted, time.Now())
+		probe := a.probeTCP
+		if busy {
+			probe = func(string) error { return errRestarting }
 		}
 		if a.cfg.OverTCP {
 			s, err = a.dialTCP(ctx, gw)
@@ -361,6 +362,17 @@ const restartSpread = 5 * time.Second
 func shuttingDown(c *quic.Conn) bool {
 	var ae *quic.ApplicationError
 	return errors.As(context.Cause(c.Context()), &ae) && ae.Remote && ae.ErrorCode == transport.CodeShutdown
+}
+
+// afterRestart says how long a dial waits for the gateway's handshake at
+// now, if the gateway last restarted at restarted (the zero time: not
+// seen), and whether a timeout then means a busy gateway rather than
+// blocked UDP: within restartGrace of the restart.
+func afterRestart(restarted, now time.Time) (handshake time.Duration, busy bool) {
+	if !restarted.IsZero() && now.Sub(restarted) < restartGrace {
+		return restartHandshakeTimeout, true
+	}
+	return transport.HandshakeTimeout, false
 }
 
 // statelessReset reports whether c ended with a stateless reset: the

@@ -376,6 +376,7 @@ func (a *Agent) dialPeerTCP(ctx context.Context, node string, addrs []string) (t
 	conf.NextProtos = []string{peerTCPALPN}
 	conf.ClientSessionCache = a.peers.tcp.cache(node)
 	conf.DynamicRecordSizingDisabled = true
+	conf.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768}
 	dctx, cancel := context.WithTimeout(ctx, peerTCPDialTimeout)
 	defer cancel()
 	type result struct {

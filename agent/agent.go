@@ -139,6 +139,7 @@ type Agent struct {
 	peers    *peerPool
 	expect   *expected
 	gwDirect atomic.Bool
+	gwAhead  atomic.Bool // a gateway decides direct streams ahead (ahead.go)
 
 	sshd *sshd.Server // the node's SSH endpoint
 	recs *recordings  // session recordings on their way to the gateway

@@ -17,6 +17,7 @@ import (
 
 // carry carries a local listener's connection: offered to the direct
 // path when it may be used (see peers.go), through the relay otherwise.
+// A grant decided ahead for the target (ahead.go) starts it at once.
 func (a *Agent) carry(ctx context.Context, f *transport.Forwarder, local transport.TCP) {
 	node, service, _ := strings.Cut(f.Target, "/")
 	if !a.cfg.File.DirectOn() || !a.gwDirect.Load() || !a.peers.usable(node) {
@@ -26,6 +27,17 @@ func (a *Agent) carry(ctx context.Context, f *transport.Forwarder, local transpo
 	log := f.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if g := a.peers.ahead.take(f.Target); g != nil {
+		pre := a.preDialTCP(ctx, node, service, g.grant.Ticket)
+		defer pre.discard()
+		var early *peerOffer
+		if pre == nil {
+			early = a.peers.offer(node, service, g.grant.Ticket)
+		}
+		a.peers.ahead.ask(f.Target)
+		a.carryGranted(ctx, f, local, g.lease, node, service, g.grant, pre, early, log)
+		return
 	}
 	octx, cancel := context.WithTimeout(ctx, transport.HeaderTimeout)
 	lease, err := a.OpenStream(octx)
@@ -48,7 +60,6 @@ func (a *Agent) carry(ctx context.Context, f *transport.Forwarder, local transpo
 	if pre == nil {
 		early = a.peers.offer(node, service, ticket)
 	}
-	defer func() { early.drop() }()
 	// The gateway decides first; the client's bytes wait (they may go
 	// another way than this stream).
 	err = wire.WriteHeader(lease, wire.Header{Kind: wire.KindDial, Target: f.Target, Direct: wire.DirectOffer, Ticket: ticket})
@@ -68,6 +79,7 @@ func (a *Agent) carry(ctx context.Context, f *transport.Forwarder, local transpo
 	switch {
 	case err != nil:
 		log.Warn("open stream", "target", f.Target, "err", err)
+		early.drop()
 		local.Abort()
 		leaseEnd.Abort()
 		return
@@ -77,24 +89,37 @@ func (a *Agent) carry(ctx context.Context, f *transport.Forwarder, local transpo
 		// What was offered ahead is dropped now, not when this ends.
 		pre.discard()
 		early.drop()
-		early = nil
 		stop := context.AfterFunc(ctx, func() { leaseEnd.Abort(); local.Abort() })
 		defer stop()
 		transport.Splice(local, leaseEnd)
 		return
 	case rep.Status != wire.StatusDirect:
 		log.Warn("connection refused", "target", f.Target, "reason", rep.Err().Error())
+		early.drop()
 		local.Abort()
 		_ = lease.Close()
 		lease.CancelRead(transport.StreamCanceled)
 		return
 	}
+	// The target's next stream is decided while this one runs.
+	a.peers.ahead.ask(f.Target)
+	a.carryGranted(ctx, f, local, lease, node, service, grant, pre, early, log)
+}
+
+// carryGranted carries local's direct stream, granted on lease: over TCP
+// if it may (carryTCP), else on the QUIC peer link (on early, the stream
+// offered ahead under the grant's ticket, if it is not nil), else
+// through the relay if the direct path fails before any byte went out.
+func (a *Agent) carryGranted(ctx context.Context, f *transport.Forwarder, local transport.TCP, lease *quic.Stream,
+	node, service string, grant wire.Control, pre *tcpPreDial, early *peerOffer, log *slog.Logger) {
+	defer func() { early.drop() }()
 	if a.carryTCP(ctx, f, local, lease, node, service, grant, pre, log) {
 		return
 	}
 	var (
 		ps      *quic.Stream
 		release func()
+		err     error
 	)
 	if early != nil && early.ticket == grant.Ticket {
 		ps, release = early.st, early.release

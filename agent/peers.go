@@ -189,7 +189,8 @@ type peerPool struct {
 	failed  map[string]time.Time   // node → when the direct path may be tried again
 	dialing map[string]*peerDial
 	wg      sync.WaitGroup
-	tcp     *peerTCP // direct streams over TCP (peertcp.go)
+	tcp     *peerTCP     // direct streams over TCP (peertcp.go)
+	ahead   *aheadGrants // grants of direct streams decided ahead (ahead.go)
 
 	// proven: node → the expiry of the latest certificate this agent
 	// showed it in a full handshake (QUIC or TCP); proving: the nodes
@@ -243,7 +244,7 @@ type peerDial struct {
 
 func newPeerPool(a *Agent) *peerPool {
 	return &peerPool{a: a, links: map[string]*peerLink{}, retired: map[*peerLink]struct{}{},
-		failed: map[string]time.Time{}, dialing: map[string]*peerDial{}, tcp: newPeerTCP(),
+		failed: map[string]time.Time{}, dialing: map[string]*peerDial{}, tcp: newPeerTCP(), ahead: newAheadGrants(a),
 		proven: map[string]time.Time{}, proving: map[string]bool{}}
 }
 
@@ -445,8 +446,10 @@ func (p *peerPool) proved(node string, cert *tls.Certificate) {
 // links with the new certificate); each closes once its streams end. Every
 // node this agent still has a direct stream to is shown the new
 // certificate at once (reprove), so that it keeps those streams past the
-// old certificate's expiry.
+// old certificate's expiry. The grants held ahead are dropped: the
+// gateway announced them with the old certificate.
 func (p *peerPool) retireAll() {
+	p.ahead.dropAll()
 	p.tcp.reset()
 	p.mu.Lock()
 	for node, l := range p.links {
@@ -589,6 +592,7 @@ func (p *peerPool) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			p.ahead.close()
 			p.mu.Lock()
 			for _, l := range p.links {
 				l.conn.CloseWithError(transport.CodeShutdown, "agent shutting down")

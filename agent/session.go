@@ -543,6 +543,9 @@ func (a *Agent) dialOn(ctx context.Context, tr *quic.Transport, addr net.Addr, h
 	if err == nil && welcome.Direct {
 		a.gwDirect.Store(true)
 	}
+	if err == nil && welcome.Ahead {
+		a.gwAhead.Store(true)
+	}
 	if err != nil {
 		// A refusal closes the connection: its reason is the error. Give
 		// the CONNECTION_CLOSE a moment to arrive if the stream failed

@@ -56,11 +56,15 @@ const (
 	PolicyRemoved     Type = "policy.removed"
 	StreamAllowed     Type = "stream.allowed"
 	StreamDenied      Type = "stream.denied"
-	SessionCreated    Type = "session.created"
-	SessionEnded      Type = "session.ended"
-	SessionRevoked    Type = "session.revoked"
-	CertRevoked       Type = "cert.revoked"
-	RecordingSaved    Type = "recording.saved"
+	// StreamUnused: a direct stream decided ahead of its use (its
+	// stream.allowed has the detail ahead=true) that its caller never
+	// started; the grant ended unused.
+	StreamUnused   Type = "stream.unused"
+	SessionCreated Type = "session.created"
+	SessionEnded   Type = "session.ended"
+	SessionRevoked Type = "session.revoked"
+	CertRevoked    Type = "cert.revoked"
+	RecordingSaved Type = "recording.saved"
 )
 
 // Outcome says whether the action succeeded.

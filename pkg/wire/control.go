@@ -67,6 +67,9 @@ type Control struct {
 	// Direct: in a hello, the agent accepts and opens direct streams; in a
 	// welcome, the gateway brokers them.
 	Direct bool `json:"direct,omitempty"`
+	// Ahead, in a welcome, says the gateway decides direct streams ahead
+	// of their use (wire.DirectAhead).
+	Ahead bool `json:"ahead,omitempty"`
 	// Addrs are candidate UDP addresses (host:port) of an agent: its own
 	// in a hello; the target's in MsgDirect; the caller's in MsgExpect.
 	Addrs []string `json:"addrs,omitempty"`

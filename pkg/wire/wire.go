@@ -110,7 +110,8 @@ type Header struct {
 	Ticket string
 	// Direct, on a KindDial stream of an agent, offers the direct path:
 	// the gateway may answer StatusDirect and a MsgDirect instead of
-	// relaying (DirectOffer).
+	// relaying (DirectOffer); or asks for a direct stream decided ahead
+	// of its use, which the gateway never relays (DirectAhead).
 	Direct string
 	// DBUser and DBPassword, on a KindDeliver stream to a service whose
 	// agent logs in to its database for the caller (dbcreds.go), are the
@@ -120,8 +121,21 @@ type Header struct {
 	DBPassword Secret
 }
 
-// DirectOffer is the value of Header.Direct that offers the direct path.
-const DirectOffer = "1"
+// Values of Header.Direct.
+const (
+	// DirectOffer offers the direct path for a stream the caller has now.
+	DirectOffer = "1"
+	// DirectAhead asks for a direct stream decided ahead: the gateway
+	// decides, audits and announces it as for DirectOffer, or refuses it
+	// (it never relays one). The caller holds the grant until a client
+	// comes, then sends AheadUsed on the dial stream (its lease) and opens
+	// the KindPeer stream at once; a grant it does not use, it ends by
+	// closing the lease with nothing sent.
+	DirectAhead = "ahead"
+	// AheadUsed is the byte a caller sends on the lease of a stream
+	// decided ahead when it starts the stream.
+	AheadUsed = 'U'
+)
 
 // Field tags inside a header body.
 const (

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -12,6 +13,8 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/tunnelhq/tunnel/gateway/internal/peer"
+	"github.com/tunnelhq/tunnel/pkg/api"
+	"github.com/tunnelhq/tunnel/pkg/audit"
 	"github.com/tunnelhq/tunnel/pkg/identity"
 	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/transport"
@@ -54,9 +57,10 @@ func candidates(observed net.Addr, given []string) []string {
 }
 
 // directFor returns the target's connection if the stream from p may take
-// the direct path: both agents take it, and the caller offered it.
+// the direct path: both agents take it, and the caller offered it (or
+// asked for it ahead).
 func (s *Server) directFor(p peer.Peer, h wire.Header, target *agentConn) (caller *agentConn, ok bool) {
-	if s.NoDirect || h.Direct != wire.DirectOffer || p.ID.Kind != identity.Agent || target == nil || !target.direct {
+	if s.NoDirect || h.Direct != wire.DirectOffer && h.Direct != wire.DirectAhead || p.ID.Kind != identity.Agent || target == nil || !target.direct {
 		return nil, false
 	}
 	caller = s.lookup(p.ID.Name)
@@ -66,6 +70,48 @@ func (s *Server) directFor(p peer.Peer, h wire.Header, target *agentConn) (calle
 	return caller, true
 }
 
+// aheadRefusal says why the stream of h cannot be decided ahead of its
+// use ("" if it can): only a direct stream to a service that needs no
+// database credential (a credential is leased per stream, when it starts).
+// Nothing is decided or audited for a refusal: the caller asks again, for
+// the stream it then has.
+func (s *Server) aheadRefusal(p peer.Peer, h wire.Header, node, service string) string {
+	switch {
+	case service == api.SSHService:
+		return "an SSH stream cannot be decided ahead"
+	case s.credentialPath(node, service) != "":
+		return fmt.Sprintf("service %s on %s logs in to its database for the caller: its streams are decided when they start", service, node)
+	}
+	if _, ok := s.directFor(p, h, s.lookup(node)); !ok {
+		return fmt.Sprintf("the direct path to %s is not available: its streams are decided when they start", node)
+	}
+	return ""
+}
+
+// awaitUse waits on the lease st of a stream decided ahead until its
+// caller starts it (wire.AheadUsed) or gives it up (ends the lease). It
+// reports whether the stream started. While unused, the grant is worth
+// nothing once the target's connection to this gateway ends (the target
+// most likely restarted and forgot the ticket): the lease is reset, so
+// that the caller asks again.
+func (s *Server) awaitUse(p peer.Peer, st *quic.Stream, target *agentConn, node, service string) bool {
+	stop := context.AfterFunc(target.conn.Context(), func() {
+		st.CancelWrite(transport.StreamCanceled)
+		st.CancelRead(transport.StreamCanceled)
+	})
+	var b [1]byte
+	_, err := io.ReadFull(st, b[:])
+	if !stop() || err != nil || b[0] != wire.AheadUsed {
+		s.log().Debug("direct stream decided ahead ended unused", "caller", p.String(), "node", node, "service", service)
+		s.auditNow(audit.Event{Type: audit.StreamUnused, Actor: p.String(), Subject: node + "/" + service, Outcome: audit.Success,
+			Details: map[string]string{"path": "direct", "ahead": "true"}})
+		_ = st.Close()
+		st.CancelRead(transport.StreamCanceled)
+		return false
+	}
+	return true
+}
+
 // goDirect hands an authorised stream to the direct path: the target is
 // told to expect it, the caller gets the grant, and the stream is tracked
 // until the caller closes its dial stream (the direct stream's lease).
@@ -73,7 +119,11 @@ func (s *Server) directFor(p peer.Peer, h wire.Header, target *agentConn) (calle
 // could not be told: the stream is then relayed. The target is told while
 // the decision's audit event commits (it serves nothing before the caller
 // comes with the ticket); the caller gets the grant only once it has.
-func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service, proposed string, target, caller *agentConn, l *liveStream, gate *auditGate, cred *streamCred) bool {
+//
+// A stream decided ahead (wire.DirectAhead) goes the same way, then waits
+// for its caller to start it (awaitUse); tracked meanwhile, so that a
+// revocation or an access change cuts the grant as it would the stream.
+func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service, proposed string, ahead bool, target, caller *agentConn, l *liveStream, gate *auditGate, cred *streamCred) bool {
 	// The caller's proposed ticket, when it has the form of one: it sent
 	// it to the target already, while this gateway decided.
 	ticket := proposed
@@ -94,6 +144,7 @@ func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service, proposed 
 	_ = st.SetWriteDeadline(time.Time{})
 	// Tracked from the grant on: a revocation from now cuts it.
 	l.path = "direct"
+	l.held.Store(ahead)
 	l.abort = func(code quic.StreamErrorCode) {
 		cred.cut()
 		reason, _ := wire.CutReason(uint64(code))
@@ -121,7 +172,13 @@ func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service, proposed 
 		st.CancelWrite(transport.StreamCanceled)
 		return true
 	}
-	s.log().Debug("direct stream granted", "caller", p.String(), "node", node, "service", service)
+	s.log().Debug("direct stream granted", "caller", p.String(), "node", node, "service", service, "ahead", ahead)
+	if ahead {
+		if !s.awaitUse(p, st, target, node, service) {
+			return true
+		}
+		s.streams.started(l)
+	}
 	// The caller sends nothing more on the lease; it ends it (FIN) with
 	// the direct stream.
 	_, _ = io.Copy(io.Discard, io.LimitReader(st, 1<<16))

@@ -369,7 +369,7 @@ func (s *Server) register(ctx context.Context, conn *quic.Conn, p peer.Peer, lif
 	}
 	_ = st.SetReadDeadline(time.Time{})
 	_ = st.SetWriteDeadline(time.Now().Add(transport.HeaderTimeout))
-	if err := wire.WriteControl(st, wire.Control{Type: wire.MsgWelcome, Message: "welcome " + p.ID.Name, Direct: !s.NoDirect}); err != nil {
+	if err := wire.WriteControl(st, wire.Control{Type: wire.MsgWelcome, Message: "welcome " + p.ID.Name, Direct: !s.NoDirect, Ahead: !s.NoDirect}); err != nil {
 		return nil, err
 	}
 	_ = st.SetWriteDeadline(time.Time{})

@@ -72,6 +72,14 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 		return
 	}
 	defer release()
+	// A stream decided ahead of its use is for the direct path only.
+	ahead := h.Direct == wire.DirectAhead
+	if ahead {
+		if msg := s.aheadRefusal(p, h, node, service); msg != "" {
+			refuse(st, wire.StatusUnavailable, msg)
+			return
+		}
+	}
 	// The decision and its audit event come from package access: a denial
 	// is durable before the refusal goes out; an allowance is written
 	// while the stream opens, and gates its first byte.
@@ -92,6 +100,9 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	} else {
 		if _, direct := s.directFor(p, h, s.lookup(node)); direct {
 			ev.Details = map[string]string{"path": "direct"}
+			if ahead {
+				ev.Details["ahead"] = "true"
+			}
 		}
 		d, cred, err = s.decideStream(ctx, p, node, service, ev)
 		defer cred.done()
@@ -125,9 +136,14 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	if caller, ok := s.directFor(p, h, target); ok && !isSSH {
 		// The direct path; the decision is durable before the grant.
 		l := &liveStream{caller: p.ID, from: p.ID.Name, to: node, service: service, src: src, callerSerial: p.Serial, targetSerial: target.serial}
-		if s.goDirect(p, st, node, service, h.Ticket, target, caller, l, gate, cred) {
+		if s.goDirect(p, st, node, service, h.Ticket, ahead, target, caller, l, gate, cred) {
 			return
 		}
+	}
+	if ahead {
+		_ = gate.wait()
+		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s cannot take a direct stream now; ask for it when a client comes", node))
+		return
 	}
 	target.active.Add(1)
 	defer target.active.Add(-1)

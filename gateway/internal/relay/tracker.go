@@ -48,6 +48,10 @@ type liveStream struct {
 	// (live.go), nil if none was: the stream's end is then observed in the
 	// revocation histogram (ObserveRevocations).
 	revokedAt atomic.Pointer[time.Time]
+	// held: a direct stream decided ahead whose grant its caller holds
+	// unused (direct.go). It is tracked, so that a revocation cuts the
+	// grant, but not counted in the metrics until it starts (started).
+	held atomic.Bool
 }
 
 // Paths of streams, as the metrics name them: relayed by this gateway
@@ -186,7 +190,9 @@ func (t *tracker) track(l *liveStream) func() {
 	}
 	t.live[l] = struct{}{}
 	t.mu.Unlock()
-	t.total[l.pathIndex()].Add(1)
+	if !l.held.Load() {
+		t.total[l.pathIndex()].Add(1)
+	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -206,6 +212,14 @@ func (t *tracker) track(l *liveStream) func() {
 	}
 }
 
+// started counts a stream held unused until now (liveStream.held) in the
+// metrics.
+func (t *tracker) started(l *liveStream) {
+	if l.held.CompareAndSwap(true, false) {
+		t.total[l.pathIndex()].Add(1)
+	}
+}
+
 // where returns the live streams matching f.
 func (t *tracker) where(f func(*liveStream) bool) []*liveStream {
 	t.mu.Lock()
@@ -219,8 +233,9 @@ func (t *tracker) where(f func(*liveStream) bool) []*liveStream {
 	return out
 }
 
-// LiveStreams implements access.Live: every stream relayed now, with its
-// caller, target and session, and a way to cut it.
+// LiveStreams implements access.Live: every stream relayed now (and every
+// grant of a direct stream held unused), with its caller, target and
+// session, and a way to cut it.
 func (s *Server) LiveStreams() []access.LiveStream {
 	ls := s.streams.where(func(*liveStream) bool { return true })
 	out := make([]access.LiveStream, 0, len(ls))
@@ -256,7 +271,9 @@ func (s *Server) StreamStats() []StreamStats {
 	}
 	s.streams.mu.Lock()
 	for l := range s.streams.live {
-		out[l.pathIndex()].Active++
+		if !l.held.Load() {
+			out[l.pathIndex()].Active++
+		}
 	}
 	s.streams.mu.Unlock()
 	for i := range out {

@@ -163,20 +163,7 @@ func (h *aheadGrants) request(ctx context.Context, target string) (*aheadGrant, 
 	if err != nil {
 		return nil, err
 	}
-	err = wire.WriteHeader(lease, wire.Header{Kind: wire.KindDial, Target: target, Direct: wire.DirectAhead, Ticket: wire.NewTicket()})
-	var rep wire.Reply
-	if err == nil {
-		_ = lease.SetReadDeadline(time.Now().Add(transport.HeaderTimeout))
-		rep, err = wire.ReadReply(lease)
-	}
-	var grant wire.Control
-	if err == nil && rep.Status == wire.StatusDirect {
-		grant, err = wire.ReadControl(lease)
-		if err == nil && (grant.Type != wire.MsgDirect || grant.Ticket == "" || grant.Node != node) {
-			err = errors.New("the gateway's direct grant does not match the request")
-		}
-	}
-	_ = lease.SetReadDeadline(time.Time{})
+	rep, grant, err := askDirect(lease, target, node, wire.DirectAhead, wire.NewTicket())
 	switch {
 	case err != nil:
 		transport.Stream{Stream: lease}.Abort()

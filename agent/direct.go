@@ -62,20 +62,7 @@ func (a *Agent) carry(ctx context.Context, f *transport.Forwarder, local transpo
 	}
 	// The gateway decides first; the client's bytes wait (they may go
 	// another way than this stream).
-	err = wire.WriteHeader(lease, wire.Header{Kind: wire.KindDial, Target: f.Target, Direct: wire.DirectOffer, Ticket: ticket})
-	var rep wire.Reply
-	if err == nil {
-		_ = lease.SetReadDeadline(time.Now().Add(transport.HeaderTimeout))
-		rep, err = wire.ReadReply(lease)
-	}
-	var grant wire.Control
-	if err == nil && rep.Status == wire.StatusDirect {
-		grant, err = wire.ReadControl(lease)
-		if err == nil && (grant.Type != wire.MsgDirect || grant.Ticket == "" || grant.Node != node) {
-			err = errors.New("the gateway's direct grant does not match the request")
-		}
-	}
-	_ = lease.SetReadDeadline(time.Time{})
+	rep, grant, err := askDirect(lease, f.Target, node, wire.DirectOffer, ticket)
 	switch {
 	case err != nil:
 		log.Warn("open stream", "target", f.Target, "err", err)
@@ -104,6 +91,28 @@ func (a *Agent) carry(ctx context.Context, f *transport.Forwarder, local transpo
 	// The target's next stream is decided while this one runs.
 	a.peers.ahead.ask(f.Target)
 	a.carryGranted(ctx, f, local, lease, node, service, grant, pre, early, log)
+}
+
+// askDirect sends the dial header of a stream to target (on node) that
+// offers the direct path (direct: wire.DirectOffer or wire.DirectAhead)
+// on lease, and reads the gateway's reply and, for StatusDirect, its
+// grant (checked against the request).
+func askDirect(lease *quic.Stream, target, node, direct, ticket string) (wire.Reply, wire.Control, error) {
+	err := wire.WriteHeader(lease, wire.Header{Kind: wire.KindDial, Target: target, Direct: direct, Ticket: ticket})
+	var rep wire.Reply
+	if err == nil {
+		_ = lease.SetReadDeadline(time.Now().Add(transport.HeaderTimeout))
+		rep, err = wire.ReadReply(lease)
+	}
+	var grant wire.Control
+	if err == nil && rep.Status == wire.StatusDirect {
+		grant, err = wire.ReadControl(lease)
+		if err == nil && (grant.Type != wire.MsgDirect || grant.Ticket == "" || grant.Node != node) {
+			err = errors.New("the gateway's direct grant does not match the request")
+		}
+	}
+	_ = lease.SetReadDeadline(time.Time{})
+	return rep, grant, err
 }
 
 // carryGranted carries local's direct stream, granted on lease: over TCP

@@ -541,10 +541,11 @@ func (s *Server) unregister(ac *agentConn) {
 func (s *Server) lookup(node string) *agentConn { return s.reg.agent(node) }
 
 // Online reports, for the admin API, which agents are connected, since
-// when, and with which services.
+// when, and with which services, and how many streams each has open now
+// (a grant held unused, liveStream.held, is not a stream yet).
 func (s *Server) Online() map[string]api.Agent {
 	out := s.reg.online()
-	for _, l := range s.streams.where(func(l *liveStream) bool { return l.from != "" }) {
+	for _, l := range s.streams.where(func(l *liveStream) bool { return l.from != "" && !l.held.Load() }) {
 		a, ok := out[l.from]
 		if !ok {
 			continue

@@ -30,8 +30,9 @@ import (
 // (stream.unused).
 
 const (
-	// aheadTTL is how long a grant is held unused: well under expectTTL,
-	// after which the target forgets the announcement.
+	// aheadTTL is how long a grant is held unused: under wire.AheadHold,
+	// after which a gateway voids it, and expectTTL, after which the
+	// target forgets the announcement (TestAheadTTLs).
 	aheadTTL = 20 * time.Second
 	// aheadRefusedFor is how long the agent does not ask again for a
 	// target the gateway would not decide ahead (a service that logs in

@@ -196,13 +196,20 @@ func (e *expected) serving(ticket string, x expectation, abort func(quic.StreamE
 }
 
 // cutTicket resets the direct stream of ticket with code, or, if it has
-// not arrived yet, makes sure it will be refused.
+// not arrived yet, makes sure it will be refused. A ticket this agent does
+// not know (its stream over: a gateway says so when the caller ends the
+// lease, after every stream) leaves no trace.
 func (e *expected) cutTicket(ticket string, code quic.StreamErrorCode) {
 	e.mu.Lock()
 	abort := e.live[ticket].abort
 	if abort == nil {
+		_, announced := e.pending[ticket]
+		_, uncommitted := e.commits[ticket]
+		if announced || uncommitted || len(e.waiters[ticket]) > 0 {
+			e.cut[ticket] = e.clock()
+		}
 		delete(e.pending, ticket)
-		e.cut[ticket] = e.clock()
+		delete(e.commits, ticket)
 		for _, w := range e.waiters[ticket] {
 			close(w)
 		}

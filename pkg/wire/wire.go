@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -136,6 +137,11 @@ const (
 	// decided ahead when it starts the stream.
 	AheadUsed = 'U'
 )
+
+// AheadHold is the longest a caller may hold a grant decided ahead
+// unused: a gateway voids one held longer (the target then forgets its
+// announcement). Callers give theirs up sooner.
+const AheadHold = 25 * time.Second
 
 // Field tags inside a header body.
 const (

@@ -89,27 +89,77 @@ func (s *Server) aheadRefusal(p peer.Peer, h wire.Header, node, service string) 
 }
 
 // awaitUse waits on the lease st of a stream decided ahead until its
-// caller starts it (wire.AheadUsed) or gives it up (ends the lease). It
-// reports whether the stream started. While unused, the grant is worth
-// nothing once the target's connection to this gateway ends (the target
-// most likely restarted and forgot the ticket): the lease is reset, so
-// that the caller asks again.
-func (s *Server) awaitUse(p peer.Peer, st *quic.Stream, target *agentConn, node, service string) bool {
+// caller starts it (wire.AheadUsed) or gives it up (ends the lease, or
+// sends anything else), for at most AheadHold. It reports whether the
+// stream started. A grant not used is audited (stream.unused) and void:
+// the lease is reset and the target told to forget the announcement, so
+// that the ticket serves no stream this gateway does not track. While
+// unused, the grant is also void once the target's connection to this
+// gateway ends (the target most likely restarted and forgot the ticket).
+func (s *Server) awaitUse(p peer.Peer, st *quic.Stream, target *agentConn, node, service, ticket string) bool {
 	stop := context.AfterFunc(target.conn.Context(), func() {
 		st.CancelWrite(transport.StreamCanceled)
 		st.CancelRead(transport.StreamCanceled)
 	})
+	hold := s.AheadHold
+	if hold <= 0 {
+		hold = wire.AheadHold
+	}
+	_ = st.SetReadDeadline(time.Now().Add(hold))
 	var b [1]byte
 	_, err := io.ReadFull(st, b[:])
-	if !stop() || err != nil || b[0] != wire.AheadUsed {
-		s.log().Debug("direct stream decided ahead ended unused", "caller", p.String(), "node", node, "service", service)
-		s.auditNow(audit.Event{Type: audit.StreamUnused, Actor: p.String(), Subject: node + "/" + service, Outcome: audit.Success,
-			Details: map[string]string{"path": "direct", "ahead": "true"}})
-		_ = st.Close()
-		st.CancelRead(transport.StreamCanceled)
-		return false
+	_ = st.SetReadDeadline(time.Time{})
+	targetUp := stop()
+	if targetUp && err == nil && b[0] == wire.AheadUsed {
+		return true
 	}
-	return true
+	s.log().Debug("direct stream decided ahead ended unused", "caller", p.String(), "node", node, "service", service)
+	if targetUp {
+		s.forgetTicket(target, ticket)
+	}
+	s.auditNow(audit.Event{Type: audit.StreamUnused, Actor: p.String(), Subject: node + "/" + service, Outcome: audit.Success,
+		Details: map[string]string{"path": "direct", "ahead": "true"}})
+	st.CancelWrite(transport.StreamCanceled)
+	st.CancelRead(transport.StreamCanceled)
+	return false
+}
+
+// forgetTicket tells the target of a direct stream that its caller ended
+// the stream's lease (wire.MsgCut): it forgets the announcement, and ends
+// the stream if it still runs. A caller closes the lease once the stream
+// is over; one that closes it sooner (or goes away) would otherwise keep
+// a stream no gateway tracks, which a revocation could not reach.
+func (s *Server) forgetTicket(target *agentConn, ticket string) {
+	if err := target.sendControl(wire.Control{Type: wire.MsgCut, Ticket: ticket, Code: uint64(transport.StreamCanceled),
+		Message: "the caller ended the stream's lease"}); err != nil {
+		s.log().Debug("direct path: cannot tell the target a lease ended", "node", target.name, "err", err)
+	}
+}
+
+// endedByCaller reports whether err, from reading a lease, says its caller
+// ended it (a FIN, a reset, its connection closed or gone silent) rather
+// than this gateway (a cut, a shutdown: the direct stream outlives a
+// gateway that stops).
+func endedByCaller(err error) bool {
+	if err == nil {
+		return true
+	}
+	var (
+		se *quic.StreamError
+		ae *quic.ApplicationError
+		te *quic.TransportError
+		it *quic.IdleTimeoutError
+		sr *quic.StatelessResetError
+	)
+	switch {
+	case errors.As(err, &se):
+		return se.Remote
+	case errors.As(err, &ae):
+		return ae.Remote
+	case errors.As(err, &te):
+		return te.Remote
+	}
+	return errors.As(err, &it) || errors.As(err, &sr)
 }
 
 // goDirect hands an authorised stream to the direct path: the target is
@@ -174,14 +224,18 @@ func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service, proposed 
 	}
 	s.log().Debug("direct stream granted", "caller", p.String(), "node", node, "service", service, "ahead", ahead)
 	if ahead {
-		if !s.awaitUse(p, st, target, node, service) {
+		if !s.awaitUse(p, st, target, node, service, ticket) {
 			return true
 		}
 		s.streams.started(l)
 	}
 	// The caller sends nothing more on the lease; it ends it (FIN) with
-	// the direct stream.
-	_, _ = io.Copy(io.Discard, io.LimitReader(st, 1<<16))
+	// the direct stream. The target then ends the stream, if the caller
+	// did not (forgetTicket); anything sent on the lease ends it too.
+	_, err = io.Copy(io.Discard, io.LimitReader(st, 1<<16))
+	if endedByCaller(err) {
+		s.forgetTicket(target, ticket)
+	}
 	_ = st.Close()
 	st.CancelRead(transport.StreamCanceled)
 	return true

@@ -86,8 +86,11 @@ type Server struct {
 	// NoDirect stops the relay from brokering direct streams between
 	// agents (direct.go): every stream then goes through it.
 	NoDirect bool
-	Clock    func() time.Time
-	Log      *slog.Logger
+	// AheadHold voids a direct stream decided ahead whose caller holds
+	// the grant unused longer; zero means wire.AheadHold.
+	AheadHold time.Duration
+	Clock     func() time.Time
+	Log       *slog.Logger
 
 	// DBCreds leases the database credentials of services whose agent
 	// logs in to its database for the caller (dbcreds.go); nil refuses

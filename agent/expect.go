@@ -203,22 +203,40 @@ func (e *expected) cutTicket(ticket string, code quic.StreamErrorCode) {
 	e.mu.Lock()
 	abort := e.live[ticket].abort
 	if abort == nil {
-		_, announced := e.pending[ticket]
-		_, uncommitted := e.commits[ticket]
-		if announced || uncommitted || len(e.waiters[ticket]) > 0 {
-			e.cut[ticket] = e.clock()
-		}
-		delete(e.pending, ticket)
-		delete(e.commits, ticket)
-		for _, w := range e.waiters[ticket] {
-			close(w)
-		}
-		delete(e.waiters, ticket)
+		e.voidLocked(ticket)
 	}
 	e.mu.Unlock()
 	if abort != nil {
 		abort(code)
 	}
+}
+
+// report returns the direct stream of ticket if it is being served; if it
+// is not, an announcement of it is void (wire.MsgReport: its lease ended).
+func (e *expected) report(ticket string) (expectation, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if l, ok := e.live[ticket]; ok {
+		return l.x, true
+	}
+	e.voidLocked(ticket)
+	return expectation{}, false
+}
+
+// voidLocked makes sure no stream starts under ticket, if it was announced
+// or is waited for. e.mu is held.
+func (e *expected) voidLocked(ticket string) {
+	_, announced := e.pending[ticket]
+	_, uncommitted := e.commits[ticket]
+	if announced || uncommitted || len(e.waiters[ticket]) > 0 {
+		e.cut[ticket] = e.clock()
+	}
+	delete(e.pending, ticket)
+	delete(e.commits, ticket)
+	for _, w := range e.waiters[ticket] {
+		close(w)
+	}
+	delete(e.waiters, ticket)
 }
 
 // serving returns the direct streams being served, by ticket.

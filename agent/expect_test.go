@@ -78,3 +78,34 @@ func TestAheadTTLs(t *testing.T) {
 		t.Errorf("aheadTTL %v, wire.AheadHold %v, expectTTL %v: want them in increasing order", aheadTTL, wire.AheadHold, expectTTL)
 	}
 }
+
+// TestReportTicket: a gateway whose lease of a stream was lost asks the
+// target to report it: one served is returned (to be adopted), one
+// announced but not begun is void.
+func TestReportTicket(t *testing.T) {
+	e := newExpected()
+	e.setWait(200 * time.Millisecond)
+	announce := func(ticket string) {
+		e.add(wire.Control{Type: wire.MsgExpect, Ticket: ticket, Caller: "tunnel://test/agent/app-1", Serial: "01", Service: "echo"}, nil)
+	}
+	announce("served")
+	x, err := e.take(context.Background(), "served")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, _ := e.serving("served", x, func(quic.StreamErrorCode) {})
+	defer release()
+	if got, ok := e.report("served"); !ok || got.caller != "tunnel://test/agent/app-1" || got.serial != "01" || got.service != "echo" {
+		t.Errorf("report of a stream served: %+v, %v; want it, with its caller, serial and service", got, ok)
+	}
+	announce("pending")
+	if _, ok := e.report("pending"); ok {
+		t.Error("report of a stream not begun says it is served")
+	}
+	if _, err := e.take(context.Background(), "pending"); !errors.Is(err, errCut) {
+		t.Errorf("a stream announced, then reported lost before it came: %v; want %v", err, errCut)
+	}
+	if _, ok := e.report("unknown"); ok || len(e.cut) != 1 {
+		t.Errorf("report of an unknown ticket: %v, %d cuts kept; want false and only the pending one's", ok, len(e.cut))
+	}
+}

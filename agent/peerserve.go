@@ -270,6 +270,19 @@ func (a *Agent) adoptDirect(ticket string, x expectation) func() {
 	}
 }
 
+// reportTicket answers a gateway's wire.MsgReport on s: the direct stream
+// of ticket, if it is served, is reported to s (MsgAdopt), which tracks it
+// from then on; its caller's lease there ended without a word.
+func (a *Agent) reportTicket(s *session, ticket string) {
+	x, live := a.expect.report(ticket)
+	if !live {
+		return
+	}
+	if err := s.send(wire.Control{Type: wire.MsgAdopt, Ticket: ticket, Caller: x.caller, Serial: x.serial, Service: x.service}); err != nil {
+		a.log.Debug("report a direct stream to the gateway", "err", err)
+	}
+}
+
 // reportDirect tells a new gateway connection about every direct stream
 // served now: a gateway that restarted, or joined, tracks them too.
 func (a *Agent) reportDirect(s *session) {

@@ -615,6 +615,8 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 				a.expect.commit(m.Ticket)
 			case wire.MsgCut:
 				a.expect.cutTicket(m.Ticket, quic.StreamErrorCode(m.Code))
+			case wire.MsgReport:
+				a.reportTicket(s, m.Ticket)
 			case wire.MsgTrust:
 				a.applyTrust(m, s)
 				// Say which bundle is in force now, whatever became of

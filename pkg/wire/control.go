@@ -45,6 +45,12 @@ const (
 	// decided it died (MsgCut). MsgEnded says the stream of Ticket ended.
 	MsgAdopt = "adopt"
 	MsgEnded = "ended"
+	// MsgReport tells the target agent that the caller's lease of the
+	// direct stream of Ticket ended without a word from the caller (its
+	// connection to the gateway went silent or broke): the target answers
+	// MsgAdopt if the stream still runs, so that the gateway goes on
+	// tracking it; an announced stream not begun is void.
+	MsgReport = "report"
 	// MsgCommitted tells the target that the audit event of the direct
 	// stream of Ticket is durable: only then does it pass bytes (the
 	// grant and the caller's connection overlap the commit).

@@ -2,8 +2,10 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/tunnelhq/tunnel/pkg/identity"
 	"github.com/tunnelhq/tunnel/pkg/store"
 	"github.com/tunnelhq/tunnel/pkg/transport"
+	"github.com/tunnelhq/tunnel/pkg/trust"
 	"github.com/tunnelhq/tunnel/pkg/wire"
 )
 
@@ -23,6 +26,7 @@ import (
 // MsgCut) arrive on msgs.
 type directAgent struct {
 	conn *quic.Conn
+	ctl  *quic.Stream
 	msgs chan wire.Control
 }
 
@@ -31,7 +35,12 @@ type directAgent struct {
 func (h *harness) startDirectAgent(name string) *directAgent {
 	h.t.Helper()
 	h.enrol(name)
-	conn := h.dial(h.cert(identity.Agent, name))
+	return h.connectDirectAgent(name, h.dial(h.cert(identity.Agent, name)))
+}
+
+// connectDirectAgent says hello on conn as name, taking the direct path.
+func (h *harness) connectDirectAgent(name string, conn *quic.Conn) *directAgent {
+	h.t.Helper()
 	ctl, err := conn.OpenStreamSync(context.Background())
 	if err != nil {
 		h.t.Fatal(err)
@@ -47,7 +56,7 @@ func (h *harness) startDirectAgent(name string) *directAgent {
 	if m, err := wire.ReadControl(ctl); err != nil || m.Type != wire.MsgWelcome || !m.Ahead {
 		h.t.Fatalf("agent %s: no welcome offering streams decided ahead: %+v %v", name, m, err)
 	}
-	a := &directAgent{conn: conn, msgs: make(chan wire.Control, 4096)}
+	a := &directAgent{conn: conn, ctl: ctl, msgs: make(chan wire.Control, 4096)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -84,6 +93,22 @@ func (a *directAgent) next(t *testing.T, typ, ticket string) wire.Control {
 		case <-deadline:
 			t.Fatalf("the target was not sent %s for ticket %s within 30s", typ, ticket)
 		}
+	}
+}
+
+// noCut fails if the messages received so far cut ticket.
+func (a *directAgent) noCut(t *testing.T, ticket, why string) {
+	t.Helper()
+	for {
+		select {
+		case m := <-a.msgs:
+			if m.Type == wire.MsgCut && m.Ticket == ticket {
+				t.Fatalf("the stream of ticket %s was cut %s: %+v", ticket, why, m)
+			}
+			continue
+		default:
+		}
+		return
 	}
 }
 
@@ -256,17 +281,7 @@ func TestAheadGrantCutOnlyForItsPrincipal(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "app-1's grant to start", func() bool { return h.srv.Online()["app-1"].DirectStreams == 1 })
-	for {
-		select {
-		case m := <-db.msgs:
-			if m.Type == wire.MsgCut && m.Ticket == grant1.Ticket {
-				t.Fatalf("app-1's ticket was cut (%+v) by the lock of another principal", m)
-			}
-			continue
-		default:
-		}
-		break
-	}
+	db.noCut(t, grant1.Ticket, "by the lock of another principal")
 	// Its own lock cuts it.
 	h.srv.EndAgent("app-1", "test: the agent app-1 locked")
 	if err := leaseEnds(t, lease1, "app-1's stream after its lock"); !errors.As(err, &se) || se.ErrorCode != transport.StreamRevoked {
@@ -329,4 +344,63 @@ func TestAheadRequestsCapped(t *testing.T) {
 		l.CancelRead(transport.StreamCanceled)
 	}
 	waitFor(t, "every grant given up to be audited unused", func() bool { return len(h.events(audit.StreamUnused)) == granted+1 })
+}
+
+// TestDirectLeaseLost: when the caller's connection to the gateway goes
+// silent under a direct stream's lease, the gateway asks the target to
+// report the stream (MsgReport) instead of forgetting it; once reported
+// (MsgAdopt) it tracks it again, so that a lock of the caller still cuts
+// it. The stream itself is not cut: the caller only lost the gateway.
+func TestDirectLeaseLost(t *testing.T) {
+	h := newHarness(t, harnessOpts{quic: func(c *quic.Config) {
+		c.MaxIdleTimeout = 1500 * time.Millisecond
+		c.KeepAlivePeriod = 200 * time.Millisecond
+	}})
+	db := h.startDirectAgent("db-1")
+	h.enrol("app-1")
+	h.allow("app-1", "db-1/echo")
+
+	// app-1 on a UDP socket of the test's, to silence it.
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	defer tr.Close()
+	cert := h.cert(identity.Agent, "app-1")
+	cfg := transport.ClientTLS(trust.PinnedClientConfig(h.ca.Pin(), "localhost", nil),
+		func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := tr.Dial(ctx, h.ln.Addr(), cfg, transport.QUICConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := h.connectDirectAgent("app-1", conn)
+
+	_, rep, grant := askDirect(t, app.conn, "db-1/echo", wire.DirectOffer)
+	if rep.Status != wire.StatusDirect {
+		t.Fatalf("offer the direct path: %+v; want a direct grant", rep)
+	}
+	x := db.next(t, wire.MsgExpect, grant.Ticket)
+	db.next(t, wire.MsgCommitted, grant.Ticket)
+
+	// app-1 goes silent: no CONNECTION_CLOSE, its socket gone.
+	udp.Close()
+	db.next(t, wire.MsgReport, grant.Ticket)
+	waitFor(t, "the lease's stream untracked", func() bool { return len(h.srv.LiveStreams()) == 0 })
+	// The target serves the stream still, and reports it.
+	if err := wire.WriteControl(db.ctl, wire.Control{Type: wire.MsgAdopt, Ticket: grant.Ticket, Caller: x.Caller, Serial: x.Serial, Service: "echo"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reported stream tracked again", func() bool {
+		ls := h.srv.LiveStreams()
+		return len(ls) == 1 && ls[0].Caller.Name == "app-1" && ls[0].Node == "db-1"
+	})
+	db.noCut(t, grant.Ticket, "though its caller only lost the gateway")
+	// A lock of app-1 reaches it.
+	h.srv.EndAgent("app-1", "test: app-1 locked")
+	if m := db.next(t, wire.MsgCut, grant.Ticket); m.Code != uint64(transport.StreamRevoked) {
+		t.Errorf("the lock cut the reported stream with code %d; want %d", m.Code, transport.StreamRevoked)
+	}
 }

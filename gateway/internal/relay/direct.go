@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -136,30 +137,39 @@ func (s *Server) forgetTicket(target *agentConn, ticket string) {
 	}
 }
 
-// endedByCaller reports whether err, from reading a lease, says its caller
-// ended it (a FIN, a reset, its connection closed or gone silent) rather
-// than this gateway (a cut, a shutdown: the direct stream outlives a
-// gateway that stops).
-func endedByCaller(err error) bool {
+// leaseLost tells the target of a direct stream that its caller's lease
+// ended without a word from the caller (wire.MsgReport): the target reports
+// the stream (wire.MsgAdopt) if it still runs, and this gateway tracks it
+// as adopted. A caller cut off from the gateway keeps its stream, and a
+// caller that goes silent on purpose does not take it out of reach.
+func (s *Server) leaseLost(target *agentConn, ticket string) {
+	if err := target.sendControl(wire.Control{Type: wire.MsgReport, Ticket: ticket}); err != nil {
+		s.log().Debug("direct path: cannot ask the target to report a stream", "node", target.name, "err", err)
+	}
+}
+
+// leaseEnd says how a direct stream's lease ended, read from err, the
+// error reading it: by its caller (a FIN, a reset, its connection closed),
+// by this gateway (a shutdown or a revocation closed the caller's
+// connection: the stream outlives a gateway that stops), or lost (the
+// caller's connection went silent or broke).
+func leaseEnd(err error) string {
 	if err == nil {
-		return true
+		return "caller"
 	}
 	var (
 		se *quic.StreamError
 		ae *quic.ApplicationError
-		te *quic.TransportError
-		it *quic.IdleTimeoutError
-		sr *quic.StatelessResetError
 	)
 	switch {
-	case errors.As(err, &se):
-		return se.Remote
+	case errors.As(err, &se) && se.Remote:
+		return "caller"
+	case errors.As(err, &ae) && ae.Remote:
+		return "caller"
 	case errors.As(err, &ae):
-		return ae.Remote
-	case errors.As(err, &te):
-		return te.Remote
+		return "gateway"
 	}
-	return errors.As(err, &it) || errors.As(err, &sr)
+	return "lost"
 }
 
 // goDirect hands an authorised stream to the direct path: the target is
@@ -195,7 +205,9 @@ func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service, proposed 
 	// Tracked from the grant on: a revocation from now cuts it.
 	l.path = "direct"
 	l.held.Store(ahead)
+	var aborted atomic.Bool
 	l.abort = func(code quic.StreamErrorCode) {
+		aborted.Store(true)
 		cred.cut()
 		reason, _ := wire.CutReason(uint64(code))
 		st.CancelWrite(code)
@@ -231,10 +243,17 @@ func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service, proposed 
 	}
 	// The caller sends nothing more on the lease; it ends it (FIN) with
 	// the direct stream. The target then ends the stream, if the caller
-	// did not (forgetTicket); anything sent on the lease ends it too.
+	// did not (forgetTicket); anything sent on the lease ends it too. A
+	// lease lost with the caller's connection hands the tracking over to
+	// the target's report (leaseLost). A cut (abort) told the target.
 	_, err = io.Copy(io.Discard, io.LimitReader(st, 1<<16))
-	if endedByCaller(err) {
-		s.forgetTicket(target, ticket)
+	if !aborted.Load() {
+		switch leaseEnd(err) {
+		case "caller":
+			s.forgetTicket(target, ticket)
+		case "lost":
+			s.leaseLost(target, ticket)
+		}
 	}
 	_ = st.Close()
 	st.CancelRead(transport.StreamCanceled)

@@ -59,6 +59,8 @@ type harnessOpts struct {
 	wrap func(store.Store) store.Store
 	// configure adjusts the server before Serve.
 	configure func(*Server)
+	// quic adjusts the listener's QUIC configuration.
+	quic func(*quic.Config)
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -76,7 +78,11 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := quic.ListenAddr("127.0.0.1:0", transport.ServerTLS(sc.GetCertificate), transport.QUICConfig())
+	qc := transport.QUICConfig()
+	if o.quic != nil {
+		o.quic(qc)
+	}
+	ln, err := quic.ListenAddr("127.0.0.1:0", transport.ServerTLS(sc.GetCertificate), qc)
 	if err != nil {
 		t.Fatal(err)
 	}

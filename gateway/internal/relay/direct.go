@@ -148,28 +148,19 @@ func (s *Server) leaseLost(target *agentConn, ticket string) {
 	}
 }
 
-// leaseEnd says how a direct stream's lease ended, read from err, the
-// error reading it: by its caller (a FIN, a reset, its connection closed),
-// by this gateway (a shutdown or a revocation closed the caller's
-// connection: the stream outlives a gateway that stops), or lost (the
-// caller's connection went silent or broke).
-func leaseEnd(err error) string {
+// endedByCaller reports whether err, from reading a direct stream's
+// lease, says its caller ended it: a FIN, a reset, its connection closed.
+// Any other end (its connection silent or broken, or closed by this
+// gateway) loses the lease without a word from the caller.
+func endedByCaller(err error) bool {
 	if err == nil {
-		return "caller"
+		return true
 	}
 	var (
 		se *quic.StreamError
 		ae *quic.ApplicationError
 	)
-	switch {
-	case errors.As(err, &se) && se.Remote:
-		return "caller"
-	case errors.As(err, &ae) && ae.Remote:
-		return "caller"
-	case errors.As(err, &ae):
-		return "gateway"
-	}
-	return "lost"
+	return errors.As(err, &se) && se.Remote || errors.As(err, &ae) && ae.Remote
 }
 
 // goDirect hands an authorised stream to the direct path: the target is
@@ -244,16 +235,17 @@ func (s *Server) goDirect(p peer.Peer, st *quic.Stream, node, service, proposed 
 	// The caller sends nothing more on the lease; it ends it (FIN) with
 	// the direct stream. The target then ends the stream, if the caller
 	// did not (forgetTicket); anything sent on the lease ends it too. A
-	// lease lost with the caller's connection hands the tracking over to
-	// the target's report (leaseLost). A cut (abort) told the target.
+	// lease lost otherwise (the caller's connection silent, broken, or
+	// closed by this gateway as it stops) hands the tracking over to the
+	// target's report (leaseLost): the stream goes on. A cut (abort)
+	// told the target already.
 	_, err = io.Copy(io.Discard, io.LimitReader(st, 1<<16))
-	if !aborted.Load() {
-		switch leaseEnd(err) {
-		case "caller":
-			s.forgetTicket(target, ticket)
-		case "lost":
-			s.leaseLost(target, ticket)
-		}
+	switch {
+	case aborted.Load():
+	case endedByCaller(err):
+		s.forgetTicket(target, ticket)
+	default:
+		s.leaseLost(target, ticket)
 	}
 	_ = st.Close()
 	st.CancelRead(transport.StreamCanceled)

@@ -12,6 +12,8 @@ package api
 
 import (
 	"time"
+
+	"github.com/tunnelhq/tunnel/pkg/wire"
 )
 
 // Version is the API's version, the first element of every path.
@@ -81,21 +83,13 @@ type Ping struct {
 	Version string `json:"version"`
 }
 
-// CA answers PathCA: the cluster's trust anchors, public by nature.
-type CA struct {
-	Cluster string `json:"cluster"`
-	// X509 holds PEM CA certificates, the active one first.
-	X509 string `json:"x509_pem"`
-	// SSHUserCAs and SSHHostCAs are authorized_keys lines, active first.
-	SSHUserCAs []string `json:"ssh_user_cas"`
-	SSHHostCAs []string `json:"ssh_host_cas"`
-	// Pin is the pin of the active X.509 CA.
-	Pin string `json:"pin"`
-	// Epoch versions the bundle: the store's CA epoch it was read at
-	// (store.CAEpochMeta), higher for newer keys; 0 from a gateway that
-	// does not send it.
-	Epoch uint64 `json:"epoch,omitempty"`
-}
+// CA answers PathCA: the cluster's trust anchors, public by nature. It is
+// the bundle gateways also push to agents (wire.Trust): the active X.509
+// CA's PEM first, the SSH CAs as authorized_keys lines (active first), the
+// pin of the active X.509 CA, and the epoch that versions the bundle (the
+// store's CA epoch it was read at, store.CAEpochMeta; 0 from a gateway
+// that does not send it).
+type CA = wire.Trust
 
 // LoginRequest is the body of PathLogin.
 type LoginRequest struct {

@@ -27,9 +27,9 @@ const MsgTrust = "trust"
 const MsgTrusted = "trusted"
 
 // Trust is the cluster's trust bundle, as the enrolment and renewal
-// answers carry it (api.CA): what an agent verifies other agents
-// (X509), SSH users (SSHUserCAs) and the cluster's hosts (SSHHostCAs)
-// with.
+// answers and the API's CA endpoint carry it (api.CA is this type): what
+// an agent verifies other agents (X509), SSH users (SSHUserCAs) and the
+// cluster's hosts (SSHHostCAs) with.
 type Trust struct {
 	Cluster string `json:"cluster"`
 	// X509 holds the PEM certificates of the trusted X.509 CAs, the

@@ -32,8 +32,7 @@ const trustSenders = 32
 // control message.
 func TrustBundle(ca *certs.Authority) wire.Control {
 	b := login.CABundle(ca)
-	return wire.Control{Type: wire.MsgTrust, Trust: &wire.Trust{Cluster: b.Cluster, X509: b.X509,
-		SSHUserCAs: b.SSHUserCAs, SSHHostCAs: b.SSHHostCAs, Pin: b.Pin, Epoch: b.Epoch}}
+	return wire.Control{Type: wire.MsgTrust, Trust: &b}
 }
 
 // PushTrust sends every agent connected now the current trust bundle, if

@@ -3,7 +3,9 @@ package trust_test
 import (
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,5 +84,58 @@ func TestChainCache(t *testing.T) {
 	}
 	if _, err := none.Verify(good, roots, "prod", now.Add(2*time.Hour)); !errors.Is(err, trust.ErrExpired) {
 		t.Errorf("nil cache, expired: %v", err)
+	}
+}
+
+// TestChainCacheConcurrent: many goroutines verifying through one small
+// cache at once (as an agent's reconnections and peer handshakes do) get
+// the same verdict each as without it, and the cache keeps its bound.
+func TestChainCacheConcurrent(t *testing.T) {
+	caKey := newKey(t)
+	ca := sign(t, caTemplate("prod CA"), caKey, nil, nil)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	otherKey := newKey(t)
+	other := sign(t, caTemplate("other CA"), otherKey, nil, nil)
+	var chains [][]*x509.Certificate
+	var want []error
+	for i := range 8 {
+		id := identity.ID{Cluster: "prod", Kind: identity.Agent, Name: "db-" + string(rune('a'+i))}
+		u, err := url.Parse(id.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		issuer, issuerKey := ca, caKey
+		if i%2 == 1 { // every other chain is of a foreign CA
+			issuer, issuerKey = other, otherKey
+		}
+		chain := []*x509.Certificate{sign(t, &x509.Certificate{NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour), URIs: []*url.URL{u},
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, newKey(t), issuer, issuerKey.priv)}
+		_, err = trust.VerifyClusterChain(chain, roots, "prod", now)
+		chains, want = append(chains, chain), append(want, err)
+	}
+	c := trust.NewChainCache(3)
+	var wg sync.WaitGroup
+	errs := make(chan string, 64*len(chains))
+	for g := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range chains {
+				k := (g + i) % len(chains)
+				_, err := c.Verify(chains[k], roots, "prod", now)
+				if (err == nil) != (want[k] == nil) || err != nil && err.Error() != want[k].Error() {
+					errs <- fmt.Sprintf("chain %d: %v; want %v", k, err, want[k])
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if c.Len() > 3 {
+		t.Errorf("%d chains remembered; want at most 3", c.Len())
 	}
 }

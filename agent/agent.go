@@ -151,6 +151,9 @@ type Agent struct {
 	// after a failure and after a refusal by the gateway; zero values mean
 	// the defaults (tests shorten them).
 	retry, retryRefused transport.Backoff
+	// beat is the period of the heartbeat on each control stream
+	// (wire.MsgBeat); zero means transport.Beat (tests shorten it).
+	beat time.Duration
 }
 
 // Run enrols if needed and runs the agent until ctx ends.

@@ -66,6 +66,17 @@ func newCA(t testing.TB, cluster string) *certs.Authority {
 
 func startFakeGateway(t *testing.T, ca *certs.Authority) *fakeGateway {
 	t.Helper()
+	ln, err := quic.ListenAddr("127.0.0.1:0", fakeGatewayTLS(t, ca), transport.QUICConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveFakeGateway(t, ca, ln)
+}
+
+// fakeGatewayTLS is the TLS configuration of a gateway of ca's cluster
+// on 127.0.0.1.
+func fakeGatewayTLS(t *testing.T, ca *certs.Authority) *tls.Config {
+	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -76,11 +87,13 @@ func startFakeGateway(t *testing.T, ca *certs.Authority) *fakeGateway {
 		t.Fatal(err)
 	}
 	cert := &tls.Certificate{Certificate: [][]byte{leaf.Raw, ca.X509CA().Raw}, PrivateKey: priv, Leaf: leaf}
-	tlsConf := transport.ServerTLS(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert, nil })
-	ln, err := quic.ListenAddr("127.0.0.1:0", tlsConf, transport.QUICConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	return transport.ServerTLS(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert, nil })
+}
+
+// serveFakeGateway serves ln as a fake gateway of ca's cluster until the
+// test ends.
+func serveFakeGateway(t *testing.T, ca *certs.Authority, ln *quic.Listener) *fakeGateway {
+	t.Helper()
 	g := &fakeGateway{ca: ca, ln: ln, downNow: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	g.wg.Add(1)

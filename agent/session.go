@@ -308,10 +308,11 @@ func (a *Agent) keep(ctx context.Context, tr *quic.Transport, l *link) {
 					bo.Reset()
 				}
 				d := bo.Next()
-				if shuttingDown(s.conn) {
+				if shuttingDown(s.conn) || statelessReset(s.conn) {
 					// Every agent of a gateway that restarts hears this at
-					// the same instant: spread the redials over a few
-					// seconds rather than all within the first backoff.
+					// about the same time (at the same instant, or within
+					// a heartbeat): spread the redials over a few seconds
+					// rather than all within the first backoff.
 					d += time.Duration(rand.Int64N(int64(restartSpread)))
 				}
 				if !sleep(ctx, d) {
@@ -437,6 +438,9 @@ func closeReason(c *quic.Conn) string {
 	var ae *quic.ApplicationError
 	if errors.As(err, &ae) && ae.Remote {
 		return explainClose(ae, err).Error()
+	}
+	if statelessReset(c) {
+		return "the gateway restarted and no longer knows this connection (it answered with a stateless reset)"
 	}
 	var ie *quic.IdleTimeoutError
 	if errors.As(err, &ie) {
@@ -627,6 +631,12 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 			}
 		}
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer panics.Recover(a.log, "heartbeat to the gateway", func() error { return nil })
+		a.heartbeat(s)
+	}()
 	for {
 		st, err := s.conn.AcceptStream(ctx)
 		if err != nil {
@@ -643,6 +653,37 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 			a.deliver(ctx, st)
 		}()
 	}
+}
+
+// heartbeat writes wire.MsgBeat on s's control stream every beat (±25 %,
+// so that a fleet does not beat in step) until the connection ends. The
+// gateway ignores it; a gateway that restarted since (killed, say) answers
+// its packet with a stateless reset, which ends the connection at once,
+// and the agent redials under the after-restart rule instead of waiting
+// for the idle timeout and taking the silence for a network fault.
+func (a *Agent) heartbeat(s *session) {
+	period := a.beat
+	if period <= 0 {
+		period = transport.Beat
+	}
+	t := time.NewTimer(jitter(period))
+	defer t.Stop()
+	for seq := uint64(1); ; seq++ {
+		select {
+		case <-s.conn.Context().Done():
+			return
+		case <-t.C:
+		}
+		if err := s.send(wire.Control{Type: wire.MsgBeat, Seq: seq}); err != nil {
+			return // the connection is ending
+		}
+		t.Reset(jitter(period))
+	}
+}
+
+// jitter returns d ±25 %.
+func jitter(d time.Duration) time.Duration {
+	return d*3/4 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
 
 // deliver connects a stream from the gateway to a local service.

@@ -50,6 +50,11 @@ const (
 	// clients move to another gateway within seconds; a restarted gateway
 	// is noticed at once instead (its persistent stateless reset key).
 	IdleTimeout = 8 * time.Second
+	// Beat is how often an agent writes wire.MsgBeat on its control
+	// stream to each gateway (with jitter): a packet large enough to be
+	// answered by a stateless reset, so that a gateway killed and
+	// restarted is noticed within a beat, not at the idle timeout.
+	Beat = 2 * time.Second
 	// HandshakeTimeout bounds the handshake.
 	HandshakeTimeout = 10 * time.Second
 	// MaxStreams bounds the concurrent streams a peer may open.

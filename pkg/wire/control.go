@@ -16,6 +16,13 @@ const (
 	// MsgPing and MsgPong are heartbeats; Seq pairs them.
 	MsgPing = "ping"
 	MsgPong = "pong"
+	// MsgBeat is the agent's heartbeat on its control stream (every
+	// transport.Beat, Seq counting): it gets no answer and says nothing.
+	// It exists for its size: a QUIC keepalive PING is too small for a
+	// gateway that restarted to answer with a stateless reset (quic-go
+	// answers packets of more than 42 bytes only), so without it an agent
+	// of a killed and restarted gateway would wait for its idle timeout.
+	MsgBeat = "beat"
 	// MsgWelcome is the gateway's answer to hello.
 	MsgWelcome = "welcome"
 	// MsgEndSession tells a node to end a session's SSH connections now;

@@ -100,6 +100,7 @@ func goldenControls() map[string]wire.Control {
 		"control-catalog":        {Type: wire.MsgCatalog, Services: []wire.Service{{Name: "mysql", Protocol: "mysql"}}},
 		"control-ping":           {Type: wire.MsgPing, Seq: 42},
 		"control-pong":           {Type: wire.MsgPong, Seq: 42},
+		"control-beat":           {Type: wire.MsgBeat, Seq: 42},
 		"control-welcome":        {Type: wire.MsgWelcome, Message: "welcome db-1 <&>"},
 		"control-end-session":    {Type: wire.MsgEndSession, Session: "s-0123456789abcdef", Message: "access revoked by admin"},
 		"control-hello-direct":   {Type: wire.MsgHello, Version: "1.2.3", Direct: true, Addrs: []string{"10.0.0.5:41641", "[fd00::5]:41641"}},

@@ -507,7 +507,8 @@ func (s *Server) retire(old *agentConn) {
 	}
 }
 
-// control answers pings and takes catalogue updates until the stream ends.
+// control answers pings, takes catalogue updates, adoptions and trust
+// epochs, and ignores heartbeats, until the stream ends.
 func (s *Server) control(ac *agentConn, st *quic.Stream) {
 	defer st.CancelRead(transport.StreamCanceled)
 	defer ac.untrackAdopted("")
@@ -529,6 +530,8 @@ func (s *Server) control(ac *agentConn, st *quic.Stream) {
 			ac.untrackAdopted(m.Ticket)
 		case wire.MsgTrusted:
 			ac.trustEpoch.Store(m.Epoch)
+		case wire.MsgBeat:
+			// Nothing to do: its packet is what counts (see wire.MsgBeat).
 		}
 	}
 }

@@ -1,0 +1,111 @@
+package agent
+
+import (
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/tunnelhq/tunnel/certs"
+	"github.com/tunnelhq/tunnel/pkg/transport"
+)
+
+// mutedConn is a gateway's UDP socket that can be struck dumb: once dead,
+// it sends nothing and hears nothing, as a process killed with SIGKILL
+// (no CONNECTION_CLOSE leaves it). It is a plain net.PacketConn, so that
+// quic-go reads and writes through ReadFrom and WriteTo.
+type mutedConn struct {
+	net.PacketConn
+	dead atomic.Bool
+}
+
+func (c *mutedConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if c.dead.Load() {
+		return len(p), nil
+	}
+	return c.PacketConn.WriteTo(p, addr)
+}
+
+func (c *mutedConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err != nil || !c.dead.Load() {
+			return n, addr, err
+		}
+	}
+}
+
+// killableGateway is a fake gateway on a quic.Transport with a stateless
+// reset key, as the real one (gateway/server.go), on addr.
+func killableGateway(t *testing.T, ca *certs.Authority, addr string, key *quic.StatelessResetKey) (*fakeGateway, *mutedConn, *quic.Transport) {
+	t.Helper()
+	var udp *net.UDPConn
+	var err error
+	// The port of a gateway killed a moment ago: rebinding it may take
+	// a few tries on a busy machine.
+	for range 50 {
+		var ua *net.UDPAddr
+		if ua, err = net.ResolveUDPAddr("udp", addr); err != nil {
+			t.Fatal(err)
+		}
+		if udp, err = net.ListenUDP("udp", ua); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := &mutedConn{PacketConn: udp}
+	tr := &quic.Transport{Conn: conn, StatelessResetKey: key}
+	t.Cleanup(func() { tr.Close() })
+	ln, err := tr.Listen(fakeGatewayTLS(t, ca), transport.QUICConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveFakeGateway(t, ca, ln), conn, tr
+}
+
+// A gateway killed without a word and restarted on the same address with
+// its stateless reset key, a few seconds later, is noticed by the stateless reset that answers
+// the agent's heartbeat, not at the idle timeout: an idle agent's QUIC
+// keepalives are too small to be answered with a reset. The agent then
+// reconnects to the new process.
+func TestHeartbeatNoticesARestartedGateway(t *testing.T) {
+	ca := newCA(t, "prod")
+	var key quic.StatelessResetKey
+	copy(key[:], "a gateway's persistent reset key")
+	g1, conn1, tr1 := killableGateway(t, ca, "127.0.0.1:0", &key)
+	addr := conn1.LocalAddr().String()
+	a, logs := testAgent(t, ca, addr)
+	a.beat = 100 * time.Millisecond
+	runConnect(t, a)
+	waitUntil(t, "the agent to connect", func() bool { return g1.welcomed.Load() == 1 })
+
+	// SIGKILL: the process stops answering, its socket closes, and a new
+	// process takes the same port and key.
+	// The new process listens only after 5.5 s: by then an idle agent
+	// without heartbeats has sent its last keepalive probe before its
+	// 8 s idle timeout (quic-go backs off its probes: 2 s, then about
+	// 2.03, 2.08, ... 3.6, 5.3 and 8.6 s after the last packet heard), so
+	// only a heartbeat can meet the reset.
+	conn1.dead.Store(true)
+	killedAt := time.Now()
+	time.Sleep(5500 * time.Millisecond)
+	tr1.Close()
+	conn1.PacketConn.Close()
+	g2, _, _ := killableGateway(t, ca, addr, &key)
+
+	waitUntil(t, "the agent to reconnect to the restarted gateway", func() bool { return g2.welcomed.Load() == 1 })
+	out := logs.String()
+	if !strings.Contains(out, "the gateway restarted and no longer knows this connection (it answered with a stateless reset)") {
+		t.Errorf("the restart was not noticed by a stateless reset (after %s):\n%s", time.Since(killedAt).Round(time.Millisecond), out)
+	}
+	t.Log(out)
+	if strings.Contains(out, "idle timeout") {
+		t.Errorf("the agent waited for its idle timeout:\n%s", out)
+	}
+}

@@ -655,29 +655,44 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 	}
 }
 
-// heartbeat writes wire.MsgBeat on s's control stream every beat (±25 %,
-// so that a fleet does not beat in step) until the connection ends. The
-// gateway ignores it; a gateway that restarted since (killed, say) answers
-// its packet with a stateless reset, which ends the connection at once,
-// and the agent redials under the after-restart rule instead of waiting
-// for the idle timeout and taking the silence for a network fault.
+// heartbeat probes a silent gateway: every beat (±25 %, so that a fleet
+// does not act in step) it looks whether s received a packet since the
+// last look, and once the gateway has been silent for longer than a
+// keepalive round takes (transport.Silence), it writes wire.MsgBeat on the
+// control stream at each look until something is heard again. A gateway
+// that answers, as it does every keepalive, costs nothing. A gateway
+// killed and restarted since answers the beat's packet with a stateless
+// reset (a keepalive PING is too small for one), which ends the connection
+// at once: the agent redials under the after-restart rule instead of
+// waiting for the idle timeout and taking the silence for a network fault.
 func (a *Agent) heartbeat(s *session) {
 	period := a.beat
 	if period <= 0 {
 		period = transport.Beat
 	}
+	silence := transport.Silence(period)
 	t := time.NewTimer(jitter(period))
 	defer t.Stop()
-	for seq := uint64(1); ; seq++ {
+	heard, heardAt := s.conn.ConnectionStats().PacketsReceived, time.Now()
+	for seq := uint64(1); ; {
 		select {
 		case <-s.conn.Context().Done():
 			return
 		case <-t.C:
 		}
+		t.Reset(jitter(period))
+		now := time.Now()
+		if n := s.conn.ConnectionStats().PacketsReceived; n != heard {
+			heard, heardAt = n, now
+			continue
+		}
+		if now.Sub(heardAt) < silence {
+			continue
+		}
 		if err := s.send(wire.Control{Type: wire.MsgBeat, Seq: seq}); err != nil {
 			return // the connection is ending
 		}
-		t.Reset(jitter(period))
+		seq++
 	}
 }
 

@@ -50,11 +50,12 @@ const (
 	// clients move to another gateway within seconds; a restarted gateway
 	// is noticed at once instead (its persistent stateless reset key).
 	IdleTimeout = 8 * time.Second
-	// Beat is how often an agent writes wire.MsgBeat on its control
-	// stream to each gateway (with jitter): a packet large enough to be
-	// answered by a stateless reset, so that a gateway killed and
-	// restarted is noticed within a beat, not at the idle timeout.
-	Beat = 2 * time.Second
+	// Beat is how often an agent looks whether its gateway is silent and,
+	// if so, writes wire.MsgBeat on its control stream (with jitter): a
+	// packet large enough to be answered by a stateless reset, so that a
+	// gateway killed and restarted is noticed within a beat of a silence
+	// (Silence), not at the idle timeout.
+	Beat = time.Second
 	// HandshakeTimeout bounds the handshake.
 	HandshakeTimeout = 10 * time.Second
 	// MaxStreams bounds the concurrent streams a peer may open.
@@ -62,6 +63,11 @@ const (
 	// HeaderTimeout bounds reading a stream's header or reply.
 	HeaderTimeout = 10 * time.Second
 )
+
+// Silence is how long a peer that looks every beat must hear nothing
+// before it takes the other side for silent: a keepalive, its answer and
+// the granularity of the looks.
+func Silence(beat time.Duration) time.Duration { return KeepAlive + 2*beat }
 
 // QUICConfig returns the QUIC settings of every tunnel connection: 0-RTT
 // off (replayable), keepalives, idle and handshake timeouts, bounded

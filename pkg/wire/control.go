@@ -16,8 +16,9 @@ const (
 	// MsgPing and MsgPong are heartbeats; Seq pairs them.
 	MsgPing = "ping"
 	MsgPong = "pong"
-	// MsgBeat is the agent's heartbeat on its control stream (every
-	// transport.Beat, Seq counting): it gets no answer and says nothing.
+	// MsgBeat is the agent's heartbeat on its control stream, written
+	// while the gateway is silent (transport.Beat, transport.Silence; Seq
+	// counts): it gets no answer and says nothing.
 	// It exists for its size: a QUIC keepalive PING is too small for a
 	// gateway that restarted to answer with a stateless reset (quic-go
 	// answers packets of more than 42 bytes only), so without it an agent

@@ -531,6 +531,13 @@ func (a *Authority) X509CAs() []*x509.Certificate { return slices.Clone(a.ks().x
 // verifying peers.
 func (a *Authority) X509Pool() *x509.CertPool { return a.ks().xca.pool.Clone() }
 
+// X509Roots returns the trusted X.509 CA certificates as the one pool that
+// every caller shares until the CA keys change (a rotation step makes a new
+// one): read only, use X509Pool for a copy to change. Its identity stands
+// for the set of trusted CAs, which a verification cache keys on
+// (trust.ChainCache).
+func (a *Authority) X509Roots() *x509.CertPool { return a.ks().xca.pool }
+
 // Pin returns the pin of the active X.509 CA (see trust.Pin).
 func (a *Authority) Pin() string { return trust.Pin(a.ks().xca.cert) }
 

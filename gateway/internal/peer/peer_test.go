@@ -222,3 +222,29 @@ func TestPeerString(t *testing.T) {
 		}
 	}
 }
+
+// A chain accepted once is remembered only for the CAs that accepted it:
+// the same chain presented where another CA of the same cluster name is
+// trusted (a rotation that dropped its issuer) is refused, and a chain
+// accepted is not re-verified but still looked up in the store (revoked
+// after it was remembered: refused).
+func TestVerifyRemembersForTheSameTrustOnly(t *testing.T) {
+	e := newEnv(t)
+	alice := e.cert(e.ca, identity.User, "alice", identity.User, "alice")
+	before := chains.Len()
+	if _, err := Verify(context.Background(), e.st, e.ca, alice, now, identity.User); err != nil {
+		t.Fatalf("Verify: %v; want success", err)
+	}
+	if chains.Len() != before+1 {
+		t.Errorf("the accepted chain is not remembered: %d chains, want %d", chains.Len(), before+1)
+	}
+	_, err := Verify(context.Background(), e.st, e.other, alice, now, identity.User)
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Message != "your certificate was not issued by this cluster" {
+		t.Errorf("Verify against another CA after the chain was remembered = %v; want refused as not issued by this cluster", err)
+	}
+	e.revoke(alice)
+	if _, err := Verify(context.Background(), e.st, e.ca, alice, now, identity.User); !errors.As(err, &pe) || pe.Message != "your certificate was revoked by an administrator" {
+		t.Errorf("Verify of a remembered chain revoked since = %v; want refused as revoked", err)
+	}
+}

@@ -13,6 +13,7 @@
 //	Run ─┬─ connection manager ── one loop per gateway (keep)
 //	     │                           └─ one session per QUIC connection
 //	     │                               ├─ control stream reader
+//	     │                               ├─ heartbeat (over UDP)
 //	     │                               └─ one goroutine per delivered stream
 //	     ├─ renewal timer
 //	     ├─ one forwarder per listener ── one goroutine per local connection

@@ -89,9 +89,10 @@ func TestHeartbeatNoticesARestartedGateway(t *testing.T) {
 	// process takes the same port and key.
 	// The new process listens only after 5.5 s: by then an idle agent
 	// without heartbeats has sent its last keepalive probe before its
-	// 8 s idle timeout (quic-go backs off its probes: 2 s, then about
-	// 2.03, 2.08, ... 3.6, 5.3 and 8.6 s after the last packet heard), so
-	// only a heartbeat can meet the reset.
+	// idle timeout (quic-go backs off its probes: a keepalive 2 s after
+	// the last packet heard, then probes about 2.03, 2.08, ... 3.6 and
+	// 5.3 s after it, the next one too late), so only a heartbeat can meet
+	// the reset.
 	conn1.dead.Store(true)
 	killedAt := time.Now()
 	time.Sleep(5500 * time.Millisecond)

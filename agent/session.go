@@ -631,12 +631,17 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 			}
 		}
 	}()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer panics.Recover(a.log, "heartbeat to the gateway", func() error { return nil })
-		a.heartbeat(s)
-	}()
+	if !s.tcp {
+		// Over TCP, a gateway that died ends the TCP connection.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer panics.Recover(a.log, "heartbeat to the gateway", func() error {
+				return s.conn.CloseWithError(transport.CodeProtocol, "internal error in the agent")
+			})
+			a.heartbeat(s)
+		}()
+	}
 	for {
 		st, err := s.conn.AcceptStream(ctx)
 		if err != nil {
@@ -690,7 +695,10 @@ func (a *Agent) heartbeat(s *session) {
 			continue
 		}
 		if err := s.send(wire.Control{Type: wire.MsgBeat, Seq: seq}); err != nil {
-			return // the connection is ending
+			// The connection is ending, or its control stream is stuck:
+			// the idle timeout or the control stream's reader sees to it.
+			a.log.Debug("heartbeat to the gateway", "err", err)
+			return
 		}
 		seq++
 	}

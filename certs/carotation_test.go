@@ -56,6 +56,11 @@ func trusts(t *testing.T, a *Authority, c issued) (x509OK, userOK, hostOK bool) 
 	if err != nil && !errors.Is(err, trust.ErrNotIssued) {
 		t.Fatalf("VerifyClusterChain: %v; want nil or ErrNotIssued", err)
 	}
+	// The shared pool (X509Roots, what the gateway's chain cache keys on)
+	// says the same as a copy.
+	if _, rerr := trust.VerifyClusterChain([]*x509.Certificate{c.client}, a.X509Roots(), "prod", testNow); (rerr == nil) != (err == nil) {
+		t.Errorf("X509Roots and X509Pool disagree: %v against %v", rerr, err)
+	}
 	x509OK = err == nil
 	checker := &sshcert.Checker{UserCAs: a.SSHUserCAs, Clock: fixedClock(testNow)}
 	_, err = checker.Check(c.user, "ubuntu", &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 22})
@@ -94,6 +99,10 @@ func TestRotationPhases(t *testing.T) {
 	}
 	oldPin := a.Pin()
 	old := issueAll(t, a)
+	roots := a.X509Roots()
+	if a.X509Roots() != roots {
+		t.Fatal("X509Roots returns another pool at each call; a cache keyed on it would never hit")
+	}
 	kinds := []store.CertKind{store.CertX509, store.CertSSHUser, store.CertSSHHost}
 
 	// start: a new key per kind, inactive.
@@ -114,6 +123,9 @@ func TestRotationPhases(t *testing.T) {
 	}
 	if a.Pin() != oldPin {
 		t.Fatal("after start the pin changed; the old CA must sign until activation")
+	}
+	if a.X509Roots() == roots {
+		t.Fatal("after a reload X509Roots is the old pool; a chain cache keyed on it would keep old verdicts")
 	}
 	if n := len(a.X509CAs()); n != 2 || len(a.SSHUserCAs()) != 2 || len(a.SSHHostCAs()) != 2 {
 		t.Fatalf("after start %d X.509, %d user, %d host CAs trusted; want 2 of each", n, len(a.SSHUserCAs()), len(a.SSHHostCAs()))
@@ -162,8 +174,12 @@ func TestRotationPhases(t *testing.T) {
 	}
 
 	// finish: the old keys are removed.
+	roots = a.X509Roots()
 	if err := a.Reload(activated[len(keys):]); err != nil {
 		t.Fatalf("Reload after finish: %v", err)
+	}
+	if a.X509Roots() == roots {
+		t.Fatal("after finish X509Roots is the pool that trusted the old CA")
 	}
 	if x, u, h := trusts(t, a, old); x || u || h {
 		t.Errorf("after finish the old CA's certificates: X.509 %v, SSH user %v, SSH host %v; want all refused", x, u, h)

@@ -112,16 +112,26 @@ func (c *ChainCache) lookup(key [sha256.Size]byte, now time.Time) (cachedChain, 
 	return e, ok && e.valid.holds(now)
 }
 
-// store remembers e under key, making room first: the entries no longer
-// valid go, and others if that is not enough.
+// store remembers e under key, making room first when the cache is full:
+// the entries no longer valid go, and if that leaves it more than seven
+// eighths full, others (in the map's random order) until it does not. So
+// a full cache is swept at most once per eighth of its size of new
+// chains, not at every one.
 func (c *ChainCache) store(key [sha256.Size]byte, e cachedChain, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.entries) >= c.max {
+		keep := c.max - max(1, c.max/8)
 		for k, old := range c.entries {
-			if !old.valid.holds(now) || len(c.entries) >= c.max {
+			if !old.valid.holds(now) {
 				delete(c.entries, k)
 			}
+		}
+		for k := range c.entries {
+			if len(c.entries) <= keep {
+				break
+			}
+			delete(c.entries, k)
 		}
 	}
 	c.entries[key] = e

@@ -78,6 +78,25 @@ func TestChainCache(t *testing.T) {
 	if c.Len() > 2 {
 		t.Errorf("%d chains remembered; want at most 2", c.Len())
 	}
+	// A full cache makes room for an eighth of its size at once, so that
+	// it is not swept at every new chain.
+	full := trust.NewChainCache(16)
+	for i := range 16 {
+		if _, err := full.Verify(leaf(), roots, "prod", now); err != nil {
+			t.Fatal(err)
+		}
+		if full.Len() != i+1 {
+			t.Fatalf("%d chains remembered after %d; want %d", full.Len(), i+1, i+1)
+		}
+	}
+	for _, want := range []int{15, 16, 15} {
+		if _, err := full.Verify(leaf(), roots, "prod", now); err != nil {
+			t.Fatal(err)
+		}
+		if full.Len() != want {
+			t.Errorf("a full cache of 16 holds %d chains after one more; want %d", full.Len(), want)
+		}
+	}
 	var none *trust.ChainCache
 	if got, err := none.Verify(good, roots, "prod", now); err != nil || got != id {
 		t.Errorf("nil cache: %v, %v; want %v", got, err, id)

@@ -69,9 +69,11 @@ func refuse(format string, a ...any) error { return &Error{Message: fmt.Sprintf(
 // store says (on record, revoked, locked) is asked every time.
 var chains = trust.NewChainCache(maxChains)
 
-// maxChains bounds chains: about 200 bytes each, enough for every agent
-// and user of a large cluster.
-const maxChains = 1 << 15
+// maxChains bounds chains: about 200 bytes each (13 MiB when full), room
+// for every agent of a large cluster with its renewed certificate beside
+// the one it replaced, and its users. Past it, the cache forgets an eighth
+// of its chains at once (trust.ChainCache) and they are checked again.
+const maxChains = 1 << 16
 
 // Verify checks chain (leaf first) at now and returns the peer. kinds
 // lists the principal kinds accepted.

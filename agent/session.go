@@ -37,6 +37,9 @@ type session struct {
 	ctl   *quic.Stream  // the control stream
 	ctlMu sync.Mutex    // serialises writes on ctl
 	done  chan struct{} // closed when every goroutine of the session ended
+	// hearing, over UDP, follows whether the gateway still answers (the
+	// heartbeat looks); nil over TCP.
+	hearing *transport.Hearing
 }
 
 // send writes one control message to the gateway.
@@ -60,6 +63,14 @@ type link struct {
 }
 
 func newLink(addr string) *link { return &link{addr: addr, renewed: make(chan struct{}, 1)} }
+
+// Quiet implements transport.Quiet: the current connection has heard
+// nothing from the gateway for a while (it may have died), so new streams
+// try the other gateways first.
+func (l *link) Quiet() bool {
+	s := l.sess.Load()
+	return s != nil && s.hearing.Quiet(time.Now())
+}
 
 // OpenStream implements transport.StreamOpener on this gateway's current
 // connection; it fails at once while there is none.
@@ -393,6 +404,9 @@ const (
 // install makes s the link's current connection and serves it; the
 // previous one, if any, keeps serving its streams until it ends.
 func (a *Agent) install(ctx context.Context, l *link, s *session, sessions *sync.WaitGroup) {
+	if !s.tcp {
+		s.hearing = transport.NewHearing(s.conn, a.beatPeriod(), time.Now())
+	}
 	l.sess.Swap(s)
 	// This gateway tracks the direct streams served here too.
 	a.reportDirect(s)
@@ -631,7 +645,7 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 			}
 		}
 	}()
-	if !s.tcp {
+	if s.hearing != nil {
 		// Over TCP, a gateway that died ends the TCP connection.
 		wg.Add(1)
 		go func() {
@@ -670,15 +684,13 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 // reset (a keepalive PING is too small for one), which ends the connection
 // at once: the agent redials under the after-restart rule instead of
 // waiting for the idle timeout and taking the silence for a network fault.
+// Its looks (s.hearing) also make new streams try the other gateways
+// first while this one is quiet (link.Quiet).
 func (a *Agent) heartbeat(s *session) {
-	period := a.beat
-	if period <= 0 {
-		period = transport.Beat
-	}
+	period := a.beatPeriod()
 	silence := transport.Silence(period)
 	t := time.NewTimer(jitter(period))
 	defer t.Stop()
-	heard, heardAt := s.conn.ConnectionStats().PacketsReceived, time.Now()
 	for seq := uint64(1); ; {
 		select {
 		case <-s.conn.Context().Done():
@@ -686,12 +698,7 @@ func (a *Agent) heartbeat(s *session) {
 		case <-t.C:
 		}
 		t.Reset(jitter(period))
-		now := time.Now()
-		if n := s.conn.ConnectionStats().PacketsReceived; n != heard {
-			heard, heardAt = n, now
-			continue
-		}
-		if now.Sub(heardAt) < silence {
+		if s.hearing.Look(time.Now()) < silence {
 			continue
 		}
 		if err := s.send(wire.Control{Type: wire.MsgBeat, Seq: seq}); err != nil {
@@ -702,6 +709,15 @@ func (a *Agent) heartbeat(s *session) {
 		}
 		seq++
 	}
+}
+
+// beatPeriod is how often the heartbeat looks (transport.Beat unless a
+// test shortened it).
+func (a *Agent) beatPeriod() time.Duration {
+	if a.beat > 0 {
+		return a.beat
+	}
+	return transport.Beat
 }
 
 // jitter returns d ±25 %.

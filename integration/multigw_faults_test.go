@@ -265,7 +265,7 @@ func TestMultiGatewaySIGKILL(t *testing.T) {
 		err  error
 	}
 	var wg sync.WaitGroup
-	results := make([]result, 4)
+	results := make([]result, 5)
 	measure := func(k int, what string, try func() error) {
 		wg.Add(1)
 		go func() {
@@ -288,6 +288,17 @@ func TestMultiGatewaySIGKILL(t *testing.T) {
 		}
 		return nil
 	})
+	// Once the proxy's connection to gateway 3 has heard nothing for a
+	// while (transport.Silence: by 5.25 s after the kill), a new
+	// connection goes through another gateway at once rather than into
+	// that connection until its idle timeout (8-10 s after the kill).
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		time.Sleep(time.Until(killed.Add(7 * time.Second)))
+		took, err := mgfRetry(time.Now(), 90*time.Second, func() error { return mgfEcho(routes[2].proxyAddr) })
+		results[4] = result{"7 s later, a new connection through u3's running tunnel proxy db (its connection to gw3 quiet)", took, err}
+	}()
 	wg.Wait()
 	for _, r := range results {
 		if r.err != nil {

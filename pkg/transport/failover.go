@@ -39,6 +39,30 @@ type Failover struct {
 // across the world, far below the handshake timeout.
 const DefaultHedgeAfter = time.Second
 
+// Quiet is implemented by an opener that can tell that its gateway has
+// been silent for longer than a keepalive round takes (Hearing): it may
+// have died without a word, and its connection will say so only at its
+// idle timeout, after a stream opened on it waited for a reply in vain.
+// Failover tries a quiet opener after the others; if all are quiet, in
+// the usual order.
+type Quiet interface{ Quiet() bool }
+
+// order returns the openers' indices from first on, the quiet ones last.
+func (f *Failover) order(first int) []int {
+	n := len(f.Openers)
+	order := make([]int, 0, n)
+	var quiet []int
+	for k := range n {
+		i := (first + k) % n
+		if q, ok := f.Openers[i].(Quiet); ok && q.Quiet() {
+			quiet = append(quiet, i)
+			continue
+		}
+		order = append(order, i)
+	}
+	return append(order, quiet...)
+}
+
 // OpenStream implements StreamOpener.
 func (f *Failover) OpenStream(ctx context.Context) (*quic.Stream, error) {
 	if len(f.Openers) == 0 {
@@ -48,14 +72,14 @@ func (f *Failover) OpenStream(ctx context.Context) (*quic.Stream, error) {
 	first := f.pref
 	f.mu.Unlock()
 	if f.InOrder {
-		return f.inOrder(ctx)
+		return f.inOrder(ctx, f.order(0))
 	}
-	return f.hedged(ctx, first)
+	return f.hedged(ctx, f.order(first))
 }
 
-// hedged tries the openers from first on, the next one at once when one
-// fails, or beside it when it has not answered after HedgeAfter.
-func (f *Failover) hedged(ctx context.Context, first int) (*quic.Stream, error) {
+// hedged tries the openers in order, the next one at once when one fails,
+// or beside it when it has not answered after HedgeAfter.
+func (f *Failover) hedged(ctx context.Context, order []int) (*quic.Stream, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -67,7 +91,7 @@ func (f *Failover) hedged(ctx context.Context, first int) (*quic.Stream, error) 
 	results := make(chan result, n)
 	started, pending := 0, 0
 	start := func() {
-		i := (first + started) % n
+		i := order[started]
 		started++
 		pending++
 		go func() {
@@ -124,13 +148,11 @@ func (f *Failover) hedged(ctx context.Context, first int) (*quic.Stream, error) 
 	return nil, errors.Join(errs...)
 }
 
-// inOrder tries the openers one after the other from the first.
-func (f *Failover) inOrder(ctx context.Context) (*quic.Stream, error) {
-	first := 0
+// inOrder tries the openers one after the other, in order.
+func (f *Failover) inOrder(ctx context.Context, order []int) (*quic.Stream, error) {
 	var errs []error
-	for k := range f.Openers {
-		i := (first + k) % len(f.Openers)
-		s, err := f.open(ctx, f.Openers[i], len(f.Openers)-k)
+	for k, i := range order {
+		s, err := f.open(ctx, f.Openers[i], len(order)-k)
 		if err == nil {
 			f.mu.Lock()
 			f.pref = i

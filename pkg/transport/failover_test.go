@@ -164,3 +164,50 @@ func TestFailoverHedgesAHangingOpener(t *testing.T) {
 		t.Errorf("calls = %d, %d; want each once", hang.calls.Load(), next.calls.Load())
 	}
 }
+
+// quietOpener is a fakeOpener that says whether its gateway is quiet.
+type quietOpener struct {
+	fakeOpener
+	quiet atomic.Bool
+}
+
+func (q *quietOpener) Quiet() bool { return q.quiet.Load() }
+
+// A quiet opener (its gateway silent for a while: maybe dead) is tried
+// after the others, in order and hedged, even when it is first or opened
+// the last stream; when every opener is quiet, the usual order holds.
+func TestFailoverTriesQuietOpenersLast(t *testing.T) {
+	cc1, sc1 := quicConns(t)
+	cc2, sc2 := quicConns(t)
+	gw1 := startGateway(t, sc1, wire.Reply{Status: wire.StatusOK}, "")
+	gw2 := startGateway(t, sc2, wire.Reply{Status: wire.StatusOK}, "")
+	for _, tt := range []struct {
+		inOrder      bool
+		want1, want2 int
+	}{
+		// Both quiet: in order, the first again; hedged, the one that
+		// opened the last stream (the second).
+		{true, 2, 1},
+		{false, 1, 2},
+	} {
+		o1 := &quietOpener{fakeOpener: fakeOpener{conn: cc1}}
+		o2 := &quietOpener{fakeOpener: fakeOpener{conn: cc2}}
+		f := &Failover{Openers: []StreamOpener{o1, o2}, InOrder: tt.inOrder}
+		ft := startForwarder(t, f, nil)
+		seen1, seen2 := len(gw1.seen()), len(gw2.seen())
+		echo(t, ft.dial(t), "both heard")
+		if len(gw1.seen())-seen1 != 1 {
+			t.Fatalf("in order %v: with both gateways heard, the first did not carry", tt.inOrder)
+		}
+		o1.quiet.Store(true)
+		echo(t, ft.dial(t), "the first quiet")
+		if len(gw2.seen())-seen2 != 1 {
+			t.Fatalf("in order %v: with the first gateway quiet, the second did not carry", tt.inOrder)
+		}
+		o2.quiet.Store(true)
+		echo(t, ft.dial(t), "both quiet")
+		if got1, got2 := len(gw1.seen())-seen1, len(gw2.seen())-seen2; got1 != tt.want1 || got2 != tt.want2 {
+			t.Errorf("in order %v: the gateways saw %d and %d streams; want %d and %d", tt.inOrder, got1, got2, tt.want1, tt.want2)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -35,6 +36,11 @@ type LazyConn struct {
 	tcp      *tcpConn   // the current connection's, when it is over TCP
 	retired  []*tcpConn // over TCP, replaced by UDP; closed with the LazyConn
 	udpAgain time.Time  // on TCP: when to try UDP again
+
+	// hearing follows the current connection over UDP (nil over TCP),
+	// watched by a goroutine that ends with it (wg): see Quiet.
+	hearing atomic.Pointer[Hearing]
+	wg      sync.WaitGroup
 }
 
 // tcpConn is a QUIC connection carried over TCP, with what carries it.
@@ -79,6 +85,7 @@ func (l *LazyConn) get(ctx context.Context) (*quic.Conn, error) {
 				// New streams go over UDP; those on TCP go on.
 				l.retired = append(l.retired, l.tcp)
 				l.conn, l.tcp = c, nil
+				l.hear(c)
 			}
 		}
 		return l.conn, nil
@@ -149,11 +156,31 @@ func (l *LazyConn) get(ctx context.Context) (*quic.Conn, error) {
 	if win.tcp != nil {
 		l.conn, l.tcp = win.tcp.conn, win.tcp
 		l.udpAgain = time.Now().Add(UDPRetry)
+		l.hearing.Store(nil) // a gateway that died ends the TCP connection
 		return l.conn, nil
 	}
 	l.conn = win.conn
+	l.hear(win.conn)
 	return l.conn, nil
 }
+
+// hear follows c, the new current connection over UDP, until it ends.
+// Called with mu held.
+func (l *LazyConn) hear(c *quic.Conn) {
+	h := NewHearing(c, Beat, time.Now())
+	l.hearing.Store(h)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		h.Watch()
+	}()
+}
+
+// Quiet implements Quiet: the connection over UDP has heard nothing from
+// the gateway for a while, so a Failover tries its other gateways first
+// (a stream opened here would wait for a reply until the idle timeout if
+// the gateway died). It never waits for a dial in progress.
+func (l *LazyConn) Quiet() bool { return l.hearing.Load().Quiet(time.Now()) }
 
 // dialUDP dials the gateway over UDP.
 func (l *LazyConn) dialUDP(ctx context.Context) (*quic.Conn, error) {
@@ -208,6 +235,8 @@ func (l *LazyConn) Close() error {
 		c.close()
 	}
 	l.retired = nil
+	// Every connection is closed: their watchers end.
+	l.wg.Wait()
 	if l.tr != nil {
 		// A Transport does not close a socket it was given.
 		err := errors.Join(l.tr.Close(), l.tr.Conn.Close())

@@ -50,6 +50,9 @@ func TestLazyConn(t *testing.T) {
 	if c := l.current(); c != nil {
 		t.Fatal("LazyConn connected before the first OpenStream")
 	}
+	if l.Quiet() {
+		t.Fatal("a LazyConn that never connected is quiet")
+	}
 
 	// The first stream dials.
 	st, err := l.OpenStream(ctx)
@@ -65,6 +68,9 @@ func TestLazyConn(t *testing.T) {
 		t.Fatal(err)
 	}
 	c1 := l.current()
+	if h := l.hearing.Load(); h == nil || h.conn != c1 || l.Quiet() {
+		t.Fatalf("the new connection over UDP is not followed (%v) or is quiet", h)
+	}
 
 	// The next ones reuse the connection.
 	for range 3 {
@@ -95,6 +101,9 @@ func TestLazyConn(t *testing.T) {
 	}
 	if c := l.current(); c == c1 || c == nil {
 		t.Error("LazyConn did not replace the dead connection")
+	}
+	if h := l.hearing.Load(); h == nil || h.conn != l.current() {
+		t.Error("the redialled connection is not the one followed")
 	}
 	openAndAccept(t, ctx, l, sc2)
 	defer sc2.CloseWithError(CodeNoError, "")

@@ -688,7 +688,6 @@ func (a *Agent) serve(ctx context.Context, s *session) {
 // first while this one is quiet (link.Quiet).
 func (a *Agent) heartbeat(s *session) {
 	period := a.beatPeriod()
-	silence := transport.Silence(period)
 	t := time.NewTimer(jitter(period))
 	defer t.Stop()
 	for seq := uint64(1); ; {
@@ -698,7 +697,8 @@ func (a *Agent) heartbeat(s *session) {
 		case <-t.C:
 		}
 		t.Reset(jitter(period))
-		if s.hearing.Look(time.Now()) < silence {
+		now := time.Now()
+		if s.hearing.Look(now); !s.hearing.Quiet(now) {
 			continue
 		}
 		if err := s.send(wire.Control{Type: wire.MsgBeat, Seq: seq}); err != nil {

@@ -50,11 +50,12 @@ const (
 	// clients move to another gateway within seconds; a restarted gateway
 	// is noticed at once instead (its persistent stateless reset key).
 	IdleTimeout = 8 * time.Second
-	// Beat is how often an agent looks whether its gateway is silent and,
-	// if so, writes wire.MsgBeat on its control stream (with jitter): a
-	// packet large enough to be answered by a stateless reset, so that a
-	// gateway killed and restarted is noticed within a beat of a silence
-	// (Silence), not at the idle timeout.
+	// Beat is how often a connection to a gateway is looked at (Hearing):
+	// an agent whose gateway is silent (Silence) then writes wire.MsgBeat
+	// on its control stream, a packet large enough to be answered by a
+	// stateless reset, so that a gateway killed and restarted is noticed
+	// within a beat, not at the idle timeout; and Failover tries a quiet
+	// gateway after the others.
 	Beat = time.Second
 	// HandshakeTimeout bounds the handshake.
 	HandshakeTimeout = 10 * time.Second

@@ -264,6 +264,11 @@ func dialRetry(t testing.TB, addr string, check func(net.Conn) error, timeout ti
 // echoOnce checks one small round trip.
 func echoOnce(c net.Conn) error {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	return echoOn(c)
+}
+
+// echoOn is echoOnce under the deadline already set on c.
+func echoOn(c net.Conn) error {
 	msg := []byte("ping\n")
 	if _, err := c.Write(msg); err != nil {
 		return err

@@ -30,6 +30,15 @@ import (
 func TestTunnelFaults(t *testing.T) {
 	e := newTunnelEnvWith(t, "direct: off\n")
 
+	// An engineer's tunnel proxy, connected, then idle across the SIGKILL.
+	e.admin.must("admin", "roles", "add", "echoer", "--service", "db-1/echo")
+	carol := addUser(t, e.admin, "carol", "echoer")
+	carol.login()
+	proxyPort := freeLoopbackPort(t)
+	proxyAddr := fmt.Sprintf("127.0.0.1:%d", proxyPort)
+	_, proxyOut := carol.backgroundOut("proxy", "db", "db-1/echo", "--port", fmt.Sprint(proxyPort))
+	dialRetry(t, proxyAddr, echoOnce, 30*time.Second)
+
 	// SIGKILL the gateway during a 100 MiB download: the client must see
 	// an error, never a clean end of a truncated stream.
 	c, err := net.Dial("tcp", e.sourceAddr)
@@ -43,6 +52,7 @@ func TestTunnelFaults(t *testing.T) {
 	}
 	_ = e.c.cmd.Process.Signal(syscall.SIGKILL)
 	<-e.c.done
+	killed := time.Now()
 	e.c.restart()
 	n, err := io.Copy(io.Discard, c)
 	if err == nil {
@@ -57,6 +67,24 @@ func TestTunnelFaults(t *testing.T) {
 	start := time.Now()
 	dialRetry(t, e.echoAddr, echoOnce, 30*time.Second)
 	t.Logf("new connections work %s after the restart", time.Since(start).Round(time.Millisecond))
+
+	// carol's proxy still holds its connection to the killed gateway,
+	// which the restarted one no longer knows. Once that connection has
+	// heard nothing for transport.Silence (seen within a beat), the next
+	// local connection goes on a new connection to the gateway instead of
+	// into the dead one (where the restarted gateway would reset it, or it
+	// would wait for the idle timeout): the first one works.
+	time.Sleep(time.Until(killed.Add(transport.Silence(transport.Beat) + 2*transport.Beat)))
+	if c, err := net.Dial("tcp", proxyAddr); err != nil {
+		t.Errorf("tunnel proxy after the restart: %v\n%s", err, proxyOut())
+	} else {
+		// A generous deadline: the connection may wait, it must not fail.
+		_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+		if err := echoOn(c); err != nil {
+			t.Errorf("the first connection through an idle tunnel proxy after its gateway was killed and restarted: %v\n%s", err, proxyOut())
+		}
+		c.Close()
+	}
 
 	// SIGKILL the database agent: it shows as offline; restarted without a
 	// token, it reconnects with its stored identity.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,13 @@ import (
 // the same port, the first to connect wins; on TCP, UDP is tried again
 // (briefly) on the first stream opened UDPRetry after, and new streams
 // move to UDP when it answers.
+//
+// A connection over UDP that has heard nothing from the gateway for
+// Silence(Beat) (see Quiet) is not trusted with a new stream: a gateway
+// killed and restarted no longer knows it, and a stream opened on it would
+// wait in vain until the idle timeout, or be reset by the restarted
+// gateway. The next stream dials a new connection instead, and the quiet
+// one is kept for the streams it carries (see stale).
 type LazyConn struct {
 	// Addr is the gateway's HOST:PORT.
 	Addr string
@@ -36,11 +44,18 @@ type LazyConn struct {
 	tcp      *tcpConn   // the current connection's, when it is over TCP
 	retired  []*tcpConn // over TCP, replaced by UDP; closed with the LazyConn
 	udpAgain time.Time  // on TCP: when to try UDP again
+	// stale are earlier connections over UDP, replaced because they went
+	// quiet. A dead gateway's ends at its idle timeout; one whose gateway
+	// was alive after all goes on carrying its streams, and is closed with
+	// the LazyConn, or when more than maxStale pile up (the oldest).
+	stale []*quic.Conn
 
 	// hearing follows the current connection over UDP (nil over TCP),
 	// watched by a goroutine that ends with it (wg): see Quiet.
 	hearing atomic.Pointer[Hearing]
 	wg      sync.WaitGroup
+
+	conf *quic.Config // tests: instead of QUICConfig()
 }
 
 // tcpConn is a QUIC connection carried over TCP, with what carries it.
@@ -61,6 +76,10 @@ const (
 	TCPAfter     = time.Second
 	UDPRetry     = 30 * time.Second
 	udpRetryDial = 2 * time.Second
+	// maxStale bounds the quiet connections kept for their streams after
+	// a new one replaced them: each costs a keepalive every KeepAlive if
+	// its gateway turns out alive.
+	maxStale = 4
 )
 
 // OpenStream opens a stream, connecting first if needed.
@@ -87,6 +106,19 @@ func (l *LazyConn) get(ctx context.Context) (*quic.Conn, error) {
 				l.conn, l.tcp = c, nil
 				l.hear(c)
 			}
+		}
+		if l.tcp == nil && l.Quiet() {
+			// The gateway may have died without a word: dial it again
+			// rather than open a stream that may never be answered.
+			dctx, cancel := context.WithTimeout(ctx, HandshakeTimeout)
+			c, err := l.dialUDP(dctx)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("connect to the gateway at %s (it has not answered for %s): %w", l.Addr, Silence(Beat), err)
+			}
+			l.retire(l.conn)
+			l.conn = c
+			l.hear(c)
 		}
 		return l.conn, nil
 	}
@@ -164,6 +196,19 @@ func (l *LazyConn) get(ctx context.Context) (*quic.Conn, error) {
 	return l.conn, nil
 }
 
+// retire keeps c, a quiet connection a new one replaces, for the streams
+// it carries: see stale. Called with mu held.
+func (l *LazyConn) retire(c *quic.Conn) {
+	l.stale = slices.DeleteFunc(l.stale, func(s *quic.Conn) bool { return s.Context().Err() != nil })
+	l.stale = append(l.stale, c)
+	if n := len(l.stale) - maxStale; n > 0 {
+		for _, s := range l.stale[:n] {
+			s.CloseWithError(CodeNoError, "replaced by a newer connection")
+		}
+		l.stale = slices.Delete(l.stale, 0, n)
+	}
+}
+
 // hear follows c, the new current connection over UDP, until it ends.
 // Called with mu held.
 func (l *LazyConn) hear(c *quic.Conn) {
@@ -188,7 +233,14 @@ func (l *LazyConn) dialUDP(ctx context.Context) (*quic.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", l.Addr, err)
 	}
-	return l.tr.Dial(ctx, addr, l.TLS, QUICConfig())
+	return l.tr.Dial(ctx, addr, l.TLS, l.quicConfig())
+}
+
+func (l *LazyConn) quicConfig() *quic.Config {
+	if l.conf != nil {
+		return l.conf
+	}
+	return QUICConfig()
 }
 
 // dialTCP dials the gateway with QUIC carried over TLS to its TCP port.
@@ -210,7 +262,7 @@ func (l *LazyConn) dialTCP(ctx context.Context) (*tcpConn, error) {
 	}
 	pc := NewStreamPacketConn(c)
 	tr := &quic.Transport{Conn: pc}
-	qc, err := tr.Dial(ctx, c.RemoteAddr(), l.TLS, QUICConfig())
+	qc, err := tr.Dial(ctx, c.RemoteAddr(), l.TLS, l.quicConfig())
 	if err != nil {
 		tr.Close()
 		pc.Close()
@@ -235,6 +287,10 @@ func (l *LazyConn) Close() error {
 		c.close()
 	}
 	l.retired = nil
+	for _, c := range l.stale {
+		c.CloseWithError(CodeShutdown, "client closing")
+	}
+	l.stale = nil
 	// Every connection is closed: their watchers end.
 	l.wg.Wait()
 	if l.tr != nil {

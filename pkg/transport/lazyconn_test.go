@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,5 +173,195 @@ func TestLazyConnUnreachable(t *testing.T) {
 	defer bad.Close()
 	if _, err := bad.OpenStream(context.Background()); err == nil {
 		t.Error(`OpenStream to "no port" succeeded`)
+	}
+}
+
+// silencedConn is a gateway's UDP socket that can be struck dumb, as a
+// process killed with SIGKILL: once dead it sends nothing (no
+// CONNECTION_CLOSE leaves it) and hears nothing. It is a plain
+// net.PacketConn, so that quic-go reads and writes through it.
+type silencedConn struct {
+	net.PacketConn
+	dead atomic.Bool
+}
+
+func (c *silencedConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if c.dead.Load() {
+		return len(p), nil
+	}
+	return c.PacketConn.WriteTo(p, addr)
+}
+
+func (c *silencedConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err != nil || !c.dead.Load() {
+			return n, addr, err
+		}
+	}
+}
+
+// listenUDP binds addr, retrying a while: the port of a socket closed a
+// moment ago may take a few tries on a busy machine.
+func listenUDP(t *testing.T, addr *net.UDPAddr) *net.UDPConn {
+	t.Helper()
+	var err error
+	for range 50 {
+		var c *net.UDPConn
+		if c, err = net.ListenUDP("udp", addr); err == nil {
+			return c
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal(err)
+	return nil
+}
+
+// An idle client whose gateway was killed without a word and restarted on
+// the same address: once its connection has heard nothing for
+// Silence(Beat), the next stream goes on a new connection to the restarted
+// gateway instead of waiting on the dead one (which a restarted gateway no
+// longer knows). The quiet connection is kept for the streams it may still
+// carry, and closed with the LazyConn.
+func TestLazyConnRedialsAQuietGateway(t *testing.T) {
+	ctx := testContext(t)
+	stls, ctls := testTLS(t)
+	udp := listenUDP(t, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	muted := &silencedConn{PacketConn: udp}
+	tr1 := &quic.Transport{Conn: muted}
+	defer tr1.Close()
+	ln1, err := tr1.Listen(stls, QUICConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An idle timeout far above the silence, so that the quiet connection
+	// is still open when the stream is opened, however slow the machine.
+	conf := QUICConfig()
+	conf.MaxIdleTimeout = 5 * time.Minute
+	l := &LazyConn{Addr: udp.LocalAddr().String(), TLS: ctls, conf: conf}
+	defer l.Close()
+
+	st, err := l.OpenStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Write([]byte{1})
+	sc1, err := ln1.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc1.CloseWithError(CodeNoError, "")
+	c1 := l.current()
+
+	// The gateway dies without a word; a new one takes its address.
+	muted.dead.Store(true)
+	tr1.Close()
+	udp.Close()
+	udp2 := listenUDP(t, udp.LocalAddr().(*net.UDPAddr))
+	defer udp2.Close()
+	tr2 := &quic.Transport{Conn: udp2}
+	defer tr2.Close()
+	ln2, err := tr2.Listen(stls, QUICConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for !l.Quiet() {
+		if ctx.Err() != nil {
+			t.Fatal("the connection to the dead gateway never went quiet")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if c1.Context().Err() != nil {
+		t.Fatalf("the quiet connection ended before its idle timeout: %v", context.Cause(c1.Context()))
+	}
+	st, err = l.OpenStream(ctx)
+	if err != nil {
+		t.Fatalf("OpenStream with a quiet connection and a live gateway = %v", err)
+	}
+	st.Write([]byte{1})
+	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	sc2, err := ln2.Accept(actx)
+	if err != nil {
+		t.Fatalf("the stream opened after the connection went quiet never reached the restarted gateway (%v): it went on the dead connection", err)
+	}
+	defer sc2.CloseWithError(CodeNoError, "")
+	if _, err := sc2.AcceptStream(actx); err != nil {
+		t.Fatal(err)
+	}
+	if c := l.current(); c == c1 {
+		t.Error("LazyConn still holds the quiet connection")
+	}
+	if h := l.hearing.Load(); h == nil || h.conn != l.current() {
+		t.Error("the new connection is not the one followed")
+	}
+	if c1.Context().Err() != nil {
+		t.Errorf("the quiet connection was closed when replaced: %v", context.Cause(c1.Context()))
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	if c1.Context().Err() == nil {
+		t.Error("the replaced connection is still open after Close")
+	}
+}
+
+// retire keeps at most maxStale replaced connections, forgets those that
+// ended, and closes the oldest beyond the bound.
+func TestLazyConnRetire(t *testing.T) {
+	ctx := testContext(t)
+	ln := quicListener(t)
+	_, ctls := testTLS(t)
+	l := &LazyConn{Addr: ln.Addr().String(), TLS: ctls}
+	defer l.Close()
+	if _, err := l.OpenStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var conns []*quic.Conn
+	for range maxStale + 2 {
+		c, err := l.dialUDP(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	l.mu.Lock()
+	for _, c := range conns[:maxStale] {
+		l.retire(c)
+	}
+	l.mu.Unlock()
+	for i, c := range conns[:maxStale] {
+		if c.Context().Err() != nil {
+			t.Fatalf("stale connection %d closed within the bound", i)
+		}
+	}
+	// One ended by itself: it is forgotten, and the next fits.
+	conns[1].CloseWithError(CodeNoError, "")
+	l.mu.Lock()
+	l.retire(conns[maxStale])
+	n := len(l.stale)
+	l.mu.Unlock()
+	if n != maxStale {
+		t.Errorf("%d stale connections after one ended; want %d", n, maxStale)
+	}
+	if conns[0].Context().Err() != nil {
+		t.Error("a stale connection was closed though one had ended")
+	}
+	// Beyond the bound, the oldest is closed.
+	l.mu.Lock()
+	l.retire(conns[maxStale+1])
+	n = len(l.stale)
+	l.mu.Unlock()
+	if n != maxStale {
+		t.Errorf("%d stale connections; want %d", n, maxStale)
+	}
+	if conns[0].Context().Err() == nil {
+		t.Error("the oldest stale connection is still open beyond the bound")
+	}
+	for i, c := range conns[2:] {
+		if c.Context().Err() != nil {
+			t.Errorf("stale connection %d closed; only the oldest should be", i+2)
+		}
 	}
 }

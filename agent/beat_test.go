@@ -1,9 +1,7 @@
 package agent
 
 import (
-	"net"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,55 +9,14 @@ import (
 
 	"github.com/tunnelhq/tunnel/certs"
 	"github.com/tunnelhq/tunnel/pkg/transport"
+	"github.com/tunnelhq/tunnel/pkg/transport/transporttest"
 )
-
-// mutedConn is a gateway's UDP socket that can be struck dumb: once dead,
-// it sends nothing and hears nothing, as a process killed with SIGKILL
-// (no CONNECTION_CLOSE leaves it). It is a plain net.PacketConn, so that
-// quic-go reads and writes through ReadFrom and WriteTo.
-type mutedConn struct {
-	net.PacketConn
-	dead atomic.Bool
-}
-
-func (c *mutedConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if c.dead.Load() {
-		return len(p), nil
-	}
-	return c.PacketConn.WriteTo(p, addr)
-}
-
-func (c *mutedConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := c.PacketConn.ReadFrom(p)
-		if err != nil || !c.dead.Load() {
-			return n, addr, err
-		}
-	}
-}
 
 // killableGateway is a fake gateway on a quic.Transport with a stateless
 // reset key, as the real one (gateway/server.go), on addr.
-func killableGateway(t *testing.T, ca *certs.Authority, addr string, key *quic.StatelessResetKey) (*fakeGateway, *mutedConn, *quic.Transport) {
+func killableGateway(t *testing.T, ca *certs.Authority, addr string, key *quic.StatelessResetKey) (*fakeGateway, *transporttest.MutedConn, *quic.Transport) {
 	t.Helper()
-	var udp *net.UDPConn
-	var err error
-	// The port of a gateway killed a moment ago: rebinding it may take
-	// a few tries on a busy machine.
-	for range 50 {
-		var ua *net.UDPAddr
-		if ua, err = net.ResolveUDPAddr("udp", addr); err != nil {
-			t.Fatal(err)
-		}
-		if udp, err = net.ListenUDP("udp", ua); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := &mutedConn{PacketConn: udp}
+	conn := transporttest.Listen(t, addr)
 	tr := &quic.Transport{Conn: conn, StatelessResetKey: key}
 	t.Cleanup(func() { tr.Close() })
 	ln, err := tr.Listen(fakeGatewayTLS(t, ca), transport.QUICConfig())
@@ -93,7 +50,7 @@ func TestHeartbeatNoticesARestartedGateway(t *testing.T) {
 	// the last packet heard, then probes about 2.03, 2.08, ... 3.6 and
 	// 5.3 s after it, the next one too late), so only a heartbeat can meet
 	// the reset.
-	conn1.dead.Store(true)
+	conn1.Kill()
 	killedAt := time.Now()
 	time.Sleep(5500 * time.Millisecond)
 	tr1.Close()

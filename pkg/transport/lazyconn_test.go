@@ -5,11 +5,12 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/tunnelhq/tunnel/pkg/transport/transporttest"
 )
 
 // current returns the connection l holds.
@@ -176,47 +177,6 @@ func TestLazyConnUnreachable(t *testing.T) {
 	}
 }
 
-// silencedConn is a gateway's UDP socket that can be struck dumb, as a
-// process killed with SIGKILL: once dead it sends nothing (no
-// CONNECTION_CLOSE leaves it) and hears nothing. It is a plain
-// net.PacketConn, so that quic-go reads and writes through it.
-type silencedConn struct {
-	net.PacketConn
-	dead atomic.Bool
-}
-
-func (c *silencedConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if c.dead.Load() {
-		return len(p), nil
-	}
-	return c.PacketConn.WriteTo(p, addr)
-}
-
-func (c *silencedConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := c.PacketConn.ReadFrom(p)
-		if err != nil || !c.dead.Load() {
-			return n, addr, err
-		}
-	}
-}
-
-// listenUDP binds addr, retrying a while: the port of a socket closed a
-// moment ago may take a few tries on a busy machine.
-func listenUDP(t *testing.T, addr *net.UDPAddr) *net.UDPConn {
-	t.Helper()
-	var err error
-	for range 50 {
-		var c *net.UDPConn
-		if c, err = net.ListenUDP("udp", addr); err == nil {
-			return c
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatal(err)
-	return nil
-}
-
 // An idle client whose gateway was killed without a word and restarted on
 // the same address: once its connection has heard nothing for
 // Silence(Beat), the next stream goes on a new connection to the restarted
@@ -226,8 +186,7 @@ func listenUDP(t *testing.T, addr *net.UDPAddr) *net.UDPConn {
 func TestLazyConnRedialsAQuietGateway(t *testing.T) {
 	ctx := testContext(t)
 	stls, ctls := testTLS(t)
-	udp := listenUDP(t, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	muted := &silencedConn{PacketConn: udp}
+	muted := transporttest.Listen(t, "127.0.0.1:0")
 	tr1 := &quic.Transport{Conn: muted}
 	defer tr1.Close()
 	ln1, err := tr1.Listen(stls, QUICConfig())
@@ -238,7 +197,8 @@ func TestLazyConnRedialsAQuietGateway(t *testing.T) {
 	// is still open when the stream is opened, however slow the machine.
 	conf := QUICConfig()
 	conf.MaxIdleTimeout = 5 * time.Minute
-	l := &LazyConn{Addr: udp.LocalAddr().String(), TLS: ctls, conf: conf}
+	addr := muted.LocalAddr().String()
+	l := &LazyConn{Addr: addr, TLS: ctls, conf: conf}
 	defer l.Close()
 
 	st, err := l.OpenStream(ctx)
@@ -254,10 +214,10 @@ func TestLazyConnRedialsAQuietGateway(t *testing.T) {
 	c1 := l.current()
 
 	// The gateway dies without a word; a new one takes its address.
-	muted.dead.Store(true)
+	muted.Kill()
 	tr1.Close()
-	udp.Close()
-	udp2 := listenUDP(t, udp.LocalAddr().(*net.UDPAddr))
+	muted.Close()
+	udp2 := transporttest.Listen(t, addr)
 	defer udp2.Close()
 	tr2 := &quic.Transport{Conn: udp2}
 	defer tr2.Close()

@@ -90,6 +90,21 @@ func TestSSHSession(t *testing.T) {
 		return strings.Contains(ls, "bob") && strings.Contains(ls, e.login+"@web-1") &&
 			strings.Count(ls, "closed") >= 2 && !strings.Contains(ls, "active")
 	})
+
+	// A node that is offline: the refusal says so, and the session made
+	// for it ends then (the gateway ends it before it answers), instead of
+	// staying active until its deadline.
+	e.web.stop()
+	e.admin.waitOnline("web-1", false, 40*time.Second)
+	if code, _, se := e.bob.exitCode("ssh", e.login+"@web-1", "true"); code == 0 || !strings.Contains(se, "node web-1 is offline") {
+		t.Errorf("tunnel ssh to an offline node: exit %d, %q; want a refusal saying web-1 is offline", code, se)
+	}
+	if ls := e.admin.must("admin", "sessions", "ls", "--active"); strings.Contains(ls, "bob") {
+		t.Errorf("the session made for an offline node is still active:\n%s", ls)
+	}
+	if ls := e.admin.must("admin", "sessions", "ls"); !strings.Contains(ls, "offline") {
+		t.Errorf("sessions ls does not say why the last session ended:\n%s", ls)
+	}
 }
 
 func TestSSHSessionDeadline(t *testing.T) {

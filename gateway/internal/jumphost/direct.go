@@ -70,7 +70,7 @@ func (j *Server) serveChannel(ctx context.Context, c *conn, sc *gossh.ServerConn
 	}
 	ep, done, err := j.openNode(ctx, w.user.Name, sess, logins, src)
 	if err != nil {
-		j.Sessions.Closed(context.Background(), sess.ID)
+		j.Sessions.Unreached(context.Background(), sess.ID, err.Error())
 		_ = nc.Reject(gossh.ConnectionFailed, err.Error())
 		return
 	}

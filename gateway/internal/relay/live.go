@@ -17,6 +17,9 @@ type SessionChecker interface {
 	Check(ctx context.Context, user, node, id string) (store.Session, error)
 	// Closed ends a session whose client went away (no-op if it ended).
 	Closed(ctx context.Context, id string)
+	// Unreached ends a session whose stream could not reach its node,
+	// with the reason the user was given (no-op if it ended).
+	Unreached(ctx context.Context, id, reason string)
 	// Forwarding says whether user's roles allow port and agent
 	// forwarding on node.
 	Forwarding(ctx context.Context, user, node string) (port, agent bool, err error)

@@ -182,10 +182,11 @@ func TestAuditCommittedBeforeFirstByte(t *testing.T) {
 
 // fakeSessions grants any stream of the session it knows.
 type fakeSessions struct {
-	sess   store.Session
-	panic  bool
-	mu     sync.Mutex
-	closed []string
+	sess      store.Session
+	panic     bool
+	mu        sync.Mutex
+	closed    []string
+	unreached []string // "ID: reason"
 }
 
 func (f *fakeSessions) Check(_ context.Context, user, node, id string) (store.Session, error) {
@@ -203,6 +204,18 @@ func (f *fakeSessions) Closed(_ context.Context, id string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.closed = append(f.closed, id)
+}
+
+func (f *fakeSessions) Unreached(_ context.Context, id, reason string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unreached = append(f.unreached, id+": "+reason)
+}
+
+func (f *fakeSessions) unreachedIDs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.unreached...)
 }
 
 func (f *fakeSessions) Forwarding(context.Context, string, string) (bool, bool, error) {
@@ -279,6 +292,40 @@ func TestSessionBytesReportedWhileStreamRuns(t *testing.T) {
 	s := h.session("sess-1")
 	if s.BytesIn != int64(2*len(msg)) || s.BytesOut != int64(2*len(msg)+replyLen) {
 		t.Errorf("final totals in %d out %d; want %d and %d", s.BytesIn, s.BytesOut, 2*len(msg), 2*len(msg)+replyLen)
+	}
+}
+
+// TestSSHStreamToAnOfflineNodeEndsItsSession: a session whose stream finds
+// its node offline ends at once with the reason its user saw (tunnel ssh
+// gives up; the session would otherwise stay active until its deadline);
+// another stream to the offline node ends no session.
+func TestSSHStreamToAnOfflineNodeEndsItsSession(t *testing.T) {
+	sessions := &fakeSessions{}
+	h := newHarness(t, harnessOpts{configure: func(s *Server) { s.Sessions = sessions }})
+	h.addUser("alice", "web-1/echo")
+	sessions.sess = h.createSession("sess-off", "alice", "web-1")
+	alice := h.dial(h.cert(identity.User, "alice"))
+
+	_, rep, err := open(t, alice, "web-1/"+api.SSHService, "sess-off", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Status != wire.StatusUnavailable || !strings.Contains(rep.Message, "node web-1 is offline") {
+		t.Fatalf("SSH stream to an offline node: %+v; want unavailable, node web-1 is offline", rep)
+	}
+	if got := sessions.unreachedIDs(); len(got) != 1 || !strings.HasPrefix(got[0], "sess-off: node web-1 is offline") {
+		t.Errorf("sessions ended as unreached: %q; want sess-off with the reason", got)
+	}
+	if ids := sessions.closedIDs(); len(ids) != 0 {
+		t.Errorf("sessions closed as by their client: %v", ids)
+	}
+
+	_, rep, err = open(t, alice, "web-1/echo", "", nil)
+	if err != nil || rep.Status != wire.StatusUnavailable {
+		t.Fatalf("stream to an offline node's service: %+v, %v; want unavailable", rep, err)
+	}
+	if got := sessions.unreachedIDs(); len(got) != 1 {
+		t.Errorf("a stream without a session ended sessions: %q", got)
 	}
 }
 

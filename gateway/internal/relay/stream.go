@@ -126,11 +126,20 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 		return
 	}
 	gate := &auditGate{done: d.Audited}
+	// unreached refuses a stream allowed but that cannot reach its node.
+	// An SSH session ends with it: its client gives up, and nothing else
+	// would end it before its deadline.
+	unreached := func(msg string) {
+		_ = gate.wait()
+		if isSSH {
+			s.Sessions.Unreached(context.WithoutCancel(ctx), sess.ID, msg)
+		}
+		refuse(st, wire.StatusUnavailable, msg)
+	}
 
 	target := s.lookup(node)
 	if target == nil {
-		_ = gate.wait()
-		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s is offline (its agent is not connected)", node))
+		unreached(fmt.Sprintf("node %s is offline (its agent is not connected)", node))
 		return
 	}
 	if caller, ok := s.directFor(p, h, target); ok && !isSSH {
@@ -151,8 +160,7 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	ts, err := target.conn.OpenStreamSync(octx)
 	cancel()
 	if err != nil {
-		_ = gate.wait()
-		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s is not answering", node))
+		unreached(fmt.Sprintf("node %s is not answering", node))
 		return
 	}
 	// If this goroutine panics from here on, the target's stream is cut
@@ -173,8 +181,7 @@ func (s *Server) dial(ctx context.Context, p peer.Peer, src string, st *quic.Str
 	cred.header(&dh)
 	err = wire.WriteHeader(ts, dh)
 	if err != nil {
-		_ = gate.wait()
-		refuse(st, wire.StatusUnavailable, fmt.Sprintf("node %s is not answering", node))
+		unreached(fmt.Sprintf("node %s is not answering", node))
 		return
 	}
 	// The audit write overlapped the stream's opening; no byte of the

@@ -466,6 +466,14 @@ func (m *Manager) Closed(ctx context.Context, id string) {
 	m.end(ctx, id, store.SessionClosed, "closed by the client", "system")
 }
 
+// Unreached ends a session whose stream could not reach its node (the
+// agent is offline or does not answer), with the reason its user was
+// given: nothing else would end it before its deadline, since the client
+// gives up. No-op if it ended.
+func (m *Manager) Unreached(ctx context.Context, id, reason string) {
+	m.end(ctx, id, store.SessionClosed, reason, "system")
+}
+
 // Revoke ends a session at once and revokes the certificate it was opened
 // with, so that it opens nothing more: a session certificate (tunnel ssh)
 // or, for a session opened through the jump host, the login certificate

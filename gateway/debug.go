@@ -48,7 +48,7 @@ func (g *Gateway) listenDebug() error {
 	}
 	ln, err := net.Listen("tcp", g.cfg.DebugAddr)
 	if err != nil {
-		return fmt.Errorf("listen on --debug-addr %s: %w", g.cfg.DebugAddr, err)
+		return listenError("--debug-addr", "TCP", g.cfg.DebugAddr, err)
 	}
 	g.debugLn = ln
 	g.debug = debugServer(ln)

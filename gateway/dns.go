@@ -60,14 +60,14 @@ func (g *Gateway) listenDNS() error {
 	}
 	udp, err := net.ListenPacket("udp", g.cfg.DNSAddr)
 	if err != nil {
-		return fmt.Errorf("DNS: listen on UDP %s: %w", g.cfg.DNSAddr, err)
+		return listenError("--dns-addr", "UDP", g.cfg.DNSAddr, err)
 	}
 	// TCP on the port UDP got (an ephemeral :0 in tests).
 	tcpAddr := udp.LocalAddr().String()
 	tcp, err := net.Listen("tcp", tcpAddr)
 	if err != nil {
 		udp.Close()
-		return fmt.Errorf("DNS: listen on TCP %s: %w", tcpAddr, err)
+		return listenError("--dns-addr", "TCP", tcpAddr, err)
 	}
 	d := &dnsState{udp: udp, tcp: tcp, errc: make(chan error, 1), srv: &dnsserver.Server{
 		Zone:   g.cfg.DNSZone,

@@ -313,7 +313,7 @@ func (g *Gateway) setup(ctx context.Context, sealer seal.Sealer) error {
 	if cfg.SSHAddr != "" {
 		sshLn, err := net.Listen("tcp", cfg.SSHAddr)
 		if err != nil {
-			return fmt.Errorf("SSH jump host: listen on %s: %w", cfg.SSHAddr, err)
+			return listenError("--ssh-addr", "TCP", cfg.SSHAddr, err)
 		}
 		sshLn = g.acl.Listener(sshLn, netguard.ScopeSSH, "jump host")
 		g.sshLn = netguard.NewListener(sshLn, g.tcpLim, "jump host")
@@ -405,7 +405,7 @@ func (g *Gateway) listenAPI() error {
 	for i := 1; ; i++ {
 		ln, err := net.Listen("tcp", g.cfg.APIAddr)
 		if err != nil {
-			return fmt.Errorf("listen on %s: %w", g.cfg.APIAddr, err)
+			return listenError("--api-addr", "TCP", g.cfg.APIAddr, err)
 		}
 		ln = g.acl.Listener(ln, netguard.ScopeAPI, "API")
 		g.ln = netguard.NewListener(ln, g.tcpLim, "API")
@@ -421,18 +421,19 @@ func (g *Gateway) listenAPI() error {
 }
 
 func (g *Gateway) listenQUIC() error {
-	addr := g.cfg.QUICAddr
+	addr, flag := g.cfg.QUICAddr, "--quic-addr"
 	if addr == "" {
+		flag = "--api-addr"
 		host, _, _ := net.SplitHostPort(g.cfg.APIAddr)
 		addr = net.JoinHostPort(host, strconv.Itoa(g.ln.Addr().(*net.TCPAddr).Port))
 	}
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
-		return fmt.Errorf("QUIC address %s: %w", addr, err)
+		return listenError(flag, "UDP", addr, err)
 	}
 	udp, err := net.ListenUDP("udp", ua)
 	if err != nil {
-		return fmt.Errorf("listen on UDP %s: %w", addr, err)
+		return listenError(flag, "UDP", addr, err)
 	}
 	key, err := resetKey(filepath.Join(g.cfg.DataDir, ResetKeyFile))
 	if err != nil {

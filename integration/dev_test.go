@@ -69,4 +69,14 @@ func TestDevFirstLook(t *testing.T) {
 	if resp.StatusCode != 200 || resp.TLS == nil || resp.TLS.PeerCertificates[0].PublicKeyAlgorithm != x509.ECDSA {
 		t.Fatalf("GET %s: %d, key %v; want 200 under an ECDSA certificate a browser accepts", console, resp.StatusCode, resp.TLS.PeerCertificates[0].PublicKeyAlgorithm)
 	}
+
+	// A second dev on the same address fails before it makes a cluster:
+	// it prints no credentials a user could mistake for the running one's.
+	second, err := exec.Command(bin("tunnel-gateway"), "dev", "--api-addr", addr, "--ssh-addr", "").CombinedOutput()
+	if err == nil {
+		t.Fatalf("a second tunnel-gateway dev on %s started:\n%s", addr, second)
+	}
+	if strings.Contains(string(second), "Password") || !strings.Contains(string(second), "--api-addr "+addr+": the address is already in use") {
+		t.Errorf("a second tunnel-gateway dev on the same address printed:\n%s\nwant only that --api-addr %s is already in use", second, addr)
+	}
 }

@@ -35,6 +35,12 @@ credentials are printed only when the cluster is created).`,
 				return err
 			}
 			out := cmd.OutOrStdout()
+			// Before a cluster is made and its admin's password printed:
+			// a second dev on the same addresses would print the
+			// credentials of a cluster that never runs.
+			if err := gateway.CheckListen(gateway.Config{APIAddr: addr, SSHAddr: sshAddr}); err != nil {
+				return err
+			}
 			if dataDir == "" {
 				tmp, err := os.MkdirTemp("", "tunnel-dev-")
 				if err != nil {

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -298,9 +299,19 @@ func TestGatewayDataDirIsSealed(t *testing.T) {
 		}
 	}
 	// A second init on the same directory is refused.
-	out, err := exec.Command(bin("tunnel-gateway"), "init", "--data-dir", c.dataDir).CombinedOutput()
+	out, err := exec.Command(bin("tunnel-gateway"), "init", "--data-dir", c.dataDir, "--admin", "bob", "--admin-password-file", writeSecret(t, "bob's password is long")).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "already holds a cluster") {
 		t.Errorf("second init: %v %s; want a refusal", err, out)
+	}
+	// An init without an admin is refused before it creates anything:
+	// nobody could ever log in to the cluster it would make.
+	bare := filepath.Join(t.TempDir(), "bare")
+	out, err = exec.Command(bin("tunnel-gateway"), "init", "--data-dir", bare).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--admin NAME is required") {
+		t.Errorf("init without --admin: %v %s; want a refusal naming --admin", err, out)
+	}
+	if _, err := os.Stat(bare); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("init without --admin created %s (%v)", bare, err)
 	}
 	// Without its key-encryption key the gateway does not start, and says why.
 	os.Rename(filepath.Join(c.dataDir, "kek"), filepath.Join(c.dataDir, "kek.moved"))

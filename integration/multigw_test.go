@@ -39,15 +39,21 @@ func TestMultiGateway(t *testing.T) {
 	gws := mgInit(t, url)
 	c1, c2, c3 := gws[0], gws[1], gws[2]
 
-	// A second init on the same store says what to do instead.
+	// A second init on the same store says what to do instead, with
+	// or without an admin.
 	dir := filepath.Join(t.TempDir(), "data")
-	out, err := exec.Command(bin("tunnel-gateway"), "init", "--data-dir", dir, "--store", url).CombinedOutput()
+	out, err := exec.Command(bin("tunnel-gateway"), "init", "--data-dir", dir, "--store", url,
+		"--admin", "second", "--admin-password-file", writeSecret(t, "the second admin's password")).CombinedOutput()
 	if want := `already holds cluster "itest": copy the KEK file from the first gateway`; err == nil || !strings.Contains(string(out), want) {
 		t.Errorf("init on an initialised store: %v\n%s\nwant %q", err, out, want)
 	}
+	out, err = exec.Command(bin("tunnel-gateway"), "init", "--data-dir", dir, "--store", url).CombinedOutput()
+	if want := "do not run init: copy the KEK file from the first gateway"; err == nil || !strings.Contains(string(out), want) {
+		t.Errorf("init on an initialised store without --admin: %v\n%s\nwant %q", err, out, want)
+	}
 	// A gateway whose KEK is not the cluster's says so.
 	dir = filepath.Join(t.TempDir(), "data")
-	if out, err := exec.Command(bin("tunnel-gateway"), "init", "--data-dir", dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command(bin("tunnel-gateway"), "init", "--data-dir", dir, "--admin", "stranger", "--admin-password-file", writeSecret(t, "a stranger's password")).CombinedOutput(); err != nil {
 		t.Fatalf("init of another cluster: %v\n%s", err, out)
 	}
 	out, err = exec.Command(bin("tunnel-gateway"), "run", "--data-dir", dir, "--store", url, "--id", "stranger",

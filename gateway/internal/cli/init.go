@@ -19,15 +19,17 @@ func newInitCmd() *cobra.Command {
 	var pwFile string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "init --data-dir DIR [--cluster NAME] [--admin NAME --admin-password-file F] [--json]",
+		Use:   "init --data-dir DIR [--cluster NAME] --admin NAME [--admin-password-file F] [--json]",
 		Short: "Create a cluster: CA keys, store and the first admin",
 		Long: `init creates the data directory, its key-encryption key (DIR/kek, 0600), the
 store and the cluster CA set (X.509, SSH user and SSH host CAs, sealed at
 rest). It prints the CA pin (sha256:HEX) that clients pass to tunnel login.
 
-With --admin it also creates the first admin user and a role "admin" that
-grants the admin API and a login of the admin's own name, and prints the
-admin's TOTP enrolment (otpauth:// URI and secret; a QR code on a terminal).
+--admin creates the first admin user and a role "admin" that grants the
+admin API and a login of the admin's own name, and prints the admin's TOTP
+enrolment (otpauth:// URI and secret; a QR code on a terminal). It is
+required: nobody could log in to a cluster without an admin, to add users
+or enrol agents.
 The password comes from --admin-password-file, TUNNEL_ADMIN_PASSWORD, or a
 prompt on a terminal.
 
@@ -46,15 +48,17 @@ unless --store-insecure (dangerous) is given.`,
 			if cfg.DataDir == "" {
 				return errors.New("--data-dir is required")
 			}
-			if cfg.Admin != "" {
-				pw, err := adminPassword(pwFile)
-				if err != nil {
-					return err
-				}
-				cfg.AdminPassword = pw
-			} else if pwFile != "" {
-				return errors.New("--admin-password-file needs --admin NAME")
+			if cfg.Admin == "" && cfg.Store != "" {
+				return errors.New("--admin NAME is required to create a cluster; to add a gateway to the cluster already on --store, do not run init: copy the KEK file from the first gateway and run tunnel-gateway run --store with the same URL")
 			}
+			if cfg.Admin == "" {
+				return errors.New("--admin NAME is required: nobody could log in to a cluster without an admin (to add users or enrol agents)")
+			}
+			pw, err := adminPassword(pwFile)
+			if err != nil {
+				return err
+			}
+			cfg.AdminPassword = pw
 			res, err := gateway.Init(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -79,7 +83,7 @@ unless --store-insecure (dangerous) is given.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the store and keys (created, mode 0700)")
 	f.StringVar(&cfg.Cluster, "cluster", gateway.DefaultCluster, "cluster name")
-	f.StringVar(&cfg.Admin, "admin", "", "name of the first admin user")
+	f.StringVar(&cfg.Admin, "admin", "", "name of the first admin user (required)")
 	f.StringVar(&pwFile, "admin-password-file", "", "file holding the first admin's password ('-' for stdin); TUNNEL_ADMIN_PASSWORD works too")
 	f.StringVar(&cfg.KEKFile, "kek-file", "", "key-encryption key file (default DIR/kek, created if missing; not used with --vault-addr)")
 	vaultFlags(f, &cfg.Vault)

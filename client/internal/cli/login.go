@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,10 +46,11 @@ never on first use. With several gateways (--gateway a:8443,b:8443, sharing
 one store) login tries them in order: one that cannot be reached, or that
 answers it cannot reach its store, is skipped; a refusal is final. Every
 later command uses the same list the same way. After the first login, --gateway, --user and --ca-pin
-default to the previous ones.
+default to the previous ones; a --gateway list that shares a gateway with
+the previous one keeps its --user and --ca-pin, another one needs them.
 
 For scripts: --password-file F (or TUNNEL_PASSWORD) and --otp CODE (or
-TUNNEL_OTP). Otherwise login prompts, without echo.`,
+TUNNEL_OTP). Otherwise login prompts for them (the password without echo).`,
 		Example: `  tunnel login --gateway gw.example.com:8443 --ca-pin sha256:3f1c... --user alice
   TUNNEL_PASSWORD=... tunnel login --otp 123456 --ttl 4h
   tunnel login --gateway gw-a.example.com:8443,gw-b.example.com:8443 --user alice`,
@@ -89,8 +91,13 @@ func runLogin(cmd *cobra.Command, env Env, f loginFlags) error {
 		}
 	}
 	if f.gateway != "" && f.gateway != prev.Gateway {
-		// Another gateway: forget what belonged to the previous one.
+		// Another list of the same cluster (a gateway in common) keeps the
+		// user and the pin; another cluster's forgets what belonged to the
+		// previous one.
 		p = profile.Profile{Gateway: f.gateway}
+		if sharesGateway(f.gateway, prev.Gateway) {
+			p.CAPin, p.User, p.DNSServer = prev.CAPin, prev.User, prev.DNSServer
+		}
 	}
 	if f.pin != "" {
 		p.CAPin = f.pin
@@ -104,8 +111,10 @@ func runLogin(cmd *cobra.Command, env Env, f loginFlags) error {
 	switch {
 	case p.Gateway == "":
 		return errors.New("which gateway? give --gateway HOST:PORT")
+	case p.CAPin == "" && prev.Gateway != "":
+		return fmt.Errorf("%s shares no gateway with the one this profile logged in to (%s): give its cluster's --ca-pin sha256:HEX (tunnel-gateway init printed it)", p.Gateway, prev.Gateway)
 	case p.CAPin == "":
-		return errors.New("the gateway's CA pin is needed the first time: give --ca-pin sha256:HEX (tunnel-gateway init printed it)")
+		return errors.New("the gateway's CA pin is needed at the first login: give --ca-pin sha256:HEX (tunnel-gateway init printed it)")
 	case p.User == "":
 		return errors.New("which user? give --user NAME")
 	}
@@ -129,6 +138,10 @@ func runLogin(cmd *cobra.Command, env Env, f loginFlags) error {
 		if err != nil {
 			return err
 		}
+	}
+	// A typo is not sent: the gateway would count it as a failed login.
+	if _, err := api.NormalizeCode(otp); err != nil {
+		return fmt.Errorf("the TOTP code is the 6 digits your authenticator app shows for %s; got %q", p.User, otp)
 	}
 	key, err := profile.NewKey()
 	if err != nil {
@@ -176,6 +189,18 @@ func runLogin(cmd *cobra.Command, env Env, f loginFlags) error {
 		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", resp.Warning)
 	}
 	return nil
+}
+
+// sharesGateway reports whether two --gateway lists name a gateway in
+// common.
+func sharesGateway(a, b string) bool {
+	bs := strings.Split(b, ",")
+	for _, g := range strings.Split(a, ",") {
+		if g != "" && slices.Contains(bs, g) {
+			return true
+		}
+	}
+	return false
 }
 
 // loginError keeps the gateway's message, which is written for the user.

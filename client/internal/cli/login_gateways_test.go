@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -22,5 +24,41 @@ func TestProfileGateways(t *testing.T) {
 	}
 	if (profile.Profile{}).FirstGateway() != "" {
 		t.Error("an empty profile has a first gateway")
+	}
+}
+
+// A code that cannot be one is refused before anything is sent (the
+// gateway would count a failed login): the gateway here does not exist.
+func TestLoginRefusesAMalformedCodeBeforeSending(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("a long enough password"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pin := "sha256:" + strings.Repeat("ab", 32)
+	for _, code := range []string{"abc", "12345", "1234567", "12345a"} {
+		_, err := runIn(t, t.TempDir(), nil, "login", "--gateway", "127.0.0.1:1", "--ca-pin", pin, "--user", "alice", "--password-file", pw, "--otp", code)
+		if err == nil || !strings.Contains(err.Error(), "the TOTP code is the 6 digits your authenticator app shows for alice") {
+			t.Errorf("login --otp %q: %v; want the code refused before sending", code, err)
+		}
+	}
+}
+
+// A --gateway list that shares a gateway with the profile's keeps its user
+// and pin; one that shares none needs a pin, and says why.
+func TestLoginKeepsTheProfileForAnotherListOfTheSameCluster(t *testing.T) {
+	home := t.TempDir()
+	prev := &profile.Profile{Gateway: "127.0.0.1:1,127.0.0.1:2", CAPin: "sha256:" + strings.Repeat("cd", 32), User: "alice"}
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("a long enough password"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The malformed code stops login right after the profile is settled.
+	_, err := runIn(t, home, prev, "login", "--gateway", "127.0.0.1:2,127.0.0.1:3", "--password-file", pw, "--otp", "x")
+	if err == nil || !strings.Contains(err.Error(), "for alice") {
+		t.Errorf("login with a list sharing a gateway: %v; want the user and pin kept (then the code refused)", err)
+	}
+	_, err = runIn(t, home, nil, "login", "--gateway", "127.0.0.1:4", "--password-file", pw, "--otp", "x")
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:4 shares no gateway with the one this profile logged in to (127.0.0.1:1,127.0.0.1:2): give its cluster's --ca-pin") {
+		t.Errorf("login with another cluster's gateway: %v; want a pin asked for, saying why", err)
 	}
 }

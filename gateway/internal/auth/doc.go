@@ -16,7 +16,7 @@
 //     burns the same time with [Hasher.VerifyDummy] so that the answer does
 //     not reveal which users exist; if Verify reports needsRehash, it stores
 //     a fresh [Hasher.Hash] after the login succeeds;
-//  4. normalises the code the user typed with [NormalizeCode] and finds its
+//  4. normalises the code the user typed with [api.NormalizeCode] and finds its
 //     time step with [MatchStep]; the store then accepts the step only if it
 //     is greater than the last accepted one (Store.AcceptTOTPStep), which
 //     makes each code single-use.

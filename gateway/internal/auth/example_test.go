@@ -27,17 +27,6 @@ func ExampleHasher() {
 	// false <nil>
 }
 
-func ExampleNormalizeCode() {
-	for _, typed := range []string{" 123 456 ", "123-456", "12345"} {
-		code, err := auth.NormalizeCode(typed)
-		fmt.Printf("%q %v\n", code, err)
-	}
-	// Output:
-	// "123456" <nil>
-	// "123456" <nil>
-	// "" the code must be 6 digits
-}
-
 func ExampleMatchStep() {
 	// The RFC 6238 test secret, and the code its SHA-1 vector gives at
 	// 1111111109 seconds, entered 30 seconds late.

@@ -2,15 +2,14 @@ package auth
 
 import (
 	"crypto/subtle"
-	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
-	"unicode"
 
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
+
+	"github.com/tunnelhq/tunnel/pkg/api"
 )
 
 // Period is the length of a TOTP time step, in seconds.
@@ -18,20 +17,15 @@ const Period = 30
 
 // TOTP settings every authenticator app supports.
 const (
-	codeDigits = 6
 	secretSize = 20 // bytes, the RFC 4226 recommendation for HMAC-SHA1
 	skew       = 1  // steps accepted either side of the current one
 )
 
 var totpOpts = totp.ValidateOpts{
 	Period:    Period,
-	Digits:    otp.DigitsSix,
+	Digits:    otp.Digits(api.CodeDigits),
 	Algorithm: otp.AlgorithmSHA1,
 }
-
-// ErrInvalidCode is returned for a code that is not six digits once spaces
-// and dashes are removed. Its message is meant for the user.
-var ErrInvalidCode = errors.New("the code must be 6 digits")
 
 // NewSecret generates a TOTP secret of 20 bytes read from rand (nil means
 // crypto/rand.Reader) for account at issuer. It returns the secret in
@@ -43,7 +37,7 @@ func NewSecret(issuer, account string, rand io.Reader) (secret, uri string, err 
 		AccountName: account,
 		Period:      Period,
 		SecretSize:  secretSize,
-		Digits:      otp.DigitsSix,
+		Digits:      otp.Digits(api.CodeDigits),
 		Algorithm:   otp.AlgorithmSHA1,
 		Rand:        rand,
 	})
@@ -51,26 +45,6 @@ func NewSecret(issuer, account string, rand io.Reader) (secret, uri string, err 
 		return "", "", fmt.Errorf("generate TOTP secret: %w", err)
 	}
 	return key.Secret(), key.URL(), nil
-}
-
-// NormalizeCode returns code without the spaces and dashes people type or
-// paste ("123 456", "123-456"). What remains must be exactly six ASCII
-// digits; otherwise it returns ErrInvalidCode.
-func NormalizeCode(code string) (string, error) {
-	var b strings.Builder
-	for _, r := range code {
-		if unicode.IsSpace(r) || r == '-' {
-			continue
-		}
-		if r < '0' || r > '9' || b.Len() == codeDigits {
-			return "", ErrInvalidCode
-		}
-		b.WriteRune(r)
-	}
-	if b.Len() != codeDigits {
-		return "", ErrInvalidCode
-	}
-	return b.String(), nil
 }
 
 // Step returns the TOTP time step containing t: its Unix time divided by
@@ -90,14 +64,14 @@ func Step(t time.Time) int64 {
 // time, so the time taken says nothing about which one matched; if several
 // do, the latest wins.
 //
-// code is normalised first (see NormalizeCode); an error means it is not a
-// code (ErrInvalidCode) or the secret is not valid base32.
+// code is normalised first (see api.NormalizeCode); an error means it is not a
+// code (api.ErrInvalidCode) or the secret is not valid base32.
 //
 // MatchStep does not prevent replays: the caller must accept the step only
 // if it is greater than the last one accepted for the user, recorded
 // atomically (Store.AcceptTOTPStep).
 func MatchStep(secret, code string, now time.Time) (step int64, ok bool, err error) {
-	code, err = NormalizeCode(code)
+	code, err = api.NormalizeCode(code)
 	if err != nil {
 		return 0, false, err
 	}

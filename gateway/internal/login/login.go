@@ -221,7 +221,7 @@ func (s *Service) Login(ctx context.Context, req api.LoginRequest, src netip.Add
 	if !ok {
 		return nil, fail("wrong password")
 	}
-	code, err := auth.NormalizeCode(req.OTP)
+	code, err := api.NormalizeCode(req.OTP)
 	if err != nil {
 		return nil, fail("malformed code")
 	}

@@ -230,7 +230,7 @@ func TestClientAgainstANode(t *testing.T) {
 	t.Run("proxy db says why the gateway cut it", func(t *testing.T) {
 		port := freeLoopbackPort(t)
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		_, out := e.bob.backgroundOut("proxy", "db", "web-1/echo", "--port", fmt.Sprint(port))
+		wait, out := e.bob.backgroundOut("proxy", "db", "web-1/echo", "--port", fmt.Sprint(port))
 		dialRetry(t, addr, echoOnce, 20*time.Second)
 		var conns []net.Conn
 		for range 2 {
@@ -252,6 +252,11 @@ func TestClientAgainstANode(t *testing.T) {
 		}
 		if n := strings.Count(out(), line); n != 2 {
 			t.Errorf("tunnel proxy printed %q %d times for 2 connections cut; its output:\n%s", line, n, out())
+		}
+		// Every later connection would be refused: it stops, and says why.
+		code, output := wait(60 * time.Second)
+		if code == 0 || !strings.Contains(output, "the gateway no longer accepts your login certificate (access revoked by an administrator): run tunnel login, then start tunnel proxy again") {
+			t.Errorf("tunnel proxy after its user was locked: exit %d; want it to stop and say why:\n%s", code, output)
 		}
 	})
 }

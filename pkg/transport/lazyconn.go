@@ -37,6 +37,12 @@ type LazyConn struct {
 	Addr string
 	// TLS is the client TLS configuration (ClientTLS).
 	TLS *tls.Config
+	// Ended, if set, is called with the cause each time a connection the
+	// LazyConn made ends (the gateway closed it, with a reason; it died;
+	// the LazyConn closed it), from a goroutine of the LazyConn's that
+	// Close waits for: it must not call the LazyConn. Set it before the
+	// first OpenStream.
+	Ended func(error)
 
 	mu       sync.Mutex // guards the fields below
 	conn     *quic.Conn
@@ -51,7 +57,7 @@ type LazyConn struct {
 	stale []*quic.Conn
 
 	// hearing follows the current connection over UDP (nil over TCP),
-	// watched by a goroutine that ends with it (wg): see Quiet.
+	// watched by a goroutine that ends with it (wg, see follow): see Quiet.
 	hearing atomic.Pointer[Hearing]
 	wg      sync.WaitGroup
 
@@ -104,7 +110,7 @@ func (l *LazyConn) get(ctx context.Context) (*quic.Conn, error) {
 				// New streams go over UDP; those on TCP go on.
 				l.retired = append(l.retired, l.tcp)
 				l.conn, l.tcp = c, nil
-				l.hear(c)
+				l.follow(c, true)
 			}
 		}
 		if l.tcp == nil && l.Quiet() {
@@ -118,7 +124,7 @@ func (l *LazyConn) get(ctx context.Context) (*quic.Conn, error) {
 			}
 			l.retire(l.conn)
 			l.conn = c
-			l.hear(c)
+			l.follow(c, true)
 		}
 		return l.conn, nil
 	}
@@ -188,11 +194,11 @@ func (l *LazyConn) get(ctx context.Context) (*quic.Conn, error) {
 	if win.tcp != nil {
 		l.conn, l.tcp = win.tcp.conn, win.tcp
 		l.udpAgain = time.Now().Add(UDPRetry)
-		l.hearing.Store(nil) // a gateway that died ends the TCP connection
+		l.follow(l.conn, false)
 		return l.conn, nil
 	}
 	l.conn = win.conn
-	l.hear(win.conn)
+	l.follow(win.conn, true)
 	return l.conn, nil
 }
 
@@ -209,15 +215,27 @@ func (l *LazyConn) retire(c *quic.Conn) {
 	}
 }
 
-// hear follows c, the new current connection over UDP, until it ends.
-// Called with mu held.
-func (l *LazyConn) hear(c *quic.Conn) {
-	h := NewHearing(c, Beat, time.Now())
+// follow follows c, the new current connection, until it ends, then tells
+// Ended. Over UDP it also keeps its Hearing (see Quiet); over TCP there is
+// none, since a gateway that died ends the TCP connection. Called with mu
+// held.
+func (l *LazyConn) follow(c *quic.Conn, udp bool) {
+	var h *Hearing
+	if udp {
+		h = NewHearing(c, Beat, time.Now())
+	}
 	l.hearing.Store(h)
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		h.Watch()
+		if h != nil {
+			h.Watch()
+		} else {
+			<-c.Context().Done()
+		}
+		if l.Ended != nil {
+			l.Ended(context.Cause(c.Context()))
+		}
 	}()
 }
 

@@ -46,7 +46,8 @@ func TestLazyConn(t *testing.T) {
 	ctx := testContext(t)
 	ln := quicListener(t)
 	_, ctls := testTLS(t)
-	l := &LazyConn{Addr: ln.Addr().String(), TLS: ctls}
+	ended := make(chan error, 4)
+	l := &LazyConn{Addr: ln.Addr().String(), TLS: ctls, Ended: func(err error) { ended <- err }}
 	defer l.Close()
 
 	if c := l.current(); c != nil {
@@ -88,6 +89,16 @@ func TestLazyConn(t *testing.T) {
 	case <-c1.Context().Done():
 	case <-ctx.Done():
 		t.Fatal("the client never noticed the close")
+	}
+	// Ended is told why.
+	select {
+	case err := <-ended:
+		var ae *quic.ApplicationError
+		if !errors.As(err, &ae) || !ae.Remote || ae.ErrorCode != CodeShutdown || ae.ErrorMessage != "gateway restarting" {
+			t.Errorf("Ended(%v); want the gateway's close, code %d", err, CodeShutdown)
+		}
+	case <-ctx.Done():
+		t.Fatal("Ended was not called when the gateway closed the connection")
 	}
 	st, err = l.OpenStream(ctx)
 	if err != nil {

@@ -45,6 +45,14 @@ func dialGateways(p profile.Profile, cert *tls.Certificate) (*gatewayConns, erro
 	return g, nil
 }
 
+// onEnded has f told the cause each time a connection to a gateway ends
+// (see transport.LazyConn.Ended); before the first stream.
+func (g *gatewayConns) onEnded(f func(error)) {
+	for _, c := range g.conns {
+		c.Ended = f
+	}
+}
+
 // Close closes every connection. Safe to call twice.
 func (g *gatewayConns) Close() error {
 	for _, c := range g.conns {

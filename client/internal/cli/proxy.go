@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/spf13/cobra"
 
 	"github.com/tunnelhq/tunnel/client/profile"
@@ -46,8 +47,9 @@ With several gateways in your profile (tunnel login --gateway a:8443,b:8443)
 connections go through the first that answers; when it dies, its
 connections are cut and new ones go through the next.
 
-When your certificate expires the listener says so and stops accepting:
-run tunnel login and start it again.`,
+When your certificate expires, or the gateway no longer accepts it (your
+account was locked or removed, the certificate revoked), the listener says
+so and stops: run tunnel login and start it again.`,
 		Example: `  tunnel proxy db db-1/postgres --port 5432 &
   psql -h 127.0.0.1 -p 5432 -U app app`,
 		Args: exactArgs(1, "NODE/SERVICE"),
@@ -103,8 +105,14 @@ run tunnel login and start it again.`,
 					return fmt.Errorf("your login certificate expired at %s: run tunnel login, then start tunnel proxy again", fmtTime(cert.Leaf.NotAfter))
 				}
 				return nil
+			}, denied: func(ae *quic.ApplicationError) {
+				// Every later connection would be refused the same way.
+				cancel(fmt.Errorf("%w: the gateway no longer accepts your login certificate (%s): run tunnel login, then start tunnel proxy again", transport.ErrStop, ae.ErrorMessage))
 			}}
 			defer cuts.Close()
+			// A connection the gateway closed with no stream on it (a lock
+			// cuts the streams first) says so too.
+			conn.onEnded(cuts.checkDenied)
 			log := stderrLogger(env)
 			f := &transport.Forwarder{Listener: ln, Opener: cuts, Target: target, Log: log, Carry: cuts.carry(log),
 				Allow: func() error {

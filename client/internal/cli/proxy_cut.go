@@ -42,6 +42,11 @@ type cutReporter struct {
 	// localCause, if set, says why this side cut its own streams (the
 	// login certificate expired); nil for an ordinary stop.
 	localCause func() error
+	// denied, if set, is told when the gateway closed the connection
+	// because it no longer accepts the login certificate (locked, revoked,
+	// removed: CodeUnauthorized, CodeRevoked), seen on a stream's end or
+	// on a new stream: every later stream would be refused too.
+	denied func(*quic.ApplicationError)
 
 	mu    sync.Mutex // guards stops, recv and the writes to out
 	stops map[*quic.Stream]func() bool
@@ -55,6 +60,7 @@ type cutReporter struct {
 func (r *cutReporter) OpenStream(ctx context.Context) (*quic.Stream, error) {
 	st, err := r.opener.OpenStream(ctx)
 	if err != nil {
+		r.checkDenied(err)
 		return nil, err
 	}
 	// A stream's context ends with the cause of the end of its send
@@ -85,9 +91,20 @@ func (r *cutReporter) OpenStream(ctx context.Context) (*quic.Stream, error) {
 		if line := cutMessage(r.target, cause, local); line != "" {
 			fmt.Fprintln(r.out, line)
 		}
+		r.checkDenied(cause)
 	})
 	r.mu.Unlock()
 	return st, nil
+}
+
+// checkDenied tells denied if err says the gateway no longer accepts the
+// login certificate.
+func (r *cutReporter) checkDenied(err error) {
+	var ae *quic.ApplicationError
+	if r.denied != nil && errors.As(err, &ae) && ae.Remote &&
+		(ae.ErrorCode == transport.CodeUnauthorized || ae.ErrorCode == transport.CodeRevoked) {
+		r.denied(ae)
+	}
 }
 
 // Close stops watching the streams still open and waits for the reports

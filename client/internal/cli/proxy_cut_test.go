@@ -155,11 +155,14 @@ func TestProxyReportsCuts(t *testing.T) {
 		// after, if set, runs once the client's own end of the stream
 		// reached the gateway.
 		after func(st *quic.Stream)
+		// denied is what the proxy is told the gateway refuses (it then
+		// stops); "" for nothing.
+		denied string
 	}{
 		{"stream revoked", func(_ *quic.Conn, st *quic.Stream) {
 			st.CancelRead(transport.StreamRevoked)
 			st.CancelWrite(transport.StreamRevoked)
-		}, "connection to db-1/postgres closed by the gateway: access revoked by an administrator\n", nil},
+		}, "connection to db-1/postgres closed by the gateway: access revoked by an administrator\n", nil, ""},
 		// The relay's order (RESET_STREAM, then STOP_SENDING), with the
 		// second arriving only after the forwarder answered the first
 		// with its own reset: the cut is reported all the same.
@@ -167,23 +170,29 @@ func TestProxyReportsCuts(t *testing.T) {
 			st.CancelWrite(transport.StreamRevoked)
 		}, "connection to db-1/postgres closed by the gateway: access revoked by an administrator\n", func(st *quic.Stream) {
 			st.CancelRead(transport.StreamRevoked)
-		}},
+		}, ""},
 		{"stream reset", func(_ *quic.Conn, st *quic.Stream) {
 			st.CancelRead(transport.StreamReset)
 			st.CancelWrite(transport.StreamReset)
-		}, "", nil},
+		}, "", nil, ""},
 		{"stream reset, reset first", func(_ *quic.Conn, st *quic.Stream) {
 			st.CancelWrite(transport.StreamReset)
 		}, "", func(st *quic.Stream) {
 			st.CancelRead(transport.StreamReset)
-		}},
+		}, ""},
 		{"connection revoked", func(c *quic.Conn, _ *quic.Stream) {
 			c.CloseWithError(transport.CodeRevoked, "access revoked by an administrator")
-		}, "connection to db-1/postgres closed by the gateway: access revoked by an administrator\n", nil},
+		}, "connection to db-1/postgres closed by the gateway: access revoked by an administrator\n", nil, "access revoked by an administrator"},
+		{"connection refused", func(c *quic.Conn, _ *quic.Stream) {
+			c.CloseWithError(transport.CodeUnauthorized, "user alice is locked")
+		}, "connection to db-1/postgres closed by the gateway: user alice is locked (run tunnel login, then start tunnel proxy again)\n", nil, "user alice is locked"},
+		{"gateway stops", func(c *quic.Conn, _ *quic.Stream) {
+			c.CloseWithError(transport.CodeShutdown, "the gateway is shutting down")
+		}, "connection to db-1/postgres closed by the gateway: the gateway is shutting down\n", nil, ""},
 		{"service closes", func(_ *quic.Conn, st *quic.Stream) {
 			st.CancelRead(transport.StreamCanceled)
 			st.Close()
-		}, "", nil},
+		}, "", nil, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -198,7 +207,9 @@ func TestProxyReportsCuts(t *testing.T) {
 			defer qc.CloseWithError(0, "")
 			gc := <-g.conns
 			var out syncBuf
-			cuts := &cutReporter{opener: connOpener{qc}, target: "db-1/postgres", out: &out}
+			var denied syncBuf
+			cuts := &cutReporter{opener: connOpener{qc}, target: "db-1/postgres", out: &out,
+				denied: func(ae *quic.ApplicationError) { denied.Write([]byte(ae.ErrorMessage)) }}
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -240,6 +251,19 @@ func TestProxyReportsCuts(t *testing.T) {
 			cuts.Close()
 			if got := out.String(); got != tc.want {
 				t.Errorf("tunnel proxy printed %q; want %q", got, tc.want)
+			}
+			if got := denied.String(); got != tc.denied {
+				t.Errorf("tunnel proxy was told the gateway refuses %q; want %q", got, tc.denied)
+			}
+			// A new stream on the closed connection tells it again.
+			if tc.denied != "" {
+				denied = syncBuf{}
+				if _, err := cuts.OpenStream(ctx); err == nil {
+					t.Fatal("a stream opened on a connection the gateway closed")
+				}
+				if got := denied.String(); got != tc.denied {
+					t.Errorf("a new stream: the proxy was told %q; want %q", got, tc.denied)
+				}
 			}
 		})
 	}

@@ -226,6 +226,30 @@ func TestClientAgainstANode(t *testing.T) {
 		}
 	})
 
+	t.Run("proxy db checks its target first", func(t *testing.T) {
+		port := fmt.Sprint(freeLoopbackPort(t))
+		for target, want := range map[string]string{
+			"nosuch/echo":  "your roles let you reach no node named nosuch (tunnel ls lists those they do)",
+			"web-1/nosuch": "node web-1 has no service nosuch that your roles let you open; they let you open: echo",
+			"web-1":        `"web-1" is not NODE/SERVICE`,
+		} {
+			if code, _, se := e.bob.exitCode("proxy", "db", target, "--port", port); code == 0 || !strings.Contains(se, want) {
+				t.Errorf("tunnel proxy db %s: exit %d, %q; want %q", target, code, se, want)
+			}
+		}
+		if code, _, se := e.bob.exitCode("proxy", "db", "web-1/echo", "--port", "70000"); code == 0 || !strings.Contains(se, "--port 70000 is not a port") {
+			t.Errorf("tunnel proxy db --port 70000: exit %d, %q", code, se)
+		}
+		busy, err := net.Listen("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer busy.Close()
+		if code, _, se := e.bob.exitCode("proxy", "db", "web-1/echo", "--port", port); code == 0 || !strings.Contains(se, "127.0.0.1:"+port+" is already in use by another program: stop it, or choose another --port") {
+			t.Errorf("tunnel proxy db on a port in use: exit %d, %q", code, se)
+		}
+	})
+
 	// Last: it locks bob.
 	t.Run("proxy db says why the gateway cut it", func(t *testing.T) {
 		port := freeLoopbackPort(t)
@@ -255,7 +279,9 @@ func TestClientAgainstANode(t *testing.T) {
 		}
 		// Every later connection would be refused: it stops, and says why.
 		code, output := wait(60 * time.Second)
-		if code == 0 || !strings.Contains(output, "the gateway no longer accepts your login certificate (access revoked by an administrator): run tunnel login, then start tunnel proxy again") {
+		// The reason is the gateway's: the lock's, or the revocation of
+		// the certificate that comes with it, whichever closes first.
+		if code == 0 || !strings.Contains(output, "tunnel: the gateway no longer accepts your login certificate: ") || !strings.Contains(output, "then start tunnel proxy again") {
 			t.Errorf("tunnel proxy after its user was locked: exit %d; want it to stop and say why:\n%s", code, output)
 		}
 	})

@@ -39,7 +39,11 @@ are known only while its agent is connected to the gateway.`,
 				if n.Online {
 					online = "yes"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", n.Name, online, orNone(n.Services))
+				services := orNone(n.Services)
+				if !n.Online && len(n.Services) == 0 {
+					services = "(known while its agent is connected)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", n.Name, online, services)
 			}
 			return tw.Flush()
 		},

@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/spf13/cobra"
 
 	"github.com/tunnelhq/tunnel/client/profile"
+	"github.com/tunnelhq/tunnel/pkg/api"
 	"github.com/tunnelhq/tunnel/pkg/transport"
 )
 
@@ -55,11 +59,15 @@ so and stops: run tunnel login and start it again.`,
 		Args: exactArgs(1, "NODE/SERVICE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			target := args[0]
-			if n, s, ok := strings.Cut(target, "/"); !ok || n == "" || s == "" {
+			node, service, ok := strings.Cut(target, "/")
+			if !ok || node == "" || service == "" {
 				return fmt.Errorf("%q is not NODE/SERVICE (for example db-1/postgres)", target)
 			}
-			if port <= 0 || port > 65535 {
-				return errors.New("--port PORT is required (1-65535)")
+			switch {
+			case !cmd.Flags().Changed("port"):
+				return errors.New("--port PORT is required: the local port to listen on (1-65535)")
+			case port <= 0 || port > 65535:
+				return fmt.Errorf("--port %d is not a port: give one from 1 to 65535", port)
 			}
 			dir, err := profile.Open()
 			if err != nil {
@@ -82,14 +90,19 @@ so and stops: run tunnel login and start it again.`,
 			if err != nil {
 				return err
 			}
+			if err := checkTarget(cmd.Context(), env, node, service); err != nil {
+				return err
+			}
 			conn, err := dialGateways(p, &cert)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
 			ln, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(port)))
-			if err != nil {
-				return fmt.Errorf("listen on %s:%d: %w", addr, port, err)
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return fmt.Errorf("%s is already in use by another program: stop it, or choose another --port", net.JoinHostPort(addr, strconv.Itoa(port)))
+			} else if err != nil {
+				return fmt.Errorf("listen on %s (--address, --port): %w", net.JoinHostPort(addr, strconv.Itoa(port)), err)
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "Listening on %s for %s (until your certificate expires at %s). Ctrl-C to stop.\n",
@@ -107,7 +120,11 @@ so and stops: run tunnel login and start it again.`,
 				return nil
 			}, denied: func(ae *quic.ApplicationError) {
 				// Every later connection would be refused the same way.
-				cancel(fmt.Errorf("%w: the gateway no longer accepts your login certificate (%s): run tunnel login, then start tunnel proxy again", transport.ErrStop, ae.ErrorMessage))
+				then := ": run tunnel login, then start tunnel proxy again"
+				if strings.Contains(ae.ErrorMessage, "tunnel login") {
+					then = "; then start tunnel proxy again"
+				}
+				cancel(fmt.Errorf("%w: the gateway no longer accepts your login certificate: %s%s", transport.ErrStop, ae.ErrorMessage, then))
 			}}
 			defer cuts.Close()
 			// A connection the gateway closed with no stream on it (a lock
@@ -131,7 +148,35 @@ so and stops: run tunnel login and start it again.`,
 			return err
 		},
 	}
-	cmd.Flags().IntVar(&port, "port", 0, "local port to listen on")
+	cmd.Flags().IntVar(&port, "port", 0, "local port to listen on (required)")
 	cmd.Flags().StringVar(&addr, "address", "127.0.0.1", "local address to listen on")
 	return cmd
 }
+
+// checkTarget asks the gateway, before the listener opens, whether the
+// caller may reach node/service, so that a typo is named now rather than
+// at each connection. Only a definite answer refuses; if the gateway cannot
+// be asked now (the listener works without it until a connection comes),
+// it warns and lets the proxy start.
+func checkTarget(ctx context.Context, env Env, node, service string) error {
+	ctx, cancel := context.WithTimeout(ctx, checkTargetTimeout)
+	defer cancel()
+	var nodes []api.Node
+	if err := adminCall(ctx, env, http.MethodGet, api.PathNodes, nil, nil, &nodes); err != nil {
+		fmt.Fprintf(env.Stderr, "warning: could not check %s/%s with the gateway now: %v\n", node, service, err)
+		return nil
+	}
+	i := slices.IndexFunc(nodes, func(n api.Node) bool { return n.Name == node })
+	switch {
+	case i < 0:
+		return fmt.Errorf("your roles let you reach no node named %s (tunnel ls lists those they do)", node)
+	case !nodes[i].Online:
+		fmt.Fprintf(env.Stderr, "warning: node %s is offline now (its agent is not connected); connections will be refused until it is back\n", node)
+	case !slices.Contains(nodes[i].Services, service):
+		return fmt.Errorf("node %s has no service %s that your roles let you open; they let you open: %s", node, service, orNone(nodes[i].Services))
+	}
+	return nil
+}
+
+// checkTargetTimeout bounds checkTarget: the check is a convenience.
+const checkTargetTimeout = 10 * time.Second

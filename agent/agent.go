@@ -187,6 +187,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer lock.release()
+	// Bind every listener first, before an enrolment spends the join
+	// token: a port in use is an error at start, and nothing is lost.
+	lns, err := bindListeners(cfg.File.Listen)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, ln := range lns {
+			_ = ln.Close() // already closed by its forwarder once it ran
+		}
+	}()
 	st, err := openIdentityStore(cfg.DataDir)
 	if err != nil {
 		return err
@@ -261,7 +272,24 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer a.sshd.Close()
 	a.recs.resume()
-	return a.run(ctx)
+	return a.run(ctx, lns)
+}
+
+// bindListeners binds the listeners of the agent's file, in order; on an
+// error it closes those it bound and says which failed, and why.
+func bindListeners(ls []Listen) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, l := range ls {
+		ln, err := net.Listen("tcp", l.Address)
+		if err != nil {
+			for _, x := range lns {
+				x.Close()
+			}
+			return nil, bindError(l, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
 }
 
 func (a *Agent) setIdentity(id *Identity) error {
@@ -282,22 +310,12 @@ func (a *Agent) identity() *Identity {
 	return a.id
 }
 
-func (a *Agent) run(ctx context.Context) error {
+// run serves the file's listeners (lns, bound by Run, in the file's order)
+// and keeps the connections to the gateways until ctx ends.
+func (a *Agent) run(ctx context.Context, lns []net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a.ctx = ctx
-	// Bind every listener first, so a port in use is an error at start.
-	var lns []net.Listener
-	for _, l := range a.cfg.File.Listen {
-		ln, err := net.Listen("tcp", l.Address)
-		if err != nil {
-			for _, x := range lns {
-				x.Close()
-			}
-			return bindError(l, err)
-		}
-		lns = append(lns, ln)
-	}
 	// The listeners' names in DNS (dns: in the file).
 	if d := a.cfg.File.DNS; d != nil {
 		names := map[string]netip.Addr{}
@@ -309,9 +327,6 @@ func (a *Agent) run(ctx context.Context) error {
 		stub, err := dnsstub.Start(dnsstub.Config{Listen: d.Listen, Cluster: a.identity().Cluster, Names: names,
 			Upstream: d.Upstream, Log: a.log.With("component", "dns")})
 		if err != nil {
-			for _, x := range lns {
-				x.Close()
-			}
 			return fmt.Errorf("dns: %w", err)
 		}
 		defer stub.Close()

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,5 +56,23 @@ func TestEnrolledAgentRefusesAnotherPin(t *testing.T) {
 	err = Run(context.Background(), Config{DataDir: dir, Pin: other})
 	if err == nil || !strings.Contains(err.Error(), "--ca-pin "+other+" is not the pin this agent enrolled with ("+enrolled+")") {
 		t.Fatalf("Run with another pin: %v; want the refusal naming both pins", err)
+	}
+}
+
+// A listener whose port is taken is refused before the enrolment, which
+// would spend the join token: here the gateway does not exist, so an
+// enrolment would fail otherwise.
+func TestListenerInUseRefusedBeforeEnrolment(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	file := &FileConfig{Listen: []Listen{{Name: "orders-db", Address: busy.Addr().String(), Target: "db-1/postgres"}}}
+	err = Run(context.Background(), Config{DataDir: t.TempDir(), Gateway: "127.0.0.1:1", Pin: "sha256:" + strings.Repeat("a", 64),
+		Token: "a-join-token", File: file})
+	want := "listener orders-db: " + busy.Addr().String() + " is already in use by another program"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("Run with a listener's port in use: %v; want %q before any enrolment", err, want)
 	}
 }

@@ -265,13 +265,31 @@ func (d Dir) SaveCredentials(c Credentials) error {
 // RemoveCredentials deletes the key and certificates (logout). The profile
 // stays, so the next login needs no flags.
 func (d Dir) RemoveCredentials() error {
+	_, err := d.removeCredentials()
+	return err
+}
+
+// removeCredentials is RemoveCredentials, also saying how many files it
+// removed.
+func (d Dir) removeCredentials() (removed int, err error) {
 	var errs []error
 	for _, n := range []string{KeyFile, PubKeyFile, SSHCertFile, TLSCertFile} {
-		if err := os.Remove(d.file(n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		err := os.Remove(d.file(n))
+		switch {
+		case err == nil:
+			removed++
+		case !errors.Is(err, fs.ErrNotExist):
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	return removed, errors.Join(errs...)
+}
+
+// Logout removes the key and the certificates, and reports whether there
+// were any (false: already logged out).
+func (d Dir) Logout() (bool, error) {
+	n, err := d.removeCredentials()
+	return n > 0, err
 }
 
 // TLSCertificate loads the X.509 client certificate and key for mTLS.

@@ -20,8 +20,10 @@ func IsTerminal(w io.Writer) bool {
 // PrintEnrollment writes the enrolment for user to w, with a QR code when w
 // is a terminal.
 func PrintEnrollment(w io.Writer, user, uri, secret string) {
-	fmt.Fprintf(w, "TOTP enrolment for %s: scan the QR code with an authenticator app, or enter the secret.\n", user)
-	if IsTerminal(w) {
+	if !IsTerminal(w) {
+		fmt.Fprintf(w, "TOTP enrolment for %s: enter the secret in an authenticator app, or make a QR code of the uri.\n", user)
+	} else {
+		fmt.Fprintf(w, "TOTP enrolment for %s: scan the QR code with an authenticator app, or enter the secret.\n", user)
 		qrterminal.GenerateWithConfig(uri, qrterminal.Config{
 			Level: qrterminal.L, Writer: w, HalfBlocks: true,
 			BlackChar: qrterminal.BLACK_BLACK, WhiteChar: qrterminal.WHITE_WHITE,

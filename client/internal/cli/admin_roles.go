@@ -51,6 +51,9 @@ name.`,
   tunnel admin roles add office --login ubuntu --node "*" --source 10.0.0.0/8 --source 192.168.1.0/24`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkMaxTTL(maxTTL); err != nil {
+				return err
+			}
 			in := api.Role{Name: args[0], Logins: logins, Nodes: nodes, Services: services, MaxTTL: api.Duration(maxTTL), Admin: admin,
 				PortForwarding: portFwd, AgentForwarding: agentFwd, Approve: approve, Sudo: sudo, Sources: sources}
 			var out api.Role
@@ -160,6 +163,9 @@ audited (role.updated).`,
 				in.Services = nonEmpty(services)
 			}
 			if f.Changed("max-ttl") {
+				if err := checkMaxTTL(maxTTL); err != nil {
+					return err
+				}
 				d := api.Duration(maxTTL)
 				in.MaxTTL = &d
 			}
@@ -255,4 +261,12 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+// checkMaxTTL refuses a negative --max-ttl before it is sent.
+func checkMaxTTL(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("--max-ttl %s is negative: give a length such as 8h (0: the cluster maximum)", d)
+	}
+	return nil
 }

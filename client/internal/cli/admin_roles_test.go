@@ -194,6 +194,11 @@ func TestRolesUpdate(t *testing.T) {
 	if _, err := g.run("admin", "roles", "update", "dev", "ops", "--admin"); err == nil || !strings.Contains(err.Error(), "takes NAME (got 2 arguments)") {
 		t.Errorf("update with two names: got %v", err)
 	}
+	for _, cmd := range [][]string{{"admin", "roles", "update", "dev", "--max-ttl", "-5h"}, {"admin", "roles", "add", "neg", "--max-ttl", "-5h"}} {
+		if _, err := g.run(cmd...); err == nil || err.Error() != "--max-ttl -5h0m0s is negative: give a length such as 8h (0: the cluster maximum)" {
+			t.Errorf("%s: got %v; want the negative length refused", strings.Join(cmd, " "), err)
+		}
+	}
 	if len(g.requests()) != n {
 		t.Errorf("refused commands reached the gateway")
 	}

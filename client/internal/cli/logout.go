@@ -21,8 +21,13 @@ needs no flags.`,
 			if err != nil {
 				return err
 			}
-			if err := dir.RemoveCredentials(); err != nil {
+			had, err := dir.Logout()
+			if err != nil {
 				return fmt.Errorf("logout: %w", err)
+			}
+			if !had {
+				fmt.Fprintln(cmd.OutOrStdout(), "Not logged in: there was no key or certificate to remove.")
+				return nil
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "Logged out: key and certificates removed.")
 			return nil

@@ -164,7 +164,10 @@ func (s *Server) handleUpdateRole(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cur, err := s.Store.GetRole(r.Context(), name)
-	if err != nil {
+	if errors.Is(err, store.ErrNotFound) {
+		s.fail(w, r, notFound(fmt.Sprintf("there is no role %s (tunnel admin roles ls lists them; roles add creates one)", name)))
+		return
+	} else if err != nil {
 		s.fail(w, r, storeError(err, "update role "+name))
 		return
 	}

@@ -149,7 +149,7 @@ func TestUpdateRole(t *testing.T) {
 		{"wildcard login", api.RolePath("dev"), api.RoleUpdate{Logins: &[]string{"*"}}, 400, api.CodeBadRequest, []string{"login"}},
 		{"TTL above the cluster maximum", api.RolePath("dev"), api.RoleUpdate{MaxTTL: ptr(api.Duration(13 * time.Hour))}, 400, api.CodeBadRequest, []string{"exceeds"}},
 		{"bad service", api.RolePath("dev"), api.RoleUpdate{Services: &[]string{"db-1"}}, 400, api.CodeBadRequest, []string{"service"}},
-		{"unknown role", api.RolePath("nosuch"), api.RoleUpdate{Admin: ptr(true)}, 404, api.CodeNotFound, []string{"nosuch"}},
+		{"unknown role", api.RolePath("nosuch"), api.RoleUpdate{Admin: ptr(true)}, 404, api.CodeNotFound, []string{"there is no role nosuch (tunnel admin roles ls lists them"}},
 		{"bad role name", api.RolePath("-x"), api.RoleUpdate{Admin: ptr(true)}, 400, api.CodeBadRequest, []string{"role name"}},
 		{"own last admin role", api.RolePath("admins"), api.RoleUpdate{Admin: ptr(false)}, 400, api.CodeBadRequest, []string{"admin API away from you", "another admin"}},
 	}
@@ -250,7 +250,7 @@ func TestChangeUserRoles(t *testing.T) {
 		{"unknown role revoked", "bob", api.UserRolesChange{Revoke: []string{"nosuch"}}, 400, api.CodeBadRequest, []string{`"nosuch"`, "does not exist"}},
 		{"bad role name", "bob", api.UserRolesChange{Grant: []string{"dev ops"}}, 400, api.CodeBadRequest, []string{"role name"}},
 		{"granted and revoked", "bob", api.UserRolesChange{Grant: []string{"dev"}, Revoke: []string{"DEV"}}, 400, api.CodeBadRequest, []string{"both granted and revoked"}},
-		{"unknown user", "nobody", api.UserRolesChange{Grant: []string{"dev"}}, 404, api.CodeNotFound, []string{"nobody"}},
+		{"unknown user", "nobody", api.UserRolesChange{Grant: []string{"dev"}}, 404, api.CodeNotFound, []string{"there is no user nobody (tunnel admin users ls lists them)"}},
 		{"bad user name", "-bob", api.UserRolesChange{Grant: []string{"dev"}}, 400, api.CodeBadRequest, []string{"user name"}},
 		{"unknown field", "bob", `{"grant":["dev"],"admin":true}`, 400, api.CodeBadRequest, nil},
 		{"own last admin role", "boss", api.UserRolesChange{Revoke: []string{"auditors"}}, 400, api.CodeBadRequest, []string{"admin API", "another admin"}},

@@ -242,7 +242,10 @@ func (s *Server) handleChangeUserRoles(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	u, err := s.Store.GetUser(r.Context(), name)
-	if err != nil {
+	if errors.Is(err, store.ErrNotFound) {
+		s.fail(w, r, notFound(fmt.Sprintf("there is no user %s (tunnel admin users ls lists them)", name)))
+		return
+	} else if err != nil {
 		s.fail(w, r, storeError(err, "change the roles of "+name))
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"encoding/pem"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -324,6 +325,9 @@ func TestDialNoAnswerIsExplained(t *testing.T) {
 			base + ", and nothing listens on TCP port " + port + " there either: check that tunnel-gateway is running on 127.0.0.1 and that --gateway " + addr + " is its address (UDP to " + addr + " may also be blocked by a firewall)"},
 		{"TCP silent", func(string) error { return context.DeadlineExceeded }, failNoAnswer,
 			base + ": UDP to " + addr + " may be blocked; check the firewalls for UDP port " + port + " (the gateway's QUIC port, the same number as its API port) and that tunnel-gateway is running there"},
+		// Not blocked UDP either: the port is not a gateway's.
+		{"TCP answers as SSH", func(string) error { return &notGateway{what: "an SSH server"} }, failOther,
+			base + ", and its TCP port answers as an SSH server, not a tunnel gateway: check --gateway (a gateway's address is its --api-addr, :8443 by default; the jump host's SSH port is another)"},
 		// Not blocked UDP (which would move the agent to QUIC over TCP):
 		// a gateway too busy to answer.
 		{"the gateway restarted a moment ago", func(string) error { return errRestarting }, failBusy,
@@ -480,5 +484,50 @@ func TestAfterRestart(t *testing.T) {
 		if hs, busy := afterRestart(tt.restarted, now); hs != tt.want || busy != tt.busy {
 			t.Errorf("%s: %s, busy %v; want %s, %v", tt.name, hs, busy, tt.want, tt.busy)
 		}
+	}
+}
+
+// probeTCP tells a port that waits for the client (a gateway's TLS) from
+// one that speaks first (an SSH server's banner) and from a closed one.
+func TestProbeTCP(t *testing.T) {
+	serve := func(banner string) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				if banner != "" {
+					c.Write([]byte(banner))
+				}
+				go func() { io.Copy(io.Discard, c); c.Close() }()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	if err := probeTCP(serve("")); err != nil {
+		t.Errorf("a port that waits for the client: %v; want nil", err)
+	}
+	var ng *notGateway
+	if err := probeTCP(serve("SSH-2.0-OpenSSH_9.6\r\n")); !errors.As(err, &ng) || ng.what != "an SSH server" {
+		t.Errorf("an SSH server: %v; want it named", err)
+	}
+	if err := probeTCP(serve("220 smtp ready\r\n")); !errors.As(err, &ng) || ng.what != "a server that speaks first" {
+		t.Errorf("a server that speaks first: %v", err)
+	}
+	// A port nothing listens on any more.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	if err := probeTCP(closed); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("a closed port: %v; want connection refused", err)
 	}
 }

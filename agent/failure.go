@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -55,14 +56,37 @@ func (e *afterHandshake) Unwrap() error { return e.err }
 // "nothing there" after a QUIC handshake got no answer.
 const tcpProbeTimeout = 3 * time.Second
 
-// probeTCP reports whether something accepts TCP connections at addr.
+// probeTCP reports whether something accepts TCP connections at addr, as
+// a gateway's API (TLS) does: a server that speaks first, as an SSH server
+// does with its banner, is not one (a notGateway error).
 func probeTCP(addr string) error {
 	c, err := net.DialTimeout("tcp", addr, tcpProbeTimeout)
 	if err != nil {
 		return err
 	}
-	return c.Close()
+	defer c.Close()
+	// A TLS server waits for the client's hello: listen briefly for a
+	// server that does not.
+	_ = c.SetReadDeadline(time.Now().Add(tcpProbeListen))
+	buf := make([]byte, 64)
+	n, _ := c.Read(buf)
+	switch {
+	case n == 0:
+		return nil
+	case bytes.HasPrefix(buf[:n], []byte("SSH-")):
+		return &notGateway{what: "an SSH server"}
+	}
+	return &notGateway{what: "a server that speaks first"}
 }
+
+// tcpProbeListen is how long probeTCP listens for a server that speaks
+// first.
+const tcpProbeListen = 300 * time.Millisecond
+
+// notGateway is probeTCP's answer for a TCP port that is not a gateway's.
+type notGateway struct{ what string }
+
+func (e *notGateway) Error() string { return "the TCP port is " + e.what + ", not a tunnel gateway" }
 
 // errRestarting is what keep's probe says instead of probing TCP when the
 // agent's connection over UDP to the gateway ended less than restartGrace
@@ -154,7 +178,10 @@ func explainConnect(err error, gateway string, probe func(string) error) *connec
 		if probe != nil {
 			perr = probe(gateway)
 		}
+		var ng *notGateway
 		switch {
+		case errors.As(perr, &ng):
+			return wrap(failOther, "%s, and its TCP port answers as %s, not a tunnel gateway: check --gateway (a gateway's address is its --api-addr, :8443 by default; the jump host's SSH port is another)", base, ng.what)
 		case errors.Is(perr, errRestarting):
 			// Not a firewall: the gateway restarted a moment ago, over
 			// UDP. It is most likely taking back all its agents at once,

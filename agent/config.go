@@ -143,14 +143,14 @@ func ParseConfig(b []byte) (*FileConfig, error) {
 		if errors.Is(err, io.EOF) {
 			return &FileConfig{}, nil
 		}
-		return nil, syntaxError(err)
+		return nil, syntaxError(b, err)
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case err == nil:
 		return nil, fmt.Errorf("more than one YAML document (line %d starts another after ---): keep the whole configuration in one", extra.Line)
 	case !errors.Is(err, io.EOF):
-		return nil, syntaxError(err)
+		return nil, syntaxError(b, err)
 	}
 	p := &parser{lines: map[string]int{}}
 	cfg, err := p.file(&doc)
@@ -160,8 +160,18 @@ func ParseConfig(b []byte) (*FileConfig, error) {
 	return cfg, cfg.validate(p.lines)
 }
 
-func syntaxError(err error) error {
-	return fmt.Errorf("not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+// syntaxError is the parser's error, with the likely cause first when b
+// indents a line with a tab (YAML allows only spaces; the parser's own
+// message does not say so).
+func syntaxError(b []byte, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	for i, line := range strings.Split(string(b), "\n") {
+		indent := line[:len(line)-len(strings.TrimLeft(line, " \t"))]
+		if strings.Contains(indent, "\t") {
+			return fmt.Errorf("not valid YAML: line %d indents with a tab, and YAML indents with spaces only (%s)", i+1, msg)
+		}
+	}
+	return fmt.Errorf("not valid YAML: %s", msg)
 }
 
 // configError is a mistake at a key path, on a line when known.

@@ -141,6 +141,8 @@ func TestParseConfigErrors(t *testing.T) {
 			"listen (line 2): YAML aliases (*name) are not supported here: write the value out"},
 		{"bad indentation", "listen:\n  - name: a\n   address: x\n",
 			"not valid YAML: line 1: did not find expected '-' indicator"},
+		{"tab", "listen:\n\t- name: a\n",
+			"not valid YAML: line 2 indents with a tab, and YAML indents with spaces only (line 2: found character that cannot start any token)"},
 	} {
 		_, err := ParseConfig([]byte(tt.yaml))
 		if err == nil || err.Error() != tt.want {

@@ -116,6 +116,24 @@ func (p Profile) FirstGateway() string {
 // ErrNotLoggedIn is returned when there is no profile or no certificate.
 var ErrNotLoggedIn = errors.New("you are not logged in: run tunnel login --gateway HOST:PORT --user NAME --ca-pin sha256:HEX")
 
+// loggedOut is ErrNotLoggedIn for a profile that is kept (tunnel logout
+// removes only the key and certificates): a plain tunnel login will do.
+type loggedOut struct{}
+
+func (loggedOut) Error() string {
+	return "you are not logged in: run tunnel login (your profile keeps the gateway, user and CA pin)"
+}
+func (loggedOut) Unwrap() error { return ErrNotLoggedIn }
+
+// notLoggedIn is the error for missing credentials: loggedOut when the
+// profile is there, ErrNotLoggedIn otherwise.
+func (d Dir) notLoggedIn() error {
+	if _, err := os.Stat(d.file(ProfileFile)); err == nil {
+		return loggedOut{}
+	}
+	return ErrNotLoggedIn
+}
+
 // Dir is one TUNNEL_HOME directory.
 type Dir struct{ Path string }
 
@@ -296,14 +314,14 @@ func (d Dir) Logout() (bool, error) {
 func (d Dir) TLSCertificate() (tls.Certificate, error) {
 	certPEM, err := os.ReadFile(d.file(TLSCertFile))
 	if errors.Is(err, fs.ErrNotExist) {
-		return tls.Certificate{}, ErrNotLoggedIn
+		return tls.Certificate{}, d.notLoggedIn()
 	}
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("read certificate: %w", err)
 	}
 	keyPEM, err := os.ReadFile(d.file(KeyFile))
 	if errors.Is(err, fs.ErrNotExist) {
-		return tls.Certificate{}, ErrNotLoggedIn
+		return tls.Certificate{}, d.notLoggedIn()
 	}
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("read key: %w", err)

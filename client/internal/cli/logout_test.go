@@ -3,6 +3,7 @@ package cli
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/tunnelhq/tunnel/client/profile"
@@ -28,5 +29,10 @@ func TestLogoutTwice(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(home, profile.KeyFile)); !os.IsNotExist(err) {
 		t.Errorf("the key is still there after logout (%v)", err)
+	}
+	// The profile stays: a plain tunnel login will do, and status says so.
+	out, err := runIn(t, home, nil, "status")
+	if err == nil || !strings.Contains(out+err.Error(), "run tunnel login (your profile keeps the gateway, user and CA pin)") {
+		t.Errorf("status after logout: %q, %v; want it to say a plain tunnel login will do", out, err)
 	}
 }

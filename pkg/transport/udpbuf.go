@@ -22,15 +22,30 @@ func CheckUDPBuffers(log *slog.Logger) {
 		log = slog.Default()
 	}
 	warnOnce.Do(func() {
-		for _, name := range []string{"rmem_max", "wmem_max"} {
-			v, err := readSysctl("/proc/sys/net/core/" + name)
-			if err != nil || v >= WantUDPBuffer {
-				continue
-			}
-			log.Warn(fmt.Sprintf("net.core.%s is %d bytes, below the %d QUIC wants for full throughput; raise it with: sysctl -w net.core.rmem_max=%d net.core.wmem_max=%d (persist in /etc/sysctl.d/)",
-				name, v, WantUDPBuffer, WantUDPBuffer, WantUDPBuffer))
+		rmem, rerr := readSysctl("/proc/sys/net/core/rmem_max")
+		wmem, werr := readSysctl("/proc/sys/net/core/wmem_max")
+		if msg := udpBufferWarning(rmem, rerr, wmem, werr); msg != "" {
+			log.Warn(msg)
 		}
 	})
+}
+
+// udpBufferWarning is CheckUDPBuffers' one sentence for the kernel's
+// maxima (a value that could not be read is not judged); "" when both
+// are large enough.
+func udpBufferWarning(rmem int, rerr error, wmem int, werr error) string {
+	var low []string
+	if rerr == nil && rmem < WantUDPBuffer {
+		low = append(low, fmt.Sprintf("net.core.rmem_max is %d bytes", rmem))
+	}
+	if werr == nil && wmem < WantUDPBuffer {
+		low = append(low, fmt.Sprintf("net.core.wmem_max is %d bytes", wmem))
+	}
+	if len(low) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s, below the %d QUIC wants for full throughput; raise them with: sysctl -w net.core.rmem_max=%d net.core.wmem_max=%d (persist in /etc/sysctl.d/60-tunnel.conf)",
+		strings.Join(low, " and "), WantUDPBuffer, WantUDPBuffer, WantUDPBuffer)
 }
 
 func readSysctl(path string) (int, error) {

@@ -117,7 +117,11 @@ The token may also come from --token-file or TUNNEL_JOIN_TOKEN.`,
 				defer srv.Close()
 				fmt.Fprintf(out, "Metrics on http://%s/metrics (health: /healthz, /readyz)\n", srv.Addr())
 			}
-			return agent.Run(cmd.Context(), cfg)
+			err = agent.Run(cmd.Context(), cfg)
+			if err == nil && cmd.Context().Err() != nil {
+				cfg.Log.Info("stopped (signal): connections to the gateways closed, listeners closed")
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()

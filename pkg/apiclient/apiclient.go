@@ -340,7 +340,7 @@ func explain(gateway string, err error) error {
 	}
 	switch {
 	case errors.Is(err, trust.ErrPinMismatch):
-		return fmt.Errorf("the gateway at %s does not present the cluster you pinned (%w): check --ca-pin", gateway, err)
+		return fmt.Errorf("the gateway at %s is not of the cluster you pinned: check the --ca-pin you were given, or that --gateway is the right address (%w)", gateway, trust.ErrPinMismatch)
 	case strings.Contains(err.Error(), "connection refused"):
 		return fmt.Errorf("cannot reach the gateway at %s: connection refused (is tunnel-gateway running there?)", gateway)
 	case strings.Contains(err.Error(), "no such host"):

@@ -142,9 +142,10 @@ grant away; --source replaces the role's networks (--source "" lets it
 count from anywhere again). Live sessions and streams that a change no
 longer allows (from their source too) are closed.
 
-The holders' next login gets the new grant; certificates already issued keep
-what they were issued with until they expire or are revoked. The change is
-audited (role.updated).`,
+It takes effect at once: every new session and stream is decided with the
+role as it is now. What a login certificate carries (the SSH logins that
+ssh -J and plain OpenSSH present) changes at the holders' next login. The
+change is audited (role.updated).`,
 		Example: `  tunnel admin roles update dev --login ubuntu --login deploy
   tunnel admin roles update dev --node "" --max-ttl 2h
   tunnel admin roles update ops --admin=false
@@ -197,7 +198,7 @@ audited (role.updated).`,
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Updated role %s; its holders get it at their next login.\n", out.Name)
+			fmt.Fprintf(cmd.OutOrStdout(), "Updated role %s; it applies now (the SSH logins in its holders' certificates at their next login).\n", out.Name)
 			return printRole(cmd.OutOrStdout(), out)
 		},
 	}

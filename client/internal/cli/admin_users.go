@@ -196,22 +196,23 @@ func newUsersRolesCmd(env Env, grant bool) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "grant NAME ROLE...",
-		Short: "Grant a user roles (their next login gets them)",
+		Short: "Grant a user roles (they apply at once)",
 		Long: `grant gives the user NAME the roles named, keeping the roles they hold.
-Their next login gets the new roles; certificates already issued keep what
-they were issued with until they expire or are revoked. Granting a role the
-user holds changes nothing. The change is audited (user.roles_changed).`,
+They apply at once: every new session and stream is decided with the roles
+as they are now. The SSH logins their login certificate carries (for ssh -J
+and plain OpenSSH) change at their next login. Granting a role the user
+holds changes nothing. The change is audited (user.roles_changed).`,
 		Example: "  tunnel admin users grant bob dev ops",
 		Args:    rolesArgs,
 	}
 	if !grant {
 		cmd.Use = "revoke NAME ROLE..."
-		cmd.Short = "Take roles away from a user (their next login lacks them)"
+		cmd.Short = "Take roles away from a user (at once: what they no longer allow is closed)"
 		cmd.Long = `revoke takes the roles named away from the user NAME, keeping their other
-roles. Their next login lacks them; certificates already issued keep what
-they were issued with until they expire: to cut the user's live access now,
-run tunnel admin users lock NAME. Revoking a role the user does not hold
-changes nothing. You cannot revoke your own last role that grants the admin
+roles. It applies at once: new sessions and streams are decided without
+them, and the user's live sessions and streams they no longer allow are
+closed, with the reason (tunnel admin users lock NAME cuts all their
+access). Revoking a role the user does not hold changes nothing. You cannot revoke your own last role that grants the admin
 API. The change is audited (user.roles_changed).`
 		cmd.Example = "  tunnel admin users revoke bob ops"
 	}
@@ -231,7 +232,7 @@ API. The change is audited (user.roles_changed).`
 		if len(u.Roles) > 0 {
 			held = "the roles " + strings.Join(u.Roles, ", ")
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "User %s now holds %s, from their next login.\n", u.Name, held)
+		fmt.Fprintf(cmd.OutOrStdout(), "User %s now holds %s.\n", u.Name, held)
 		return nil
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the user as JSON")

@@ -25,10 +25,10 @@ func TestUsersGrantRevoke(t *testing.T) {
 	}{
 		{[]string{"grant", "bob", "dev", "ops"},
 			adminRequest{Method: "POST", Path: "/v1/admin/users/bob/roles", Body: map[string]any{"grant": []any{"dev", "ops"}}},
-			"User bob now holds the roles dev, ops, from their next login."},
+			"User bob now holds the roles dev, ops."},
 		{[]string{"revoke", "bob", "admins"},
 			adminRequest{Method: "POST", Path: "/v1/admin/users/bob/roles", Body: map[string]any{"revoke": []any{"admins"}}},
-			"User bob now holds the roles dev, ops, from their next login."},
+			"User bob now holds the roles dev, ops."},
 	}
 	for i, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -51,7 +51,7 @@ func TestUsersGrantRevoke(t *testing.T) {
 
 	g.setAnswer(answerRoles())
 	out, err := g.run("admin", "users", "revoke", "bob", "dev", "ops")
-	if err != nil || strings.TrimSpace(out) != "User bob now holds no role, from their next login." {
+	if err != nil || strings.TrimSpace(out) != "User bob now holds no role." {
 		t.Errorf("revoking every role: got %q, %v", out, err)
 	}
 	out, err = g.run("admin", "users", "grant", "bob", "dev", "--json")
@@ -90,8 +90,8 @@ func TestUsersGrantRevokeHelp(t *testing.T) {
 		want []string
 	}{
 		{[]string{"admin", "users", "--help"}, []string{"grant", "revoke"}},
-		{[]string{"admin", "users", "grant", "--help"}, []string{"NAME ROLE...", "next login", "--json"}},
-		{[]string{"admin", "users", "revoke", "--help"}, []string{"NAME ROLE...", "next login", "users lock", "--json"}},
+		{[]string{"admin", "users", "grant", "--help"}, []string{"NAME ROLE...", "at once", "next login", "--json"}},
+		{[]string{"admin", "users", "revoke", "--help"}, []string{"NAME ROLE...", "at once", "closed", "users lock", "--json"}},
 	} {
 		out, err := run(t, tc.args...)
 		if err != nil {

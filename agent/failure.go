@@ -225,6 +225,12 @@ func explainClose(appErr *quic.ApplicationError, err error) *connectError {
 		if appErr.ErrorCode == transport.CodeRevoked {
 			return wrap(failRefused, "the gateway cut this agent's connection: %s", reason)
 		}
+		if strings.Contains(reason, "not issued by this cluster") {
+			// The cluster's CA changed under this agent (a CA rotation
+			// finished with --force while it was away, or another
+			// cluster at this address): only a new enrolment helps.
+			return wrap(failRefused, "the gateway refuses this agent's certificate: %s; if the cluster's CA was rotated while this agent was away, enrol it again: stop it, remove %s from its --data-dir, and start it with a new --token", reason, IdentityFile)
+		}
 		return wrap(failRefused, "the gateway refuses this agent's certificate: %s", reason)
 	case transport.CodeReplaced:
 		return wrap(failOther, "the gateway closed this connection: %s (is another tunnel-agent running with a copy of this data directory?)", reason)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tunnelhq/tunnel/client/profile"
+	"github.com/tunnelhq/tunnel/pkg/discovery"
 )
 
 // defaultJumpPort is the port of the gateway's SSH jump host
@@ -96,6 +98,13 @@ its SSH port changes. It only reads your profile; no login is needed.`,
 			if err != nil {
 				return err
 			}
+			// --gateway srv:ZONE: ssh needs a host, not the zone.
+			rctx, rcancel := context.WithTimeout(cmd.Context(), resolveTimeout)
+			p, err = p.Resolved(rctx)
+			rcancel()
+			if err != nil {
+				return err
+			}
 			cluster := p.Cluster
 			switch {
 			case suffix != "" && cluster != "" && !strings.EqualFold(suffix, cluster):
@@ -130,6 +139,9 @@ its SSH port changes. It only reads your profile; no login is needed.`,
 // of TUNNEL_HOME home.
 func buildSSHConfig(p profile.Profile, cluster, home string, port int) (sshConfig, error) {
 	// The jump host is the first gateway's (ssh takes one ProxyJump).
+	if _, isSRV, _ := discovery.ParseGateway(p.Gateway); isSRV {
+		return sshConfig{}, fmt.Errorf("the gateways of %s must be found in DNS first", p.Gateway)
+	}
 	host, _, err := net.SplitHostPort(p.FirstGateway())
 	if err != nil {
 		host = p.FirstGateway()

@@ -262,3 +262,17 @@ func TestConfigSSHOpenSSH(t *testing.T) {
 		t.Errorf("ssh ubuntu@web-1 without -J goes through %q; want no jump", pj)
 	}
 }
+
+// A profile whose gateways are found in DNS (--gateway srv:ZONE) is
+// resolved first: "srv" is not a host ssh can jump through.
+func TestConfigSSHResolvesSRV(t *testing.T) {
+	p := testProfile
+	p.Gateway, p.DNSServer = "srv:prod.tunnel.test", "127.0.0.1:1"
+	out, err := runIn(t, t.TempDir(), &p, "config", "ssh")
+	if err == nil || !strings.Contains(err.Error(), "find the gateways of srv:prod.tunnel.test in DNS") || strings.Contains(out, "srv") {
+		t.Errorf("config ssh with a gateway in DNS that cannot be asked: %q, %v; want the lookup's error and no block", out, err)
+	}
+	if _, err := buildSSHConfig(p, "prod", "/home/alice/.tunnel", 2222); err == nil {
+		t.Error("buildSSHConfig wrote a block for an unresolved srv: gateway")
+	}
+}

@@ -358,6 +358,8 @@ func TestExplainConnect(t *testing.T) {
 			"the gateway refuses this agent's certificate: your certificate was revoked by an administrator"},
 		{"another cluster's certificate", &quic.ApplicationError{Remote: true, ErrorCode: transport.CodeUnauthorized, ErrorMessage: "your certificate was not issued by this cluster"}, failRefused,
 			"the gateway refuses this agent's certificate: your certificate was not issued by this cluster; if the cluster's CA was rotated while this agent was away, enrol it again: stop it, remove identity.sealed from its --data-dir, and start it with a new --token"},
+		{"gateway stopping", &quic.ApplicationError{Remote: true, ErrorCode: transport.CodeShutdown, ErrorMessage: "the gateway is shutting down"}, failOther,
+			"the gateway is shutting down"},
 		{"TLS, not the pin", &quic.TransportError{ErrorCode: 0x12a}, failTLS,
 			"the gateway's TLS certificate is not acceptable (CRYPTO_ERROR 0x12a (local): tls: bad certificate): check --gateway (the name must be one the gateway's certificate carries) and this machine's clock"},
 		{"no welcome", &afterHandshake{os.ErrDeadlineExceeded}, failOther,

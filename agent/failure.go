@@ -235,6 +235,9 @@ func explainClose(appErr *quic.ApplicationError, err error) *connectError {
 	case transport.CodeReplaced:
 		return wrap(failOther, "the gateway closed this connection: %s (is another tunnel-agent running with a copy of this data directory?)", reason)
 	case transport.CodeShutdown:
+		if strings.Contains(reason, "shutting down") {
+			return wrap(failOther, "%s", reason)
+		}
 		return wrap(failOther, "the gateway is shutting down (%s)", reason)
 	}
 	return wrap(failOther, "the gateway closed the connection: %s", reason)

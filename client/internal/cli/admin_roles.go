@@ -51,7 +51,7 @@ name.`,
   tunnel admin roles add office --login ubuntu --node "*" --source 10.0.0.0/8 --source 192.168.1.0/24`,
 		Args: exactArgs(1, "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkMaxTTL(maxTTL); err != nil {
+			if err := checkLength("--max-ttl", maxTTL, "the cluster maximum"); err != nil {
 				return err
 			}
 			in := api.Role{Name: args[0], Logins: logins, Nodes: nodes, Services: services, MaxTTL: api.Duration(maxTTL), Admin: admin,
@@ -164,7 +164,7 @@ change is audited (role.updated).`,
 				in.Services = nonEmpty(services)
 			}
 			if f.Changed("max-ttl") {
-				if err := checkMaxTTL(maxTTL); err != nil {
+				if err := checkLength("--max-ttl", maxTTL, "the cluster maximum"); err != nil {
 					return err
 				}
 				d := api.Duration(maxTTL)
@@ -264,10 +264,11 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-// checkMaxTTL refuses a negative --max-ttl before it is sent.
-func checkMaxTTL(d time.Duration) error {
+// checkLength refuses a negative length given with flag before it is
+// sent; zero says what 0 means.
+func checkLength(flag string, d time.Duration, zero string) error {
 	if d < 0 {
-		return fmt.Errorf("--max-ttl %s is negative: give a length such as 8h (0: the cluster maximum)", d)
+		return fmt.Errorf("%s %s is negative: give a length such as 8h (0: %s)", flag, d, zero)
 	}
 	return nil
 }

@@ -108,6 +108,9 @@ func runLogin(cmd *cobra.Command, env Env, f loginFlags) error {
 	if f.dnsServer != "" {
 		p.DNSServer = f.dnsServer
 	}
+	if err := checkLength("--ttl", f.ttl, "the default, 1h"); err != nil {
+		return err
+	}
 	switch {
 	case p.Gateway == "":
 		return errors.New("which gateway? give --gateway HOST:PORT")

@@ -62,3 +62,17 @@ func TestLoginKeepsTheProfileForAnotherListOfTheSameCluster(t *testing.T) {
 		t.Errorf("login with another cluster's gateway: %v; want a pin asked for, saying why", err)
 	}
 }
+
+// A negative --ttl is refused before anything is sent.
+func TestNegativeTTLRefused(t *testing.T) {
+	for _, args := range [][]string{
+		{"login", "--gateway", "127.0.0.1:1", "--ca-pin", "sha256:" + strings.Repeat("ab", 32), "--user", "alice", "--ttl", "-5m"},
+		{"ssh", "--ttl", "-5m", "ubuntu@web-1", "true"},
+		{"scp", "--ttl", "-5m", "a", "ubuntu@web-1:/tmp/"},
+	} {
+		_, err := runIn(t, t.TempDir(), &testProfile, args...)
+		if err == nil || !strings.Contains(err.Error(), "--ttl -5m0s is negative: give a length such as 8h (0: the default, 1h)") {
+			t.Errorf("%s: %v; want the negative --ttl refused", strings.Join(args, " "), err)
+		}
+	}
+}

@@ -78,6 +78,9 @@ func splitSSHArgs(args []string) (login, node string, command []string, err erro
 // openSSH logs in first if needed (on a terminal), asks for a session and
 // connects to the node.
 func openSSH(ctx context.Context, cmd *cobra.Command, env Env, node, login string, ttl time.Duration) (*ssh.Client, func(), error) {
+	if err := checkLength("--ttl", ttl, "the default, 1h"); err != nil {
+		return nil, nil, err
+	}
 	s, err := loggedIn(env)
 	if err != nil {
 		if !term.IsTerminal(int(env.Stdin.Fd())) || errors.Is(err, profile.ErrNotLoggedIn) && !hasProfile() {

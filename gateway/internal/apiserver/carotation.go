@@ -128,8 +128,8 @@ func (s *Server) caKindStatus(ctx context.Context, keys []store.CAKey, kind stor
 				return caKind{}, err
 			}
 			k.out.WaitingUntil = until
-			k.out.Next = fmt.Sprintf("%d certificates issued before the start are still valid: connected agents were sent the new trust bundle over their connection, the others get it when they connect or renew and users at their next login, at the latest by %s; then run tunnel admin ca rotate activate %s (--force if every agent is connected).",
-				n, until.Format(time.RFC3339), flag)
+			k.out.Next = fmt.Sprintf("%s issued before the start %s still valid: connected agents were sent the new trust bundle over their connection, the others get it when they connect or renew and users at their next login, at the latest by %s; then run tunnel admin ca rotate activate %s (--force if every agent is connected).",
+				certificates(n), isAre(n), until.Format(time.RFC3339), flag)
 		} else {
 			k.out.Next = "Every agent and user has renewed or logged in since the start and has the new trust bundle: run tunnel admin ca rotate activate " + flag + "."
 		}
@@ -153,8 +153,11 @@ func (s *Server) caKindStatus(ctx context.Context, keys []store.CAKey, kind stor
 				return caKind{}, err
 			}
 			k.out.OldExpire = until
-			k.out.Next = fmt.Sprintf("The old key signed %d certificates still valid until %s: run tunnel admin ca rotate finish %s then (nodes running their own sshd must list the new user CA in TrustedUserCAKeys by then: tunnel ca --type ssh-user).",
-				n, until.Format(time.RFC3339), flag)
+			k.out.Next = fmt.Sprintf("The old key signed %s still valid until %s: run tunnel admin ca rotate finish %s then.",
+				certificates(n), until.Format(time.RFC3339), flag)
+			if kind == store.CertSSHUser {
+				k.out.Next += " Nodes running their own sshd must list the new user CA in TrustedUserCAKeys by then: tunnel ca --type ssh-user."
+			}
 		} else {
 			k.out.Next = "Every certificate of the old key has expired: run tunnel admin ca rotate finish " + flag + "."
 		}
@@ -272,16 +275,16 @@ func caRefusal(step string, k caKind, force bool) string {
 		case k.phase == store.CAIdle:
 			return fmt.Sprintf("No rotation of the %s CA is under way: run tunnel admin ca rotate start --kind %s first.", kind, kind)
 		case k.phase == store.CAStarted && k.out.Waiting > 0 && !force:
-			return fmt.Sprintf("The %s CA cannot sign with the new key yet: %d certificates issued before the start are still valid until %s, and their agents or users may not trust the new key; activate then, or repeat with --force.",
-				kind, k.out.Waiting, k.out.WaitingUntil.Format(time.RFC3339))
+			return fmt.Sprintf("The %s CA cannot sign with the new key yet: %s issued before the start %s still valid until %s, and their agents or users may not trust the new key; activate then, or repeat with --force.",
+				kind, certificates(k.out.Waiting), isAre(k.out.Waiting), k.out.WaitingUntil.Format(time.RFC3339))
 		}
 	case api.CARotateFinish:
 		switch {
 		case k.phase == store.CAStarted:
 			return fmt.Sprintf("The new %s CA key does not sign yet: run tunnel admin ca rotate activate --kind %s first.", kind, kind)
 		case k.phase == store.CAActivated && k.out.OldValid > 0 && !force:
-			return fmt.Sprintf("The old %s CA key signed %d certificates still valid until %s: finish then, or repeat with --force to refuse them now.",
-				kind, k.out.OldValid, k.out.OldExpire.Format(time.RFC3339))
+			return fmt.Sprintf("The old %s CA key signed %s still valid until %s: finish then, or repeat with --force to refuse them now.",
+				kind, certificates(k.out.OldValid), k.out.OldExpire.Format(time.RFC3339))
 		}
 	}
 	return ""
@@ -365,4 +368,20 @@ func (s *Server) caReload(ctx context.Context) {
 	if _, err := s.CA.Refresh(func() ([]store.CAKey, uint64, error) { return store.ReadCAKeys(ctx, s.Store) }); err != nil {
 		s.log().Error("reload the CA keys after a rotation step; the reconciliation sweep retries", "err", err)
 	}
+}
+
+// certificates is "1 certificate" or "N certificates".
+func certificates(n int) string {
+	if n == 1 {
+		return "1 certificate"
+	}
+	return fmt.Sprintf("%d certificates", n)
+}
+
+// isAre is the verb for n certificates.
+func isAre(n int) string {
+	if n == 1 {
+		return "is"
+	}
+	return "are"
 }

@@ -109,7 +109,7 @@ func TestCARotationAPI(t *testing.T) {
 
 	seq := s.lastSeq()
 	wantError(t, s.do(admin, "POST", api.PathAdminCARotation+"/activate", api.CARotationRequest{Kind: "x509"}),
-		409, api.CodeConflict, "certificates issued before the start are still valid until", "--force", "Nothing was changed")
+		409, api.CodeConflict, "1 certificate issued before the start is still valid until", "--force", "Nothing was changed")
 	wantError(t, s.do(admin, "POST", api.PathAdminCARotation+"/finish", api.CARotationRequest{}),
 		409, api.CodeConflict, "does not sign yet", "activate")
 	wantError(t, s.do(admin, "POST", api.PathAdminCARotation+"/rotate", api.CARotationRequest{}), 404, api.CodeNotFound, "start, activate and finish")
@@ -144,7 +144,7 @@ func TestCARotationAPI(t *testing.T) {
 	}
 
 	wantError(t, s.do(admin, "POST", api.PathAdminCARotation+"/finish", api.CARotationRequest{Kind: "all"}),
-		409, api.CodeConflict, "The old x509 CA key signed 1 certificates still valid until", "--force", "Nothing was changed")
+		409, api.CodeConflict, "The old x509 CA key signed 1 certificate still valid until", "--force", "Nothing was changed")
 	if len(ca.SSHUserCAs()) != 2 {
 		t.Fatal("a refused finish of all kinds removed the SSH user CA")
 	}

@@ -294,3 +294,32 @@ func TestReevaluateGrantEnded(t *testing.T) {
 		t.Errorf("alice's web stream (role ops) ended: %q", r)
 	}
 }
+
+// TestGrantEndedNamesTheLastToEnd: of a user's requests that ended lately,
+// the one that ended last is named: here an older request revoked now,
+// while a newer one expired minutes ago (it came first in the list).
+func TestGrantEndedNamesTheLastToEnd(t *testing.T) {
+	g := newGrantEnv(t)
+	ctx := context.Background()
+	en := &ender{st: g.store, ended: map[string]string{}}
+	g.d.Live, g.d.Sessions = &live{}, en
+
+	older := g.approve(g.ask("r-older", "carol", "dba", time.Hour))
+	g.clk.set(g.clk.now().Add(time.Second))
+	newer := g.approve(g.ask("r-newer", "carol", "dba", time.Minute))
+	g.clk.set(newer.End.Add(2 * time.Minute)) // the newer one expired; the older one still holds
+	must(t, g.d.Reevaluate(ctx))
+	g.session("s-carol", "carol", "db-1", "postgres")
+	must(t, g.d.Reevaluate(ctx))
+	if r := en.endedWith("s-carol"); r != "" {
+		t.Fatalf("within the older request's window, carol's session ended: %q", r)
+	}
+
+	_, _, err := g.store.EndRequest(ctx, older.ID, store.RequestRevoked, "dave", "done", g.clk.now(), event(audit.RequestRevoked, older.ID))
+	must(t, err)
+	must(t, g.d.Reevaluate(ctx))
+	want := "your access request r-older for role dba was revoked by dave (done)"
+	if r := en.endedWith("s-carol"); r != want {
+		t.Errorf("carol's session ended with %q; want %q", r, want)
+	}
+}

@@ -19,7 +19,10 @@ import (
 
 // caller is an authenticated user of the API.
 type caller struct {
-	user     store.User
+	user store.User
+	// roles are those that count now, from the caller's address: held,
+	// and granted by approved access requests (as a login lists them).
+	roles    []string
 	logins   []string
 	admin    bool
 	notAfter time.Time
@@ -134,11 +137,11 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	}
 	// Roles limited to source networks count only from inside them, for
 	// the API as for logins and sessions.
-	logins, admin, err := s.Login.GrantOfFrom(r.Context(), *p.User, remoteAddr(r))
+	roles, logins, admin, err := s.Login.GrantOfFrom(r.Context(), *p.User, remoteAddr(r))
 	if err != nil {
 		return nil, err
 	}
-	return &caller{user: *p.User, logins: logins, admin: admin, notAfter: p.NotAfter, console: console}, nil
+	return &caller{user: *p.User, roles: roles, logins: logins, admin: admin, notAfter: p.NotAfter, console: console}, nil
 }
 
 // errConsoleEnded marks the refusals of a console cookie that can never
@@ -185,5 +188,9 @@ func (s *Server) consoleChain(r *http.Request) (*webui.Session, []*x509.Certific
 
 func (s *Server) handleWhoami(w http.ResponseWriter, r *http.Request) {
 	c := callerFrom(r.Context())
-	writeJSON(w, 200, api.Whoami{User: c.user.Name, Roles: c.user.Roles, Logins: c.logins, Admin: c.admin, NotAfter: c.notAfter})
+	roles := c.roles
+	if roles == nil {
+		roles = []string{}
+	}
+	writeJSON(w, 200, api.Whoami{User: c.user.Name, Roles: roles, Logins: c.logins, Admin: c.admin, NotAfter: c.notAfter})
 }

@@ -138,7 +138,7 @@ func (s *Server) handleConsoleLogin(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("console login: read user: %w", err))
 		return
 	}
-	_, admin, err := s.Login.GrantOfFrom(r.Context(), u, remoteAddr(r))
+	_, _, admin, err := s.Login.GrantOfFrom(r.Context(), u, remoteAddr(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return

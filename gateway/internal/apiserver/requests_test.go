@@ -87,6 +87,13 @@ func TestRequestDecisions(t *testing.T) {
 	}
 	wantError(t, s.do(c["erin"], "POST", api.RequestActionPath(req.ID, "deny"), api.RequestDecision{Comment: "no"}), 403, api.CodeForbidden,
 		"was approved by dave already")
+	// whoami lists the role granted, as a login does (tunnel status
+	// compares the two).
+	var who api.Whoami
+	s.do(c["bob"], "GET", api.PathWhoami, nil).decode(t, &who)
+	if len(who.Roles) != 1 || who.Roles[0] != "dba" || len(who.Logins) != 1 || who.Logins[0] != "postgres" {
+		t.Errorf("whoami of bob during his window = %+v; want role dba, login postgres", who)
+	}
 
 	var refused int
 	evs, err := s.store.ListAudit(context.Background(), store.AuditFilter{})

@@ -336,9 +336,9 @@ func (s *Service) grantFrom(ctx context.Context, u store.User, src netip.Addr) (
 
 // GrantOfFrom is GrantOf for a caller connecting from src: roles whose
 // source networks do not contain src do not count.
-func (s *Service) GrantOfFrom(ctx context.Context, u store.User, src netip.Addr) (logins []string, admin bool, err error) {
+func (s *Service) GrantOfFrom(ctx context.Context, u store.User, src netip.Addr) (roles, logins []string, admin bool, err error) {
 	g, err := s.grantFrom(ctx, u, src)
-	return g.Logins, g.Admin, err
+	return g.Roles, g.Logins, g.Admin, err
 }
 
 // GrantOf returns the logins and admin flag a user currently holds.

@@ -228,3 +228,15 @@ func TestRolesUpdateHelp(t *testing.T) {
 		t.Errorf("roles --help lists no update: %v\n%s", err, out)
 	}
 }
+
+// sessions revoke says what it revoked besides the session: for a session
+// through the jump host, the user's login certificate.
+func TestSessionsRevokeSaysWhatIsRevoked(t *testing.T) {
+	s := api.Session{ID: "s1", User: "bob", Node: "web-1", Login: "ubuntu", State: "revoked"}
+	g := newAdminTestGateway(t, func(adminRequest) (int, any) { return 200, s })
+	out, err := g.run("admin", "sessions", "revoke", "s1")
+	want := "Revoked session s1 (ubuntu@web-1 of bob), and the SSH certificate it was opened with (through the jump host: bob's login certificate, until they log in again).\n"
+	if err != nil || out != want {
+		t.Errorf("sessions revoke: %q, %v; want %q", out, err, want)
+	}
+}

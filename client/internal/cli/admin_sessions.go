@@ -80,13 +80,20 @@ func newSessionsRevokeCmd(env Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "revoke ID",
 		Short: "End a session now: its live SSH connection closes with \"access revoked by an administrator\"",
-		Args:  exactArgs(1, "ID"),
+		Long: `revoke ends the session ID now: its live SSH connection closes with "access
+revoked by an administrator", and the SSH certificate it was opened with is
+revoked (it is in the KRL), so that it opens nothing more. For a session
+opened through the jump host (ssh -J), that certificate is the user's login
+certificate: their ssh -J and plain OpenSSH access ends until they run
+tunnel login again.`,
+		Args: exactArgs(1, "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var s api.Session
 			if err := adminCall(cmd.Context(), env, http.MethodPost, api.PathAdminSessions+"/"+url.PathEscape(args[0])+"/revoke", nil, nil, &s); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Revoked session %s (%s@%s of %s).\n", s.ID, s.Login, s.Node, s.User)
+			fmt.Fprintf(cmd.OutOrStdout(), "Revoked session %s (%s@%s of %s), and the SSH certificate it was opened with (through the jump host: %s's login certificate, until they log in again).\n",
+				s.ID, s.Login, s.Node, s.User, s.User)
 			return nil
 		},
 	}

@@ -118,3 +118,17 @@ func TestRecordingUpload(t *testing.T) {
 	}
 	s.verifyAudit()
 }
+
+// The recording of a session that does not exist says there is no such
+// session; of one that has none, that it has no recording.
+func TestRecordingNotFound(t *testing.T) {
+	s := newServer(t)
+	admin := s.admin()
+	sess := store.Session{ID: "sess-2", User: "admin", Node: "db-1", Login: "ubuntu", CreatedAt: s.clock.Now(),
+		Deadline: s.clock.Now().Add(time.Hour), CertSerial: "abc2"}
+	if err := s.store.CreateSession(context.Background(), sess, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, s.do(admin, "GET", api.PathAdminSessions+"/nosuch/recording", nil), 404, api.CodeNotFound, "no session nosuch (see tunnel admin sessions ls)")
+	wantError(t, s.do(admin, "GET", api.PathAdminSessions+"/sess-2/recording", nil), 404, api.CodeNotFound, "no recording of session sess-2")
+}

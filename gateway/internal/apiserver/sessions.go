@@ -102,6 +102,12 @@ func (s *Server) handleGetRecording(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	sealed, err := s.Store.GetRecording(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
+		// Say which is missing: the session, or its recording (a
+		// session through the jump host, or one without a terminal).
+		if _, gerr := s.Store.GetSession(r.Context(), id); errors.Is(gerr, store.ErrNotFound) {
+			s.fail(w, r, notFound(fmt.Sprintf("no session %s (see tunnel admin sessions ls)", id)))
+			return
+		}
 		s.fail(w, r, notFound(fmt.Sprintf("no recording of session %s", id)))
 		return
 	}

@@ -55,6 +55,19 @@ func (d *Decider) CheckRequest(ctx context.Context, u store.User, role string, d
 	if dur <= 0 {
 		return store.Role{}, refusal("the duration must be positive, as in --for 2h")
 	}
+	// One pending request per role: a second would only ask the
+	// approvers twice.
+	pending, err := d.Store.ListRequests(ctx, store.RequestFilter{User: u.Name, States: []store.RequestState{store.RequestPending}})
+	if err != nil {
+		return store.Role{}, err
+	}
+	now := d.now()
+	for _, p := range pending {
+		if p.Role == role && now.Before(p.PendingUntil) {
+			return store.Role{}, refusal("you already asked for role %s (request %s, waiting for a decision until %s): wait for it, or tell an approver",
+				role, p.ID, p.PendingUntil.UTC().Format(time.RFC3339))
+		}
+	}
 	return r, nil
 }
 

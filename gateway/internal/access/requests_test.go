@@ -323,3 +323,32 @@ func TestGrantEndedNamesTheLastToEnd(t *testing.T) {
 		t.Errorf("carol's session ended with %q; want %q", r, want)
 	}
 }
+
+// TestCheckRequestOnePendingPerRole: a user with a pending request for a
+// role cannot ask for it again until it is decided or lapses; another
+// role, or after the decision, they can.
+func TestCheckRequestOnePendingPerRole(t *testing.T) {
+	g := newGrantEnv(t)
+	ctx := context.Background()
+	carol := g.user("carol")
+	if _, err := g.d.CheckRequest(ctx, carol, "dba", time.Hour); err != nil {
+		t.Fatalf("a first request: %v", err)
+	}
+	first := g.ask("r-1", "carol", "dba", time.Hour)
+	_, err := g.d.CheckRequest(ctx, carol, "dba", time.Hour)
+	if err == nil || !strings.Contains(err.Error(), "you already asked for role dba (request r-1, waiting for a decision until ") {
+		t.Errorf("a second request for the same role while the first is pending: %v; want refused, naming it", err)
+	}
+	if _, err := g.d.CheckRequest(ctx, carol, "ops", time.Hour); err != nil {
+		t.Errorf("a request for another role: %v", err)
+	}
+	g.approve(first)
+	if _, err := g.d.CheckRequest(ctx, carol, "dba", time.Hour); err != nil {
+		t.Errorf("a request once the first was approved: %v", err)
+	}
+	g.ask("r-2", "carol", "ops", time.Hour)
+	g.clk.set(g.clk.now().Add(access.PendingTTL))
+	if _, err := g.d.CheckRequest(ctx, carol, "ops", time.Hour); err != nil {
+		t.Errorf("a request once the pending one lapsed: %v", err)
+	}
+}

@@ -90,7 +90,7 @@ func (r *runner) checkUDPBuffers(context.Context) []Finding {
 			out = append(out, local(info(check, id, fmt.Sprintf("could not read net.core.%s: %v", name, err))))
 		case v < transport.WantUDPBuffer:
 			out = append(out, local(warn(check, id, "", fmt.Sprintf("net.core.%s on this machine is %d bytes, below the %d QUIC asks for", name, v, transport.WantUDPBuffer),
-				fmt.Sprintf("sudo sysctl -w net.core.rmem_max=%d net.core.wmem_max=%d, and persist it in /etc/sysctl.d/60-tunnel.conf (on the gateway and agents too)", transport.WantUDPBuffer, transport.WantUDPBuffer))))
+				fmt.Sprintf("sudo sysctl -w net.core.rmem_max=%d net.core.wmem_max=%d, and persist it in %s (on the gateway and agents too)", transport.WantUDPBuffer, transport.WantUDPBuffer, transport.SysctlFile))))
 		default:
 			out = append(out, local(ok(check, id, fmt.Sprintf("net.core.%s on this machine is %d bytes", name, v))))
 		}

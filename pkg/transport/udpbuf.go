@@ -13,6 +13,10 @@ import (
 // throughput suffers on fast links.
 const WantUDPBuffer = 7 << 20
 
+// SysctlFile is where the docs and the warnings say to persist the UDP
+// buffer sizes.
+const SysctlFile = "/etc/sysctl.d/60-tunnel.conf"
+
 var warnOnce sync.Once
 
 // CheckUDPBuffers warns once, through log, when the kernel's maximum UDP
@@ -44,8 +48,8 @@ func udpBufferWarning(rmem int, rerr error, wmem int, werr error) string {
 	if len(low) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("%s, below the %d QUIC wants for full throughput; raise them with: sysctl -w net.core.rmem_max=%d net.core.wmem_max=%d (persist in /etc/sysctl.d/60-tunnel.conf)",
-		strings.Join(low, " and "), WantUDPBuffer, WantUDPBuffer, WantUDPBuffer)
+	return fmt.Sprintf("%s, below the %d QUIC wants for full throughput; raise them with: sysctl -w net.core.rmem_max=%d net.core.wmem_max=%d (persist in %s)",
+		strings.Join(low, " and "), WantUDPBuffer, WantUDPBuffer, WantUDPBuffer, SysctlFile)
 }
 
 func readSysctl(path string) (int, error) {

@@ -212,8 +212,9 @@ holds changes nothing. The change is audited (user.roles_changed).`,
 roles. It applies at once: new sessions and streams are decided without
 them, and the user's live sessions and streams they no longer allow are
 closed, with the reason (tunnel admin users lock NAME cuts all their
-access). Revoking a role the user does not hold changes nothing. You cannot revoke your own last role that grants the admin
-API. The change is audited (user.roles_changed).`
+access). Revoking a role the user does not hold changes nothing. You
+cannot revoke your own last role that grants the admin API. The change is
+audited (user.roles_changed).`
 		cmd.Example = "  tunnel admin users revoke bob ops"
 	}
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {

@@ -197,13 +197,8 @@ func runLogin(cmd *cobra.Command, env Env, f loginFlags) error {
 // sharesGateway reports whether two --gateway lists name a gateway in
 // common.
 func sharesGateway(a, b string) bool {
-	bs := strings.Split(b, ",")
-	for _, g := range strings.Split(a, ",") {
-		if g != "" && slices.Contains(bs, g) {
-			return true
-		}
-	}
-	return false
+	bs := profile.Profile{Gateway: b}.Gateways()
+	return slices.ContainsFunc(profile.Profile{Gateway: a}.Gateways(), func(g string) bool { return slices.Contains(bs, g) })
 }
 
 // loginError keeps the gateway's message, which is written for the user.
